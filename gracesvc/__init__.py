@@ -1,0 +1,21 @@
+"""
+gracesvc: a Twisted/Klein web service that stops without losing work.
+
+The drain library: L{Drain} runs the shutdown timeline, L{DrainingSite}
+makes a Twisted web site's connections take part in it, and
+L{GracefulService} listens on endpoints and drains on SIGINT/SIGTERM.
+"""
+
+from ._drain import Drain, IDrainableConnection
+from ._http import DrainingChannel, DrainingSite, ResponseCutAtCap
+from ._service import GracefulService, ListenFailed
+
+__all__ = [
+    "Drain",
+    "DrainingChannel",
+    "DrainingSite",
+    "GracefulService",
+    "IDrainableConnection",
+    "ListenFailed",
+    "ResponseCutAtCap",
+]

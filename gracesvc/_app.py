@@ -1,0 +1,80 @@
+"""
+The routes gracesvc serves.
+"""
+
+from __future__ import annotations
+
+import json
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from ._drain import Drain
+
+
+def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
+    payload = json.dumps(body).encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", b"%d" % (len(payload),))
+    return payload
+
+
+class GraceApp:
+    """
+    The Klein application: C{/ping}, C{/healthz} and C{/readyz}.
+
+    @ivar router: the routes, shared by every instance; state lives on the
+        instance.
+    """
+
+    router = Klein()
+
+    def __init__(self, clock: IReactorTime, drain: Drain, pingDelay: float) -> None:
+        """
+        @param clock: schedules the C{/ping} delay.
+        @param drain: tells C{/readyz} whether the service is draining.
+        @param pingDelay: seconds C{/ping} waits before answering.
+        """
+        self.clock = clock
+        self.drain = drain
+        self.pingDelay = pingDelay
+
+    def resource(self) -> IResource:
+        """
+        @return: the root resource serving these routes.
+        """
+        return self.router.resource()
+
+    @router.route("/ping", methods=["GET"])
+    def ping(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """
+        Answer C{{"message": "pong"}} after the ping delay.
+        """
+        if self.pingDelay <= 0:
+            return _json(request, 200, {"message": "pong"})
+        return deferLater(
+            self.clock, self.pingDelay, _json, request, 200, {"message": "pong"}
+        )
+
+    @router.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        """
+        200 while the process is alive, draining or not: a liveness probe
+        must not restart an instance that is shutting down on purpose.
+        """
+        return _json(request, 200, {"status": "ok"})
+
+    @router.route("/readyz", methods=["GET"])
+    def readyz(self, request: IRequest) -> bytes:
+        """
+        200 while serving, 503 from the first stop signal on, so that load
+        balancers take the instance out of rotation.
+        """
+        if self.drain.draining:
+            return _json(request, 503, {"status": "draining"})
+        return _json(request, 200, {"status": "ready"})

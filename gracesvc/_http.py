@@ -1,0 +1,227 @@
+"""
+HTTP glue: a L{Site} whose connections take part in the drain.
+
+Twisted's L{HTTPChannel} has no notion of a graceful close, and three of its
+habits lose responses during one (see C{shared/TWISTED-NOTES.md}):
+
+  - C{checkPersistence} decides keep-alive per request and adds no
+    C{Connection: close} header when the server wants to close;
+  - a channel that is not persistent drops pipelined requests unparsed;
+  - L{HTTPFactory} keeps no list of its connections.
+
+L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
+from twisted.web.http_headers import Headers
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from ._drain import Drain
+
+SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
+
+
+class ResponseCutAtCap(CancelledError):
+    """
+    The drain reached its cap before the handler answered; the client got a
+    503 instead.  This is what L{Request.notifyFinish} errbacks with, which
+    makes Klein cancel the handler.
+    """
+
+
+def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
+    """
+    Cancel the handler of C{request} and answer it with a 503.
+
+    The handler is told first, through the Deferreds of
+    L{Request.notifyFinish}: that is how Klein (and well-behaved resources)
+    learn a request will not be answered by them, and Klein then cancels the
+    handler's Deferred instead of writing a 500.
+
+    @param retryAfter: seconds for the C{Retry-After} header.
+    @return: whether the 503 was written (a handler may still have answered
+        when it was cancelled).
+    """
+    notifications, request.notifications = request.notifications, []
+    for d in notifications:
+        d.errback(Failure(ResponseCutAtCap()))
+    if request.finished or request.startedWriting:
+        return False
+    request.setResponseCode(503)
+    request.responseHeaders = Headers(
+        {
+            b"Content-Type": [b"text/plain; charset=utf-8"],
+            b"Content-Length": [b"%d" % (len(SERVICE_UNAVAILABLE_BODY),)],
+            b"Retry-After": [b"%d" % (retryAfter,)],
+            b"Connection": [b"close"],
+        }
+    )
+    request.write(SERVICE_UNAVAILABLE_BODY)
+    request.finish()
+    return True
+
+
+class DrainingChannel(HTTPChannel):
+    """
+    An L{HTTPChannel} that tells its site's L{Drain} when it opens, answers
+    and closes, and that closes itself cleanly once the drain has begun.
+
+    Once draining, a channel:
+      - adds C{Connection: close} to every response it writes;
+      - answers the pipelined requests it had already received, in order,
+        then closes (Twisted would drop them);
+      - closes when it has no request in progress and has been quiet for the
+        drain's C{idleGrace} since it was accepted or last answered.  So a
+        connection idle for long closes at once, and one that has just been
+        used gets a short chance to send the request its client may be
+        writing right now; that request is then served with
+        C{Connection: close}.
+    """
+
+    site: DrainingSite
+    _drain: Drain
+    _draining = False
+    _cutting = False
+    _closing = False
+    lastActivity = 0.0
+    _idleCall: Any = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._drain = self.site.drain
+        self.lastActivity = self._drain.clock.seconds()
+        self._drain.connectionOpened(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        super().connectionLost(reason)
+        self._drain.connectionClosed(self)
+
+    def writeHeaders(
+        self, version: bytes, code: bytes, reason: bytes, headers: Headers
+    ) -> None:
+        if self._draining:
+            headers.setRawHeaders(b"Connection", [b"close"])
+        super().writeHeaders(version, code, reason, headers)
+
+    def requestDone(self, request: Request) -> None:
+        if not self._cutting:
+            self._drain.requestCompleted()
+        if not self._draining:
+            super().requestDone(request)
+            return
+        self.lastActivity = self._drain.clock.seconds()
+        if self.persistent and (self._cutting or not self._hasPipelinedData()):
+            # Close after this response, as its Connection: close promised.
+            self.persistent = False
+        super().requestDone(request)
+        if self.persistent:
+            # Parsing the pipelined data may have left no request in
+            # progress (it was only part of one, or blank lines).
+            self._closeWhenIdle()
+
+    def _hasPipelinedData(self) -> bool:
+        # Pipelined bytes wait in _dataBuffer while a request is handled, or
+        # in LineReceiver's _buffer when this request was itself answered
+        # while its predecessor's pipelined bytes were being parsed.
+        return bool(self._buffer.strip()) or any(
+            chunk.strip() for chunk in self._dataBuffer
+        )
+
+    def loseConnection(self) -> None:
+        self._closing = True
+        super().loseConnection()
+
+    # IDrainableConnection
+
+    def isBusy(self) -> bool:
+        return self._handlingRequest
+
+    def beginDrain(self) -> None:
+        self._draining = True
+        self._closeWhenIdle()
+
+    def cutAtCap(self, retryAfter: int) -> int:
+        self._cutting = True
+        if self._closing:
+            return 0
+        if self._handlingRequest and self.requests:
+            request = self.requests[0]
+            if not request.startedWriting:
+                answerServiceUnavailable(request, retryAfter)
+                if not self._closing:
+                    self.loseConnection()
+                return 1
+            self.abort()
+            return 1
+        if self.requests:
+            # A request still arriving: there is nothing to answer yet, and
+            # closing with its bytes unread would reset the connection anyway.
+            self.abort()
+        else:
+            self.loseConnection()
+        return 0
+
+    def abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # Idle handling while draining.
+
+    def _isIdle(self) -> bool:
+        return not self.requests and not self._buffer and not self._closing
+
+    def _closeWhenIdle(self) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        if not self._isIdle():
+            return
+        wait = self.lastActivity + self._drain.idleGrace - self._drain.clock.seconds()
+        if wait <= 0:
+            self.loseConnection()
+        else:
+            self._idleCall = self._drain.clock.callLater(wait, self._closeIfIdle)
+
+    def _closeIfIdle(self) -> None:
+        self._idleCall = None
+        if self._isIdle():
+            self.loseConnection()
+
+
+class DrainingSite(Site):
+    """
+    A L{Site} whose connections are L{DrainingChannel}s reporting to
+    C{drain}.
+
+    It also keeps its access log open until the drain is done: Twisted
+    closes it when the last port stops listening, which would leave every
+    request answered during the drain unlogged.
+    """
+
+    protocol = DrainingChannel  # type: ignore[assignment]
+
+    def __init__(self, resource: IResource, drain: Drain, **kwargs: Any) -> None:
+        """
+        @param resource: the root resource.
+        @param drain: the drain every connection reports to.
+        @param kwargs: passed on to L{Site}, C{reactor} among them.
+        """
+        super().__init__(resource, **kwargs)
+        self.drain = drain
+
+    def stopFactory(self) -> None:
+        if self.drain.draining and not self.drain.finished:
+            self.drain.whenDone().addCallback(lambda _: self.stopFactory())
+            return
+        super().stopFactory()

@@ -1,0 +1,241 @@
+"""
+The service: listens on every endpoint, and drains on shutdown.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any, Callable, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._drain import Drain
+
+#: What C{signal.signal} looks like; injected so tests need no real signals.
+InstallSignalHandler = Callable[[int, Any], Any]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ListenFailed(Exception):
+    """
+    An endpoint could not listen.  The message names the endpoint and the
+    reason, ready for a user.
+    """
+
+
+class GracefulService(Service):
+    """
+    Serve C{factory} on C{endpoints}; on shutdown, drain through C{drain}.
+
+    The drain starts from a 'before' 'shutdown' system event trigger, so it
+    runs on the first SIGINT or SIGTERM whatever the service hierarchy
+    looks like, and also from L{stopService}.  Both return the same drain.
+    While draining, a second SIGINT or SIGTERM stops at once.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        factory: Factory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        drain: Drain,
+        reactor: IReactorCore,
+        installSignalHandler: InstallSignalHandler | None = None,
+        earlySignals: EarlySignals | None = None,
+    ) -> None:
+        """
+        @param factory: the protocol factory to serve.
+        @param endpoints: (description, endpoint) pairs; the description is
+            what logs and errors call the endpoint.
+        @param drain: the drain that the factory's connections report to.
+        @param reactor: the reactor whose shutdown starts the drain.
+        @param installSignalHandler: C{signal.signal}, or a stand-in.  L{None}
+            leaves the signal handlers alone (no second-signal escalation).
+        @param earlySignals: signals caught while the process was starting,
+            handed to the reactor when the service starts.
+        """
+        self.factory = factory
+        self.endpoints = list(endpoints)
+        self.drain = drain
+        self.reactor = reactor
+        self._installSignalHandler = installSignalHandler
+        self._earlySignals = earlySignals
+        self.ports: list[IListeningPort] = []
+        self._trigger: Any = None
+        self._triggerFired = False
+        self._previousHandlers: dict[int, Any] = {}
+
+    def startService(self) -> None:
+        """
+        Listen on every endpoint and arrange to drain on shutdown.
+
+        @raise ListenFailed: an endpoint that fails at once (a port in use,
+            say).  The ports opened before it are closed again.
+        """
+        super().startService()
+        if self._earlySignals is not None:
+            self._earlySignals.release(self.reactor)
+        for description, endpoint in self.endpoints:
+            failure = self._listen(description, endpoint)
+            if failure is not None:
+                for port in self.ports:
+                    port.stopListening()
+                self.ports = []
+                self.running = False
+                raise ListenFailed(
+                    f"cannot listen on {description}: {failure.getErrorMessage()}"
+                )
+        self._trigger = self.reactor.addSystemEventTrigger(
+            "before", "shutdown", self._shutdownStarted
+        )
+
+    def _listen(
+        self, description: str, endpoint: IStreamServerEndpoint
+    ) -> Failure | None:
+        """
+        Listen on C{endpoint}.
+
+        @return: the failure if listening failed at once, else L{None}.  An
+            endpoint that fails later (none of Twisted's own do) is logged
+            and stops the reactor.
+        """
+        synchronous = True
+        failures: list[Failure] = []
+
+        def failed(failure: Failure) -> None:
+            if synchronous:
+                failures.append(failure)
+                return
+            self.log.critical(
+                "gracesvc: cannot listen on {description}: {error}",
+                description=description,
+                error=failure.getErrorMessage(),
+            )
+            self.reactor.stop()
+
+        endpoint.listen(self.factory).addCallbacks(
+            self._listening, failed, callbackArgs=(description,)
+        )
+        synchronous = False
+        return failures[0] if failures else None
+
+    def _listening(self, port: IListeningPort, description: str) -> None:
+        self.ports.append(port)
+        self.drain.addListener(port)
+        self.log.info(
+            "gracesvc listening on {description} ({address})",
+            description=description,
+            address=str(port.getHost()),
+        )
+
+    def _shutdownStarted(self) -> Deferred[None]:
+        self._triggerFired = True
+        return self._drain("reactor shutdown")
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Drain: stop accepting, finish what is in flight, within the cap.
+
+        @return: a Deferred that fires when the drain is done.
+        """
+        super().stopService()
+        if self._trigger is not None and not self._triggerFired:
+            self.reactor.removeSystemEventTrigger(self._trigger)
+        self._trigger = None
+        return self._drain("service stopped")
+
+    def _drain(self, reason: str) -> Deferred[None]:
+        if not self.drain.draining:
+            self._escalateOnSecondSignal()
+        return self.drain.start(reason)
+
+    def _escalateOnSecondSignal(self) -> None:
+        install = self._installSignalHandler
+        if install is None or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _STOP_SIGNALS:
+            self._previousHandlers[signum] = install(signum, self._secondSignal)
+        self.drain.whenDone().addCallback(self._restoreSignalHandlers)
+
+    def _secondSignal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs between two bytecodes of whatever the reactor was doing:
+        # hand the work to the reactor, as Twisted's own handlers do.
+        name = signal.Signals(signum).name
+        self.reactor.callFromThread(  # type: ignore[attr-defined]
+            self.drain.forceStop, f"second signal, {name}"
+        )
+
+    def _restoreSignalHandlers(self, _: object) -> None:
+        install = self._installSignalHandler
+        assert install is not None
+        previous, self._previousHandlers = self._previousHandlers, {}
+        for signum, handler in previous.items():
+            install(signum, handler)
+
+
+class EarlySignals:
+    """
+    Catch SIGINT and SIGTERM from the moment the service is made until the
+    reactor runs, when Twisted installs its own handlers.
+
+    Without it, a SIGINT during start-up raises L{KeyboardInterrupt} wherever
+    Python happens to be, and twistd prints a traceback.  With it, the signal
+    is remembered and handed to the reactor once it runs, which then shuts
+    down cleanly (and exits with the signal's status).
+    """
+
+    def __init__(self, installSignalHandler: InstallSignalHandler) -> None:
+        self._install = installSignalHandler
+        self._previous: dict[int, Any] = {}
+        self.received: int | None = None
+
+    def catch(self) -> None:
+        """
+        Start catching.
+        """
+        for signum in _STOP_SIGNALS:
+            self._previous[signum] = self._install(signum, self._remember)
+
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def release(self, reactor: Any) -> None:
+        """
+        Put back the handlers Twisted expects to find (it installs its own
+        SIGINT handler only over Python's default), and hand a signal caught
+        meanwhile to C{reactor} as soon as it runs.
+        """
+        previous, self._previous = self._previous, {}
+        for signum, handler in previous.items():
+            self._install(signum, handler)
+        if self.received is not None:
+            handler = {signal.SIGINT: reactor.sigInt, signal.SIGTERM: reactor.sigTerm}
+            reactor.callWhenRunning(handler[self.received], self.received)
+
+
+class TwistdService(GracefulService):
+    """
+    L{GracefulService} as twistd runs it: an endpoint that cannot listen is
+    one log line and exit status 1, not a traceback.
+    """
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ListenFailed as e:
+            self.log.critical("gracesvc: {error}", error=str(e))
+            raise SystemExit(1)

@@ -1,0 +1,177 @@
+"""
+twistd glue: C{twistd gracesvc} options and the service they make.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.python import usage
+
+if TYPE_CHECKING:
+    InstallSignalHandler = Callable[[int, Any], Any]
+
+DEFAULT_LISTEN = "tcp:8080"
+
+
+def _seconds(option: str, value: object, allowZero: bool) -> float:
+    bound = ">= 0" if allowZero else "> 0"
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allowZero):
+        raise usage.UsageError(
+            f"--{option}: expected a number of seconds {bound}, got {value!r}"
+        )
+    return seconds
+
+
+class Options(usage.Options):
+    """
+    Options for C{twistd gracesvc}.
+    """
+
+    synopsis = "[--listen ENDPOINT ...] [options]"
+    longdesc = (
+        "Serve the gracesvc Klein app and drain it on SIGINT/SIGTERM: stop "
+        "accepting, finish the requests in flight, close keep-alive "
+        "connections cleanly, exit as soon as the last response is out and "
+        "never later than --shutdown-timeout after the signal.  A second "
+        "signal stops at once."
+    )
+
+    optParameters = [
+        [
+            "shutdown-timeout",
+            None,
+            "5",
+            "Cap on the whole shutdown, from the first signal to exit, in "
+            "seconds. Requests still unanswered shortly before it get a 503.",
+        ],
+        [
+            "drain-delay",
+            None,
+            "0",
+            "After the first signal, keep accepting and serving for this many "
+            "seconds (with /readyz answering 503) so load balancers take the "
+            "instance out of rotation before its port closes. Must be less "
+            "than --shutdown-timeout.",
+        ],
+        ["ping-delay", None, "5", "Seconds GET /ping waits before answering."],
+    ]
+
+    def __init__(self, reactor: Any = None) -> None:
+        """
+        @param reactor: the reactor endpoints are made for; the global one
+            when L{None}.
+        """
+        super().__init__()
+        self._reactor = reactor
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Endpoint to listen on, as a Twisted server endpoint string: tcp:8080,
+        tcp:8080:interface=127.0.0.1, unix:/run/gracesvc.sock, ssl:..., or
+        systemd:domain=INET:index=0. Repeat for several; every one is drained
+        alike. [default: tcp:8080]
+        """
+        self["listen"].append(description)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse, and turn a usage error into one line on standard error and
+        exit status 1: twistd would print its whole help text above it.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(
+                f"twistd gracesvc: error: {e} (see twistd gracesvc --help)"
+            )
+
+    def postOptions(self) -> None:
+        """
+        Check every value and parse every endpoint, so that a mistake is a
+        usage error now rather than a traceback later.
+        """
+        self["shutdown-timeout"] = _seconds(
+            "shutdown-timeout", self["shutdown-timeout"], allowZero=False
+        )
+        self["drain-delay"] = _seconds(
+            "drain-delay", self["drain-delay"], allowZero=True
+        )
+        self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
+        if self["drain-delay"] >= self["shutdown-timeout"]:
+            raise usage.UsageError(
+                f"--drain-delay ({self['drain-delay']:g}s) must be less than "
+                f"--shutdown-timeout ({self['shutdown-timeout']:g}s): the delay "
+                f"is part of the shutdown"
+            )
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        for description in self["listen"] or [DEFAULT_LISTEN]:
+            try:
+                endpoint = serverFromString(self._reactor, description)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"--listen {description!r}: not a usable endpoint: "
+                    f"{_describe(e)}"
+                )
+            endpoints.append((description, endpoint))
+        self["endpoints"] = endpoints
+        self["reactor"] = self._reactor
+
+
+def _describe(e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, IndexError):
+        text = "no such inherited socket (is LISTEN_FDS set?)"
+    elif isinstance(e, KeyError):
+        text = f"unknown endpoint type or parameter {text}"
+    return text
+
+
+def makeService(
+    options: Options, installSignalHandler: InstallSignalHandler = signal.signal
+) -> Any:
+    """
+    Make the gracesvc service from parsed L{Options}.
+
+    @param installSignalHandler: C{signal.signal}, or a stand-in in tests.
+
+    Klein and the app are imported here, not at module level, so that
+    C{twistd --help} stays fast and a broken import is an error, not
+    "Unknown command".
+    """
+    from ._app import GraceApp
+    from ._drain import Drain
+    from ._http import DrainingSite
+    from ._service import EarlySignals, TwistdService
+
+    reactor = options["reactor"]
+    drain = Drain(
+        clock=reactor,
+        shutdownTimeout=options["shutdown-timeout"],
+        drainDelay=options["drain-delay"],
+    )
+    app = GraceApp(reactor, drain, options["ping-delay"])
+    site = DrainingSite(app.resource(), drain, reactor=reactor)
+    early = EarlySignals(installSignalHandler)
+    early.catch()
+    return TwistdService(
+        site,
+        options["endpoints"],
+        drain,
+        reactor,
+        installSignalHandler=installSignalHandler,
+        earlySignals=early,
+    )

@@ -1,0 +1,193 @@
+"""
+In-memory HTTP connections to a L{DrainingSite}, driven by a L{Clock}.
+
+L{twisted.test.iosim} (what C{treq.testing.StubTreq} runs on) moves bytes
+between a real server channel and a raw client, and delivers
+C{connectionLost} only after the last bytes written before
+C{loseConnection} have been delivered, as a real transport does.  So these
+tests see what a client on the wire would see.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import AccumulatingProtocol, MemoryReactorClock
+from twisted.test import iosim
+
+from gracesvc._app import GraceApp
+from gracesvc._drain import Drain
+from gracesvc._http import DrainingChannel, DrainingSite
+
+_RESPONSE = re.compile(
+    rb"HTTP/1\.1 (\d{3}) [^\r]*\r\n((?:[^\r]+\r\n)*)\r\n", re.MULTILINE
+)
+
+
+class Response:
+    """
+    One parsed response: status, headers (lower-cased names) and body.
+    """
+
+    def __init__(self, code: int, headers: dict[bytes, bytes], body: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"<Response {self.code} {self.headers!r} {self.body!r}>"
+
+
+def parseResponses(data: bytes) -> list[Response]:
+    """
+    Parse complete HTTP/1.1 responses with a C{Content-Length}, in order.
+    A trailing partial response is left out.
+    """
+    responses = []
+    while data:
+        match = _RESPONSE.match(data)
+        if match is None:
+            break
+        headers = {}
+        for line in match.group(2).split(b"\r\n"):
+            if line:
+                name, value = line.split(b":", 1)
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", b"0"))
+        end = match.end() + length
+        if len(data) < end:
+            break
+        responses.append(Response(int(match.group(1)), headers, data[match.end() : end]))
+        data = data[end:]
+    return responses
+
+
+def get(path: str, *headers: str) -> bytes:
+    """
+    @return: the bytes of a C{GET} request for C{path}.
+    """
+    lines = [f"GET {path} HTTP/1.1", "Host: test", *headers, "", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+class Client:
+    """
+    One client connection: write bytes, read what the server sent.
+    """
+
+    def __init__(self, wire: Wire) -> None:
+        self.wire = wire
+        self.protocol = AccumulatingProtocol()
+        self.server: DrainingChannel = wire.site.buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 40000)
+        )
+        self.serverTransport = iosim.FakeTransport(self.server, isServer=True)
+        self.clientTransport = iosim.FakeTransport(self.protocol, isServer=False)
+        self.pump = iosim.connect(
+            self.server,
+            self.serverTransport,
+            self.protocol,
+            self.clientTransport,
+            clock=wire.clock,
+        )
+        wire.clients.append(self)
+
+    def send(self, data: bytes) -> None:
+        self.clientTransport.write(data)
+        self.wire.flush()
+
+    def close(self) -> None:
+        self.clientTransport.loseConnection()
+        self.wire.flush()
+
+    @property
+    def responses(self) -> list[Response]:
+        return parseResponses(self.protocol.data)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.protocol.closed)
+
+
+class Wire:
+    """
+    A L{DrainingSite} serving L{GraceApp} on a L{Clock}, with in-memory
+    clients.
+    """
+
+    def __init__(
+        self,
+        shutdownTimeout: float = 5.0,
+        drainDelay: float = 0.0,
+        pingDelay: float = 2.0,
+        idleGrace: float = 0.5,
+    ) -> None:
+        self.clock = Clock()
+        self.drain = Drain(
+            self.clock,
+            shutdownTimeout=shutdownTimeout,
+            drainDelay=drainDelay,
+            idleGrace=idleGrace,
+        )
+        self.app = GraceApp(self.clock, self.drain, pingDelay)
+        self.site = DrainingSite(self.app.resource(), self.drain, reactor=self.clock)
+        self.clients: list[Client] = []
+
+    def connect(self) -> Client:
+        return Client(self)
+
+    def flush(self) -> None:
+        for _ in range(20):
+            if not any(c.pump.flush() for c in self.clients):
+                break
+
+    def advance(self, seconds: float) -> None:
+        """
+        Let C{seconds} pass, in small steps, moving bytes after each.
+        """
+        steps = max(1, round(seconds / 0.01))
+        for _ in range(steps):
+            self.clock.advance(seconds / steps)
+            self.flush()
+
+
+class TriggerReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} whose system event triggers can be removed, and
+    that records C{callFromThread} calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThread: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def addSystemEventTrigger(self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+        super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
+        return (phase, eventType, (f, args, kw))
+
+    def removeSystemEventTrigger(self, triggerID: Any) -> None:
+        phase, eventType, entry = triggerID
+        self.triggers[phase][eventType].remove(entry)
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        self.fromThread.append((f, args))
+
+    def sigInt(self, signum: int, frame: Any = None) -> None:
+        self.stop()
+
+    def sigTerm(self, signum: int, frame: Any = None) -> None:
+        self.stop()
+
+    def fireShutdownTriggers(self) -> list[Any]:
+        """
+        Call the 'before' 'shutdown' triggers, as the reactor does on stop.
+
+        @return: what each returned.
+        """
+        return [
+            f(*args, **kw)
+            for f, args, kw in list(self.triggers.get("before", {}).get("shutdown", []))
+        ]

@@ -1,0 +1,77 @@
+"""
+The routes, through treq's in-memory client.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from treq.testing import StubTreq
+
+from gracesvc._app import GraceApp
+from gracesvc._drain import Drain
+
+
+class RouteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.drain = Drain(self.clock)
+        self.app = GraceApp(self.clock, self.drain, pingDelay=5)
+        self.treq = StubTreq(self.app.resource())
+
+    def fetch(self, path: str) -> tuple[int, bytes, bytes]:
+        response = self.successResultOf(self.treq.get(f"http://test{path}"))
+        body = self.successResultOf(self.treq.content(response))
+        contentType = response.headers.getRawHeaders(b"content-type")[0]
+        return response.code, contentType, body
+
+    def test_pingAnswersPongAfterTheDelay(self) -> None:
+        """
+        C{GET /ping} answers C{{"message": "pong"}} as JSON, and only once
+        the ping delay has passed.
+        """
+        d = self.treq.get("http://test/ping")
+        self.clock.advance(4.9)
+        self.treq.flush()
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.treq.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-type"), [b"application/json"]
+        )
+        self.assertEqual(
+            self.successResultOf(self.treq.json_content(response)), {"message": "pong"}
+        )
+
+    def test_pingWithoutDelayAnswersAtOnce(self) -> None:
+        self.app.pingDelay = 0
+        self.assertEqual(
+            self.fetch("/ping"), (200, b"application/json", b'{"message": "pong"}')
+        )
+
+    def test_healthzStaysOkWhileDraining(self) -> None:
+        self.assertEqual(self.fetch("/healthz")[0], 200)
+        self.drain.start()
+        self.assertEqual(
+            self.fetch("/healthz"), (200, b"application/json", b'{"status": "ok"}')
+        )
+
+    def test_readyzTurns503WhenTheDrainBegins(self) -> None:
+        self.assertEqual(
+            self.fetch("/readyz"), (200, b"application/json", b'{"status": "ready"}')
+        )
+        self.drain.start()
+        self.assertEqual(
+            self.fetch("/readyz"),
+            (503, b"application/json", b'{"status": "draining"}'),
+        )
+
+    def test_unknownPathIs404(self) -> None:
+        response = self.successResultOf(self.treq.get("http://test/nope"))
+        self.assertEqual(response.code, 404)
+
+    def test_wrongMethodIs405(self) -> None:
+        response = self.successResultOf(self.treq.post("http://test/ping"))
+        self.assertEqual(response.code, 405)

@@ -1,0 +1,456 @@
+"""
+The drain, as a client on the wire sees it: in-memory connections to a real
+L{DrainingSite}, time driven by a L{Clock}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc._drain import Drain
+
+from .helpers import Wire, get
+
+
+class FakePort:
+    """
+    A listening port that records when it was closed.
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.closedAt: float | None = None
+
+    def stopListening(self) -> None:
+        self.closedAt = self.clock.seconds()
+
+    def getHost(self) -> str:
+        return "fake"
+
+
+def captureLog(drain: Drain) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    drain.log = Logger(observer=events.append)
+    return events
+
+
+class DrainLifecycleTests(SynchronousTestCase):
+    def test_idleServiceStopsAtOnce(self) -> None:
+        """
+        With nothing in flight, the drain closes the listeners and is done
+        in the same call.
+        """
+        wire = Wire()
+        port = FakePort(wire.clock)
+        wire.drain.addListener(port)
+        self.successResultOf(wire.drain.start())
+        self.assertEqual(port.closedAt, 0)
+
+    def test_inFlightRequestCompletes(self) -> None:
+        """
+        A request in flight at the signal is answered in full, with
+        C{Connection: close}, and the drain ends when its connection closes.
+        """
+        wire = Wire(pingDelay=2)
+        client = wire.connect()
+        client.send(get("/ping"))
+        wire.advance(0.5)
+        done = wire.drain.start()
+        wire.advance(1.4)
+        self.assertNoResult(done)
+        self.assertEqual(client.responses, [])
+        wire.advance(0.2)
+        [response] = client.responses
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.body, b'{"message": "pong"}')
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+        self.assertEqual(wire.drain.completedDuringDrain, 1)
+        self.assertEqual(wire.drain.requestsCut, 0)
+
+    def test_doneOnlyAfterTheLastBytesAreDelivered(self) -> None:
+        """
+        When the handler finishes, the response is still in the transport's
+        buffer: the drain waits for the connection to close after flushing,
+        not for the request to finish (else the reactor's disconnectAll would
+        throw the response away).
+        """
+        wire = Wire(pingDelay=2)
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        wire.clock.advance(2)  # the handler answers; nothing moved yet
+        self.assertNoResult(done)
+        self.assertEqual(client.protocol.data, b"")
+        wire.flush()
+        self.assertEqual(len(client.responses), 1)
+        self.successResultOf(done)
+
+    def test_manyInFlightAllComplete(self) -> None:
+        """
+        Twenty requests in flight at the signal all get their answer.
+        """
+        wire = Wire(pingDelay=2)
+        clients = [wire.connect() for _ in range(20)]
+        for client in clients:
+            client.send(get("/ping"))
+        done = wire.drain.start()
+        self.assertEqual(wire.drain.inFlight, 20)
+        wire.advance(2.1)
+        self.successResultOf(done)
+        self.assertEqual(
+            [[r.code for r in c.responses] for c in clients], [[200]] * 20
+        )
+        self.assertEqual(wire.drain.completedDuringDrain, 20)
+
+    def test_startTwiceIsOneDrain(self) -> None:
+        """
+        The signal trigger and C{stopService} both start the drain; the
+        second call waits for the same drain.
+        """
+        wire = Wire(pingDelay=1)
+        wire.connect().send(get("/ping"))
+        first = wire.drain.start()
+        second = wire.drain.start()
+        wire.advance(1.1)
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(wire.drain.completedDuringDrain, 1)
+
+    def test_logsStartAndSummary(self) -> None:
+        """
+        The drain logs C{Shutdown Server ...} with the number in flight, and
+        C{Server exiting} with what was completed and cut and how long it took.
+        """
+        wire = Wire(pingDelay=1.5)
+        events = captureLog(wire.drain)
+        wire.drain.addListener(FakePort(wire.clock))
+        wire.connect().send(get("/ping"))
+        wire.drain.start("SIGINT")
+        wire.advance(1.6)
+        steps = [e["step"] for e in events]
+        self.assertEqual(steps, ["start", "listeners_closed", "progress", "done"])
+        start, done = events[0], events[-1]
+        self.assertEqual(start["inFlight"], 1)
+        self.assertIn("Shutdown Server", start["log_format"])
+        self.assertIn("Server exiting", done["log_format"])
+        self.assertEqual((done["completed"], done["cut"]), (1, 0))
+        self.assertAlmostEqual(done["duration"], 1.5, delta=0.02)
+
+
+class CapTests(SynchronousTestCase):
+    def test_unansweredRequestGets503AtTheCap(self) -> None:
+        """
+        A request still unanswered near the cap is answered with a 503,
+        C{Retry-After} and C{Connection: close}, and the drain is done by the
+        cap.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        wire.advance(0.85)
+        self.assertNoResult(done)
+        wire.advance(0.1)
+        [response] = client.responses
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers[b"retry-after"], b"1")
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+        self.assertEqual(wire.drain.requestsCut, 1)
+        self.assertEqual(wire.drain.completedDuringDrain, 0)
+
+    def test_cutHandlerIsCancelledNotAnswered(self) -> None:
+        """
+        The handler of a cut request is cancelled: it does not write to the
+        finished request later, and nothing is logged as an error.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        client = wire.connect()
+        client.send(get("/ping"))
+        wire.drain.start()
+        wire.advance(1)
+        self.assertEqual(wire.clock.getDelayedCalls(), [])
+        wire.advance(10)
+        self.assertEqual([r.code for r in client.responses], [503])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_clientThatNeverReadsIsAbortedAtTheCap(self) -> None:
+        """
+        A connection that does not close after the 503 (its client reads
+        nothing) cannot hold the drain past the cap.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=2)
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        # Stop moving bytes: the connection can never finish closing.
+        wire.clients.remove(client)
+        wire.advance(1.95)
+        self.assertNoResult(done)
+        wire.advance(0.05)
+        self.successResultOf(done)
+
+    def test_trackedWorkThatNeverFinishesIsAbandoned(self) -> None:
+        """
+        A tracked Deferred that never fires holds the drain until the cap,
+        no longer.
+        """
+        wire = Wire(shutdownTimeout=3)
+        wire.drain.track(Deferred())
+        done = wire.drain.start()
+        wire.advance(2.9)
+        self.assertNoResult(done)
+        wire.advance(0.1)
+        self.successResultOf(done)
+        self.assertEqual(wire.drain.abandoned, 1)
+
+
+class TrackTests(SynchronousTestCase):
+    def test_drainWaitsForTrackedWork(self) -> None:
+        """
+        Work handed to C{track} holds the drain until it finishes, and its
+        result is unchanged for the application.
+        """
+        wire = Wire()
+        work: Deferred[str] = Deferred()
+        self.assertIs(wire.drain.track(work), work)
+        done = wire.drain.start()
+        self.assertNoResult(done)
+        work.callback("saved")
+        self.successResultOf(done)
+        self.assertEqual(self.successResultOf(work), "saved")
+
+    def test_failedTrackedWorkIsLoggedAndDoesNotStopTheDrain(self) -> None:
+        """
+        A tracked Deferred that fails ends its wait like a success, and the
+        failure is logged, not lost.
+        """
+        wire = Wire()
+        work: Deferred[None] = Deferred()
+        wire.drain.track(work)
+        done = wire.drain.start()
+        work.errback(ValueError("disk full"))
+        self.successResultOf(done)
+        self.failureResultOf(work, ValueError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_alreadyFiredWorkIsNotWaitedFor(self) -> None:
+        wire = Wire()
+        work: Deferred[int] = Deferred()
+        work.callback(1)
+        wire.drain.track(work)
+        self.successResultOf(wire.drain.start())
+
+
+class KeepAliveTests(SynchronousTestCase):
+    def test_longIdleConnectionClosedAtOnce(self) -> None:
+        """
+        A keep-alive connection idle for longer than the grace is closed as
+        soon as the drain begins, and does not hold the exit.
+        """
+        wire = Wire()
+        client = wire.connect()
+        client.send(get("/healthz"))
+        [before] = client.responses
+        self.assertNotIn(b"connection", before.headers)
+        wire.advance(5)
+        done = wire.drain.start()
+        wire.flush()
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+
+    def test_justUsedConnectionMaySendOneMoreRequest(self) -> None:
+        """
+        A connection used just before the signal gets the grace to send the
+        request its client may be writing; it is served with
+        C{Connection: close}, then closed.
+        """
+        wire = Wire(idleGrace=0.5)
+        client = wire.connect()
+        client.send(get("/healthz"))
+        wire.advance(0.1)
+        done = wire.drain.start()
+        wire.advance(0.2)
+        self.assertFalse(client.closed)
+        client.send(get("/healthz"))
+        first, second = client.responses
+        self.assertEqual(second.code, 200)
+        self.assertEqual(second.headers[b"connection"], b"close")
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+
+    def test_justUsedConnectionClosedAfterTheGrace(self) -> None:
+        """
+        If the just-used connection sends nothing, it is closed when the
+        grace since its last response runs out.
+        """
+        wire = Wire(idleGrace=0.5)
+        client = wire.connect()
+        client.send(get("/healthz"))
+        wire.advance(0.1)
+        done = wire.drain.start()
+        wire.advance(0.35)
+        self.assertFalse(client.closed)
+        wire.advance(0.1)
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+
+    def test_silentConnectionClosedAfterTheGrace(self) -> None:
+        """
+        A connection accepted just before the signal that never sends a byte
+        is closed once the grace since it was accepted runs out.
+        """
+        wire = Wire(idleGrace=0.5)
+        client = wire.connect()
+        wire.advance(0.2)
+        done = wire.drain.start()
+        wire.advance(0.25)
+        self.assertNoResult(done)
+        wire.advance(0.1)
+        self.assertTrue(client.closed)
+        self.assertEqual(client.protocol.data, b"")
+        self.successResultOf(done)
+
+    def test_lateRequestOnAcceptedConnectionIsServed(self) -> None:
+        """
+        A request arriving 50 ms after the signal on a connection accepted
+        before it is served, with C{Connection: close}.
+        """
+        wire = Wire(pingDelay=0.1)
+        client = wire.connect()
+        done = wire.drain.start()
+        wire.advance(0.05)
+        client.send(get("/ping"))
+        wire.advance(0.2)
+        [response] = client.responses
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.successResultOf(done)
+
+    def test_requestArrivingInPiecesIsNotCutByTheGrace(self) -> None:
+        """
+        Once a request has begun to arrive the connection is not idle: the
+        grace does not close it under the client.
+        """
+        wire = Wire(idleGrace=0.5, pingDelay=0)
+        client = wire.connect()
+        wire.drain.start()
+        request = get("/ping")
+        client.send(request[:10])
+        wire.advance(1)
+        self.assertFalse(client.closed)
+        client.send(request[10:])
+        [response] = client.responses
+        self.assertEqual(response.code, 200)
+        self.assertTrue(client.closed)
+
+    def test_pipelinedRequestsAnsweredInOrderThenClosed(self) -> None:
+        """
+        Requests pipelined behind the one in flight at the signal are all
+        answered, in order, each with C{Connection: close}; then the
+        connection closes.  (Twisted alone drops them unparsed.)
+        """
+        wire = Wire(pingDelay=1)
+        client = wire.connect()
+        client.send(get("/ping") + get("/healthz") + get("/readyz"))
+        done = wire.drain.start()
+        wire.advance(1.1)
+        self.assertEqual([r.code for r in client.responses], [200, 200, 503])
+        self.assertEqual(
+            [r.headers[b"connection"] for r in client.responses], [b"close"] * 3
+        )
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+
+    def test_clientConnectionCloseIsHonoured(self) -> None:
+        """
+        Before any drain, a client's C{Connection: close} closes the
+        connection as Twisted always did.
+        """
+        wire = Wire()
+        client = wire.connect()
+        client.send(get("/healthz", "Connection: close"))
+        self.assertEqual(client.responses[0].headers[b"connection"], b"close")
+        self.assertTrue(client.closed)
+
+
+class DrainDelayTests(SynchronousTestCase):
+    def test_keepsAcceptingForTheDelay(self) -> None:
+        """
+        With a drain delay, listeners stay open for the delay while
+        C{/readyz} answers 503 and requests are still served with
+        C{Connection: close}.
+        """
+        wire = Wire(drainDelay=1, pingDelay=0.1)
+        port = FakePort(wire.clock)
+        wire.drain.addListener(port)
+        done = wire.drain.start()
+        wire.advance(0.5)
+        self.assertIsNone(port.closedAt)
+        late = wire.connect()
+        late.send(get("/readyz"))
+        ping = wire.connect()
+        ping.send(get("/ping"))
+        wire.advance(0.2)
+        self.assertEqual(late.responses[0].code, 503)
+        self.assertEqual(ping.responses[0].code, 200)
+        self.assertEqual(ping.responses[0].headers[b"connection"], b"close")
+        self.assertNoResult(done)
+        wire.advance(0.4)
+        self.assertAlmostEqual(port.closedAt, 1.0, delta=0.011)
+        self.successResultOf(done)
+
+
+class ForcedStopTests(SynchronousTestCase):
+    def test_secondSignalStopsAtOnce(self) -> None:
+        """
+        C{forceStop} (a second signal) aborts what is in flight and ends the
+        drain at once, counting the cut request.
+        """
+        wire = Wire(pingDelay=3)
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        wire.advance(0.5)
+        wire.drain.forceStop()
+        self.successResultOf(done)
+        wire.flush()
+        self.assertTrue(client.closed)
+        self.assertEqual(client.responses, [])
+        self.assertEqual(wire.drain.requestsCut, 1)
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_requestsFinishedDuringTheDrainAreLogged(self) -> None:
+        """
+        Closing the last port stops the factory, which closes Twisted's
+        access log; the site keeps it open until the drain is done, so the
+        requests answered during the drain are logged.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "access.log")
+        wire = Wire(pingDelay=1)
+        wire.site.logPath = path
+        wire.site.doStart()
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        wire.site.doStop()  # what closing the listening port does
+        wire.advance(1.1)
+        self.successResultOf(done)
+        with open(path) as f:
+            lines = f.readlines()
+        self.assertEqual(len(lines), 1)
+        self.assertIn('"GET /ping HTTP/1.1" 200', lines[0])
+        self.assertIsNone(wire.site._logFile)

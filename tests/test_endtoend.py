@@ -1,0 +1,283 @@
+"""
+End to end: a real C{twistd -n gracesvc} process, real signals, raw
+sockets on loopback.  Each test bounds its waits and kills its process by
+pid.  Time bounds here are generous (a loaded CI machine must not flake);
+the tight figures are measured by C{bench/shutdown.py}.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from .helpers import get
+from .twistdproc import (
+    InFlight,
+    RawClient,
+    Twistd,
+    connectRefused,
+    freePort,
+    run,
+    waitUntilRefused,
+)
+
+
+class EndToEndTestCase(SynchronousTestCase):
+    def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
+        twistd = Twistd(*args, **kwargs)  # type: ignore[arg-type]
+        self.addCleanup(twistd.kill)
+        return twistd.waitUntilServing()
+
+    def assertCleanLog(self, twistd: Twistd) -> None:
+        log = twistd.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)
+
+
+class DrainTests(EndToEndTestCase):
+    def test_inFlightRequestsCompleteOnSIGINT(self) -> None:
+        """
+        20 C{/ping} requests in flight at SIGINT all get pong; new
+        connections are refused at once; the process exits soon after the
+        last response, with SIGINT's status.
+        """
+        twistd = self.startTwistd("--ping-delay", "2")
+        requests = [InFlight(twistd.port, get("/ping")) for _ in range(20)]
+        time.sleep(0.5)
+        sentAt = twistd.signal(signal.SIGINT)
+        refusedAt = waitUntilRefused(twistd.port)
+        status = twistd.wait(10)
+        for r in requests:
+            r.join(5)
+        self.assertEqual(
+            [(r.error, r.response and r.response.body) for r in requests],
+            [(None, b'{"message": "pong"}')] * 20,
+        )
+        self.assertEqual(
+            {r.response.headers[b"connection"] for r in requests if r.response},
+            {b"close"},
+        )
+        self.assertEqual(status, -signal.SIGINT)
+        self.assertLess(refusedAt - sentAt, 0.5)
+        lastResponse = max(r.doneAt for r in requests if r.doneAt)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - lastResponse, 0.5)
+        log = twistd.log()
+        self.assertIn("Shutdown Server ... (reactor shutdown): 20 requests in flight", log)
+        self.assertIn("Server exiting (drained): 20 requests completed during the drain, 0 cut", log)
+        self.assertCleanLog(twistd)
+
+    def test_SIGTERMDrainsLikeSIGINT(self) -> None:
+        twistd = self.startTwistd("--ping-delay", "1")
+        request = InFlight(twistd.port, get("/ping"))
+        time.sleep(0.2)
+        twistd.signal(signal.SIGTERM)
+        self.assertEqual(twistd.wait(10), -signal.SIGTERM)
+        request.join(5)
+        assert request.response is not None
+        self.assertEqual(request.response.code, 200)
+        self.assertCleanLog(twistd)
+
+    def test_capAnswers503AndExitsAtTheCap(self) -> None:
+        """
+        A 10 s C{/ping} with a 1 s cap: the client gets a 503 with
+        C{Retry-After}, and the process is gone by about the cap.
+        """
+        twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "1")
+        request = InFlight(twistd.port, get("/ping"))
+        time.sleep(0.2)
+        sentAt = twistd.signal(signal.SIGINT)
+        twistd.wait(10)
+        request.join(5)
+        assert request.response is not None and twistd.exitedAt is not None
+        self.assertEqual(request.response.code, 503)
+        self.assertEqual(request.response.headers[b"retry-after"], b"1")
+        self.assertLess(twistd.exitedAt - sentAt, 1.5)
+        self.assertIn("1 cut", twistd.log())
+        self.assertCleanLog(twistd)
+
+    def test_idleServiceExitsAtOnce(self) -> None:
+        twistd = self.startTwistd()
+        sentAt = twistd.signal(signal.SIGINT)
+        self.assertEqual(twistd.wait(5), -signal.SIGINT)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - sentAt, 0.5)
+
+
+class KeepAliveTests(EndToEndTestCase):
+    def test_backToBackKeepAliveClientsLoseNothing(self) -> None:
+        """
+        Clients sending requests back to back on keep-alive connections
+        across SIGINT lose none: every request sent gets a response or the
+        connection is closed cleanly after a response that said
+        C{Connection: close}.
+        """
+        twistd = self.startTwistd("--ping-delay", "0.01")
+        stop = time.monotonic() + 1.0
+        outcomes: list[tuple[int, int, str]] = []
+
+        import threading
+
+        def client() -> None:
+            sent = answered = 0
+            problem = ""
+            try:
+                with RawClient(twistd.port, timeout=5) as c:
+                    while True:
+                        c.send(get("/ping"))
+                        sent += 1
+                        response = c.readResponse()
+                        answered += 1
+                        if response.headers.get(b"connection") == b"close":
+                            if not c.waitForClose():
+                                problem = "not closed cleanly"
+                            break
+            except Exception as e:
+                problem = repr(e)
+            outcomes.append((sent, answered, problem))
+
+        threads = [threading.Thread(target=client) for _ in range(10)]
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, stop - time.monotonic()))
+        twistd.signal(signal.SIGINT)
+        twistd.wait(10)
+        for t in threads:
+            t.join(5)
+        self.assertEqual(len(outcomes), 10)
+        self.assertEqual([p for _, _, p in outcomes], [""] * 10)
+        self.assertEqual([s - a for s, a, _ in outcomes], [0] * 10)
+        self.assertTrue(all(a > 1 for _, a, _ in outcomes))
+
+    def test_idleKeepAliveConnectionsClosedPromptly(self) -> None:
+        twistd = self.startTwistd("--ping-delay", "3")
+        busy = InFlight(twistd.port, get("/ping"))
+        idle = []
+        for _ in range(10):
+            c = RawClient(twistd.port)
+            c.send(get("/healthz"))
+            c.readResponse()
+            idle.append(c)
+        time.sleep(0.6)
+        sentAt = twistd.signal(signal.SIGINT)
+        for c in idle:
+            self.assertTrue(c.waitForClose())
+        closedAt = time.monotonic()
+        self.assertLess(closedAt - sentAt, 1.0)
+        twistd.wait(10)
+        busy.join(5)
+        assert busy.response is not None
+        self.assertEqual(busy.response.code, 200)
+
+    def test_lateRequestOnAcceptedConnection(self) -> None:
+        twistd = self.startTwistd("--ping-delay", "0.1")
+        c = RawClient(twistd.port)
+        time.sleep(0.1)
+        twistd.signal(signal.SIGINT)
+        time.sleep(0.05)
+        c.send(get("/ping"))
+        response = c.readResponse()
+        self.assertEqual((response.code, response.headers[b"connection"]), (200, b"close"))
+        self.assertTrue(c.waitForClose())
+        twistd.wait(5)
+
+    def test_silentConnectionDoesNotHoldTheExit(self) -> None:
+        twistd = self.startTwistd()
+        c = RawClient(twistd.port)
+        self.addCleanup(c.close)
+        time.sleep(0.1)
+        sentAt = twistd.signal(signal.SIGINT)
+        twistd.wait(5)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - sentAt, 1.1)
+
+    def test_pipelinedRequestsAnsweredInOrder(self) -> None:
+        twistd = self.startTwistd("--ping-delay", "0.5")
+        c = RawClient(twistd.port)
+        c.send(get("/ping") + get("/healthz") + get("/ping"))
+        time.sleep(0.2)
+        twistd.signal(signal.SIGINT)
+        codes = [c.readResponse().code for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 200])
+        self.assertTrue(c.waitForClose())
+        twistd.wait(5)
+
+
+class ReadinessTests(EndToEndTestCase):
+    def test_drainDelayKeepsServingWithReadinessOff(self) -> None:
+        twistd = self.startTwistd(
+            "--drain-delay", "1", "--ping-delay", "0", "--shutdown-timeout", "3"
+        )
+        sentAt = twistd.signal(signal.SIGINT)
+        time.sleep(0.3)
+        with RawClient(twistd.port) as c:
+            c.send(get("/readyz"))
+            self.assertEqual(c.readResponse().code, 503)
+        with RawClient(twistd.port) as c:
+            c.send(get("/ping"))
+            response = c.readResponse()
+            self.assertEqual(response.code, 200)
+            self.assertEqual(response.headers[b"connection"], b"close")
+        refusedAt = waitUntilRefused(twistd.port)
+        self.assertGreater(refusedAt - sentAt, 0.9)
+        self.assertLess(refusedAt - sentAt, 1.5)
+        twistd.wait(5)
+
+
+class SecondSignalTests(EndToEndTestCase):
+    def test_secondSignalExitsAtOnce(self) -> None:
+        twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "8")
+        request = InFlight(twistd.port, get("/ping"))
+        time.sleep(0.2)
+        twistd.signal(signal.SIGINT)
+        time.sleep(0.3)
+        secondAt = twistd.signal(signal.SIGINT)
+        self.assertEqual(twistd.wait(5), -signal.SIGINT)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - secondAt, 0.5)
+        request.join(5)
+        self.assertIsNotNone(request.error)
+        log = twistd.log()
+        self.assertIn("Forced stop (second signal, SIGINT): cutting 1 requests", log)
+        self.assertCleanLog(twistd)
+
+
+class BadInputTests(EndToEndTestCase):
+    def assertOneLineError(self, result: object, *expected: str) -> None:
+        self.assertNotEqual(result.returncode, 0)  # type: ignore[attr-defined]
+        stderr = result.stderr.strip()  # type: ignore[attr-defined]
+        self.assertNotIn("Traceback", stderr + result.stdout)  # type: ignore[attr-defined]
+        self.assertEqual(len(stderr.splitlines()), 1, stderr)
+        for text in expected:
+            self.assertIn(text, stderr)
+
+    def test_badOptionValues(self) -> None:
+        result = run("--pidfile=", "-n", "gracesvc", "--shutdown-timeout", "abc")
+        self.assertOneLineError(result, "--shutdown-timeout", "'abc'")
+        result = run("--pidfile=", "-n", "gracesvc", "--ping-delay", "-1")
+        self.assertOneLineError(result, "--ping-delay")
+
+    def test_badEndpoint(self) -> None:
+        result = run("--pidfile=", "-n", "gracesvc", "--listen", "tcp:notaport")
+        self.assertOneLineError(result, "--listen 'tcp:notaport'")
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use: one log line naming the endpoint, exit
+        status 1, no traceback.
+        """
+        port = freePort()
+        first = self.startTwistd(port=port)
+        self.assertFalse(connectRefused(port))
+        result = run(
+            "--pidfile=", "-n", "gracesvc", "--listen", f"tcp:{port}:interface=127.0.0.1"
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        [line] = [l for l in result.stdout.splitlines() if "cannot listen" in l]
+        self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", line)
+        self.assertIn("Address already in use", line)
+        first.signal(signal.SIGTERM)
+        first.wait(5)

@@ -1,0 +1,24 @@
+"""
+The public names are the private objects, re-exported.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import gracesvc
+from gracesvc import _drain, _http, _service
+
+
+class PublicAPITests(SynchronousTestCase):
+    def test_exports(self) -> None:
+        self.assertEqual(
+            {name: getattr(gracesvc, name) for name in gracesvc.__all__},
+            {
+                "Drain": _drain.Drain,
+                "IDrainableConnection": _drain.IDrainableConnection,
+                "DrainingChannel": _http.DrainingChannel,
+                "DrainingSite": _http.DrainingSite,
+                "ResponseCutAtCap": _http.ResponseCutAtCap,
+                "GracefulService": _service.GracefulService,
+                "ListenFailed": _service.ListenFailed,
+            },
+        )

@@ -1,0 +1,158 @@
+"""
+The service: listening, the shutdown trigger, signals.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import RaisingMemoryReactor
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc._drain import Drain
+from gracesvc._http import DrainingSite
+from gracesvc._service import (
+    EarlySignals,
+    GracefulService,
+    ListenFailed,
+    TwistdService,
+)
+from gracesvc._app import GraceApp
+
+from .helpers import TriggerReactor
+
+
+class FakeSignals:
+    """
+    Stands in for C{signal.signal}: records handlers, starts with the
+    defaults.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[int, Any] = {
+            signal.SIGINT: signal.default_int_handler,
+            signal.SIGTERM: signal.SIG_DFL,
+        }
+
+    def __call__(self, signum: int, handler: Any) -> Any:
+        previous = self.handlers.get(signum)
+        self.handlers[signum] = handler
+        return previous
+
+
+def makeService(
+    reactor: Any, *descriptions: str, cls: type[GracefulService] = GracefulService
+) -> tuple[GracefulService, FakeSignals]:
+    drain = Drain(reactor, shutdownTimeout=2)
+    site = DrainingSite(GraceApp(reactor, drain, 1).resource(), drain, reactor=reactor)
+    signals = FakeSignals()
+    endpoints = [(d, serverFromString(reactor, d)) for d in descriptions]
+    return cls(site, endpoints, drain, reactor, installSignalHandler=signals), signals
+
+
+class ServiceTests(SynchronousTestCase):
+    def test_listensAndRegistersTheShutdownTrigger(self) -> None:
+        reactor = TriggerReactor()
+        service, _ = makeService(reactor, "tcp:8080", "tcp:8443")
+        service.startService()
+        self.assertEqual([p for p, *_ in reactor.tcpServers], [8080, 8443])
+        self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
+
+    def test_shutdownTriggerStartsTheDrain(self) -> None:
+        """
+        The reactor's shutdown (a signal) starts the drain through the
+        trigger, and the trigger returns the drain's Deferred so the reactor
+        waits for it.
+        """
+        reactor = TriggerReactor()
+        service, _ = makeService(reactor, "tcp:8080")
+        service.startService()
+        [d] = reactor.fireShutdownTriggers()
+        self.assertTrue(service.drain.draining)
+        self.successResultOf(d)
+        # twistd then stops the service: the same drain, already done.
+        self.successResultOf(service.stopService())
+
+    def test_stopServiceDrainsAndRemovesTheTrigger(self) -> None:
+        reactor = TriggerReactor()
+        service, _ = makeService(reactor, "tcp:8080")
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertTrue(service.drain.finished)
+        self.assertEqual(reactor.triggers["before"]["shutdown"], [])
+
+    def test_listenFailureNamesTheEndpoint(self) -> None:
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("", 8080, OSError(98, "Address already in use"))
+        )
+        service, _ = makeService(reactor, "tcp:8080")
+        with self.assertRaises(ListenFailed) as caught:
+            service.startService()
+        self.assertIn("cannot listen on tcp:8080:", str(caught.exception))
+        self.assertIn("Address already in use", str(caught.exception))
+        self.assertFalse(service.running)
+
+    def test_twistdExitsWithOneLogLineWhenThePortIsInUse(self) -> None:
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("", 8080, OSError(98, "Address already in use"))
+        )
+        service, _ = makeService(reactor, "tcp:8080", cls=TwistdService)
+        events: list[dict[str, Any]] = []
+        service.log = Logger(observer=events.append)
+        with self.assertRaises(SystemExit) as caught:
+            service.startService()
+        self.assertEqual(caught.exception.code, 1)
+        [event] = events
+        self.assertEqual(event["log_level"].name, "critical")
+        self.assertIn("tcp:8080", event["error"])
+
+
+class SecondSignalTests(SynchronousTestCase):
+    def test_secondSignalForcesTheStop(self) -> None:
+        """
+        Once the drain has begun, SIGINT or SIGTERM hands a forced stop to the
+        reactor; when the drain is done the previous handlers are back.
+        """
+        reactor = TriggerReactor()
+        service, signals = makeService(reactor, "tcp:8080")
+        service.startService()
+        service.drain.track(Deferred())
+        [d] = reactor.fireShutdownTriggers()
+        self.assertNoResult(d)
+        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
+        [(f, args)] = reactor.fromThread
+        f(*args)
+        self.successResultOf(d)
+        self.assertEqual(signals.handlers[signal.SIGINT], signal.default_int_handler)
+        self.assertEqual(signals.handlers[signal.SIGTERM], signal.SIG_DFL)
+
+
+class EarlySignalTests(SynchronousTestCase):
+    def test_signalDuringStartupIsHandedToTheReactor(self) -> None:
+        """
+        A SIGINT caught before the reactor runs is not a traceback: it is
+        replayed through the reactor's own handler once it runs, and the
+        default handlers are back for Twisted to replace.
+        """
+        signals = FakeSignals()
+        early = EarlySignals(signals)
+        early.catch()
+        signals.handlers[signal.SIGINT](signal.SIGINT, None)
+        reactor = TriggerReactor()
+        early.release(reactor)
+        self.assertEqual(signals.handlers[signal.SIGINT], signal.default_int_handler)
+        [(f, args, kw)] = reactor.whenRunningHooks
+        self.assertEqual((f, args), (reactor.sigInt, (signal.SIGINT,)))
+
+    def test_noSignalNothingReplayed(self) -> None:
+        signals = FakeSignals()
+        early = EarlySignals(signals)
+        early.catch()
+        reactor = TriggerReactor()
+        early.release(reactor)
+        self.assertEqual(reactor.whenRunningHooks, [])

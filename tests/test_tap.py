@@ -1,0 +1,120 @@
+"""
+C{twistd gracesvc} options, plugin discovery, and the service they make.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc import tap
+from gracesvc._service import GracefulService
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options(reactor=MemoryReactorClock())
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertEqual(options["shutdown-timeout"], 5.0)
+        self.assertEqual(options["ping-delay"], 5.0)
+        self.assertEqual(options["drain-delay"], 0.0)
+        [(description, endpoint)] = options["endpoints"]
+        self.assertEqual(description, "tcp:8080")
+        self.assertEqual(endpoint._port, 8080)
+
+    def test_values(self) -> None:
+        options = parse(
+            "--shutdown-timeout", "1.5", "--ping-delay", "0", "--drain-delay", "1",
+            "--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:/tmp/g.sock",
+        )
+        self.assertEqual(options["shutdown-timeout"], 1.5)
+        self.assertEqual(options["ping-delay"], 0.0)
+        self.assertEqual(options["drain-delay"], 1.0)
+        self.assertEqual(
+            [d for d, _ in options["endpoints"]],
+            ["tcp:0:interface=127.0.0.1", "unix:/tmp/g.sock"],
+        )
+
+    def assertRejected(self, message: str, *argv: str) -> None:
+        options = tap.Options(reactor=MemoryReactorClock())
+        with self.assertRaises(SystemExit) as caught:
+            options.parseOptions(list(argv))
+        text = str(caught.exception.code)
+        self.assertIn(message, text)
+        self.assertNotIn("\n", text)
+        self.assertTrue(text.startswith("twistd gracesvc: error: "))
+
+    def test_badNumbers(self) -> None:
+        """
+        A non-numeric, negative, infinite or (for the cap) zero value is a
+        one-line usage error naming the option.
+        """
+        for option, value in [
+            ("--shutdown-timeout", "abc"),
+            ("--shutdown-timeout", "0"),
+            ("--shutdown-timeout", "-1"),
+            ("--shutdown-timeout", "inf"),
+            ("--ping-delay", "-0.5"),
+            ("--ping-delay", "nan"),
+            ("--drain-delay", "soon"),
+        ]:
+            self.assertRejected(f"{option}: expected a number of seconds", option, value)
+
+    def test_drainDelayMustFitInTheCap(self) -> None:
+        self.assertRejected(
+            "--drain-delay (5s) must be less than --shutdown-timeout (5s)",
+            "--drain-delay", "5",
+        )
+
+    def test_badEndpoint(self) -> None:
+        self.assertRejected("--listen 'bogus:8080': not a usable endpoint", "--listen", "bogus:8080")
+        self.assertRejected("--listen 'tcp:port': not a usable endpoint", "--listen", "tcp:port")
+
+    def test_systemdEndpointWithoutInheritedSocket(self) -> None:
+        self.assertRejected("no such inherited socket", "--listen", "systemd:domain=INET:index=0")
+
+    def test_unknownOption(self) -> None:
+        self.assertRejected("--bogus", "--bogus")
+
+    def test_postOptionsRaisesUsageError(self) -> None:
+        """
+        The checks themselves raise L{UsageError}, as twistd expects of
+        C{postOptions}.
+        """
+        options = tap.Options(reactor=MemoryReactorClock())
+        options["shutdown-timeout"] = "x"
+        self.assertRaises(UsageError, options.postOptions)
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discoverable(self) -> None:
+        """
+        Twisted's plugin discovery finds the gracesvc service maker, so
+        C{twistd gracesvc} works.
+        """
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("gracesvc", makers)
+        self.assertIs(makers["gracesvc"].options, tap.Options)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_makesAServiceListeningOnEveryEndpoint(self) -> None:
+        reactor = MemoryReactorClock()
+        options = tap.Options(reactor=reactor)
+        options.parseOptions(
+            ["--listen", "tcp:8081", "--listen", "tcp:8082", "--shutdown-timeout", "2"]
+        )
+        installed: list[tuple[int, object]] = []
+        service = tap.makeService(options, lambda s, h: installed.append((s, h)))
+        self.assertIsInstance(service, GracefulService)
+        self.assertEqual(service.drain.shutdownTimeout, 2)
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 8082])

@@ -1,0 +1,274 @@
+"""
+Real C{twistd -n gracesvc} processes and raw socket clients, for the
+end-to-end tests and the benchmarks.
+
+Every process is started on a free loopback port, in its own temporary
+directory, and is killed by its pid when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Sequence
+
+from .helpers import Response, get, parseResponses
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+def freePort() -> int:
+    """
+    @return: a loopback TCP port nobody is listening on right now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _defaultSigint() -> None:
+    # A shell starting a background job without job control ignores SIGINT
+    # in it; Twisted then leaves SIGINT alone.  The tests send SIGINT on
+    # purpose, so give the child Python's default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Twistd:
+    """
+    One C{twistd -n gracesvc} process.
+
+    @ivar exitedAt: C{time.monotonic()} when the process exited.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        listen: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        passFds: Sequence[int] = (),
+        plugin: str = "gracesvc",
+    ) -> None:
+        self.port = port if port is not None else freePort()
+        if listen is None:
+            listen = [f"tcp:{self.port}:interface=127.0.0.1"]
+        self.directory = tempfile.mkdtemp(prefix="gracesvc-e2e-")
+        self.logPath = os.path.join(self.directory, "twistd.log")
+        argv = [TWISTD, "--pidfile=", "-n", plugin]
+        for description in listen:
+            argv += ["--listen", description]
+        argv += list(args)
+        self._log = open(self.logPath, "wb")
+        self.process = subprocess.Popen(
+            argv,
+            cwd=self.directory,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            pass_fds=passFds,
+            preexec_fn=_defaultSigint,
+        )
+        self.pid = self.process.pid
+        self.exitedAt: float | None = None
+        self._exited = threading.Event()
+        threading.Thread(target=self._waitForExit, daemon=True).start()
+
+    def _waitForExit(self) -> None:
+        self.process.wait()
+        self.exitedAt = time.monotonic()
+        self._exited.set()
+
+    def waitUntilServing(self, timeout: float = 15.0) -> Twistd:
+        """
+        Wait until C{/healthz} answers 200.
+
+        @raise AssertionError: if it does not within C{timeout}, or the
+            process exits.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._exited.is_set():
+                raise AssertionError(f"twistd exited early:\n{self.log()}")
+            try:
+                with RawClient(self.port, timeout=1) as client:
+                    client.send(get("/healthz", "Connection: close"))
+                    if client.readResponse().code == 200:
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"twistd not serving after {timeout}s:\n{self.log()}")
+
+    def signal(self, signum: int) -> float:
+        """
+        Send C{signum}.
+
+        @return: C{time.monotonic()} just before it was sent.
+        """
+        sentAt = time.monotonic()
+        os.kill(self.pid, signum)
+        return sentAt
+
+    def wait(self, timeout: float) -> int:
+        """
+        Wait for exit.
+
+        @return: the exit status (negative for a signal, as L{subprocess}).
+        @raise AssertionError: if it is still running after C{timeout}.
+        """
+        if not self._exited.wait(timeout):
+            raise AssertionError(f"twistd still running after {timeout}s:\n{self.log()}")
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        """
+        Kill the process (by its pid) if it still runs, and close its log.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.logPath, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+def run(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{twistd} with C{argv} to completion.
+    """
+    directory = tempfile.mkdtemp(prefix="gracesvc-e2e-")
+    return subprocess.run(
+        [TWISTD, *argv],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class RawClient:
+    """
+    A blocking HTTP/1.1 client on a raw socket: what goes over the wire is
+    exactly what the test sends.
+    """
+
+    def __init__(self, port: int, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        self.closedByPeer = False
+        self.reset = False
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            self.reset = True
+            chunk = b""
+        if not chunk:
+            self.closedByPeer = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def readResponse(self) -> Response:
+        """
+        Read one complete response.
+
+        @raise ConnectionError: if the connection closes before it is
+            complete.
+        """
+        while True:
+            responses = parseResponses(self.buffer)
+            if responses:
+                response = responses[0]
+                rest = self.buffer.split(b"\r\n\r\n", 1)[1]
+                self.buffer = rest[len(response.body) :]
+                return response
+            if not self._fill():
+                raise ConnectionError(
+                    f"connection {'reset' if self.reset else 'closed'} before a "
+                    f"complete response; got {self.buffer!r}"
+                )
+
+    def waitForClose(self) -> bool:
+        """
+        Read until the server closes the connection.
+
+        @return: whether it closed cleanly with nothing more sent.
+        """
+        extra = len(self.buffer)
+        while self._fill():
+            pass
+        return not self.reset and len(self.buffer) == extra
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def connectRefused(port: int) -> bool:
+    """
+    @return: whether a connection to C{port} is refused right now.
+    """
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+    except ConnectionRefusedError:
+        return True
+    s.close()
+    return False
+
+
+def waitUntilRefused(port: int, timeout: float = 5.0) -> float:
+    """
+    Try to connect every millisecond until refused.
+
+    @return: C{time.monotonic()} of the first refusal.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if connectRefused(port):
+            return time.monotonic()
+        time.sleep(0.001)
+    raise AssertionError(f"port {port} still accepting after {timeout}s")
+
+
+class InFlight(threading.Thread):
+    """
+    A request sent now whose response is read in the background.
+    """
+
+    def __init__(self, port: int, request: bytes) -> None:
+        super().__init__(daemon=True)
+        self.client = RawClient(port)
+        self.client.send(request)
+        self.response: Response | None = None
+        self.error: Exception | None = None
+        self.doneAt: float | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.response = self.client.readResponse()
+        except Exception as e:
+            self.error = e
+        finally:
+            self.doneAt = time.monotonic()
+            self.client.close()
