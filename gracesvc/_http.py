@@ -14,6 +14,7 @@ L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import CancelledError
@@ -114,12 +115,12 @@ class DrainingChannel(HTTPChannel):
         super().writeHeaders(version, code, reason, headers)
 
     def requestDone(self, request: Request) -> None:
+        self.lastActivity = self._drain.clock.seconds()
         if not self._cutting:
             self._drain.requestCompleted()
         if not self._draining:
             super().requestDone(request)
             return
-        self.lastActivity = self._drain.clock.seconds()
         if self.persistent and (self._cutting or not self._hasPipelinedData()):
             # Close after this response, as its Connection: close promised.
             self.persistent = False
@@ -181,22 +182,37 @@ class DrainingChannel(HTTPChannel):
     def _isIdle(self) -> bool:
         return not self.requests and not self._buffer and not self._closing
 
+    def _bytesWaiting(self) -> bool:
+        # A request may sit in the kernel's receive buffer, not yet read by
+        # the reactor: closing now would reset it unanswered.
+        getHandle = getattr(self.transport, "getHandle", None)
+        if getHandle is None:
+            return False
+        try:
+            return bool(getHandle().recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (OSError, AttributeError):
+            return False
+
     def _closeWhenIdle(self) -> None:
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
         if not self._isIdle():
             return
-        wait = self.lastActivity + self._drain.idleGrace - self._drain.clock.seconds()
-        if wait <= 0:
+        clock = self._drain.clock
+        wait = self.lastActivity + self._drain.idleGrace - clock.seconds()
+        if wait <= 0 and not self._bytesWaiting():
             self.loseConnection()
-        else:
-            self._idleCall = self._drain.clock.callLater(wait, self._closeIfIdle)
+            return
+        # Look again once the grace has run out, or, if bytes are waiting,
+        # once the reactor has had the chance to read them.
+        self._idleCall = clock.callLater(
+            wait if wait > 0 else self._drain.idleGrace, self._closeIfIdle
+        )
 
     def _closeIfIdle(self) -> None:
         self._idleCall = None
-        if self._isIdle():
-            self.loseConnection()
+        self._closeWhenIdle()
 
 
 class DrainingSite(Site):

@@ -289,6 +289,22 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertTrue(client.closed)
         self.successResultOf(done)
 
+    def test_graceCountsFromTheLastResponseNotTheConnect(self) -> None:
+        """
+        A connection open for long but answered just before the signal is
+        "just used": its client may be sending the next request already.
+        """
+        wire = Wire(idleGrace=0.5)
+        client = wire.connect()
+        wire.advance(5)
+        client.send(get("/healthz"))
+        wire.advance(0.1)
+        wire.drain.start()
+        wire.flush()
+        self.assertFalse(client.closed)
+        client.send(get("/healthz"))
+        self.assertEqual([r.code for r in client.responses], [200, 200])
+
     def test_justUsedConnectionClosedAfterTheGrace(self) -> None:
         """
         If the just-used connection sends nothing, it is closed when the
