@@ -11,9 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, NoResource, Resource
 
 from ._drain import Drain
+from ._metrics import Metrics, MetricsResource
 
 
 def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
@@ -34,15 +35,24 @@ class GraceApp:
 
     router = Klein()
 
-    def __init__(self, clock: IReactorTime, drain: Drain, pingDelay: float) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        drain: Drain,
+        pingDelay: float,
+        metrics: Metrics | None = None,
+    ) -> None:
         """
         @param clock: schedules the C{/ping} delay.
         @param drain: tells C{/readyz} whether the service is draining.
         @param pingDelay: seconds C{/ping} waits before answering.
+        @param metrics: served on C{/metrics} if given (L{None} when they are
+            served on an endpoint of their own).
         """
         self.clock = clock
         self.drain = drain
         self.pingDelay = pingDelay
+        self.metrics = metrics
 
     def resource(self) -> IResource:
         """
@@ -68,6 +78,16 @@ class GraceApp:
         must not restart an instance that is shutting down on purpose.
         """
         return _json(request, 200, {"status": "ok"})
+
+    @router.route("/metrics", methods=["GET"])
+    def metricsRoute(self, request: IRequest) -> bytes | Resource:
+        """
+        The metrics in the Prometheus text format, unless they are served on
+        an endpoint of their own.
+        """
+        if self.metrics is None:
+            return NoResource()
+        return MetricsResource(self.metrics)
 
     @router.route("/readyz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:

@@ -232,11 +232,14 @@ class Drain:
             self._waiters.append(d)
         return d
 
-    def start(self, reason: str = "stop requested") -> Deferred[None]:
+    def start(
+        self, reason: str = "stop requested", signal: str | None = None
+    ) -> Deferred[None]:
         """
         Begin the drain; calling it again only returns another L{whenDone}.
 
-        @param reason: why, for the log (the signal's name, say).
+        @param reason: why, for the log.
+        @param signal: the name of the signal that started it, if one did.
         @return: L{whenDone}.
         """
         if self.draining:
@@ -248,6 +251,7 @@ class Drain:
             "{connections} connections open, exit at the latest in "
             "{shutdownTimeout}s",
             reason=reason,
+            signal=signal,
             inFlight=self.inFlight,
             connections=self.connections,
             pendingWork=self.pendingWork,
@@ -268,14 +272,19 @@ class Drain:
         self._maybeFinish()
         return done
 
-    def forceStop(self, reason: str = "second signal") -> None:
+    def forceStop(
+        self, reason: str = "second signal", signal: str | None = None
+    ) -> None:
         """
         Stop now: abort every connection and give up on tracked work.
+
+        @param reason: why, for the log.
+        @param signal: the name of the signal that forced it, if one did.
         """
         if self.finished:
             return
         if not self.draining:
-            self.start(reason)
+            self.start(reason, signal)
         busy = self.inFlight
         self.requestsCut += busy
         self.log.warn(
@@ -283,6 +292,7 @@ class Drain:
             "aborting {connections} connections, abandoning {pendingWork} "
             "tracked tasks",
             reason=reason,
+            signal=signal,
             inFlight=busy,
             connections=self.connections,
             pendingWork=self.pendingWork,

@@ -15,7 +15,7 @@ L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -25,6 +25,9 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from ._drain import Drain
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
 
 SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
 
@@ -92,6 +95,7 @@ class DrainingChannel(HTTPChannel):
     _cutting = False
     _closing = False
     lastActivity = 0.0
+    _requestReceivedAt = 0.0
     _idleCall: Any = None
 
     def connectionMade(self) -> None:
@@ -114,8 +118,15 @@ class DrainingChannel(HTTPChannel):
             headers.setRawHeaders(b"Connection", [b"close"])
         super().writeHeaders(version, code, reason, headers)
 
+    def allContentReceived(self) -> None:
+        self._requestReceivedAt = self._drain.clock.seconds()
+        super().allContentReceived()
+
     def requestDone(self, request: Request) -> None:
         self.lastActivity = self._drain.clock.seconds()
+        metrics = self.site.metrics
+        if metrics is not None:
+            metrics.requestDone(request, self.lastActivity - self._requestReceivedAt)
         if not self._cutting:
             self._drain.requestCompleted()
         if not self._draining:
@@ -227,14 +238,22 @@ class DrainingSite(Site):
 
     protocol = DrainingChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: IResource, drain: Drain, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        resource: IResource,
+        drain: Drain,
+        metrics: Metrics | None = None,
+        **kwargs: Any,
+    ) -> None:
         """
         @param resource: the root resource.
         @param drain: the drain every connection reports to.
+        @param metrics: counts every completed response, if given.
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
         self.drain = drain
+        self.metrics = metrics
 
     def stopFactory(self) -> None:
         if self.drain.draining and not self.drain.finished:

@@ -55,6 +55,9 @@ class GracefulService(Service):
         reactor: IReactorCore,
         installSignalHandler: InstallSignalHandler | None = None,
         earlySignals: EarlySignals | None = None,
+        auxiliaryEndpoints: Sequence[
+            tuple[str, IStreamServerEndpoint, Factory]
+        ] = (),
     ) -> None:
         """
         @param factory: the protocol factory to serve.
@@ -66,6 +69,9 @@ class GracefulService(Service):
             leaves the signal handlers alone (no second-signal escalation).
         @param earlySignals: signals caught while the process was starting,
             handed to the reactor when the service starts.
+        @param auxiliaryEndpoints: (description, endpoint, factory) served
+            until the drain is done but not drained, such as a metrics
+            endpoint that must stay scrapeable while the main listeners close.
         """
         self.factory = factory
         self.endpoints = list(endpoints)
@@ -73,7 +79,9 @@ class GracefulService(Service):
         self.reactor = reactor
         self._installSignalHandler = installSignalHandler
         self._earlySignals = earlySignals
+        self.auxiliaryEndpoints = list(auxiliaryEndpoints)
         self.ports: list[IListeningPort] = []
+        self.auxiliaryPorts: list[IListeningPort] = []
         self._trigger: Any = None
         self._triggerFired = False
         self._previousHandlers: dict[int, Any] = {}
@@ -88,12 +96,14 @@ class GracefulService(Service):
         super().startService()
         if self._earlySignals is not None:
             self._earlySignals.release(self.reactor)
-        for description, endpoint in self.endpoints:
-            failure = self._listen(description, endpoint)
+        listeners = [(d, e, self.factory, True) for d, e in self.endpoints]
+        listeners += [(d, e, f, False) for d, e, f in self.auxiliaryEndpoints]
+        for description, endpoint, factory, drained in listeners:
+            failure = self._listen(description, endpoint, factory, drained)
             if failure is not None:
-                for port in self.ports:
+                for port in self.ports + self.auxiliaryPorts:
                     port.stopListening()
-                self.ports = []
+                self.ports, self.auxiliaryPorts = [], []
                 self.running = False
                 raise ListenFailed(
                     f"cannot listen on {description}: {failure.getErrorMessage()}"
@@ -103,17 +113,35 @@ class GracefulService(Service):
         )
 
     def _listen(
-        self, description: str, endpoint: IStreamServerEndpoint
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        drained: bool,
     ) -> Failure | None:
         """
         Listen on C{endpoint}.
 
+        @param drained: whether the drain closes this listener (else it is
+            closed when the drain is done).
         @return: the failure if listening failed at once, else L{None}.  An
             endpoint that fails later (none of Twisted's own do) is logged
             and stops the reactor.
         """
         synchronous = True
         failures: list[Failure] = []
+
+        def listening(port: IListeningPort) -> None:
+            if drained:
+                self.ports.append(port)
+                self.drain.addListener(port)
+            else:
+                self.auxiliaryPorts.append(port)
+            self.log.info(
+                "gracesvc listening on {description} ({address})",
+                description=description,
+                address=str(port.getHost()),
+            )
 
         def failed(failure: Failure) -> None:
             if synchronous:
@@ -126,24 +154,24 @@ class GracefulService(Service):
             )
             self.reactor.stop()
 
-        endpoint.listen(self.factory).addCallbacks(
-            self._listening, failed, callbackArgs=(description,)
-        )
+        endpoint.listen(factory).addCallbacks(listening, failed)
         synchronous = False
         return failures[0] if failures else None
 
-    def _listening(self, port: IListeningPort, description: str) -> None:
-        self.ports.append(port)
-        self.drain.addListener(port)
-        self.log.info(
-            "gracesvc listening on {description} ({address})",
-            description=description,
-            address=str(port.getHost()),
-        )
+    def _closeAuxiliary(self, _: object) -> None:
+        ports, self.auxiliaryPorts = self.auxiliaryPorts, []
+        for port in ports:
+            port.stopListening()
 
     def _shutdownStarted(self) -> Deferred[None]:
         self._triggerFired = True
-        return self._drain("reactor shutdown")
+        # The reactor's own signal handlers record the signal that stops it
+        # (twistd re-raises it at exit); any other stop leaves it unset.
+        signum = getattr(self.reactor, "_exitSignal", None)
+        if signum is None:
+            return self._drain("reactor stopped")
+        name = signal.Signals(signum).name
+        return self._drain(name, name)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -157,10 +185,11 @@ class GracefulService(Service):
         self._trigger = None
         return self._drain("service stopped")
 
-    def _drain(self, reason: str) -> Deferred[None]:
+    def _drain(self, reason: str, signalName: str | None = None) -> Deferred[None]:
         if not self.drain.draining:
             self._escalateOnSecondSignal()
-        return self.drain.start(reason)
+            self.drain.whenDone().addCallback(self._closeAuxiliary)
+        return self.drain.start(reason, signalName)
 
     def _escalateOnSecondSignal(self) -> None:
         install = self._installSignalHandler
@@ -175,7 +204,7 @@ class GracefulService(Service):
         # hand the work to the reactor, as Twisted's own handlers do.
         name = signal.Signals(signum).name
         self.reactor.callFromThread(  # type: ignore[attr-defined]
-            self.drain.forceStop, f"second signal, {name}"
+            self.drain.forceStop, f"second signal, {name}", name
         )
 
     def _restoreSignalHandlers(self, _: object) -> None:

@@ -73,15 +73,16 @@ class Options(usage.Options):
         super().__init__()
         self._reactor = reactor
         self["listen"] = []
+        self["metrics-listen"] = None
 
     def opt_listen(self, description: str) -> None:
-        """
-        Endpoint to listen on, as a Twisted server endpoint string: tcp:8080,
-        tcp:8080:interface=127.0.0.1, unix:/run/gracesvc.sock, ssl:..., or
-        systemd:domain=INET:index=0. Repeat for several; every one is drained
-        alike. [default: tcp:8080]
-        """
+        # usage.Options shows this docstring as is: keep it one line.
+        """Endpoint to listen on, a Twisted server endpoint string: tcp:8080, tcp:8080:interface=127.0.0.1, unix:/run/gracesvc.sock, ssl:..., systemd:domain=INET:index=0. Repeat for several; every one is drained alike. [default: tcp:8080]"""  # noqa: E501
         self["listen"].append(description)
+
+    def opt_metrics_listen(self, description: str) -> None:
+        """Serve the Prometheus metrics on this endpoint (any path) instead of on /metrics of the main listeners. It is not drained: it stays scrapeable while the main listeners close, until exit."""  # noqa: E501
+        self["metrics-listen"] = description
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -117,18 +118,23 @@ class Options(usage.Options):
             from twisted.internet import reactor
 
             self._reactor = reactor
-        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for description in self["listen"] or [DEFAULT_LISTEN]:
-            try:
-                endpoint = serverFromString(self._reactor, description)
-            except Exception as e:
-                raise usage.UsageError(
-                    f"--listen {description!r}: not a usable endpoint: "
-                    f"{_describe(e)}"
-                )
-            endpoints.append((description, endpoint))
-        self["endpoints"] = endpoints
+        self["endpoints"] = [
+            (d, self._endpoint("listen", d)) for d in self["listen"] or [DEFAULT_LISTEN]
+        ]
+        if self["metrics-listen"] is not None:
+            self["metrics-endpoint"] = self._endpoint(
+                "metrics-listen", self["metrics-listen"]
+            )
         self["reactor"] = self._reactor
+
+
+    def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
+        try:
+            return serverFromString(self._reactor, description)
+        except Exception as e:
+            raise usage.UsageError(
+                f"--{option} {description!r}: not a usable endpoint: {_describe(e)}"
+            )
 
 
 def _describe(e: Exception) -> str:
@@ -152,9 +158,12 @@ def makeService(
     C{twistd --help} stays fast and a broken import is an error, not
     "Unknown command".
     """
+    from twisted.web.server import Site
+
     from ._app import GraceApp
     from ._drain import Drain
     from ._http import DrainingSite
+    from ._metrics import Metrics, MetricsResource
     from ._service import EarlySignals, TwistdService
 
     reactor = options["reactor"]
@@ -163,8 +172,18 @@ def makeService(
         shutdownTimeout=options["shutdown-timeout"],
         drainDelay=options["drain-delay"],
     )
-    app = GraceApp(reactor, drain, options["ping-delay"])
-    site = DrainingSite(app.resource(), drain, reactor=reactor)
+    metrics = Metrics(drain)
+    auxiliary = []
+    if options["metrics-listen"] is not None:
+        metricsSite = Site(MetricsResource(metrics), reactor=reactor)
+        metricsSite.noisy = False
+        auxiliary.append(
+            (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
+        )
+        app = GraceApp(reactor, drain, options["ping-delay"])
+    else:
+        app = GraceApp(reactor, drain, options["ping-delay"], metrics)
+    site = DrainingSite(app.resource(), drain, metrics, reactor=reactor)
     early = EarlySignals(installSignalHandler)
     early.catch()
     return TwistdService(
@@ -174,4 +193,5 @@ def makeService(
         reactor,
         installSignalHandler=installSignalHandler,
         earlySignals=early,
+        auxiliaryEndpoints=auxiliary,
     )

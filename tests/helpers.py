@@ -21,6 +21,7 @@ from twisted.test import iosim
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingChannel, DrainingSite
+from gracesvc._metrics import Metrics
 
 _RESPONSE = re.compile(
     rb"HTTP/1\.1 (\d{3}) [^\r]*\r\n((?:[^\r]+\r\n)*)\r\n", re.MULTILINE
@@ -132,8 +133,11 @@ class Wire:
             drainDelay=drainDelay,
             idleGrace=idleGrace,
         )
-        self.app = GraceApp(self.clock, self.drain, pingDelay)
-        self.site = DrainingSite(self.app.resource(), self.drain, reactor=self.clock)
+        self.metrics = Metrics(self.drain)
+        self.app = GraceApp(self.clock, self.drain, pingDelay, self.metrics)
+        self.site = DrainingSite(
+            self.app.resource(), self.drain, self.metrics, reactor=self.clock
+        )
         self.clients: list[Client] = []
 
     def connect(self) -> Client:

@@ -65,7 +65,7 @@ class DrainTests(EndToEndTestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - lastResponse, 0.5)
         log = twistd.log()
-        self.assertIn("Shutdown Server ... (reactor shutdown): 20 requests in flight", log)
+        self.assertIn("Shutdown Server ... (SIGINT): 20 requests in flight", log)
         self.assertIn("Server exiting (drained): 20 requests completed during the drain, 0 cut", log)
         self.assertCleanLog(twistd)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import RaisingMemoryReactor
@@ -110,6 +110,45 @@ class ServiceTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["log_level"].name, "critical")
         self.assertIn("tcp:8080", event["error"])
+
+
+class AuxiliaryEndpointTests(SynchronousTestCase):
+    def test_auxiliaryListenerOutlivesTheDrain(self) -> None:
+        """
+        An auxiliary listener (metrics) is not closed with the drained ones:
+        it stays open until the drain is done.
+        """
+        reactor = TriggerReactor()
+        service, _ = makeService(reactor, "tcp:8080")
+        closed: list[str] = []
+
+        class Port:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def stopListening(self) -> None:
+                closed.append(self.name)
+
+            def getHost(self) -> str:
+                return self.name
+
+        class Endpoint:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def listen(self, factory: object) -> Deferred[Port]:
+                return succeed(Port(self.name))
+
+        service.endpoints = [("main", Endpoint("main"))]
+        service.auxiliaryEndpoints = [("metrics", Endpoint("metrics"), object())]
+        service.startService()
+        work: Deferred[None] = Deferred()
+        service.drain.track(work)
+        d = service.stopService()
+        self.assertEqual(closed, ["main"])
+        work.callback(None)
+        self.successResultOf(d)
+        self.assertEqual(closed, ["main", "metrics"])
 
 
 class SecondSignalTests(SynchronousTestCase):

@@ -81,6 +81,12 @@ class OptionsTests(SynchronousTestCase):
     def test_systemdEndpointWithoutInheritedSocket(self) -> None:
         self.assertRejected("no such inherited socket", "--listen", "systemd:domain=INET:index=0")
 
+    def test_metricsListen(self) -> None:
+        options = parse("--metrics-listen", "tcp:9100")
+        self.assertEqual(options["metrics-listen"], "tcp:9100")
+        self.assertEqual(options["metrics-endpoint"]._port, 9100)
+        self.assertRejected("--metrics-listen 'tcp:x': not a usable endpoint", "--metrics-listen", "tcp:x")
+
     def test_unknownOption(self) -> None:
         self.assertRejected("--bogus", "--bogus")
 
@@ -118,3 +124,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.drain.shutdownTimeout, 2)
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 8082])
+        self.assertEqual(service.auxiliaryPorts, [])
+
+    def test_metricsOnTheirOwnEndpoint(self) -> None:
+        reactor = MemoryReactorClock()
+        options = tap.Options(reactor=reactor)
+        options.parseOptions(["--listen", "tcp:8081", "--metrics-listen", "tcp:9100"])
+        service = tap.makeService(options, lambda s, h: None)
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 9100])
+        self.assertEqual(len(service.auxiliaryPorts), 1)

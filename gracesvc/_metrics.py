@@ -1,0 +1,145 @@
+"""
+Prometheus metrics: what is in flight, and what each drain did.
+
+Everything about connections and the drain is read from the L{Drain} when
+Prometheus scrapes, so it costs nothing per request and can never drift from
+what the drain itself believes.  Only the request counter and the duration
+histogram are updated per request.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from ._drain import Drain
+
+#: Paths reported as their own C{route} label; anything else is C{other},
+#: so that scanners cannot blow up the number of series.
+ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics"])
+
+
+class _DrainCollector(Collector):
+    def __init__(self, drain: Drain) -> None:
+        self.drain = drain
+
+    def collect(self) -> Iterator[Metric]:
+        drain = self.drain
+        inFlight = drain.inFlight
+        yield GaugeMetricFamily(
+            "gracesvc_requests_in_flight",
+            "Requests received and not yet answered.",
+            value=inFlight,
+        )
+        connections = GaugeMetricFamily(
+            "gracesvc_open_connections",
+            "Open HTTP connections, by whether a request is being answered.",
+            labels=["state"],
+        )
+        connections.add_metric(["busy"], inFlight)
+        connections.add_metric(["idle"], drain.connections - inFlight)
+        yield connections
+        yield GaugeMetricFamily(
+            "gracesvc_tracked_tasks",
+            "Background tasks handed to Drain.track that have not finished.",
+            value=drain.pendingWork,
+        )
+        yield GaugeMetricFamily(
+            "gracesvc_draining",
+            "1 from the first stop signal on, else 0.",
+            value=1 if drain.draining else 0,
+        )
+        yield CounterMetricFamily(
+            "gracesvc_drains_started",
+            "Drains started.",
+            value=1 if drain.draining else 0,
+        )
+        yield CounterMetricFamily(
+            "gracesvc_drain_requests_completed",
+            "Requests answered normally after a drain began.",
+            value=drain.completedDuringDrain,
+        )
+        yield CounterMetricFamily(
+            "gracesvc_drain_requests_cut",
+            "Requests answered 503 or aborted at the shutdown cap or on a "
+            "second signal.",
+            value=drain.requestsCut,
+        )
+        duration = GaugeMetricFamily(
+            "gracesvc_drain_duration_seconds",
+            "How long the last drain took, or has taken so far.",
+        )
+        if drain.startedAt is not None:
+            end = drain.finishedAt if drain.finished else drain.clock.seconds()
+            assert end is not None
+            duration.add_metric([], end - drain.startedAt)
+        yield duration
+
+
+class Metrics:
+    """
+    The metrics of one service, in a registry of their own.
+
+    @ivar registry: what L{MetricsResource} exposes.
+    """
+
+    def __init__(self, drain: Drain) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_DrainCollector(drain))
+        self._requests = Counter(
+            "gracesvc_requests",
+            "HTTP responses completed, by route and status code.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "gracesvc_request_duration_seconds",
+            "Time from a request fully received to its response completed.",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+    def requestDone(self, request: IRequest, seconds: float) -> None:
+        """
+        Count a completed response.
+
+        @param seconds: from the request fully received to the response
+            completed.
+        """
+        path = request.path
+        route = path.decode("ascii") if path in ROUTES else "other"
+        self._requests.labels(route, str(request.code)).inc()
+        self._duration.labels(route).observe(seconds)
+
+    def exposition(self) -> bytes:
+        """
+        @return: the metrics in the Prometheus text format.
+        """
+        return generate_latest(self.registry)
+
+
+class MetricsResource(Resource):
+    """
+    Serves L{Metrics} in the Prometheus text format, on any path.
+
+    Rendered synchronously: C{prometheus_client}'s own Twisted resource runs
+    through WSGI in a thread pool and needs the global reactor, for a few
+    microseconds of work.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self.metrics.exposition()

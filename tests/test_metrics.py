@@ -1,0 +1,140 @@
+"""
+Prometheus metrics, read through the exposition format with
+C{prometheus_client}'s own parser, as a scraper would.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.trial.unittest import SynchronousTestCase
+
+from .helpers import Wire, get
+from .test_endtoend import EndToEndTestCase
+from .twistdproc import InFlight, RawClient, freePort
+
+
+def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    @return: every sample, keyed by name and sorted labels.
+    """
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition.decode("utf-8"))
+        for s in family.samples
+    }
+
+
+class MetricsThroughADrainTests(SynchronousTestCase):
+    def scrape(self, wire: Wire) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return samples(wire.metrics.exposition())
+
+    def test_inFlightRisesAndFalls(self) -> None:
+        wire = Wire(pingDelay=1)
+        clients = [wire.connect() for _ in range(3)]
+        for c in clients:
+            c.send(get("/ping"))
+        before = self.scrape(wire)
+        self.assertEqual(before[("gracesvc_requests_in_flight", ())], 3)
+        self.assertEqual(before[("gracesvc_open_connections", (("state", "busy"),))], 3)
+        self.assertEqual(before[("gracesvc_draining", ())], 0)
+        wire.drain.start()
+        during = self.scrape(wire)
+        self.assertEqual(during[("gracesvc_draining", ())], 1)
+        self.assertEqual(during[("gracesvc_drains_started_total", ())], 1)
+        wire.advance(1.1)
+        after = self.scrape(wire)
+        self.assertEqual(after[("gracesvc_requests_in_flight", ())], 0)
+        self.assertEqual(after[("gracesvc_open_connections", (("state", "busy"),))], 0)
+        self.assertEqual(after[("gracesvc_drain_requests_completed_total", ())], 3)
+        self.assertEqual(after[("gracesvc_drain_requests_cut_total", ())], 0)
+        self.assertAlmostEqual(after[("gracesvc_drain_duration_seconds", ())], 1.0, delta=0.02)
+        self.assertEqual(
+            after[("gracesvc_requests_total", (("code", "200"), ("route", "/ping")))], 3
+        )
+        self.assertEqual(
+            after[("gracesvc_request_duration_seconds_count", (("route", "/ping"),))], 3
+        )
+        self.assertEqual(
+            after[("gracesvc_request_duration_seconds_bucket", (("le", "0.5"), ("route", "/ping")))],
+            0,
+        )
+        self.assertEqual(
+            after[("gracesvc_request_duration_seconds_bucket", (("le", "2.5"), ("route", "/ping")))],
+            3,
+        )
+
+    def test_cutAtTheCapIsCounted(self) -> None:
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        wire.connect().send(get("/ping"))
+        wire.drain.start()
+        wire.advance(1)
+        after = self.scrape(wire)
+        self.assertEqual(after[("gracesvc_drain_requests_cut_total", ())], 1)
+        self.assertEqual(
+            after[("gracesvc_requests_total", (("code", "503"), ("route", "/ping")))], 1
+        )
+
+    def test_idleConnectionsCounted(self) -> None:
+        wire = Wire()
+        c = wire.connect()
+        c.send(get("/healthz"))
+        wire.connect()
+        scraped = self.scrape(wire)
+        self.assertEqual(scraped[("gracesvc_open_connections", (("state", "idle"),))], 2)
+
+    def test_unknownPathsShareOneRoute(self) -> None:
+        wire = Wire()
+        c = wire.connect()
+        c.send(get("/wp-admin") + get("/etc/passwd"))
+        scraped = self.scrape(wire)
+        self.assertEqual(
+            scraped[("gracesvc_requests_total", (("code", "404"), ("route", "other")))], 2
+        )
+
+    def test_servedOnTheMainPort(self) -> None:
+        wire = Wire()
+        c = wire.connect()
+        c.send(get("/metrics"))
+        raw = c.protocol.data
+        self.assertIn(b"HTTP/1.1 200 OK", raw)
+        self.assertIn(b"Content-Type: text/plain; version=", raw)
+        body = raw.split(b"\r\n\r\n", 1)[1]
+        self.assertIn(b"gracesvc_requests_in_flight", body)
+
+
+class MetricsEndpointTests(EndToEndTestCase):
+    def test_scrapeDuringTheDrainOnASeparateEndpoint(self) -> None:
+        """
+        With C{--metrics-listen}, metrics stay scrapeable while the main
+        listener is closed: draining reads 1 and in flight falls to 0.
+        """
+        metricsPort = freePort()
+        twistd = self.startTwistd(
+            "--ping-delay", "0.5", "--drain-delay", "1.5", "--shutdown-timeout", "3",
+            "--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            with RawClient(metricsPort) as c:
+                c.send(get("/", "Connection: close"))
+                c.waitForClose()
+                return samples(c.buffer.split(b"\r\n\r\n", 1)[1])
+
+        requests = [InFlight(twistd.port, get("/ping")) for _ in range(3)]
+        time.sleep(0.2)
+        self.assertEqual(scrape()[("gracesvc_requests_in_flight", ())], 3)
+        twistd.signal(signal.SIGINT)
+        time.sleep(0.1)
+        during = scrape()
+        self.assertEqual(during[("gracesvc_draining", ())], 1)
+        self.assertEqual(during[("gracesvc_requests_in_flight", ())], 3)
+        for r in requests:
+            r.join(5)
+        later = scrape()
+        self.assertEqual(later[("gracesvc_draining", ())], 1)
+        self.assertEqual(later[("gracesvc_requests_in_flight", ())], 0)
+        self.assertEqual(later[("gracesvc_drain_requests_completed_total", ())], 3)
+        twistd.wait(5)
