@@ -244,6 +244,25 @@ class SecondSignalTests(EndToEndTestCase):
         self.assertCleanLog(twistd)
 
 
+class StartupSignalTests(EndToEndTestCase):
+    def test_signalWhileStarting(self) -> None:
+        """
+        A signal that lands while the service is starting (after the service
+        is made, before the reactor runs) stops it cleanly: no hang, no
+        traceback, the signal's exit status.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            twistd = Twistd()
+            self.addCleanup(twistd.kill)
+            deadline = time.monotonic() + 15
+            while "starting up" not in twistd.log():
+                self.assertLess(time.monotonic(), deadline, twistd.log())
+                time.sleep(0.001)
+            twistd.signal(signum)
+            self.assertEqual(twistd.wait(10), -signum)
+            self.assertCleanLog(twistd)
+
+
 class BadInputTests(EndToEndTestCase):
     def assertOneLineError(self, result: object, *expected: str) -> None:
         self.assertNotEqual(result.returncode, 0)  # type: ignore[attr-defined]
