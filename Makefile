@@ -20,6 +20,7 @@ run: $(BIN)/.installed
 	$(BIN)/twistd --pidfile= -n gracesvc $(ARGS)
 
 test: $(BIN)/.installed
+	$(BIN)/mypy gracesvc
 	$(BIN)/pytest -q
 	$(BIN)/trial tests
 

@@ -185,8 +185,12 @@ class DrainingChannel(HTTPChannel):
 
     def abort(self) -> None:
         self._closing = True
-        if self.transport is not None:
-            self.transport.abortConnection()
+        # TCP, Unix and TLS transports all abort; ITransport does not say so.
+        abortConnection = getattr(self.transport, "abortConnection", None)
+        if abortConnection is not None:
+            abortConnection()
+        elif self.transport is not None:
+            self.transport.loseConnection()
 
     # Idle handling while draining.
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
@@ -106,7 +107,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 
-    def requestDone(self, request: IRequest, seconds: float) -> None:
+    def requestDone(self, request: Request, seconds: float) -> None:
         """
         Count a completed response.
 

@@ -13,10 +13,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocolFactory,
     IReactorCore,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
+
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -49,14 +50,14 @@ class GracefulService(Service):
 
     def __init__(
         self,
-        factory: Factory,
+        factory: IProtocolFactory,
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
         drain: Drain,
         reactor: IReactorCore,
         installSignalHandler: InstallSignalHandler | None = None,
         earlySignals: EarlySignals | None = None,
         auxiliaryEndpoints: Sequence[
-            tuple[str, IStreamServerEndpoint, Factory]
+            tuple[str, IStreamServerEndpoint, IProtocolFactory]
         ] = (),
     ) -> None:
         """
@@ -116,7 +117,7 @@ class GracefulService(Service):
         self,
         description: str,
         endpoint: IStreamServerEndpoint,
-        factory: Factory,
+        factory: IProtocolFactory,
         drained: bool,
     ) -> Failure | None:
         """

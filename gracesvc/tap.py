@@ -130,7 +130,10 @@ class Options(usage.Options):
 
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
-            return serverFromString(self._reactor, description)
+            endpoint: IStreamServerEndpoint = serverFromString(
+                self._reactor, description
+            )
+            return endpoint
         except Exception as e:
             raise usage.UsageError(
                 f"--{option} {description!r}: not a usable endpoint: {_describe(e)}"
