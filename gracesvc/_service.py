@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -216,19 +216,34 @@ class GracefulService(Service):
             install(signum, handler)
 
 
+class SignalModule(Protocol):
+    """
+    What L{EarlySignals} needs of the L{signal} module.
+    """
+
+    def signal(self, signalnum: int, handler: Any) -> Any:
+        ...
+
+    def getsignal(self, signalnum: int) -> Any:
+        ...
+
+
 class EarlySignals:
     """
     Catch SIGINT and SIGTERM from the moment the service is made until the
-    reactor runs, when Twisted installs its own handlers.
+    reactor runs and has its own handlers.
 
     Without it, a SIGINT during start-up raises L{KeyboardInterrupt} wherever
-    Python happens to be, and twistd prints a traceback.  With it, the signal
-    is remembered and handed to the reactor once it runs, which then shuts
-    down cleanly (and exits with the signal's status).
+    Python happens to be, and twistd prints a traceback or hangs half
+    started.  With it, the signal is remembered and handed to the reactor
+    once it runs, which then shuts down cleanly with the signal's status.
     """
 
-    def __init__(self, installSignalHandler: InstallSignalHandler) -> None:
-        self._install = installSignalHandler
+    def __init__(self, signals: SignalModule) -> None:
+        """
+        @param signals: the L{signal} module, or a stand-in in tests.
+        """
+        self._signals = signals
         self._previous: dict[int, Any] = {}
         self.received: int | None = None
 
@@ -237,7 +252,7 @@ class EarlySignals:
         Start catching.
         """
         for signum in _STOP_SIGNALS:
-            self._previous[signum] = self._install(signum, self._remember)
+            self._previous[signum] = self._signals.signal(signum, self._remember)
 
     def _remember(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
@@ -245,16 +260,29 @@ class EarlySignals:
 
     def release(self, reactor: Any) -> None:
         """
-        Put back the handlers Twisted expects to find (it installs its own
-        SIGINT handler only over Python's default), and hand a signal caught
-        meanwhile to C{reactor} as soon as it runs.
+        Hand over to C{reactor} once it runs: its handlers take over, and a
+        signal caught meanwhile is passed to them.
+
+        Twisted installs its SIGINT handler only over Python's default, so
+        where this catcher still stands the reactor's handler is put in its
+        place here (or whatever stood before, such as the SIG_IGN a shell
+        gives background jobs).
         """
+        reactor.callWhenRunning(self._handOver, reactor)
+
+    def _handOver(self, reactor: Any) -> None:
+        reactorHandlers: dict[int, Any] = {
+            signal.SIGINT: reactor.sigInt,
+            signal.SIGTERM: reactor.sigTerm,
+        }
         previous, self._previous = self._previous, {}
         for signum, handler in previous.items():
-            self._install(signum, handler)
+            if self._signals.getsignal(signum) == self._remember:
+                if handler in (signal.default_int_handler, signal.SIG_DFL):
+                    handler = reactorHandlers[signum]
+                self._signals.signal(signum, handler)
         if self.received is not None:
-            handler = {signal.SIGINT: reactor.sigInt, signal.SIGTERM: reactor.sigTerm}
-            reactor.callWhenRunning(handler[self.received], self.received)
+            reactorHandlers[self.received](self.received, None)
 
 
 class TwistdService(GracefulService):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import math
 import signal
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
 if TYPE_CHECKING:
-    InstallSignalHandler = Callable[[int, Any], Any]
+    from ._service import SignalModule
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -149,13 +149,11 @@ def _describe(e: Exception) -> str:
     return text
 
 
-def makeService(
-    options: Options, installSignalHandler: InstallSignalHandler = signal.signal
-) -> Any:
+def makeService(options: Options, signals: SignalModule = signal) -> Any:
     """
     Make the gracesvc service from parsed L{Options}.
 
-    @param installSignalHandler: C{signal.signal}, or a stand-in in tests.
+    @param signals: the L{signal} module, or a stand-in in tests.
 
     Klein and the app are imported here, not at module level, so that
     C{twistd --help} stays fast and a broken import is an error, not
@@ -187,14 +185,14 @@ def makeService(
     else:
         app = GraceApp(reactor, drain, options["ping-delay"], metrics)
     site = DrainingSite(app.resource(), drain, metrics, reactor=reactor)
-    early = EarlySignals(installSignalHandler)
+    early = EarlySignals(signals)
     early.catch()
     return TwistdService(
         site,
         options["endpoints"],
         drain,
         reactor,
-        installSignalHandler=installSignalHandler,
+        installSignalHandler=signals.signal,
         earlySignals=early,
         auxiliaryEndpoints=auxiliary,
     )

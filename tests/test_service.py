@@ -39,10 +39,15 @@ class FakeSignals:
             signal.SIGTERM: signal.SIG_DFL,
         }
 
-    def __call__(self, signum: int, handler: Any) -> Any:
+    def signal(self, signum: int, handler: Any) -> Any:
         previous = self.handlers.get(signum)
         self.handlers[signum] = handler
         return previous
+
+    __call__ = signal
+
+    def getsignal(self, signum: int) -> Any:
+        return self.handlers.get(signum)
 
 
 def makeService(
@@ -174,9 +179,8 @@ class SecondSignalTests(SynchronousTestCase):
 class EarlySignalTests(SynchronousTestCase):
     def test_signalDuringStartupIsHandedToTheReactor(self) -> None:
         """
-        A SIGINT caught before the reactor runs is not a traceback: it is
-        replayed through the reactor's own handler once it runs, and the
-        default handlers are back for Twisted to replace.
+        A SIGINT caught before the reactor runs is not a traceback: once the
+        reactor runs, its handler takes over and gets the signal.
         """
         signals = FakeSignals()
         early = EarlySignals(signals)
@@ -184,14 +188,27 @@ class EarlySignalTests(SynchronousTestCase):
         signals.handlers[signal.SIGINT](signal.SIGINT, None)
         reactor = TriggerReactor()
         early.release(reactor)
-        self.assertEqual(signals.handlers[signal.SIGINT], signal.default_int_handler)
+        self.assertFalse(reactor.hasStopped)
         [(f, args, kw)] = reactor.whenRunningHooks
-        self.assertEqual((f, args), (reactor.sigInt, (signal.SIGINT,)))
+        # Twisted replaces SIGTERM's handler, but not SIGINT's (ours).
+        signals.handlers[signal.SIGTERM] = reactor.sigTerm
+        f(*args, **kw)
+        self.assertTrue(reactor.hasStopped)
+        self.assertEqual(signals.handlers[signal.SIGINT], reactor.sigInt)
+        self.assertEqual(signals.handlers[signal.SIGTERM], reactor.sigTerm)
 
-    def test_noSignalNothingReplayed(self) -> None:
+    def test_ignoredSigintStaysIgnored(self) -> None:
+        """
+        A SIGINT ignored by whoever started the process (a shell's background
+        job) stays ignored, as twistd alone would leave it.
+        """
         signals = FakeSignals()
+        signals.handlers[signal.SIGINT] = signal.SIG_IGN
         early = EarlySignals(signals)
         early.catch()
         reactor = TriggerReactor()
         early.release(reactor)
-        self.assertEqual(reactor.whenRunningHooks, [])
+        [(f, args, kw)] = reactor.whenRunningHooks
+        f(*args, **kw)
+        self.assertEqual(signals.handlers[signal.SIGINT], signal.SIG_IGN)
+        self.assertFalse(reactor.hasStopped)

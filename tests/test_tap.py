@@ -13,6 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc import tap
 from gracesvc._service import GracefulService
 
+from .test_service import FakeSignals
+
 
 def parse(*argv: str) -> tap.Options:
     options = tap.Options(reactor=MemoryReactorClock())
@@ -118,8 +120,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(
             ["--listen", "tcp:8081", "--listen", "tcp:8082", "--shutdown-timeout", "2"]
         )
-        installed: list[tuple[int, object]] = []
-        service = tap.makeService(options, lambda s, h: installed.append((s, h)))
+        service = tap.makeService(options, FakeSignals())
         self.assertIsInstance(service, GracefulService)
         self.assertEqual(service.drain.shutdownTimeout, 2)
         service.startService()
@@ -130,7 +131,7 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = tap.Options(reactor=reactor)
         options.parseOptions(["--listen", "tcp:8081", "--metrics-listen", "tcp:9100"])
-        service = tap.makeService(options, lambda s, h: None)
+        service = tap.makeService(options, FakeSignals())
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 9100])
         self.assertEqual(len(service.auxiliaryPorts), 1)
