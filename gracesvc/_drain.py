@@ -259,8 +259,7 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        for connection in list(self._connections):
-            connection.beginDrain()
+        self._forEach(lambda connection: connection.beginDrain())
         self._later(self.shutdownTimeout - self.cutLead, self._cut)
         self._later(self.shutdownTimeout, self._atCap)
         self._later(1.0, self._progress)
@@ -301,6 +300,23 @@ class Drain:
         self._closeListeners()
         self._abortAll()
         self._finish("forced")
+
+    def _forEach(
+        self, f: Callable[[IDrainableConnection], _T], default: _T | None = None
+    ) -> list[_T]:
+        """
+        Call C{f} on every connection: one that raises is logged (and counts
+        as C{default}), and the drain goes on with the others.
+        """
+        results = []
+        for connection in list(self._connections):
+            try:
+                results.append(f(connection))
+            except Exception:
+                self.log.failure("drain step failed on {connection}", connection=connection)
+                if default is not None:
+                    results.append(default)
+        return results
 
     def _later(self, delay: float, f: Callable[[], object]) -> None:
         self._calls.append(self.clock.callLater(delay, f))
@@ -350,9 +366,7 @@ class Drain:
     def _cut(self) -> None:
         self._cutDone = True
         retryAfter = max(1, round(self.shutdownTimeout))
-        cut = 0
-        for connection in list(self._connections):
-            cut += connection.cutAtCap(retryAfter)
+        cut = sum(self._forEach(lambda c: c.cutAtCap(retryAfter), default=0))
         self.requestsCut += cut
         self.abandoned = len(self._tracked)
         self._tracked.clear()
@@ -372,8 +386,7 @@ class Drain:
         self._finish("cap")
 
     def _abortAll(self) -> None:
-        for connection in list(self._connections):
-            connection.abort()
+        self._forEach(lambda connection: connection.abort())
         self._connections.clear()
         self.abandoned += len(self._tracked)
         self._tracked.clear()

@@ -18,6 +18,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
@@ -70,6 +71,22 @@ def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
     request.write(SERVICE_UNAVAILABLE_BODY)
     request.finish()
     return True
+
+
+def _socketOf(transport: object) -> socket.socket | None:
+    """
+    @return: the socket under C{transport}, looking through wrapping
+        transports such as TLS (whose own handle is the TLS connection), or
+        L{None} for a transport without one.
+    """
+    while transport is not None:
+        getHandle = getattr(transport, "getHandle", None)
+        if getHandle is not None:
+            handle = getHandle()
+            if isinstance(handle, socket.socket):
+                return handle
+        transport = getattr(transport, "transport", None)
+    return None
 
 
 class DrainingChannel(HTTPChannel):
@@ -152,6 +169,13 @@ class DrainingChannel(HTTPChannel):
     def loseConnection(self) -> None:
         self._closing = True
         super().loseConnection()
+        if self._draining and isinstance(self.transport, TLSMemoryBIOProtocol):
+            # Twisted's TLS waits for the peer's close_notify before closing
+            # the TCP connection, and an idle pooled client may never send
+            # it: the drain would wait for the cap.  The close_notify and the
+            # last response are already written below; close TCP after them,
+            # as Go and nginx do.
+            self.transport.transport.loseConnection()
 
     # IDrainableConnection
 
@@ -200,12 +224,12 @@ class DrainingChannel(HTTPChannel):
     def _bytesWaiting(self) -> bool:
         # A request may sit in the kernel's receive buffer, not yet read by
         # the reactor: closing now would reset it unanswered.
-        getHandle = getattr(self.transport, "getHandle", None)
-        if getHandle is None:
+        sock = _socketOf(self.transport)
+        if sock is None:
             return False
         try:
-            return bool(getHandle().recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (OSError, AttributeError):
+            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
             return False
 
     def _closeWhenIdle(self) -> None:

@@ -53,6 +53,27 @@ class DrainLifecycleTests(SynchronousTestCase):
         self.successResultOf(wire.drain.start())
         self.assertEqual(port.closedAt, 0)
 
+    def test_acceptQueueEmptiedBeforeTheListenerCloses(self) -> None:
+        """
+        Connections waiting in the kernel's accept queue are accepted before
+        the listening socket closes (closing it would reset them).
+        """
+        wire = Wire()
+        calls: list[str] = []
+
+        class Port(FakePort):
+            connected = True
+
+            def doRead(self) -> None:
+                calls.append("accept")
+
+            def stopListening(self) -> None:
+                calls.append("close")
+
+        wire.drain.addListener(Port(wire.clock))
+        self.successResultOf(wire.drain.start())
+        self.assertEqual(calls, ["accept", "close"])
+
     def test_inFlightRequestCompletes(self) -> None:
         """
         A request in flight at the signal is answered in full, with
@@ -206,13 +227,17 @@ class CapTests(SynchronousTestCase):
         no longer.
         """
         wire = Wire(shutdownTimeout=3)
-        wire.drain.track(Deferred())
+        work: Deferred[None] = Deferred()
+        wire.drain.track(work)
         done = wire.drain.start()
         wire.advance(2.9)
         self.assertNoResult(done)
         wire.advance(0.1)
         self.successResultOf(done)
         self.assertEqual(wire.drain.abandoned, 1)
+        # Given up on, not cancelled: a timeout on a list of Deferreds would
+        # have cancelled the work itself.
+        self.assertNoResult(work)
 
 
 class TrackTests(SynchronousTestCase):

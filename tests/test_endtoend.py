@@ -7,8 +7,12 @@ the tight figures are measured by C{bench/shutdown.py}.
 
 from __future__ import annotations
 
+import os
 import signal
+import ssl
 import time
+
+import twisted.test
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -28,6 +32,7 @@ class EndToEndTestCase(SynchronousTestCase):
     def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
         twistd = Twistd(*args, **kwargs)  # type: ignore[arg-type]
         self.addCleanup(twistd.kill)
+        self.twistd = twistd
         return twistd.waitUntilServing()
 
     def assertCleanLog(self, twistd: Twistd) -> None:
@@ -203,6 +208,54 @@ class KeepAliveTests(EndToEndTestCase):
         self.assertEqual(codes, [200, 200, 200])
         self.assertTrue(c.waitForClose())
         twistd.wait(5)
+
+
+class TLSClient(RawClient):
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        self.sock = context.wrap_socket(self.sock)
+
+
+class TLSTests(EndToEndTestCase):
+    def test_tlsConnectionsDrain(self) -> None:
+        """
+        Over TLS (where a transport will not close while a producer is
+        registered) the in-flight response arrives with C{Connection:
+        close}, an idle connection is closed cleanly, and the process exits
+        promptly.
+        """
+        port, plainPort = freePort(), freePort()
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        self.startTwistd(
+            "--ping-delay", "1",
+            port=plainPort,
+            listen=[
+                f"ssl:{port}:interface=127.0.0.1:privateKey={pem}",
+                f"tcp:{plainPort}:interface=127.0.0.1",
+            ],
+        )
+        twistd = self.twistd
+        busy = TLSClient(port)
+        busy.send(get("/ping"))
+        idle = TLSClient(port)
+        idle.send(get("/healthz"))
+        self.assertEqual(idle.readResponse().code, 200)
+        time.sleep(0.6)
+        sentAt = twistd.signal(signal.SIGTERM)
+        self.assertTrue(idle.waitForClose())
+        self.assertLess(time.monotonic() - sentAt, 0.5)
+        response = busy.readResponse()
+        self.assertEqual((response.code, response.headers[b"connection"]), (200, b"close"))
+        self.assertTrue(busy.waitForClose())
+        self.assertEqual(twistd.wait(5), -signal.SIGTERM)
+        # The clients never answer the server's close_notify: that must not
+        # hold the exit until the cap.
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - sentAt, 2)
+        self.assertCleanLog(twistd)
 
 
 class ReadinessTests(EndToEndTestCase):
