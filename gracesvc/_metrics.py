@@ -9,7 +9,7 @@ histogram are updated per request.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -106,6 +106,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self._children: dict[tuple[bytes, int], tuple[Any, Any]] = {}
 
     def requestDone(self, request: Request, seconds: float) -> None:
         """
@@ -114,10 +115,19 @@ class Metrics:
         @param seconds: from the request fully received to the response
             completed.
         """
-        path = request.path
-        route = path.decode("ascii") if path in ROUTES else "other"
-        self._requests.labels(route, str(request.code)).inc()
-        self._duration.labels(route).observe(seconds)
+        route = request.path if request.path in ROUTES else b"other"
+        key = (route, request.code)
+        children = self._children.get(key)
+        if children is None:
+            # labels() costs more than the update itself: look each child
+            # up once.
+            name = route.decode("ascii")
+            children = self._children[key] = (
+                self._requests.labels(name, str(request.code)),
+                self._duration.labels(name),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         """
