@@ -52,9 +52,10 @@ class IDrainableConnection(Protocol):
 
     def beginDrain(self) -> None:
         """
-        The drain has begun: from now on every response says
-        C{Connection: close} and the connection closes once it has no request
-        in progress and has been quiet for the drain's idle grace.
+        The listeners are closed (or the drain delay is running): from now on
+        the connection closes once it has no request in progress and has been
+        quiet for the drain's idle grace.  (Responses say C{Connection:
+        close} from the moment L{Drain.draining} is set, before this.)
         """
 
     def isBusy(self) -> bool:
@@ -139,6 +140,7 @@ class Drain:
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
         self._cutDone = False
+        self._connectionsDraining = False
 
     # What the drain watches.
 
@@ -153,7 +155,7 @@ class Drain:
         A connection was accepted; the drain waits for it to close.
         """
         self._connections.add(connection)
-        if self.draining:
+        if self._connectionsDraining:
             connection.beginDrain()
 
     def connectionClosed(self, connection: IDrainableConnection) -> None:
@@ -259,13 +261,18 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        self._forEach(lambda connection: connection.beginDrain())
         self._later(self.shutdownTimeout - self.cutLead, self._cut)
         self._later(self.shutdownTimeout, self._atCap)
         self._later(1.0, self._progress)
         if self.drainDelay > 0:
+            self._beginDrainOnConnections()
             self._later(self.drainDelay, self._closeListeners)
         else:
+            # Refuse new connections first, and only then close the idle
+            # ones: a port closes its socket on the reactor's next turn, and
+            # closing thousands of idle connections in this turn delays that
+            # one (by about 0.3 s for 5,000).  Responses written meanwhile
+            # already say Connection: close: channels look at draining.
             self._closeListeners()
         done = self.whenDone()
         self._maybeFinish()
@@ -318,17 +325,25 @@ class Drain:
                     results.append(default)
         return results
 
+    def _beginDrainOnConnections(self) -> None:
+        if self._connectionsDraining:
+            return
+        self._connectionsDraining = True
+        self._forEach(lambda connection: connection.beginDrain())
+
     def _later(self, delay: float, f: Callable[[], object]) -> None:
         self._calls.append(self.clock.callLater(delay, f))
 
     def _closeListeners(self) -> None:
         if not self._listeners:
             self.listenersClosed = True
+            self._beginDrainOnConnections()
             return
         listeners, self._listeners = self._listeners, []
 
         def closed(_: object) -> None:
             self.listenersClosed = True
+            self._beginDrainOnConnections()
             self.log.info(
                 "Listeners closed: {inFlight} requests in flight, "
                 "{connections} connections open",

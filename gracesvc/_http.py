@@ -108,7 +108,6 @@ class DrainingChannel(HTTPChannel):
 
     site: DrainingSite
     _drain: Drain
-    _draining = False
     _cutting = False
     _closing = False
     lastActivity = 0.0
@@ -131,7 +130,7 @@ class DrainingChannel(HTTPChannel):
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Headers
     ) -> None:
-        if self._draining:
+        if self._drain.draining:
             headers.setRawHeaders(b"Connection", [b"close"])
         super().writeHeaders(version, code, reason, headers)
 
@@ -146,7 +145,7 @@ class DrainingChannel(HTTPChannel):
             metrics.requestDone(request, self.lastActivity - self._requestReceivedAt)
         if not self._cutting:
             self._drain.requestCompleted()
-        if not self._draining:
+        if not self._drain.draining:
             super().requestDone(request)
             return
         if self.persistent and (self._cutting or not self._hasPipelinedData()):
@@ -169,7 +168,7 @@ class DrainingChannel(HTTPChannel):
     def loseConnection(self) -> None:
         self._closing = True
         super().loseConnection()
-        if self._draining and isinstance(self.transport, TLSMemoryBIOProtocol):
+        if self._drain.draining and isinstance(self.transport, TLSMemoryBIOProtocol):
             # Twisted's TLS waits for the peer's close_notify before closing
             # the TCP connection, and an idle pooled client may never send
             # it: the drain would wait for the cap.  The close_notify and the
@@ -183,7 +182,6 @@ class DrainingChannel(HTTPChannel):
         return self._handlingRequest
 
     def beginDrain(self) -> None:
-        self._draining = True
         self._closeWhenIdle()
 
     def cutAtCap(self, retryAfter: int) -> int:

@@ -74,6 +74,35 @@ class DrainLifecycleTests(SynchronousTestCase):
         self.successResultOf(wire.drain.start())
         self.assertEqual(calls, ["accept", "close"])
 
+    def test_listenersCloseBeforeIdleConnections(self) -> None:
+        """
+        Without a drain delay, the listeners are closed first and idle
+        connections only once they are: closing thousands of idle
+        connections in the signal's reactor turn would delay the port's
+        close by that much.  A response written in between already says
+        C{Connection: close}.
+        """
+        wire = Wire(pingDelay=0)
+        closing: Deferred[None] = Deferred()
+
+        class SlowPort(FakePort):
+            def stopListening(self) -> Deferred[None]:
+                return closing
+
+        wire.drain.addListener(SlowPort(wire.clock))
+        idle = wire.connect()
+        wire.advance(5)
+        busy = wire.connect()
+        wire.drain.start()
+        wire.flush()
+        self.assertFalse(idle.closed)
+        busy.send(get("/ping"))
+        self.assertEqual(busy.responses[0].headers[b"connection"], b"close")
+        self.assertTrue(busy.closed)
+        closing.callback(None)
+        wire.flush()
+        self.assertTrue(idle.closed)
+
     def test_inFlightRequestCompletes(self) -> None:
         """
         A request in flight at the signal is answered in full, with
