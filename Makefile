@@ -26,3 +26,23 @@ test: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) *.egg-info _trial_temp twisted/plugins/dropin.cache
+
+# The benchmarks: make bench prints their tables and writes
+# bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs
+# are, in tests/test_bench_smoke.py).  The throughput figures need wrk
+# (apt-get install wrk; without it a slower Python load generator is used).
+# BENCH_ARGS is passed to each script, e.g. make bench BENCH_ARGS=--smoke
+BENCH_ARGS ?=
+
+.PHONY: bench
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[test,bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed
+	@command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk for the throughput figures"
+	$(BIN)/python -m bench.shutdown $(BENCH_ARGS)
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+	$(BIN)/python -m bench.layers $(BENCH_ARGS)

@@ -1,0 +1,461 @@
+"""
+The acceptance figures of the drain (issues 2 and 3), measured from outside
+the process: a real C{twistd -n gracesvc}, real signals, raw sockets on
+loopback.  Prints one table, each figure beside its target.
+
+    .venv/bin/python -m bench.shutdown [--repeats 5] [--smoke] [--check]
+
+Timing figures are measured C{--repeats} times, each on a fresh process, and
+given as median and max.  The "ok" column says C{yes} when every run met the
+target, C{median only} when the median did and some run did not (a loaded
+machine), C{**NO**} when the median missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from bench._common import machine, startGracesvc, summary, table
+from tests.helpers import get
+from tests.twistdproc import InFlight, RawClient, waitUntilRefused
+
+PONG = b'{"message": "pong"}'
+
+
+@dataclass
+class Sizes:
+    repeats: int = 5
+    inFlight: int = 20
+    pingDelay: float = 2.0
+    settle: float = 0.5
+    cap: float = 1.0
+    drainDelay: float = 1.0
+    keepAliveClients: int = 10
+    keepAliveRuns: int = 3
+    keepAliveFor: float = 1.0
+    idleClients: int = 10
+
+
+SMOKE = Sizes(
+    repeats=1,
+    inFlight=3,
+    pingDelay=0.5,
+    settle=0.2,
+    cap=0.5,
+    drainDelay=0.3,
+    keepAliveClients=3,
+    keepAliveRuns=1,
+    keepAliveFor=0.3,
+    idleClients=3,
+)
+
+
+@dataclass
+class Row:
+    measure: str
+    figure: str
+    target: str
+    ok: str = "-"
+
+
+def judge(values: Sequence[float], limit: float, above: float | None = None) -> str:
+    """
+    @return: C{yes} if every value is within (C{above}, C{limit}), C{median
+        only} if the median is, else C{**NO**}.
+    """
+    if not values:
+        return "**NO**"
+
+    def within(v: float) -> bool:
+        return v < limit and (above is None or v >= above)
+
+    if all(within(v) for v in values):
+        return "yes"
+    if within(statistics.median(values)):
+        return "median only"
+    return "**NO**"
+
+
+def allOk(flags: Sequence[bool]) -> str:
+    return "yes" if flags and all(flags) else "**NO**"
+
+
+def counts(values: Sequence[int], of: int) -> str:
+    """
+    @return: C{"20/20 in 5/5 runs"} or C{"runs: 20, 19/20"}.
+    """
+    if values and all(v == values[0] for v in values):
+        return f"{values[0]}/{of}" + (f" in {len(values)}/{len(values)} runs" if len(values) > 1 else "")
+    return "runs: " + ", ".join(str(v) for v in values) + f" /{of}"
+
+
+def inRuns(what: str, flags: Sequence[bool]) -> str:
+    """
+    @return: C{"503 in 5/5 runs"}, or C{"503"} for a single run.
+    """
+    if len(flags) == 1:
+        return what if flags[0] else f"not {what}"
+    return f"{what} in {sum(flags)}/{len(flags)} runs"
+
+
+def closeTimes(
+    clients: Sequence[RawClient], timeout: float
+) -> tuple[list[float], int]:
+    """
+    Wait until the server has closed every client's connection.
+
+    @return: C{time.monotonic()} of each close seen, and how many closed
+        cleanly (FIN, nothing more sent).
+    """
+    selector = selectors.DefaultSelector()
+    for c in clients:
+        selector.register(c.sock, selectors.EVENT_READ, c)
+    times: list[float] = []
+    clean = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while len(times) < len(clients) and time.monotonic() < deadline:
+            for key, _ in selector.select(deadline - time.monotonic()):
+                c = key.data
+                try:
+                    chunk: bytes | None = c.sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = None
+                if chunk:
+                    c.buffer += chunk
+                    continue
+                times.append(time.monotonic())
+                clean += chunk == b"" and not c.buffer
+                selector.unregister(c.sock)
+    finally:
+        selector.close()
+    return times, clean
+
+
+# The scenarios.  Each starts its own processes and kills them by pid.
+
+
+def inFlightAtSignal(s: Sizes) -> list[Row]:
+    completed, saidClose, refusal, toExit, statuses = [], [], [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--ping-delay", repr(s.pingDelay))
+        try:
+            requests = [InFlight(twistd.port, get("/ping")) for _ in range(s.inFlight)]
+            time.sleep(s.settle)
+            sentAt = twistd.signal(signal.SIGINT)
+            refusedAt = waitUntilRefused(twistd.port)
+            statuses.append(twistd.wait(s.pingDelay + 10))
+            for r in requests:
+                r.join(5)
+            ok = [r for r in requests if r.response and r.response.code == 200 and r.response.body == PONG]
+            completed.append(len(ok))
+            saidClose.append(sum(r.response.headers.get(b"connection") == b"close" for r in ok if r.response))
+            refusal.append(refusedAt - sentAt)
+            done = [r.doneAt for r in ok if r.doneAt is not None]
+            assert twistd.exitedAt is not None
+            if done:
+                toExit.append(twistd.exitedAt - max(done))
+        finally:
+            twistd.kill()
+    n = s.inFlight
+    return [
+        Row(f"{n} /ping ({s.pingDelay:g} s) in flight at SIGINT: complete with 200 pong",
+            counts(completed, n), f"{n}/{n}", allOk([c == n for c in completed])),
+        Row("  of which say Connection: close", counts(saidClose, n), f"{n}/{n}",
+            allOk([c == n for c in saidClose])),
+        Row("  exit status", ", ".join(sorted({str(x) for x in statuses})), "-2 (SIGINT)",
+            allOk([x == -signal.SIGINT for x in statuses])),
+        Row("  SIGINT -> first refused connect", summary(refusal), "< 20 ms", judge(refusal, 0.020)),
+        Row("  last response -> process exit", summary(toExit), "< 25 ms", judge(toExit, 0.025)),
+    ]
+
+
+def capAnswers503(s: Sizes) -> list[Row]:
+    got503, toExit = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--ping-delay", repr(s.cap * 10), "--shutdown-timeout", repr(s.cap))
+        try:
+            request = InFlight(twistd.port, get("/ping"))
+            time.sleep(0.2)
+            sentAt = twistd.signal(signal.SIGINT)
+            twistd.wait(s.cap + 10)
+            request.join(5)
+            r = request.response
+            got503.append(bool(r and r.code == 503 and b"retry-after" in r.headers))
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            twistd.kill()
+    limit = s.cap + 0.15
+    return [
+        Row(f"/ping {s.cap * 10:g} s, cap {s.cap:g} s: client gets 503 + Retry-After",
+            inRuns("503 + Retry-After", got503), "503", allOk(got503)),
+        Row("  SIGINT -> process exit", summary(toExit, "s"), f"< {limit:g} s", judge(toExit, limit)),
+    ]
+
+
+def idleExit(s: Sizes) -> list[Row]:
+    toExit = []
+    for _ in range(s.repeats):
+        twistd = startGracesvc()
+        try:
+            time.sleep(0.1)
+            sentAt = twistd.signal(signal.SIGINT)
+            twistd.wait(10)
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            twistd.kill()
+    return [Row("no traffic: SIGINT -> process exit", summary(toExit), "< 30 ms", judge(toExit, 0.030))]
+
+
+def backToBack(s: Sizes) -> list[Row]:
+    """
+    Clients sending requests back to back on keep-alive connections across
+    SIGINT.  A request is lost if it was sent and never answered, or if a
+    connection was closed in any way other than cleanly after a response
+    that said C{Connection: close}.
+    """
+    lost, sentTotal, problems = [], 0, []
+    for _ in range(s.keepAliveRuns):
+        twistd = startGracesvc("--ping-delay", "0.01")
+        try:
+            outcomes: list[tuple[int, int, str]] = []
+            giveUpAt = time.monotonic() + s.keepAliveFor + 8
+
+            def client() -> None:
+                sent = answered = 0
+                problem = ""
+                try:
+                    with RawClient(twistd.port, timeout=5) as c:
+                        while time.monotonic() < giveUpAt:
+                            c.send(get("/ping"))
+                            sent += 1
+                            response = c.readResponse()
+                            answered += 1
+                            if response.headers.get(b"connection") == b"close":
+                                if not c.waitForClose():
+                                    problem = "not closed cleanly"
+                                break
+                        else:
+                            problem = "never told to close"
+                except Exception as e:
+                    problem = repr(e)
+                outcomes.append((sent, answered, problem))
+
+            threads = [threading.Thread(target=client, daemon=True) for _ in range(s.keepAliveClients)]
+            for t in threads:
+                t.start()
+            time.sleep(s.keepAliveFor)
+            twistd.signal(signal.SIGINT)
+            twistd.wait(10)
+            for t in threads:
+                t.join(10)
+            missing = s.keepAliveClients - len(outcomes)
+            lost.append(sum(sent - answered for sent, answered, _ in outcomes) + missing)
+            sentTotal += sum(sent for sent, _, _ in outcomes)
+            problems += [p for _, _, p in outcomes if p] + ["client hung"] * missing
+        finally:
+            twistd.kill()
+    figure = f"{sum(lost)} lost of {sentTotal} sent (runs: {', '.join(map(str, lost))})"
+    if problems:
+        figure += f"; {len(problems)} connection problems: {problems[0]}"
+    return [
+        Row(f"{s.keepAliveClients} back-to-back keep-alive clients across SIGINT, "
+            f"{s.keepAliveRuns} run{'s' if s.keepAliveRuns != 1 else ''}: requests lost", figure, "0",
+            allOk([sum(lost) == 0 and not problems]))
+    ]
+
+
+def idleKeepAliveClosed(s: Sizes, quietFor: float, label: str) -> list[Row]:
+    """
+    C{idleClients} keep-alive connections, each answered C{quietFor} seconds
+    before SIGINT, while one C{/ping} holds the process up.
+    """
+    closedWithin, clean = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--ping-delay", repr(quietFor + 1.0))
+        idle: list[RawClient] = []
+        try:
+            busy = InFlight(twistd.port, get("/ping"))
+            for _ in range(s.idleClients):
+                c = RawClient(twistd.port)
+                idle.append(c)
+                c.send(get("/healthz"))
+                c.readResponse()
+            time.sleep(quietFor)
+            sentAt = twistd.signal(signal.SIGINT)
+            times, cleanCount = closeTimes(idle, 5)
+            if len(times) == len(idle):
+                closedWithin.append(max(times) - sentAt)
+            clean.append(cleanCount)
+            twistd.wait(10)
+            busy.join(5)
+        finally:
+            for c in idle:
+                c.close()
+            twistd.kill()
+    n = s.idleClients
+    return [
+        Row(f"{n} idle keep-alive connections ({label}): all closed by the server within",
+            summary(closedWithin, "s") + f"; clean close {counts(clean, n)}",
+            "< 0.6 s", judge(closedWithin, 0.6) if len(closedWithin) == s.repeats else "**NO**"),
+    ]
+
+
+def lateRequest(s: Sizes) -> list[Row]:
+    good = []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--ping-delay", "0.1")
+        try:
+            with RawClient(twistd.port) as c:
+                time.sleep(0.1)
+                twistd.signal(signal.SIGINT)
+                time.sleep(0.05)
+                c.send(get("/ping"))
+                try:
+                    response = c.readResponse()
+                    good.append(
+                        response.code == 200
+                        and response.headers.get(b"connection") == b"close"
+                        and c.waitForClose()
+                    )
+                except ConnectionError:
+                    good.append(False)
+            twistd.wait(10)
+        finally:
+            twistd.kill()
+    return [Row("request 50 ms after SIGINT on a connection opened before it",
+                inRuns("200 + Connection: close", good), "200 + Connection: close", allOk(good))]
+
+
+def silentConnection(s: Sizes) -> list[Row]:
+    toExit = []
+    for _ in range(s.repeats):
+        twistd = startGracesvc()
+        try:
+            with RawClient(twistd.port):
+                time.sleep(0.1)
+                sentAt = twistd.signal(signal.SIGINT)
+                twistd.wait(10)
+                assert twistd.exitedAt is not None
+                toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            twistd.kill()
+    return [Row("silent connection open: SIGINT -> process exit", summary(toExit, "s"), "< 1.1 s",
+                judge(toExit, 1.1))]
+
+
+def drainDelay(s: Sizes) -> list[Row]:
+    delay = s.drainDelay
+    readyz, ping, refusal = [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--drain-delay", repr(delay), "--ping-delay", "0",
+                         "--shutdown-timeout", repr(delay + 2))
+        try:
+            sentAt = twistd.signal(signal.SIGINT)
+            readyzOk = pingOk = True
+            for at in (0.3 * delay, 0.8 * delay):
+                time.sleep(max(0.0, sentAt + at - time.monotonic()))
+                with RawClient(twistd.port) as c:
+                    c.send(get("/readyz"))
+                    readyzOk &= c.readResponse().code == 503
+                with RawClient(twistd.port) as c:
+                    c.send(get("/ping"))
+                    r = c.readResponse()
+                    pingOk &= r.code == 200 and r.headers.get(b"connection") == b"close"
+            refusal.append(waitUntilRefused(twistd.port) - sentAt)
+            readyz.append(readyzOk)
+            ping.append(pingOk)
+            twistd.wait(10)
+        finally:
+            twistd.kill()
+    return [
+        Row(f"--drain-delay {delay:g}: /readyz at {0.3 * delay:g} s and {0.8 * delay:g} s",
+            inRuns("503", readyz), "503", allOk(readyz)),
+        Row("  /ping at the same times", inRuns("200 + Connection: close", ping), "200", allOk(ping)),
+        Row("  SIGINT -> first refused connect", summary(refusal, "s"),
+            f"{delay:g}-{delay + 0.1:g} s", judge(refusal, delay + 0.1, above=delay - 0.005)),
+    ]
+
+
+def secondSignal(s: Sizes) -> list[Row]:
+    toExit, statuses = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--ping-delay", "10", "--shutdown-timeout", "8")
+        try:
+            InFlight(twistd.port, get("/ping"))
+            time.sleep(0.2)
+            twistd.signal(signal.SIGINT)
+            time.sleep(0.3)
+            secondAt = twistd.signal(signal.SIGINT)
+            statuses.append(twistd.wait(10))
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - secondAt)
+        finally:
+            twistd.kill()
+    return [Row("second SIGINT during the drain -> process exit", summary(toExit), "< 100 ms",
+                judge(toExit, 0.100))]
+
+
+SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
+    ("in flight at SIGINT", inFlightAtSignal),
+    ("cap", capAnswers503),
+    ("no traffic", idleExit),
+    ("back-to-back keep-alive", backToBack),
+    ("idle keep-alive", lambda s: idleKeepAliveClosed(s, 0.6, "quiet 0.6 s before SIGINT")),
+    ("just-used keep-alive", lambda s: idleKeepAliveClosed(s, 0.0, "answered just before SIGINT")),
+    ("late request", lateRequest),
+    ("silent connection", silentConnection),
+    ("drain delay", drainDelay),
+    ("second signal", secondSignal),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.shutdown", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each timing figure (default 5)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run each: does it still work?")
+    parser.add_argument("--check", action="store_true", help="exit 3 if a target is missed")
+    parser.add_argument("--only", action="append", default=[], help="run only scenarios whose name contains this")
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.repeats is not None:
+        sizes.repeats = max(1, args.repeats)
+
+    print(f"bench.shutdown: {machine()}" + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else ""))
+    sys.stdout.flush()
+    rows: list[Row] = []
+    errors = 0
+    began = time.monotonic()
+    for name, scenario in SCENARIOS:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        try:
+            rows += scenario(sizes)
+        except Exception:
+            errors += 1
+            rows.append(Row(name, "ERROR (traceback on stderr)", "-", "**NO**"))
+            traceback.print_exc()
+    print()
+    print(table(["measure", "figure", "target", "ok"], [(r.measure, r.figure, r.target, r.ok) for r in rows]))
+    print(f"\n{len(rows)} figures in {time.monotonic() - began:.0f} s; timings are median and max of "
+          f"{sizes.repeats} fresh processes each.")
+    if errors:
+        return 1
+    if args.check and any(r.ok not in ("yes", "-") for r in rows):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

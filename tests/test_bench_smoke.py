@@ -1,0 +1,127 @@
+"""
+Smoke runs of the benchmarks under C{bench/}: each script, at tiny sizes
+(C{--smoke}), still runs to the end and prints its table, so that the
+benchmarks cannot rot.  They measure nothing worth reading here: like the
+end-to-end tests they start real twistd processes on loopback ports, and
+each run is bounded in time.
+
+They need neither wrk nor matplotlib: without wrk the throughput benchmark
+falls back to its Python load generator, and without matplotlib the scale
+benchmark says it skipped the plot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class BenchSmokeTests(SynchronousTestCase):
+    def runBench(self, name: str, *args: str) -> str:
+        """
+        Run C{python -m bench.NAME --smoke ARGS} from the repository root.
+
+        @return: its standard output, once it has exited 0.
+        """
+        result = subprocess.run(
+            [sys.executable, "-m", f"bench.{name}", "--smoke", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
+        self.assertEqual(
+            result.returncode, 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        return result.stdout
+
+    def row(self, output: str, measure: str) -> str:
+        """
+        @return: the table row of C{output} that starts with C{measure}.
+        """
+        for line in output.splitlines():
+            if line.startswith(f"| {measure}"):
+                return line
+        self.fail(f"no row {measure!r} in:\n{output}")
+
+    def test_shutdown(self) -> None:
+        """
+        Every acceptance figure is measured, none fails with an error, and
+        the in-flight requests complete.
+        """
+        output = self.runBench("shutdown")
+        self.assertIn("| measure ", output)
+        self.assertNotIn("ERROR", output)
+        self.assertIn("3/3", self.row(output, "3 /ping (0.5 s) in flight at SIGINT"))
+        for measure in [
+            "  SIGINT -> first refused connect",
+            "  last response -> process exit",
+            "no traffic: SIGINT -> process exit",
+            "second SIGINT during the drain -> process exit",
+        ]:
+            self.assertRegex(self.row(output, measure), r"\d+\.\d ms")
+
+    def test_throughput(self) -> None:
+        """
+        Both servers are measured, with wrk where it is installed, and the
+        ratio is printed.
+        """
+        output = self.runBench("throughput")
+        self.assertRegex(self.row(output, "**median**"), r"\*\*\d+\.\d{3}\*\*")
+        self.assertIn("load: wrk" if shutil.which("wrk") else "load: python", output)
+        # Both log alike (a request still in flight when wrk stops may add
+        # a line to one side).
+        self.assertRegex(
+            output,
+            r"access log lines per request: gracesvc (0\.99|1\.0[01]), "
+            r"plain (0\.99|1\.0[01])",
+        )
+
+    def test_throughputWithoutWrk(self) -> None:
+        """
+        The Python load generator, what a machine without wrk uses.
+        """
+        output = self.runBench("throughput", "--tool", "python")
+        self.assertIn("load: python", output)
+        self.assertRegex(self.row(output, "**median**"), r"\*\*\d+\.\d{3}\*\*")
+
+    def test_scale(self) -> None:
+        """
+        gracesvc answers every request in flight and the plain app none; the
+        plot is written where matplotlib is installed.
+        """
+        out = tempfile.mkdtemp(prefix="gracesvc-bench-")
+        self.addCleanup(shutil.rmtree, out, True)
+        output = self.runBench("scale", "--out", out)
+        answered = self.row(output, "/ping answered 200")
+        self.assertRegex(answered, r"\| 20/20 +\| 0/20 ")
+        self.assertIn("50/50", self.row(output, "idle keep-alive connections closed"))
+        plot = os.path.join(out, "shutdown-timeline.png")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            self.assertIn("plot skipped: matplotlib is not installed", output)
+        else:
+            self.assertIn(f"plot: {plot}", output)
+            self.assertTrue(os.path.getsize(plot) > 0)
+
+    def test_layers(self) -> None:
+        """
+        The in-memory cost of each layer is measured for all three sites.
+        """
+        output = self.runBench("layers")
+        for server in [
+            "plain Site (bench/plain.tac)",
+            "DrainingSite, drain layer only",
+            "as twistd -n gracesvc builds it",
+        ]:
+            self.assertRegex(self.row(output, server), r"\| \d+\.\d +\| [+-]\d+\.\d ")
