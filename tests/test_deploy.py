@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -42,7 +41,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc.tap import Options
 
 from .helpers import get
-from .twistdproc import TWISTD, RawClient, Twistd, freePort
+from .twistdproc import TWISTD, Process, RawClient, Twistd, freePort
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 HAPROXY_CFG = os.path.join(DEPLOY, "haproxy.cfg")
@@ -504,7 +503,7 @@ def waitFor(condition: Callable[[], bool], timeout: float, what: Callable[[], st
         time.sleep(0.02)
 
 
-class HAProxy:
+class HAProxy(Process):
     """
     C{haproxy} running C{deploy/haproxy.cfg} in the foreground, with the
     given environment.
@@ -512,16 +511,10 @@ class HAProxy:
 
     def __init__(self, executable: str, environ: dict[str, str], statsPort: int) -> None:
         self.statsPort = statsPort
-        self.directory = tempfile.mkdtemp(prefix="gracesvc-haproxy-")
-        self.logPath = os.path.join(self.directory, "haproxy.log")
-        self._log = open(self.logPath, "wb")
-        self.process = subprocess.Popen(
+        super().__init__(
             [executable, "-db", "-f", HAPROXY_CFG],
-            cwd=self.directory,
+            prefix="gracesvc-haproxy-",
             env=dict(os.environ, **environ),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
         )
 
     def serverStates(self) -> dict[str, str]:
@@ -550,21 +543,8 @@ class HAProxy:
 
         waitFor(reached, timeout, lambda: f"{server} not {status}:\n{self.log()}")
 
-    def kill(self) -> None:
-        """
-        Kill the process (by its pid) if it still runs, and remove its
-        directory.
-        """
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
     def log(self) -> str:
-        self._log.flush()
-        with open(self.logPath, encoding="utf-8", errors="replace") as f:
-            return f.read()[-5000:]
+        return super().log()[-5000:]
 
 
 class HAProxyTests(SynchronousTestCase):
@@ -684,7 +664,7 @@ _SYSTEMD_EXEC = (
 )
 
 
-class SocketActivated:
+class SocketActivated(Process):
     """
     The command of C{deploy/gracesvc.service}, started as systemd starts it
     from C{deploy/gracesvc.socket}, on a listening socket the test owns.
@@ -694,28 +674,13 @@ class SocketActivated:
         argv = shlex.split(systemdUnit(SYSTEMD_SERVICE)["Service"]["ExecStart"])
         argv[0] = TWISTD
         argv += list(extraArgs)
-        self.directory = tempfile.mkdtemp(prefix="gracesvc-systemd-")
-        self.logPath = os.path.join(self.directory, "twistd.log")
-        self._log = open(self.logPath, "wb")
         fd = listening.fileno()
-        self.process = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-c", _SYSTEMD_EXEC, str(fd), *argv],
-            cwd=self.directory,
+            prefix="gracesvc-systemd-",
             env=dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES=fdName),
-            pass_fds=(fd,),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            passFds=(fd,),
         )
-        self.pid = self.process.pid
-        self.exitedAt: float | None = None
-        self._exited = threading.Event()
-        threading.Thread(target=self._waitForExit, daemon=True).start()
-
-    def _waitForExit(self) -> None:
-        self.process.wait()
-        self.exitedAt = time.monotonic()
-        self._exited.set()
 
     def answered(self) -> int:
         """
@@ -729,7 +694,7 @@ class SocketActivated:
         Wait until it has answered a C{/ping} (the load sends them).
         """
         def answering() -> bool:
-            if self._exited.is_set():
+            if self.exited:
                 raise AssertionError(f"twistd exited early:\n{self.log()}")
             return self.answered() > 0
 
@@ -742,26 +707,8 @@ class SocketActivated:
 
         @return: the exit status.
         """
-        os.kill(self.pid, signal.SIGTERM)
-        if not self._exited.wait(timeout):
-            raise AssertionError(f"still running after {timeout}s:\n{self.log()}")
-        return int(self.process.returncode)
-
-    def kill(self) -> None:
-        """
-        Kill the process (by its pid) if it still runs, and remove its
-        directory.
-        """
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def log(self) -> str:
-        self._log.flush()
-        with open(self.logPath, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
 
 
 class SystemdSocketTests(SynchronousTestCase):

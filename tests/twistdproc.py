@@ -9,6 +9,7 @@ directory, and is killed by its pid when the test ends.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,31 +40,23 @@ def _defaultSigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-class Twistd:
+class Process:
     """
-    One C{twistd -n gracesvc} process.
+    A child process in a temporary directory of its own, its output in a
+    log file there, watched for its exit, and killed by its pid.
 
     @ivar exitedAt: C{time.monotonic()} when the process exited.
     """
 
     def __init__(
         self,
-        *args: str,
-        port: int | None = None,
-        listen: Sequence[str] | None = None,
+        argv: Sequence[str],
+        prefix: str = "gracesvc-e2e-",
         env: dict[str, str] | None = None,
         passFds: Sequence[int] = (),
-        plugin: str = "gracesvc",
     ) -> None:
-        self.port = port if port is not None else freePort()
-        if listen is None:
-            listen = [f"tcp:{self.port}:interface=127.0.0.1"]
-        self.directory = tempfile.mkdtemp(prefix="gracesvc-e2e-")
-        self.logPath = os.path.join(self.directory, "twistd.log")
-        argv = [TWISTD, "--pidfile=", "-n", plugin]
-        for description in listen:
-            argv += ["--listen", description]
-        argv += list(args)
+        self.directory = tempfile.mkdtemp(prefix=prefix)
+        self.logPath = os.path.join(self.directory, "output.log")
         self._log = open(self.logPath, "wb")
         self.process = subprocess.Popen(
             argv,
@@ -85,25 +78,9 @@ class Twistd:
         self.exitedAt = time.monotonic()
         self._exited.set()
 
-    def waitUntilServing(self, timeout: float = 15.0) -> Twistd:
-        """
-        Wait until C{/healthz} answers 200.
-
-        @raise AssertionError: if it does not within C{timeout}, or the
-            process exits.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._exited.is_set():
-                raise AssertionError(f"twistd exited early:\n{self.log()}")
-            try:
-                with RawClient(self.port, timeout=1) as client:
-                    client.send(get("/healthz", "Connection: close"))
-                    if client.readResponse().code == 200:
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        raise AssertionError(f"twistd not serving after {timeout}s:\n{self.log()}")
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
 
     def signal(self, signum: int) -> float:
         """
@@ -123,22 +100,71 @@ class Twistd:
         @raise AssertionError: if it is still running after C{timeout}.
         """
         if not self._exited.wait(timeout):
-            raise AssertionError(f"twistd still running after {timeout}s:\n{self.log()}")
+            raise AssertionError(f"still running after {timeout}s:\n{self.log()}")
         return int(self.process.returncode)
 
     def kill(self) -> None:
         """
-        Kill the process (by its pid) if it still runs, and close its log.
+        Kill the process (by its pid) if it still runs, and remove its
+        directory.
         """
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         self._log.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def log(self) -> str:
+        """
+        @return: what the process wrote so far.
+        """
         self._log.flush()
         with open(self.logPath, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+
+class Twistd(Process):
+    """
+    One C{twistd -n gracesvc} process.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        port: int | None = None,
+        listen: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        passFds: Sequence[int] = (),
+        plugin: str = "gracesvc",
+    ) -> None:
+        self.port = port if port is not None else freePort()
+        if listen is None:
+            listen = [f"tcp:{self.port}:interface=127.0.0.1"]
+        argv = [TWISTD, "--pidfile=", "-n", plugin]
+        for description in listen:
+            argv += ["--listen", description]
+        argv += list(args)
+        super().__init__(argv, env=env, passFds=passFds)
+
+    def waitUntilServing(self, timeout: float = 15.0) -> Twistd:
+        """
+        Wait until C{/healthz} answers 200.
+
+        @raise AssertionError: if it does not within C{timeout}, or the
+            process exits.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.exited:
+                raise AssertionError(f"twistd exited early:\n{self.log()}")
+            try:
+                with RawClient(self.port, timeout=1) as client:
+                    client.send(get("/healthz", "Connection: close"))
+                    if client.readResponse().code == 200:
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise AssertionError(f"twistd not serving after {timeout}s:\n{self.log()}")
 
 
 def run(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
