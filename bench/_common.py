@@ -67,9 +67,11 @@ def startServer(kind: str, pingDelay: float, *args: str) -> Twistd:
     return startPlain(pingDelay)
 
 
-def stopServer(twistd: Twistd, timeout: float = 10.0) -> None:
+def stopServer(twistd: Twistd, timeout: float = 10.0) -> str:
     """
     SIGTERM, wait for exit, and kill (by pid) if it does not.
+
+    @return: the server's log (its directory is gone afterwards).
     """
     import signal
 
@@ -80,7 +82,9 @@ def stopServer(twistd: Twistd, timeout: float = 10.0) -> None:
     except AssertionError:
         pass
     finally:
+        log = twistd.log()
         twistd.kill()
+    return log
 
 
 def raiseFileLimit(wanted: int) -> int:

@@ -97,9 +97,8 @@ def measure(kind: str, load: Load, warmup: float, duration: float, serverCpu: in
         rps, requests, problems = load.run(twistd.port, duration)
         cpu = cpuSeconds(twistd.pid) - cpuBefore
     finally:
-        stopServer(twistd)
-    with open(twistd.logPath, "rb") as f:
-        accessLines = len(ACCESS_LINE.findall(f.read()))
+        log = stopServer(twistd)
+    accessLines = len(ACCESS_LINE.findall(log.encode("utf-8")))
     served = warmRequests + requests
     return {
         "rps": rps,
