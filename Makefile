@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra arguments for twistd gracesvc, e.g. make run ARGS="--ping-delay 1"
 ARGS ?=
 
-.PHONY: run test clean
+.PHONY: run test test-property clean
 
 # editable_mode=compat puts the checkout on sys.path with a .pth file, so
 # twistd finds twisted/plugins/ here; the default editable mode uses an
@@ -46,3 +46,11 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)
+
+# The property-based drain test with many random examples (make test runs a
+# few seeded ones), about 1 s each; PROPERTY_SEED=n replays a run.
+PROPERTY_EXAMPLES ?= 500
+test-property: $(BIN)/.installed
+	GRACESVC_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) \
+	$(if $(PROPERTY_SEED),GRACESVC_PROPERTY_SEED=$(PROPERTY_SEED)) \
+	$(BIN)/pytest -q tests/test_property.py --hypothesis-show-statistics

@@ -124,6 +124,8 @@ class Drain:
         self.finished = False
         self.listenersClosed = False
         self.startedAt: float | None = None
+        #: when the cap is reached: C{startedAt + shutdownTimeout}.
+        self.capAt: float | None = None
         self.finishedAt: float | None = None
 
         #: requests completed after the drain began.
@@ -235,19 +237,28 @@ class Drain:
         return d
 
     def start(
-        self, reason: str = "stop requested", signal: str | None = None
+        self,
+        reason: str = "stop requested",
+        signal: str | None = None,
+        startedAt: float | None = None,
     ) -> Deferred[None]:
         """
         Begin the drain; calling it again only returns another L{whenDone}.
 
         @param reason: why, for the log.
         @param signal: the name of the signal that started it, if one did.
+        @param startedAt: when the stop was asked for, if before now: a
+            signal that arrives while the reactor is busy reaches the drain
+            late, and the cap still counts from the signal.
         @return: L{whenDone}.
         """
         if self.draining:
             return self.whenDone()
         self.draining = True
-        self.startedAt = self.clock.seconds()
+        now = self.clock.seconds()
+        self.startedAt = now if startedAt is None else min(startedAt, now)
+        self.capAt = self.startedAt + self.shutdownTimeout
+        late = now - self.startedAt
         self.log.info(
             "Shutdown Server ... ({reason}): {inFlight} requests in flight, "
             "{connections} connections open, exit at the latest in "
@@ -261,12 +272,12 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        self._later(self.shutdownTimeout - self.cutLead, self._cut)
-        self._later(self.shutdownTimeout, self._atCap)
+        self._later(max(0.0, self.shutdownTimeout - self.cutLead - late), self._cut)
+        self._later(max(0.0, self.shutdownTimeout - late), self._atCap)
         self._later(1.0, self._progress)
-        if self.drainDelay > 0:
+        if self.drainDelay > late:
             self._beginDrainOnConnections()
-            self._later(self.drainDelay, self._closeListeners)
+            self._later(self.drainDelay - late, self._closeListeners)
         else:
             # Refuse new connections first, and only then close the idle
             # ones: a port closes its socket on the reactor's next turn, and

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
-from twisted.web.server import Site
+from twisted.web.server import Request as SiteRequest, Site
 
 from ._drain import Drain
 
@@ -89,6 +89,30 @@ def _socketOf(transport: object) -> socket.socket | None:
     return None
 
 
+class DrainingRequest(SiteRequest):
+    """
+    A request that, once its channel is cutting at the cap, is answered with
+    a 503 at once instead of being handed to the resource: a request read
+    behind the one cut has no time left to be answered either.
+    """
+
+    channel: DrainingChannel
+
+    def process(self) -> None:
+        channel = self.channel
+        if channel is not None and channel._cutting:
+            drain = channel._drain
+            if drain.capAt is not None and drain.clock.seconds() >= drain.capAt:
+                # A flood of pipelined requests: the cap comes first.
+                channel.paused = True
+                channel.abort()
+                return
+            answerServiceUnavailable(self, channel._retryAfter)
+            drain.requestsCut += 1
+            return
+        super().process()
+
+
 class DrainingChannel(HTTPChannel):
     """
     An L{HTTPChannel} that tells its site's L{Drain} when it opens, answers
@@ -109,10 +133,12 @@ class DrainingChannel(HTTPChannel):
     site: DrainingSite
     _drain: Drain
     _cutting = False
+    _retryAfter = 1
     _closing = False
     lastActivity = 0.0
     _requestReceivedAt = 0.0
     _idleCall: Any = None
+    _resumeCall: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -121,9 +147,10 @@ class DrainingChannel(HTTPChannel):
         self._drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
-        self._idleCall = None
+        for call in (self._idleCall, self._resumeCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._idleCall = self._resumeCall = None
         super().connectionLost(reason)
         self._drain.connectionClosed(self)
 
@@ -148,13 +175,31 @@ class DrainingChannel(HTTPChannel):
         if not self._drain.draining:
             super().requestDone(request)
             return
-        if self.persistent and (self._cutting or not self._hasPipelinedData()):
+        if self.persistent and not self._hasPipelinedData():
             # Close after this response, as its Connection: close promised.
+            # Requests already read behind it are answered first; at the cut,
+            # with a 503 each (see DrainingRequest).
             self.persistent = False
+        elif self.persistent and not self._cutting:
+            # Parse the next pipelined request on a later reactor turn:
+            # Twisted parses all it has read (up to 64 KiB, thousands of
+            # small requests) in one go, and the drain's timers, the cut and
+            # the cap among them, could not run meanwhile.
+            self.paused = True
+            self._resumeCall = self._drain.clock.callLater(0, self._resumeParsing)
         super().requestDone(request)
         if self.persistent:
             # Parsing the pipelined data may have left no request in
             # progress (it was only part of one, or blank lines).
+            self._closeWhenIdle()
+
+    def _resumeParsing(self) -> None:
+        self._resumeCall = None
+        self.paused = False
+        if self._closing or self.transport is None:
+            return
+        self.dataReceived(b"")
+        if self.persistent and not self._handlingRequest:
             self._closeWhenIdle()
 
     def _hasPipelinedData(self) -> bool:
@@ -186,8 +231,16 @@ class DrainingChannel(HTTPChannel):
 
     def cutAtCap(self, retryAfter: int) -> int:
         self._cutting = True
+        self._retryAfter = retryAfter
         if self._closing:
             return 0
+        if self._resumeCall is not None:
+            # Pipelined requests read but not parsed yet: each gets its 503
+            # now (see DrainingRequest).
+            self._resumeCall.cancel()
+            self._resumeParsing()
+            if self._closing:
+                return 0
         if self._handlingRequest and self.requests:
             request = self.requests[0]
             if not request.startedWriting:
@@ -263,6 +316,7 @@ class DrainingSite(Site):
     """
 
     protocol = DrainingChannel  # type: ignore[assignment]
+    requestFactory = DrainingRequest
 
     def __init__(
         self,

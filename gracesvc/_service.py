@@ -4,6 +4,7 @@ The service: listens on every endpoint, and drains on shutdown.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 from types import FrameType
@@ -86,6 +87,9 @@ class GracefulService(Service):
         self._trigger: Any = None
         self._triggerFired = False
         self._previousHandlers: dict[int, Any] = {}
+        self._reactorHandlers: dict[int, Any] = {}
+        self._stopSignalCount = itertools.count()
+        self._signalledAt: float | None = None
 
     def startService(self) -> None:
         """
@@ -112,6 +116,9 @@ class GracefulService(Service):
         self._trigger = self.reactor.addSystemEventTrigger(
             "before", "shutdown", self._shutdownStarted
         )
+        if self._installSignalHandler is not None:
+            # The reactor installs its own handlers as it starts running.
+            self.reactor.callWhenRunning(self._watchStopSignals)
 
     def _listen(
         self,
@@ -166,6 +173,9 @@ class GracefulService(Service):
 
     def _shutdownStarted(self) -> Deferred[None]:
         self._triggerFired = True
+        return self._drainOnStop()
+
+    def _drainOnStop(self) -> Deferred[None]:
         # The reactor's own signal handlers record the signal that stops it
         # (twistd re-raises it at exit); any other stop leaves it unset.
         signum = getattr(self.reactor, "_exitSignal", None)
@@ -190,7 +200,7 @@ class GracefulService(Service):
         if not self.drain.draining:
             self._escalateOnSecondSignal()
             self.drain.whenDone().addCallback(self._closeAuxiliary)
-        return self.drain.start(reason, signalName)
+        return self.drain.start(reason, signalName, startedAt=self._signalledAt)
 
     def _escalateOnSecondSignal(self) -> None:
         install = self._installSignalHandler
@@ -200,13 +210,58 @@ class GracefulService(Service):
             self._previousHandlers[signum] = install(signum, self._secondSignal)
         self.drain.whenDone().addCallback(self._restoreSignalHandlers)
 
+    def _watchStopSignals(self) -> None:
+        """
+        Put L{_stopSignal} in front of the reactor's SIGINT and SIGTERM
+        handlers.  A signal the reactor leaves alone (an ignored SIGINT in a
+        background job) stays as it is.
+        """
+        install = self._installSignalHandler
+        if install is None or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in _STOP_SIGNALS:
+            previous = install(signum, self._stopSignal)
+            if callable(previous) and previous is not self._stopSignal:
+                self._reactorHandlers[signum] = previous
+            else:
+                install(signum, previous)
+
+    def _stopSignal(self, signum: int, frame: FrameType | None) -> None:
+        """
+        The first stop signal goes to the reactor, which stops and so starts
+        the drain; any later one forces the stop.
+
+        The drain starts only on the reactor's next iteration.  Without this
+        a second signal in between went to the reactor too: it called
+        C{reactor.stop()} twice (C{ReactorNotRunning}, a traceback in the
+        log), replaced the exit signal, and forced nothing.
+        """
+        # Counted with one call, not a flag tested then set: a second signal
+        # can run this handler again between any two bytecodes of the first.
+        if (
+            next(self._stopSignalCount) > 0
+            or self.drain.draining
+            or getattr(self.reactor, "_exitSignal", None) is not None
+        ):
+            self._secondSignal(signum, frame)
+            return
+        self._signalledAt = self.drain.clock.seconds()
+        self._reactorHandlers[signum](signum, frame)
+
     def _secondSignal(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of whatever the reactor was doing:
         # hand the work to the reactor, as Twisted's own handlers do.
         name = signal.Signals(signum).name
         self.reactor.callFromThread(  # type: ignore[attr-defined]
-            self.drain.forceStop, f"second signal, {name}", name
+            self._forceStop, f"second signal, {name}", name
         )
+
+    def _forceStop(self, reason: str, signalName: str) -> None:
+        if not self.drain.draining:
+            # The reactor has not run its shutdown triggers yet: start the
+            # drain as they would, so that it ends the same way.
+            self._drainOnStop()
+        self.drain.forceStop(reason, signalName)
 
     def _restoreSignalHandlers(self, _: object) -> None:
         install = self._installSignalHandler

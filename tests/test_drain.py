@@ -250,6 +250,61 @@ class CapTests(SynchronousTestCase):
         wire.advance(0.05)
         self.successResultOf(done)
 
+    def test_requestsPipelinedBehindTheCutGet503Too(self) -> None:
+        """
+        Requests read whole behind the one cut at the cap are answered with a
+        503 each, in order, before the connection closes: none is left
+        without an answer.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        client = wire.connect()
+        client.send(get("/ping") + get("/ping") + get("/healthz"))
+        done = wire.drain.start()
+        wire.advance(1)
+        self.assertEqual([r.code for r in client.responses], [503, 503, 503])
+        self.assertEqual(
+            [r.headers[b"retry-after"] for r in client.responses], [b"1"] * 3
+        )
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+        self.assertEqual(wire.drain.requestsCut, 3)
+
+    def test_capCountsFromTheSignal(self) -> None:
+        """
+        A signal handled late (the reactor was busy) still has the drain end
+        within the cap of the signal.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        client = wire.connect()
+        client.send(get("/ping"))
+        wire.clock.advance(0.4)
+        done = wire.drain.start(startedAt=0.0)
+        wire.advance(0.45)
+        self.assertNoResult(done)
+        wire.advance(0.1)
+        self.assertEqual([r.code for r in client.responses], [503])
+        self.successResultOf(done)
+
+    def test_pipelinedRequestsLetTimersRunWhileDraining(self) -> None:
+        """
+        While draining, pipelined requests are answered one per reactor
+        turn, so that the drain's timers run between them: Twisted answers
+        all it has read (thousands of small requests) in one go.
+        """
+        wire = Wire(pingDelay=0.1)
+        client = wire.connect()
+        client.send(get("/ping") + get("/healthz") * 3)
+        wire.drain.start()
+        answered: list[int] = []
+        wire.clock.callLater(
+            0.1, lambda: answered.append(wire.drain.completedDuringDrain)
+        )
+        wire.clock.advance(0.1)
+        self.assertEqual(answered, [1])
+        wire.flush()
+        self.assertEqual([r.code for r in client.responses], [200] * 4)
+        self.assertTrue(client.closed)
+
     def test_trackedWorkThatNeverFinishesIsAbandoned(self) -> None:
         """
         A tracked Deferred that never fires holds the drain until the cap,

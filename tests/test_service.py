@@ -175,6 +175,34 @@ class SecondSignalTests(SynchronousTestCase):
         self.assertEqual(signals.handlers[signal.SIGINT], signal.default_int_handler)
         self.assertEqual(signals.handlers[signal.SIGTERM], signal.SIG_DFL)
 
+    def test_secondSignalBeforeTheDrainBeginsForcesTheStop(self) -> None:
+        """
+        The reactor stops, and the drain begins, only on the reactor's next
+        iteration after the first signal: a second signal before that forces
+        the stop too, and does not reach the reactor's handler again (which
+        would call C{reactor.stop()} twice: C{ReactorNotRunning}).
+        """
+        reactor = TriggerReactor()
+        stops: list[int] = []
+        reactor.sigInt = stops.append  # type: ignore[method-assign, assignment]
+        reactor.sigTerm = stops.append  # type: ignore[method-assign, assignment]
+        service, signals = makeService(reactor, "tcp:8080")
+        service.startService()
+        service.drain.track(Deferred())
+        # The reactor installs its handlers as it starts, then runs the hooks.
+        signals.handlers[signal.SIGINT] = lambda n, f: reactor.sigInt(n)
+        signals.handlers[signal.SIGTERM] = lambda n, f: reactor.sigTerm(n)
+        for f, args, kw in reactor.whenRunningHooks:
+            f(*args, **kw)
+        signals.handlers[signal.SIGINT](signal.SIGINT, None)
+        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
+        self.assertEqual(stops, [signal.SIGINT])
+        [(f, args)] = reactor.fromThread
+        f(*args)
+        self.assertTrue(service.drain.finished)
+        [d] = reactor.fireShutdownTriggers()
+        self.successResultOf(d)
+
 
 class EarlySignalTests(SynchronousTestCase):
     def test_signalDuringStartupIsHandedToTheReactor(self) -> None:
