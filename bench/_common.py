@@ -12,7 +12,7 @@ import resource
 import statistics
 import subprocess
 import sys
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -137,7 +137,7 @@ def machine() -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         head = ""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"{now}, {cores()} cores ({platform.machine()}), Python "
         f"{platform.python_version()}, Twisted {twisted.__version__}"
@@ -180,7 +180,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+        return (
+            "| "
+            + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+            + " |"
+        )
 
     out = [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in cells[1:]]

@@ -14,7 +14,7 @@ import os
 import selectors
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from tests.helpers import get
 
@@ -37,8 +37,17 @@ class Conn:
     """
 
     __slots__ = (
-        "sock", "role", "state", "buf", "sentAt", "answeredAt", "closedAt",
-        "code", "saidClose", "reset", "unexpected",
+        "sock",
+        "role",
+        "state",
+        "buf",
+        "sentAt",
+        "answeredAt",
+        "closedAt",
+        "code",
+        "saidClose",
+        "reset",
+        "unexpected",
     )
 
     def __init__(self, sock: socket.socket, role: str) -> None:
@@ -231,7 +240,7 @@ class Fleet:
         # Every event of a batch is dated when the batch was known, so that
         # the order in which they are handled does not reorder them.
         self.now = time.monotonic()
-        for key, mask in events:
+        for key, _mask in events:
             item = key.data
             if isinstance(item, Conn):
                 if item.state == CONNECTING:
@@ -256,7 +265,9 @@ class Fleet:
         while True:
             now = self.now = time.monotonic()
             if self.sampleEvery is not None and now >= self._nextSample:
-                self.timeline.append((now, self.waiting, self.open, self.answered, self.lost))
+                self.timeline.append(
+                    (now, self.waiting, self.open, self.answered, self.lost)
+                )
                 self._nextSample = now + self.sampleEvery
             if self.probeEvery is not None and now >= self._nextProbe:
                 self._probe()
@@ -377,7 +388,9 @@ class Fleet:
         self.selector.close()
 
 
-def pythonLoad(port: int, path: str, connections: int, duration: float) -> tuple[int, float]:
+def pythonLoad(
+    port: int, path: str, connections: int, duration: float
+) -> tuple[int, float]:
     """
     A small load generator, for when wrk is not installed: C{connections}
     keep-alive connections each sending C{GET path} as soon as the previous

@@ -21,14 +21,15 @@ import gc
 import signal
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from bench._common import machine, table
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
+from bench._common import machine, table
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingSite
@@ -103,16 +104,32 @@ def _answers(channel: Any, transport: StringTransport) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=15, help="runs of each variant, interleaved (default 15)")
-    parser.add_argument("--requests", type=int, default=3000, help="requests per run (default 3000)")
-    parser.add_argument("--smoke", action="store_true", help="a few requests: does it still work?")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.layers", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=15,
+        help="runs of each variant, interleaved (default 15)",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=3000, help="requests per run (default 3000)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few requests: does it still work?"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.requests = 2, 200
 
-    print(f"bench.layers: {machine()}" + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else ""))
-    print(f"GET /ping, in memory; least CPU time of {args.rounds} interleaved runs of {args.requests} requests")
+    print(
+        f"bench.layers: {machine()}"
+        + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else "")
+    )
+    print(
+        f"GET /ping, in memory; least CPU time of {args.rounds} interleaved runs of {args.requests} requests"
+    )
     sys.stdout.flush()
     best = {name: float("inf") for name, _ in VARIANTS}
     for _ in range(args.rounds):

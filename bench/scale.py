@@ -25,8 +25,8 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from bench._common import (
     DEFAULT_OUT,
@@ -41,7 +41,6 @@ from bench._common import (
 )
 from bench._net import ANSWERED, CLOSED, Fleet
 from tests.helpers import get
-
 
 #: How long the idle connections have been quiet at the signal, at least:
 #: more than gracesvc's idle grace (0.5 s), so they are idle, not just used.
@@ -132,7 +131,11 @@ def scenario(kind: str, s: Sizes) -> Run:
         sentAt = twistd.signal(signal.SIGINT)
         fleet.probeEvery = 0.002
         fleet.run(
-            lambda: fleet.exitedAt is not None and fleet.open == 0 and fleet.refusedAt is not None,
+            lambda: (
+                fleet.exitedAt is not None
+                and fleet.open == 0
+                and fleet.refusedAt is not None
+            ),
             s.cap + 5,
         )
         fleet.probeEvery = None
@@ -157,15 +160,21 @@ def scenario(kind: str, s: Sizes) -> Run:
             run.toLastResponse = last - sentAt  # type: ignore[operator]
             run.lastResponseToExit = exitedAt - last  # type: ignore[operator]
         run.toExit = exitedAt - sentAt
-        run.timeline = [(t - sentAt, w, o, a, lost) for t, w, o, a, lost in fleet.timeline]
+        run.timeline = [
+            (t - sentAt, w, o, a, lost) for t, w, o, a, lost in fleet.timeline
+        ]
         log = twistd.log()
-        started = re.search(r"Shutdown Server \.\.\. \([^)]*\): (\d+) requests in flight", log)
+        started = re.search(
+            r"Shutdown Server \.\.\. \([^)]*\): (\d+) requests in flight", log
+        )
         if started:
             run.serverInFlight = int(started.group(1))
         run.drainLog = "\n".join(
             line.split("] ", 1)[-1]
             for line in log.splitlines()
-            if "Shutdown Server" in line or "Server exiting" in line or "Listeners closed" in line
+            if "Shutdown Server" in line
+            or "Server exiting" in line
+            or "Listeners closed" in line
         )
         assert all(c.state in (ANSWERED, CLOSED) for c in busy) or kind == "plain"
     finally:
@@ -188,35 +197,105 @@ def figures(runs: list[Run], s: Sizes) -> list[tuple[str, str, str, str]]:
         values = [getattr(r, attr) for r in rs]
         if any(v is None for v in values):
             got = [v for v in values if v is not None]
-            return (summary(got, unit) + f" ({len(values) - len(got)} runs: none)") if got else "none"
+            return (
+                (summary(got, unit) + f" ({len(values) - len(got)} runs: none)")
+                if got
+                else "none"
+            )
         return summary(values, unit)
 
     b, i = s.busy, s.idle
     rows = [
-        ("/ping in flight at SIGINT (gracesvc's log)", each(g, lambda r: r.serverInFlight), "-", f"{b}"),
-        (f"/ping answered 200 (of {b})", each(g, lambda r: f"{r.completed}/{b}"),
-         each(p, lambda r: f"{r.completed}/{b}"), f"{b}/{b}"),
-        ("  with Connection: close", each(g, lambda r: f"{r.saidClose}/{r.completed}"),
-         each(p, lambda r: f"{r.saidClose}/{r.completed}"), "all"),
-        (f"idle keep-alive connections closed by the server (of {i})", each(g, lambda r: f"{r.idleClosed}/{i}"),
-         each(p, lambda r: f"{r.idleClosed}/{i}"), f"{i}/{i}"),
-        ("  closed cleanly (FIN, nothing sent)", each(g, lambda r: f"{r.idleClosedClean}/{r.idleClosed}"),
-         each(p, lambda r: f"{r.idleClosedClean}/{r.idleClosed}"), "all"),
-        ("new connections refused after SIGINT", each(g, lambda r: "yes" if r.refused else "NO"),
-         each(p, lambda r: "yes" if r.refused else "NO"), "yes"),
-        ("SIGINT -> first refused connect", timing(g, "toRefusal"), timing(p, "toRefusal"),
-         "< 20 ms (issue 2, at 20 in flight)"),
-        ("SIGINT -> all idle connections closed", timing(g, "toIdleClosed"), timing(p, "toIdleClosed"), "< 0.6 s"),
-        ("SIGINT -> last /ping answered", timing(g, "toLastResponse", "s"), timing(p, "toLastResponse", "s"),
-         f"~ {s.pingDelay - s.settle:g} s (ping delay - {s.settle:g} s)"),
-        ("last response -> process exit", timing(g, "lastResponseToExit"), timing(p, "lastResponseToExit"), "< 25 ms"),
-        (f"SIGINT -> process exit (cap {s.cap:g} s)", timing(g, "toExit", "s"), timing(p, "toExit", "s"),
-         f"< {s.cap:g} s"),
-        ("exit status", each(g, lambda r: r.status), each(p, lambda r: r.status), "-2 (SIGINT)"),
-        ("server's open files limit", each(g, lambda r: r.serverFileLimit), each(p, lambda r: r.serverFileLimit),
-         f">= {b + i + 100}"),
-        ("server RSS before connections", memory(g, "baselineKiB"), memory(p, "baselineKiB"), "-"),
-        (f"server peak RSS (VmHWM) with {b} in flight + {i} idle", memory(g, "peakKiB"), memory(p, "peakKiB"), "-"),
+        (
+            "/ping in flight at SIGINT (gracesvc's log)",
+            each(g, lambda r: r.serverInFlight),
+            "-",
+            f"{b}",
+        ),
+        (
+            f"/ping answered 200 (of {b})",
+            each(g, lambda r: f"{r.completed}/{b}"),
+            each(p, lambda r: f"{r.completed}/{b}"),
+            f"{b}/{b}",
+        ),
+        (
+            "  with Connection: close",
+            each(g, lambda r: f"{r.saidClose}/{r.completed}"),
+            each(p, lambda r: f"{r.saidClose}/{r.completed}"),
+            "all",
+        ),
+        (
+            f"idle keep-alive connections closed by the server (of {i})",
+            each(g, lambda r: f"{r.idleClosed}/{i}"),
+            each(p, lambda r: f"{r.idleClosed}/{i}"),
+            f"{i}/{i}",
+        ),
+        (
+            "  closed cleanly (FIN, nothing sent)",
+            each(g, lambda r: f"{r.idleClosedClean}/{r.idleClosed}"),
+            each(p, lambda r: f"{r.idleClosedClean}/{r.idleClosed}"),
+            "all",
+        ),
+        (
+            "new connections refused after SIGINT",
+            each(g, lambda r: "yes" if r.refused else "NO"),
+            each(p, lambda r: "yes" if r.refused else "NO"),
+            "yes",
+        ),
+        (
+            "SIGINT -> first refused connect",
+            timing(g, "toRefusal"),
+            timing(p, "toRefusal"),
+            "< 20 ms (issue 2, at 20 in flight)",
+        ),
+        (
+            "SIGINT -> all idle connections closed",
+            timing(g, "toIdleClosed"),
+            timing(p, "toIdleClosed"),
+            "< 0.6 s",
+        ),
+        (
+            "SIGINT -> last /ping answered",
+            timing(g, "toLastResponse", "s"),
+            timing(p, "toLastResponse", "s"),
+            f"~ {s.pingDelay - s.settle:g} s (ping delay - {s.settle:g} s)",
+        ),
+        (
+            "last response -> process exit",
+            timing(g, "lastResponseToExit"),
+            timing(p, "lastResponseToExit"),
+            "< 25 ms",
+        ),
+        (
+            f"SIGINT -> process exit (cap {s.cap:g} s)",
+            timing(g, "toExit", "s"),
+            timing(p, "toExit", "s"),
+            f"< {s.cap:g} s",
+        ),
+        (
+            "exit status",
+            each(g, lambda r: r.status),
+            each(p, lambda r: r.status),
+            "-2 (SIGINT)",
+        ),
+        (
+            "server's open files limit",
+            each(g, lambda r: r.serverFileLimit),
+            each(p, lambda r: r.serverFileLimit),
+            f">= {b + i + 100}",
+        ),
+        (
+            "server RSS before connections",
+            memory(g, "baselineKiB"),
+            memory(p, "baselineKiB"),
+            "-",
+        ),
+        (
+            f"server peak RSS (VmHWM) with {b} in flight + {i} idle",
+            memory(g, "peakKiB"),
+            memory(p, "peakKiB"),
+            "-",
+        ),
         ("  per connection", perConnection(g), perConnection(p), "-"),
     ]
     return rows
@@ -246,34 +325,89 @@ def plot(runs: list[Run], s: Sizes, path: str) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return ("plot skipped: matplotlib is not installed "
-                "(.venv/bin/pip install 'matplotlib>=3.7', or the bench extra)")
+        return (
+            "plot skipped: matplotlib is not installed "
+            "(.venv/bin/pip install 'matplotlib>=3.7', or the bench extra)"
+        )
     last = {r.kind: r for r in runs}
     kinds = [k for k in ("gracesvc", "plain") if k in last]
-    fig, axes = plt.subplots(len(kinds), 1, figsize=(10, 3.6 * len(kinds)), sharex=True, squeeze=False)
-    titles = {"gracesvc": "twistd -n gracesvc", "plain": "plain Klein app (same routes, no drain layer)"}
+    fig, axes = plt.subplots(
+        len(kinds), 1, figsize=(10, 3.6 * len(kinds)), sharex=True, squeeze=False
+    )
+    titles = {
+        "gracesvc": "twistd -n gracesvc",
+        "plain": "plain Klein app (same routes, no drain layer)",
+    }
     end = max(max((t for t, *_ in last[k].timeline), default=0.0) for k in kinds)
-    for ax, kind in zip(axes[:, 0], kinds):
+    for ax, kind in zip(axes[:, 0], kinds, strict=False):
         r = last[kind]
         t = [x[0] for x in r.timeline]
-        ax.plot(t, [x[2] for x in r.timeline], color="tab:blue", lw=4, alpha=0.6, label="open client connections")
-        ax.plot(t, [x[1] for x in r.timeline], color="tab:orange", lw=2, label="/ping requests in flight")
-        ax.plot(t, [x[3] for x in r.timeline], color="tab:green", lw=1.5, ls="--", label="/ping responses received")
-        ax.plot(t, [x[4] for x in r.timeline], color="tab:red", lw=1.5, ls="--",
-                label="/ping lost (connection closed, no response)")
+        ax.plot(
+            t,
+            [x[2] for x in r.timeline],
+            color="tab:blue",
+            lw=4,
+            alpha=0.6,
+            label="open client connections",
+        )
+        ax.plot(
+            t,
+            [x[1] for x in r.timeline],
+            color="tab:orange",
+            lw=2,
+            label="/ping requests in flight",
+        )
+        ax.plot(
+            t,
+            [x[3] for x in r.timeline],
+            color="tab:green",
+            lw=1.5,
+            ls="--",
+            label="/ping responses received",
+        )
+        ax.plot(
+            t,
+            [x[4] for x in r.timeline],
+            color="tab:red",
+            lw=1.5,
+            ls="--",
+            label="/ping lost (connection closed, no response)",
+        )
         ax.axvline(0, color="tab:red", lw=1.5)
-        ax.annotate("SIGINT", (0, 1), xycoords=("data", "axes fraction"), xytext=(-3, -12),
-                    textcoords="offset points", color="tab:red", ha="right")
+        ax.annotate(
+            "SIGINT",
+            (0, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, -12),
+            textcoords="offset points",
+            color="tab:red",
+            ha="right",
+        )
         if r.toRefusal is not None:
             ax.axvline(r.toRefusal, color="grey", lw=1, ls=":")
-            ax.annotate("new connects refused", (r.toRefusal, 0.3), xycoords=("data", "axes fraction"),
-                        xytext=(2, 0), textcoords="offset points", color="grey", fontsize=8, rotation=90)
+            ax.annotate(
+                "new connects refused",
+                (r.toRefusal, 0.3),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, 0),
+                textcoords="offset points",
+                color="grey",
+                fontsize=8,
+                rotation=90,
+            )
         if r.toExit is not None:
             ax.axvline(r.toExit, color="black", lw=1.5)
-            ax.annotate("exit", (r.toExit, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                        textcoords="offset points")
-        verdictText = (f"{r.completed}/{r.busy} /ping answered, {r.idleClosed}/{r.idle} idle closed, "
-                       f"exit {secs(r.toExit)} after SIGINT")
+            ax.annotate(
+                "exit",
+                (r.toExit, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+            )
+        verdictText = (
+            f"{r.completed}/{r.busy} /ping answered, {r.idleClosed}/{r.idle} idle closed, "
+            f"exit {secs(r.toExit)} after SIGINT"
+        )
         if r.lastResponseToExit is not None:
             verdictText += f", {ms(r.lastResponseToExit)} after the last response"
         ax.set_title(f"{titles[kind]}: {verdictText}", fontsize=9.5)
@@ -283,8 +417,11 @@ def plot(runs: list[Run], s: Sizes, path: str) -> str:
         ax.legend(loc="center right", fontsize=8)
     axes[-1, 0].set_xlabel("seconds since SIGINT")
     axes[-1, 0].set_xlim(-s.settle, end + 0.05)
-    fig.suptitle(f"Shutdown with {s.busy} requests in flight and {s.idle} idle keep-alive connections "
-                 f"(ping delay {s.pingDelay:g} s)\n{machine()}", fontsize=10)
+    fig.suptitle(
+        f"Shutdown with {s.busy} requests in flight and {s.idle} idle keep-alive connections "
+        f"(ping delay {s.pingDelay:g} s)\n{machine()}",
+        fontsize=10,
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -293,13 +430,27 @@ def plot(runs: list[Run], s: Sizes, path: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--busy", type=int, help="/ping requests in flight at SIGINT (default 1000)")
-    parser.add_argument("--idle", type=int, help="idle keep-alive connections (default 5000)")
-    parser.add_argument("--runs", type=int, help="runs of each server, alternating (default 3)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: does it still work?")
-    parser.add_argument("--out", default=DEFAULT_OUT, help="where the plot goes (default bench/out)")
-    parser.add_argument("--check", action="store_true", help="exit 3 if a gracesvc target is missed")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scale", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--busy", type=int, help="/ping requests in flight at SIGINT (default 1000)"
+    )
+    parser.add_argument(
+        "--idle", type=int, help="idle keep-alive connections (default 5000)"
+    )
+    parser.add_argument(
+        "--runs", type=int, help="runs of each server, alternating (default 3)"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: does it still work?"
+    )
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help="where the plot goes (default bench/out)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 3 if a gracesvc target is missed"
+    )
     args = parser.parse_args(argv)
     s = SMOKE if args.smoke else Sizes()
     s.busy = args.busy if args.busy is not None else s.busy
@@ -309,15 +460,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = 2 * (s.busy + s.idle) + 500
     limit = raiseFileLimit(needed)
     if limit < needed:
-        print(f"bench.scale: the open files limit is {limit}, {needed} are needed "
-              "(one socket per connection on each side); raise the hard limit "
-              "(ulimit -Hn) or use --busy/--idle", file=sys.stderr)
+        print(
+            f"bench.scale: the open files limit is {limit}, {needed} are needed "
+            "(one socket per connection on each side); raise the hard limit "
+            "(ulimit -Hn) or use --busy/--idle",
+            file=sys.stderr,
+        )
         return 2
 
-    print(f"bench.scale: {machine()}" + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else ""))
-    print(f"{s.busy} /ping (delay {s.pingDelay:g} s) in flight + {s.idle} idle keep-alive connections "
-          f"(quiet >= {IDLE_QUIET:g} s) at SIGINT, shutdown cap {s.cap:g} s; {s.runs} runs of each server, alternating; "
-          f"open files limit {limit} (inherited by the servers)")
+    print(
+        f"bench.scale: {machine()}"
+        + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else "")
+    )
+    print(
+        f"{s.busy} /ping (delay {s.pingDelay:g} s) in flight + {s.idle} idle keep-alive connections "
+        f"(quiet >= {IDLE_QUIET:g} s) at SIGINT, shutdown cap {s.cap:g} s; {s.runs} runs of each server, alternating; "
+        f"open files limit {limit} (inherited by the servers)"
+    )
     sys.stdout.flush()
     began = time.monotonic()
     runs: list[Run] = []
@@ -325,18 +484,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind in ("gracesvc", "plain"):
             runs.append(scenario(kind, s))
     print()
-    print(table(["measure", "gracesvc", "plain Klein", "target (gracesvc)"], figures(runs, s)))
+    print(
+        table(
+            ["measure", "gracesvc", "plain Klein", "target (gracesvc)"],
+            figures(runs, s),
+        )
+    )
     print()
     print(plot(runs, s, os.path.join(args.out, "shutdown-timeline.png")))
     lastG = [r for r in runs if r.kind == "gracesvc"][-1]
-    print("gracesvc's own account of its last drain:\n  " + lastG.drainLog.replace("\n", "\n  "))
+    print(
+        "gracesvc's own account of its last drain:\n  "
+        + lastG.drainLog.replace("\n", "\n  ")
+    )
     print(f"{len(runs)} runs in {time.monotonic() - began:.0f} s")
     if args.check:
         g = [r for r in runs if r.kind == "gracesvc"]
         ok = all(
-            r.completed == s.busy and r.idleClosed == s.idle and r.refused
-            and r.lastResponseToExit is not None and r.lastResponseToExit < 0.025
-            and r.toExit is not None and r.toExit < s.cap
+            r.completed == s.busy
+            and r.idleClosed == s.idle
+            and r.refused
+            and r.lastResponseToExit is not None
+            and r.lastResponseToExit < 0.025
+            and r.toExit is not None
+            and r.toExit < s.cap
             for r in g
         )
         return 0 if ok else 3

@@ -21,12 +21,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from bench._common import machine, startGracesvc, summary, table
 from tests.helpers import get
-from tests.twistdproc import InFlight, RawClient, waitUntilRefused
+from tests.twistdproc import InFlight, RawClient, pingBackToBack, waitUntilRefused
 
 PONG = b'{"message": "pong"}'
 
@@ -94,7 +94,9 @@ def counts(values: Sequence[int], of: int) -> str:
     @return: C{"20/20 in 5/5 runs"} or C{"runs: 20, 19/20"}.
     """
     if values and all(v == values[0] for v in values):
-        return f"{values[0]}/{of}" + (f" in {len(values)}/{len(values)} runs" if len(values) > 1 else "")
+        return f"{values[0]}/{of}" + (
+            f" in {len(values)}/{len(values)} runs" if len(values) > 1 else ""
+        )
     return "runs: " + ", ".join(str(v) for v in values) + f" /{of}"
 
 
@@ -107,9 +109,7 @@ def inRuns(what: str, flags: Sequence[bool]) -> str:
     return f"{what} in {sum(flags)}/{len(flags)} runs"
 
 
-def closeTimes(
-    clients: Sequence[RawClient], timeout: float
-) -> tuple[list[float], int]:
+def closeTimes(clients: Sequence[RawClient], timeout: float) -> tuple[list[float], int]:
     """
     Wait until the server has closed every client's connection.
 
@@ -156,9 +156,19 @@ def inFlightAtSignal(s: Sizes) -> list[Row]:
             statuses.append(twistd.wait(s.pingDelay + 10))
             for r in requests:
                 r.join(5)
-            ok = [r for r in requests if r.response and r.response.code == 200 and r.response.body == PONG]
+            ok = [
+                r
+                for r in requests
+                if r.response and r.response.code == 200 and r.response.body == PONG
+            ]
             completed.append(len(ok))
-            saidClose.append(sum(r.response.headers.get(b"connection") == b"close" for r in ok if r.response))
+            saidClose.append(
+                sum(
+                    r.response.headers.get(b"connection") == b"close"
+                    for r in ok
+                    if r.response
+                )
+            )
             refusal.append(refusedAt - sentAt)
             done = [r.doneAt for r in ok if r.doneAt is not None]
             assert twistd.exitedAt is not None
@@ -168,21 +178,45 @@ def inFlightAtSignal(s: Sizes) -> list[Row]:
             twistd.kill()
     n = s.inFlight
     return [
-        Row(f"{n} /ping ({s.pingDelay:g} s) in flight at SIGINT: complete with 200 pong",
-            counts(completed, n), f"{n}/{n}", allOk([c == n for c in completed])),
-        Row("  of which say Connection: close", counts(saidClose, n), f"{n}/{n}",
-            allOk([c == n for c in saidClose])),
-        Row("  exit status", ", ".join(sorted({str(x) for x in statuses})), "-2 (SIGINT)",
-            allOk([x == -signal.SIGINT for x in statuses])),
-        Row("  SIGINT -> first refused connect", summary(refusal), "< 20 ms", judge(refusal, 0.020)),
-        Row("  last response -> process exit", summary(toExit), "< 25 ms", judge(toExit, 0.025)),
+        Row(
+            f"{n} /ping ({s.pingDelay:g} s) in flight at SIGINT: complete with 200 pong",
+            counts(completed, n),
+            f"{n}/{n}",
+            allOk([c == n for c in completed]),
+        ),
+        Row(
+            "  of which say Connection: close",
+            counts(saidClose, n),
+            f"{n}/{n}",
+            allOk([c == n for c in saidClose]),
+        ),
+        Row(
+            "  exit status",
+            ", ".join(sorted({str(x) for x in statuses})),
+            "-2 (SIGINT)",
+            allOk([x == -signal.SIGINT for x in statuses]),
+        ),
+        Row(
+            "  SIGINT -> first refused connect",
+            summary(refusal),
+            "< 20 ms",
+            judge(refusal, 0.020),
+        ),
+        Row(
+            "  last response -> process exit",
+            summary(toExit),
+            "< 25 ms",
+            judge(toExit, 0.025),
+        ),
     ]
 
 
 def capAnswers503(s: Sizes) -> list[Row]:
     got503, toExit = [], []
     for _ in range(s.repeats):
-        twistd = startGracesvc("--ping-delay", repr(s.cap * 10), "--shutdown-timeout", repr(s.cap))
+        twistd = startGracesvc(
+            "--ping-delay", repr(s.cap * 10), "--shutdown-timeout", repr(s.cap)
+        )
         try:
             request = InFlight(twistd.port, get("/ping"))
             time.sleep(0.2)
@@ -197,9 +231,18 @@ def capAnswers503(s: Sizes) -> list[Row]:
             twistd.kill()
     limit = s.cap + 0.15
     return [
-        Row(f"/ping {s.cap * 10:g} s, cap {s.cap:g} s: client gets 503 + Retry-After",
-            inRuns("503 + Retry-After", got503), "503", allOk(got503)),
-        Row("  SIGINT -> process exit", summary(toExit, "s"), f"< {limit:g} s", judge(toExit, limit)),
+        Row(
+            f"/ping {s.cap * 10:g} s, cap {s.cap:g} s: client gets 503 + Retry-After",
+            inRuns("503 + Retry-After", got503),
+            "503",
+            allOk(got503),
+        ),
+        Row(
+            "  SIGINT -> process exit",
+            summary(toExit, "s"),
+            f"< {limit:g} s",
+            judge(toExit, limit),
+        ),
     ]
 
 
@@ -215,7 +258,14 @@ def idleExit(s: Sizes) -> list[Row]:
             toExit.append(twistd.exitedAt - sentAt)
         finally:
             twistd.kill()
-    return [Row("no traffic: SIGINT -> process exit", summary(toExit), "< 30 ms", judge(toExit, 0.030))]
+    return [
+        Row(
+            "no traffic: SIGINT -> process exit",
+            summary(toExit),
+            "< 30 ms",
+            judge(toExit, 0.030),
+        )
+    ]
 
 
 def backToBack(s: Sizes) -> list[Row]:
@@ -232,27 +282,17 @@ def backToBack(s: Sizes) -> list[Row]:
             outcomes: list[tuple[int, int, str]] = []
             giveUpAt = time.monotonic() + s.keepAliveFor + 8
 
-            def client() -> None:
-                sent = answered = 0
-                problem = ""
-                try:
-                    with RawClient(twistd.port, timeout=5) as c:
-                        while time.monotonic() < giveUpAt:
-                            c.send(get("/ping"))
-                            sent += 1
-                            response = c.readResponse()
-                            answered += 1
-                            if response.headers.get(b"connection") == b"close":
-                                if not c.waitForClose():
-                                    problem = "not closed cleanly"
-                                break
-                        else:
-                            problem = "never told to close"
-                except Exception as e:
-                    problem = repr(e)
-                outcomes.append((sent, answered, problem))
+            def client(
+                port: int = twistd.port,
+                until: float = giveUpAt,
+                into: list[tuple[int, int, str]] = outcomes,
+            ) -> None:
+                into.append(pingBackToBack(port, until))
 
-            threads = [threading.Thread(target=client, daemon=True) for _ in range(s.keepAliveClients)]
+            threads = [
+                threading.Thread(target=client, daemon=True)
+                for _ in range(s.keepAliveClients)
+            ]
             for t in threads:
                 t.start()
             time.sleep(s.keepAliveFor)
@@ -261,7 +301,9 @@ def backToBack(s: Sizes) -> list[Row]:
             for t in threads:
                 t.join(10)
             missing = s.keepAliveClients - len(outcomes)
-            lost.append(sum(sent - answered for sent, answered, _ in outcomes) + missing)
+            lost.append(
+                sum(sent - answered for sent, answered, _ in outcomes) + missing
+            )
             sentTotal += sum(sent for sent, _, _ in outcomes)
             problems += [p for _, _, p in outcomes if p] + ["client hung"] * missing
         finally:
@@ -270,9 +312,13 @@ def backToBack(s: Sizes) -> list[Row]:
     if problems:
         figure += f"; {len(problems)} connection problems: {problems[0]}"
     return [
-        Row(f"{s.keepAliveClients} back-to-back keep-alive clients across SIGINT, "
-            f"{s.keepAliveRuns} run{'s' if s.keepAliveRuns != 1 else ''}: requests lost", figure, "0",
-            allOk([sum(lost) == 0 and not problems]))
+        Row(
+            f"{s.keepAliveClients} back-to-back keep-alive clients across SIGINT, "
+            f"{s.keepAliveRuns} run{'s' if s.keepAliveRuns != 1 else ''}: requests lost",
+            figure,
+            "0",
+            allOk([sum(lost) == 0 and not problems]),
+        )
     ]
 
 
@@ -306,9 +352,12 @@ def idleKeepAliveClosed(s: Sizes, quietFor: float, label: str) -> list[Row]:
             twistd.kill()
     n = s.idleClients
     return [
-        Row(f"{n} idle keep-alive connections ({label}): all closed by the server within",
+        Row(
+            f"{n} idle keep-alive connections ({label}): all closed by the server within",
             summary(closedWithin, "s") + f"; clean close {counts(clean, n)}",
-            "< 0.6 s", judge(closedWithin, 0.6) if len(closedWithin) == s.repeats else "**NO**"),
+            "< 0.6 s",
+            judge(closedWithin, 0.6) if len(closedWithin) == s.repeats else "**NO**",
+        ),
     ]
 
 
@@ -334,8 +383,14 @@ def lateRequest(s: Sizes) -> list[Row]:
             twistd.wait(10)
         finally:
             twistd.kill()
-    return [Row("request 50 ms after SIGINT on a connection opened before it",
-                inRuns("200 + Connection: close", good), "200 + Connection: close", allOk(good))]
+    return [
+        Row(
+            "request 50 ms after SIGINT on a connection opened before it",
+            inRuns("200 + Connection: close", good),
+            "200 + Connection: close",
+            allOk(good),
+        )
+    ]
 
 
 def silentConnection(s: Sizes) -> list[Row]:
@@ -351,16 +406,28 @@ def silentConnection(s: Sizes) -> list[Row]:
                 toExit.append(twistd.exitedAt - sentAt)
         finally:
             twistd.kill()
-    return [Row("silent connection open: SIGINT -> process exit", summary(toExit, "s"), "< 1.1 s",
-                judge(toExit, 1.1))]
+    return [
+        Row(
+            "silent connection open: SIGINT -> process exit",
+            summary(toExit, "s"),
+            "< 1.1 s",
+            judge(toExit, 1.1),
+        )
+    ]
 
 
 def drainDelay(s: Sizes) -> list[Row]:
     delay = s.drainDelay
     readyz, ping, refusal = [], [], []
     for _ in range(s.repeats):
-        twistd = startGracesvc("--drain-delay", repr(delay), "--ping-delay", "0",
-                         "--shutdown-timeout", repr(delay + 2))
+        twistd = startGracesvc(
+            "--drain-delay",
+            repr(delay),
+            "--ping-delay",
+            "0",
+            "--shutdown-timeout",
+            repr(delay + 2),
+        )
         try:
             sentAt = twistd.signal(signal.SIGINT)
             readyzOk = pingOk = True
@@ -380,11 +447,24 @@ def drainDelay(s: Sizes) -> list[Row]:
         finally:
             twistd.kill()
     return [
-        Row(f"--drain-delay {delay:g}: /readyz at {0.3 * delay:g} s and {0.8 * delay:g} s",
-            inRuns("503", readyz), "503", allOk(readyz)),
-        Row("  /ping at the same times", inRuns("200 + Connection: close", ping), "200", allOk(ping)),
-        Row("  SIGINT -> first refused connect", summary(refusal, "s"),
-            f"{delay:g}-{delay + 0.1:g} s", judge(refusal, delay + 0.1, above=delay - 0.005)),
+        Row(
+            f"--drain-delay {delay:g}: /readyz at {0.3 * delay:g} s and {0.8 * delay:g} s",
+            inRuns("503", readyz),
+            "503",
+            allOk(readyz),
+        ),
+        Row(
+            "  /ping at the same times",
+            inRuns("200 + Connection: close", ping),
+            "200",
+            allOk(ping),
+        ),
+        Row(
+            "  SIGINT -> first refused connect",
+            summary(refusal, "s"),
+            f"{delay:g}-{delay + 0.1:g} s",
+            judge(refusal, delay + 0.1, above=delay - 0.005),
+        ),
     ]
 
 
@@ -403,8 +483,14 @@ def secondSignal(s: Sizes) -> list[Row]:
             toExit.append(twistd.exitedAt - secondAt)
         finally:
             twistd.kill()
-    return [Row("second SIGINT during the drain -> process exit", summary(toExit), "< 100 ms",
-                judge(toExit, 0.100))]
+    return [
+        Row(
+            "second SIGINT during the drain -> process exit",
+            summary(toExit),
+            "< 100 ms",
+            judge(toExit, 0.100),
+        )
+    ]
 
 
 SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
@@ -412,8 +498,14 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("cap", capAnswers503),
     ("no traffic", idleExit),
     ("back-to-back keep-alive", backToBack),
-    ("idle keep-alive", lambda s: idleKeepAliveClosed(s, 0.6, "quiet 0.6 s before SIGINT")),
-    ("just-used keep-alive", lambda s: idleKeepAliveClosed(s, 0.0, "answered just before SIGINT")),
+    (
+        "idle keep-alive",
+        lambda s: idleKeepAliveClosed(s, 0.6, "quiet 0.6 s before SIGINT"),
+    ),
+    (
+        "just-used keep-alive",
+        lambda s: idleKeepAliveClosed(s, 0.0, "answered just before SIGINT"),
+    ),
     ("late request", lateRequest),
     ("silent connection", silentConnection),
     ("drain delay", drainDelay),
@@ -422,17 +514,38 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.shutdown", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=None, help="runs of each timing figure (default 5)")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run each: does it still work?")
-    parser.add_argument("--check", action="store_true", help="exit 3 if a target is missed")
-    parser.add_argument("--only", action="append", default=[], help="run only scenarios whose name contains this")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.shutdown", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs of each timing figure (default 5)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, one run each: does it still work?",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 3 if a target is missed"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only scenarios whose name contains this",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()
     if args.repeats is not None:
         sizes.repeats = max(1, args.repeats)
 
-    print(f"bench.shutdown: {machine()}" + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else ""))
+    print(
+        f"bench.shutdown: {machine()}"
+        + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else "")
+    )
     sys.stdout.flush()
     rows: list[Row] = []
     errors = 0
@@ -447,9 +560,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(Row(name, "ERROR (traceback on stderr)", "-", "**NO**"))
             traceback.print_exc()
     print()
-    print(table(["measure", "figure", "target", "ok"], [(r.measure, r.figure, r.target, r.ok) for r in rows]))
-    print(f"\n{len(rows)} figures in {time.monotonic() - began:.0f} s; timings are median and max of "
-          f"{sizes.repeats} fresh processes each.")
+    print(
+        table(
+            ["measure", "figure", "target", "ok"],
+            [(r.measure, r.figure, r.target, r.ok) for r in rows],
+        )
+    )
+    print(
+        f"\n{len(rows)} figures in {time.monotonic() - began:.0f} s; timings are median and max of "
+        f"{sizes.repeats} fresh processes each."
+    )
     if errors:
         return 1
     if args.check and any(r.ok not in ("yes", "-") for r in rows):

@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from bench._common import cores, machine, startServer, stopServer, table
 from bench._net import pythonLoad
@@ -57,7 +57,10 @@ class Load:
 
     def _wrk(self, port: int, duration: float) -> tuple[float, int, str]:
         argv = [
-            "wrk", "-t1", f"-c{self.connections}", f"-d{max(1, round(duration))}s",
+            "wrk",
+            "-t1",
+            f"-c{self.connections}",
+            f"-d{max(1, round(duration))}s",
             f"http://127.0.0.1:{port}/ping",
         ]
         if self.cpu is not None and shutil.which("taskset"):
@@ -87,7 +90,9 @@ class Load:
         return answered / elapsed, answered, ""
 
 
-def measure(kind: str, load: Load, warmup: float, duration: float, serverCpu: int | None) -> dict[str, object]:
+def measure(
+    kind: str, load: Load, warmup: float, duration: float, serverCpu: int | None
+) -> dict[str, object]:
     twistd: Twistd = startServer(kind, 0.0)
     try:
         if serverCpu is not None:
@@ -119,15 +124,40 @@ def cpuSeconds(pid: int) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per run (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each run (default 1)")
-    parser.add_argument("--connections", type=int, default=10, help="keep-alive connections (default 10)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds (default 5)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        help="seconds measured per run (default 5)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of load before each run (default 1)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=10,
+        help="keep-alive connections (default 10)",
+    )
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin server and load to cores")
-    parser.add_argument("--smoke", action="store_true", help="one short round: does it still work?")
-    parser.add_argument("--check", action="store_true", help=f"exit 3 if the ratio is below {TARGET}")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin server and load to cores"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="one short round: does it still work?"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help=f"exit 3 if the ratio is below {TARGET}"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
@@ -137,9 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tool == "wrk":
             print(f"bench.throughput: {INSTALL_WRK}.", file=sys.stderr)
             return 2
-        print(f"bench.throughput: {INSTALL_WRK}. Falling back to the Python load "
-              "generator: it may saturate before the server does, which pulls the "
-              "ratio towards 1.")
+        print(
+            f"bench.throughput: {INSTALL_WRK}. Falling back to the Python load "
+            "generator: it may saturate before the server does, which pulls the "
+            "ratio towards 1."
+        )
         tool = "python"
     elif tool == "auto":
         tool = "wrk"
@@ -147,17 +179,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     serverCpu, loadCpu = (0, 1) if pin else (None, None)
     load = Load(tool, args.connections, loadCpu)
 
-    print(f"bench.throughput: {machine()}" + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else ""))
-    print(f"GET /ping, --ping-delay 0, {args.connections} keep-alive connections, load: {tool}"
-          + (" -t1" if tool == "wrk" else "") + (f" on core {loadCpu}, server on core {serverCpu}" if pin else ", unpinned")
-          + f"; {args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration:g} s after {args.warmup:g} s warm-up, "
-          "alternating gracesvc, plain")
+    print(
+        f"bench.throughput: {machine()}"
+        + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else "")
+    )
+    print(
+        f"GET /ping, --ping-delay 0, {args.connections} keep-alive connections, load: {tool}"
+        + (" -t1" if tool == "wrk" else "")
+        + (f" on core {loadCpu}, server on core {serverCpu}" if pin else ", unpinned")
+        + f"; {args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration:g} s after {args.warmup:g} s warm-up, "
+        "alternating gracesvc, plain"
+    )
     sys.stdout.flush()
     results: dict[str, list[dict[str, object]]] = {"gracesvc": [], "plain": []}
     began = time.monotonic()
     for _ in range(args.rounds):
         for kind in ("gracesvc", "plain"):
-            results[kind].append(measure(kind, load, args.warmup, args.duration, serverCpu))
+            results[kind].append(
+                measure(kind, load, args.warmup, args.duration, serverCpu)
+            )
 
     def f(r: dict[str, object], key: str) -> float:
         return float(r[key])  # type: ignore[arg-type]
@@ -166,31 +206,82 @@ def main(argv: Sequence[str] | None = None) -> int:
         return f"{seconds * 1e6:.0f}"
 
     rows = []
-    for i, (a, b) in enumerate(zip(results["gracesvc"], results["plain"]), 1):
+    for i, (a, b) in enumerate(
+        zip(results["gracesvc"], results["plain"], strict=False), 1
+    ):
         ratio = f(a, "rps") / f(b, "rps") if f(b, "rps") else 0.0
-        rows.append((str(i), f"{f(a, 'rps'):.0f}", f"{f(b, 'rps'):.0f}", f"{ratio:.3f}",
-                     us(f(a, "cpuPerRequest")), us(f(b, "cpuPerRequest"))))
+        rows.append(
+            (
+                str(i),
+                f"{f(a, 'rps'):.0f}",
+                f"{f(b, 'rps'):.0f}",
+                f"{ratio:.3f}",
+                us(f(a, "cpuPerRequest")),
+                us(f(b, "cpuPerRequest")),
+            )
+        )
     medians = {k: statistics.median(f(r, "rps") for r in v) for k, v in results.items()}
-    cpu = {k: statistics.median(f(r, "cpuPerRequest") for r in v) for k, v in results.items()}
+    cpu = {
+        k: statistics.median(f(r, "cpuPerRequest") for r in v)
+        for k, v in results.items()
+    }
     ratio = medians["gracesvc"] / medians["plain"] if medians["plain"] else 0.0
     ok = ratio >= TARGET
-    rows.append(("**median**", f"**{medians['gracesvc']:.0f}**", f"**{medians['plain']:.0f}**",
-                 f"**{ratio:.3f}** (target >= {TARGET}: {'yes' if ok else 'NO'})",
-                 us(cpu["gracesvc"]), us(cpu["plain"])))
+    rows.append(
+        (
+            "**median**",
+            f"**{medians['gracesvc']:.0f}**",
+            f"**{medians['plain']:.0f}**",
+            f"**{ratio:.3f}** (target >= {TARGET}: {'yes' if ok else 'NO'})",
+            us(cpu["gracesvc"]),
+            us(cpu["plain"]),
+        )
+    )
     print()
-    print(table(["round", "gracesvc req/s", "plain Klein req/s", "gracesvc / plain",
-                 "gracesvc CPU us/req", "plain CPU us/req"], rows))
-    paired = statistics.median(
-        f(a, "rps") / f(b, "rps") for a, b in zip(results["gracesvc"], results["plain"]) if f(b, "rps")
-    ) if medians["plain"] else 0.0
-    print(f"\nmedian of the per-round ratios (each pair run back to back): {paired:.3f}")
+    print(
+        table(
+            [
+                "round",
+                "gracesvc req/s",
+                "plain Klein req/s",
+                "gracesvc / plain",
+                "gracesvc CPU us/req",
+                "plain CPU us/req",
+            ],
+            rows,
+        )
+    )
+    paired = (
+        statistics.median(
+            f(a, "rps") / f(b, "rps")
+            for a, b in zip(results["gracesvc"], results["plain"], strict=False)
+            if f(b, "rps")
+        )
+        if medians["plain"]
+        else 0.0
+    )
+    print(
+        f"\nmedian of the per-round ratios (each pair run back to back): {paired:.3f}"
+    )
     if cpu["gracesvc"] > 0:
-        print(f"server CPU time per request, plain / gracesvc: {cpu['plain'] / cpu['gracesvc']:.3f} "
-              "(the same ratio measured by CPU time: less sensitive to other load on the machine)")
-    access = {k: statistics.median(float(r["accessPerRequest"]) for r in v) for k, v in results.items()}  # type: ignore[arg-type]
-    print(f"access log lines per request: gracesvc {access['gracesvc']:.2f}, plain {access['plain']:.2f} "
-          "(both should be 1.00: both log alike)")
-    problems = [f"{k} round {i}: {r['problems']}" for k, v in results.items() for i, r in enumerate(v, 1) if r["problems"]]
+        print(
+            f"server CPU time per request, plain / gracesvc: {cpu['plain'] / cpu['gracesvc']:.3f} "
+            "(the same ratio measured by CPU time: less sensitive to other load on the machine)"
+        )
+    access = {
+        k: statistics.median(float(r["accessPerRequest"]) for r in v)
+        for k, v in results.items()
+    }  # type: ignore[arg-type]
+    print(
+        f"access log lines per request: gracesvc {access['gracesvc']:.2f}, plain {access['plain']:.2f} "
+        "(both should be 1.00: both log alike)"
+    )
+    problems = [
+        f"{k} round {i}: {r['problems']}"
+        for k, v in results.items()
+        for i, r in enumerate(v, 1)
+        if r["problems"]
+    ]
     for p in problems:
         print(f"problem: {p}")
     print(f"{args.rounds * 2} runs in {time.monotonic() - began:.0f} s")

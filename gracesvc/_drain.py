@@ -23,7 +23,8 @@ reactor iteration as the last connection closes.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
@@ -194,9 +195,7 @@ class Drain:
         def untrack(result: _T) -> _T:
             self._tracked.discard(tracked)
             if isinstance(result, Failure):
-                self.log.failure(
-                    "tracked work failed during shutdown", failure=result
-                )
+                self.log.failure("tracked work failed during shutdown", failure=result)
             self._maybeFinish()
             return result
 
@@ -331,7 +330,9 @@ class Drain:
             try:
                 results.append(f(connection))
             except Exception:
-                self.log.failure("drain step failed on {connection}", connection=connection)
+                self.log.failure(
+                    "drain step failed on {connection}", connection=connection
+                )
                 if default is not None:
                     results.append(default)
         return results
@@ -451,7 +452,6 @@ class Drain:
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
-
 
 
 def _acceptPending(port: IListeningPort) -> None:

@@ -23,7 +23,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
-from twisted.web.server import Request as SiteRequest, Site
+from twisted.web.server import Request as SiteRequest
+from twisted.web.server import Site
 
 from ._drain import Drain
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Iterator
 from itertools import accumulate
-from typing import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -130,7 +130,9 @@ class _RequestCollector(Collector):
             labels=["route", "code"],
         )
         for (route, code), n in sorted(self._counts.items()):
-            requests.add_metric([route.decode("ascii"), str(code)], n, created=self._created)
+            requests.add_metric(
+                [route.decode("ascii"), str(code)], n, created=self._created
+            )
         yield requests
         durations = HistogramMetricFamily(
             "gracesvc_request_duration_seconds",
@@ -142,7 +144,7 @@ class _RequestCollector(Collector):
             cumulative = list(accumulate(histogram[:-1]))
             durations.add_metric(
                 [route.decode("ascii")],
-                list(zip(bounds, cumulative)),
+                list(zip(bounds, cumulative, strict=False)),
                 sum_value=histogram[-1],
             )
         yield durations

@@ -7,8 +7,9 @@ from __future__ import annotations
 import itertools
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -18,7 +19,6 @@ from twisted.internet.interfaces import (
     IReactorCore,
     IStreamServerEndpoint,
 )
-
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -276,11 +276,9 @@ class SignalModule(Protocol):
     What L{EarlySignals} needs of the L{signal} module.
     """
 
-    def signal(self, signalnum: int, handler: Any) -> Any:
-        ...
+    def signal(self, signalnum: int, handler: Any) -> Any: ...
 
-    def getsignal(self, signalnum: int) -> Any:
-        ...
+    def getsignal(self, signalnum: int) -> Any: ...
 
 
 class EarlySignals:
@@ -351,4 +349,4 @@ class TwistdService(GracefulService):
             super().startService()
         except ListenFailed as e:
             self.log.critical("gracesvc: {error}", error=str(e))
-            raise SystemExit(1)
+            raise SystemExit(1) from None

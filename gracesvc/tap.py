@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import signal
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -94,7 +95,7 @@ class Options(usage.Options):
         except usage.UsageError as e:
             raise SystemExit(
                 f"twistd gracesvc: error: {e} (see twistd gracesvc --help)"
-            )
+            ) from None
 
     def postOptions(self) -> None:
         """
@@ -127,7 +128,6 @@ class Options(usage.Options):
             )
         self["reactor"] = self._reactor
 
-
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
             endpoint: IStreamServerEndpoint = serverFromString(
@@ -137,7 +137,7 @@ class Options(usage.Options):
         except Exception as e:
             raise usage.UsageError(
                 f"--{option} {description!r}: not a usable endpoint: {_describe(e)}"
-            )
+            ) from None
 
 
 def _describe(e: Exception) -> str:

@@ -61,7 +61,9 @@ def parseResponses(data: bytes) -> list[Response]:
         end = match.end() + length
         if len(data) < end:
             break
-        responses.append(Response(int(match.group(1)), headers, data[match.end() : end]))
+        responses.append(
+            Response(int(match.group(1)), headers, data[match.end() : end])
+        )
         data = data[end:]
     return responses
 
@@ -168,7 +170,9 @@ class TriggerReactor(MemoryReactorClock):
         super().__init__()
         self.fromThread: list[tuple[Any, tuple[Any, ...]]] = []
 
-    def addSystemEventTrigger(self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any) -> Any:  # type: ignore[override]
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
+    ) -> Any:  # type: ignore[override]
         super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
         return (phase, eventType, (f, args, kw))
 

@@ -4,9 +4,9 @@ The routes, through treq's in-memory client.
 
 from __future__ import annotations
 
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from treq.testing import StubTreq
 
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain

@@ -32,7 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from unittest import SkipTest
 
 from twisted.internet.testing import MemoryReactor
@@ -43,7 +44,9 @@ from gracesvc.tap import Options
 from .helpers import get
 from .twistdproc import TWISTD, Process, RawClient, Twistd, freePort
 
-DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
+DEPLOY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy"
+)
 HAPROXY_CFG = os.path.join(DEPLOY, "haproxy.cfg")
 SYSTEMD_SERVICE = os.path.join(DEPLOY, "gracesvc.service")
 SYSTEMD_SOCKET = os.path.join(DEPLOY, "gracesvc.socket")
@@ -104,7 +107,7 @@ def gracesvcOptions(argv: Sequence[str]) -> Options:
     try:
         options.parseOptions(standIn)
     except SystemExit as e:
-        raise AssertionError(f"{shlex.join(argv)}: {e}")
+        raise AssertionError(f"{shlex.join(argv)}: {e}") from None
     options["listen"] = listen
     return options
 
@@ -121,9 +124,13 @@ class HAProxyConfig:
             self.text = f.read()
         self.lines = [line.strip() for line in self.text.splitlines()]
         self.defaults = dict(re.findall(r'"\$\{(\w+)-([^}]*)\}"', self.text))
-        self.servers = dict(re.findall(r'^\s*server (\w+) "\$\{(\w+)-', self.text, re.M))
+        self.servers = dict(
+            re.findall(r'^\s*server (\w+) "\$\{(\w+)-', self.text, re.M)
+        )
         self.commands = [
-            shlex.split(line[1:]) for line in self.lines if line.startswith("#   twistd ")
+            shlex.split(line[1:])
+            for line in self.lines
+            if line.startswith("#   twistd ")
         ]
 
     def directive(self, name: str) -> str:
@@ -195,7 +202,7 @@ def kubernetesValidate() -> Any:
     except ImportError:
         raise AssertionError(
             "kubernetes-validate is not installed: pip install -e '.[test]'"
-        )
+        ) from None
     return kubernetes_validate
 
 
@@ -263,7 +270,10 @@ class KubernetesManifestTests(SynchronousTestCase):
         self.assertEqual(options["listen"], [f"tcp:{port['containerPort']}"])
         self.assertEqual(
             (readiness["httpGet"], liveness["httpGet"]),
-            ({"path": "/readyz", "port": port["name"]}, {"path": "/healthz", "port": port["name"]}),
+            (
+                {"path": "/readyz", "port": port["name"]},
+                {"path": "/healthz", "port": port["name"]},
+            ),
         )
         required = requiredDrainDelay(
             readiness["periodSeconds"],
@@ -272,9 +282,7 @@ class KubernetesManifestTests(SynchronousTestCase):
         )
         self.assertGreaterEqual(drainDelay, required + 1)
         self.assertLess(drainDelay, shutdownTimeout)
-        self.assertGreater(
-            podSpec["terminationGracePeriodSeconds"], shutdownTimeout
-        )
+        self.assertGreater(podSpec["terminationGracePeriodSeconds"], shutdownTimeout)
         self.assertGreater(
             (liveness["failureThreshold"] - 1) * liveness["periodSeconds"],
             shutdownTimeout - drainDelay,
@@ -297,7 +305,7 @@ class HAProxyConfigTests(SynchronousTestCase):
         self.assertEqual(config.directive("option httpchk"), "GET /readyz")
         self.assertEqual(config.directive("http-check expect"), "status 200")
         self.assertEqual(
-            [l for l in config.lines if "shutdown-sessions" in l and l[:1] != "#"], []
+            [x for x in config.lines if "shutdown-sessions" in x and x[:1] != "#"], []
         )
 
     def test_recommendedCommandsFitTheChecks(self) -> None:
@@ -312,7 +320,10 @@ class HAProxyConfigTests(SynchronousTestCase):
         addresses = sorted(config.defaults[v] for v in config.servers.values())
         self.assertEqual(
             sorted(listen for options in commands for listen in options["listen"]),
-            [f"tcp:{port}:interface={host}" for host, port in (a.split(":") for a in addresses)],
+            [
+                f"tcp:{port}:interface={host}"
+                for host, port in (a.split(":") for a in addresses)
+            ],
         )
         serverTimeout = haproxySeconds(config.directive("timeout server"))
         for options in commands:
@@ -347,7 +358,9 @@ class SystemdUnitTests(SynchronousTestCase):
         service = systemdUnit(SYSTEMD_SERVICE)["Service"]
         options = gracesvcOptions(shlex.split(service["ExecStart"]))
         self.assertEqual(service["KillSignal"], "SIGTERM")
-        self.assertGreater(float(service["TimeoutStopSec"]), options["shutdown-timeout"])
+        self.assertGreater(
+            float(service["TimeoutStopSec"]), options["shutdown-timeout"]
+        )
         self.assertEqual(options["listen"], ["systemd:domain=INET:index=0"])
 
     def test_socketMatchesTheEndpoint(self) -> None:
@@ -473,7 +486,7 @@ class Load:
         try:
             client.send(get("/ping"))
             response = client.readResponse()
-        except socket.timeout:
+        except TimeoutError:
             return "timeout", True
         except OSError as e:
             return f"{type(e).__name__}: {e}", True
@@ -489,7 +502,9 @@ def failures(outcomes: Sequence[Outcome]) -> collections.Counter[str]:
     return collections.Counter(o.result for o in outcomes if o.result != "ok")
 
 
-def waitFor(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+def waitFor(
+    condition: Callable[[], bool], timeout: float, what: Callable[[], str]
+) -> None:
     """
     Poll C{condition} every 20 ms until true.
 
@@ -509,7 +524,9 @@ class HAProxy(Process):
     given environment.
     """
 
-    def __init__(self, executable: str, environ: dict[str, str], statsPort: int) -> None:
+    def __init__(
+        self, executable: str, environ: dict[str, str], statsPort: int
+    ) -> None:
         self.statsPort = statsPort
         super().__init__(
             [executable, "-db", "-f", HAPROXY_CFG],
@@ -531,7 +548,8 @@ class HAProxy(Process):
         return {
             row["svname"]: row["status"]
             for row in csv.DictReader(io.StringIO(text))
-            if row["pxname"] == "gracesvc" and row["svname"] not in ("FRONTEND", "BACKEND")
+            if row["pxname"] == "gracesvc"
+            and row["svname"] not in ("FRONTEND", "BACKEND")
         }
 
     def waitUntil(self, server: str, status: str, timeout: float = 15.0) -> None:
@@ -590,7 +608,9 @@ class HAProxyTests(SynchronousTestCase):
                 for server, variable in self.config.servers.items()
             },
         )
-        instances = {name: self.startInstance(port, drainDelay) for name, port in ports.items()}
+        instances = {
+            name: self.startInstance(port, drainDelay) for name, port in ports.items()
+        }
         haproxy = HAProxy(self.haproxyPath, environ, statsPort)
         self.addCleanup(haproxy.kill)
         for name in instances:
@@ -609,13 +629,13 @@ class HAProxyTests(SynchronousTestCase):
                 haproxy.waitUntil(name, "UP")
                 time.sleep(0.3)
         outcomes = load.stop()
-        self.assertEqual(
-            set(haproxy.serverStates().values()), {"UP"}, haproxy.log()
-        )
+        self.assertEqual(set(haproxy.serverStates().values()), {"UP"}, haproxy.log())
         failed = failures(outcomes)
         perRestart = [
             sum(1 for o in outcomes if o.result != "ok" and start <= o.sentAt < end)
-            for start, end in zip(signalledAt, signalledAt[1:] + [math.inf])
+            for start, end in zip(
+                signalledAt, signalledAt[1:] + [math.inf], strict=False
+            )
         ]
         print(
             f"\nHAProxy, --drain-delay {drainDelay:g}: {len(outcomes)} requests, "
@@ -693,6 +713,7 @@ class SocketActivated(Process):
         """
         Wait until it has answered a C{/ping} (the load sends them).
         """
+
         def answering() -> bool:
             if self.exited:
                 raise AssertionError(f"twistd exited early:\n{self.log()}")

@@ -156,9 +156,7 @@ class DrainLifecycleTests(SynchronousTestCase):
         self.assertEqual(wire.drain.inFlight, 20)
         wire.advance(2.1)
         self.successResultOf(done)
-        self.assertEqual(
-            [[r.code for r in c.responses] for c in clients], [[200]] * 20
-        )
+        self.assertEqual([[r.code for r in c.responses] for c in clients], [[200]] * 20)
         self.assertEqual(wire.drain.completedDuringDrain, 20)
 
     def test_startTwiceIsOneDrain(self) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import signal
 import ssl
+import threading
 import time
 
 import twisted.test
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from .helpers import get
@@ -23,6 +23,7 @@ from .twistdproc import (
     Twistd,
     connectRefused,
     freePort,
+    pingBackToBack,
     run,
     waitUntilRefused,
 )
@@ -71,7 +72,10 @@ class DrainTests(EndToEndTestCase):
         self.assertLess(twistd.exitedAt - lastResponse, 0.5)
         log = twistd.log()
         self.assertIn("Shutdown Server ... (SIGINT): 20 requests in flight", log)
-        self.assertIn("Server exiting (drained): 20 requests completed during the drain, 0 cut", log)
+        self.assertIn(
+            "Server exiting (drained): 20 requests completed during the drain, 0 cut",
+            log,
+        )
         self.assertCleanLog(twistd)
 
     def test_SIGTERMDrainsLikeSIGINT(self) -> None:
@@ -123,25 +127,8 @@ class KeepAliveTests(EndToEndTestCase):
         stop = time.monotonic() + 1.0
         outcomes: list[tuple[int, int, str]] = []
 
-        import threading
-
         def client() -> None:
-            sent = answered = 0
-            problem = ""
-            try:
-                with RawClient(twistd.port, timeout=5) as c:
-                    while True:
-                        c.send(get("/ping"))
-                        sent += 1
-                        response = c.readResponse()
-                        answered += 1
-                        if response.headers.get(b"connection") == b"close":
-                            if not c.waitForClose():
-                                problem = "not closed cleanly"
-                            break
-            except Exception as e:
-                problem = repr(e)
-            outcomes.append((sent, answered, problem))
+            outcomes.append(pingBackToBack(twistd.port, stop + 15))
 
         threads = [threading.Thread(target=client) for _ in range(10)]
         for t in threads:
@@ -184,7 +171,9 @@ class KeepAliveTests(EndToEndTestCase):
         time.sleep(0.05)
         c.send(get("/ping"))
         response = c.readResponse()
-        self.assertEqual((response.code, response.headers[b"connection"]), (200, b"close"))
+        self.assertEqual(
+            (response.code, response.headers[b"connection"]), (200, b"close")
+        )
         self.assertTrue(c.waitForClose())
         twistd.wait(5)
 
@@ -230,7 +219,8 @@ class TLSTests(EndToEndTestCase):
         port, plainPort = freePort(), freePort()
         pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
         self.startTwistd(
-            "--ping-delay", "1",
+            "--ping-delay",
+            "1",
             port=plainPort,
             listen=[
                 f"ssl:{port}:interface=127.0.0.1:privateKey={pem}",
@@ -248,7 +238,9 @@ class TLSTests(EndToEndTestCase):
         self.assertTrue(idle.waitForClose())
         self.assertLess(time.monotonic() - sentAt, 0.5)
         response = busy.readResponse()
-        self.assertEqual((response.code, response.headers[b"connection"]), (200, b"close"))
+        self.assertEqual(
+            (response.code, response.headers[b"connection"]), (200, b"close")
+        )
         self.assertTrue(busy.waitForClose())
         self.assertEqual(twistd.wait(5), -signal.SIGTERM)
         # The clients never answer the server's close_notify: that must not
@@ -344,11 +336,15 @@ class BadInputTests(EndToEndTestCase):
         first = self.startTwistd(port=port)
         self.assertFalse(connectRefused(port))
         result = run(
-            "--pidfile=", "-n", "gracesvc", "--listen", f"tcp:{port}:interface=127.0.0.1"
+            "--pidfile=",
+            "-n",
+            "gracesvc",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
         )
         self.assertEqual(result.returncode, 1)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
-        [line] = [l for l in result.stdout.splitlines() if "cannot listen" in l]
+        [line] = [x for x in result.stdout.splitlines() if "cannot listen" in x]
         self.assertIn(f"cannot listen on tcp:{port}:interface=127.0.0.1", line)
         self.assertIn("Address already in use", line)
         first.signal(signal.SIGTERM)

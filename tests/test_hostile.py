@@ -61,7 +61,7 @@ def readUntilClosed(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, s
             chunk = sock.recv(65536)
         except ConnectionResetError:
             return data, "reset"
-        except socket.timeout:
+        except TimeoutError:
             return data, "open"
         if not chunk:
             return data, "closed"
@@ -92,7 +92,9 @@ class HostileTestCase(SynchronousTestCase):
         self.assertEqual((response.code, response.body), (200, b'{"status": "ok"}'))
         self.assertLess(time.monotonic() - startedAt, within)
 
-    def assertRefused(self, twistd: Twistd, request: bytes, code: bytes = b"400") -> None:
+    def assertRefused(
+        self, twistd: Twistd, request: bytes, code: bytes = b"400"
+    ) -> None:
         """
         C{request} on a connection of its own is answered C{code} (a 4xx) and
         the connection closed; the service goes on serving.
@@ -100,7 +102,9 @@ class HostileTestCase(SynchronousTestCase):
         sock = self.socketTo(twistd)
         sock.sendall(request)
         data, end = readUntilClosed(sock)
-        self.assertNotEqual(end, "open", f"no answer, connection open: {request[:80]!r}")
+        self.assertNotEqual(
+            end, "open", f"no answer, connection open: {request[:80]!r}"
+        )
         self.assertTrue(
             data.startswith(b"HTTP/1.1 " + code + b" "),
             f"{request[:80]!r} answered {data[:80]!r}",
@@ -145,7 +149,8 @@ class MalformedRequestTests(HostileTestCase):
         twistd = self.startTwistd()
         for header in [b"NoColonHere", b"Bad Name: 1", b"X-Nul: a\x00b", b": empty"]:
             self.assertRefused(
-                twistd, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + header + b"\r\n\r\n"
+                twistd,
+                b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + header + b"\r\n\r\n",
             )
         self.stopAndAssertExit(twistd)
 
@@ -157,9 +162,13 @@ class MalformedRequestTests(HostileTestCase):
         """
         twistd = self.startTwistd()
         many = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"x" * 500) for i in range(40))
-        self.assertRefused(twistd, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + many + b"\r\n")
+        self.assertRefused(
+            twistd, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + many + b"\r\n"
+        )
         numerous = b"".join(b"X-%d: 1\r\n" % (i,) for i in range(600))
-        self.assertRefused(twistd, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + numerous + b"\r\n")
+        self.assertRefused(
+            twistd, b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + numerous + b"\r\n"
+        )
         sock = self.socketTo(twistd)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Huge: " + b"x" * 20000)
         self.assertClosedWithoutAnswer(sock)
@@ -189,7 +198,9 @@ class MalformedRequestTests(HostileTestCase):
 
 
 class ShortBodyTests(HostileTestCase):
-    request = b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nshort"
+    request = (
+        b"POST /healthz HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\nshort"
+    )
 
     def test_bodyShorterThanAnnouncedThenClose(self) -> None:
         twistd = self.startTwistd()
@@ -261,7 +272,8 @@ class SlowClientTests(HostileTestCase):
         twistd = self.startTwistd()
         inLine = SlowClient(twistd.port, b"GET /healthz" + b"z" * 1000)
         inHeaders = SlowClient(
-            twistd.port, b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"s" * 1000
+            twistd.port,
+            b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: " + b"s" * 1000,
         )
         self.addCleanup(inLine.stop)
         self.addCleanup(inHeaders.stop)

@@ -28,7 +28,9 @@ def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
 
 
 class MetricsThroughADrainTests(SynchronousTestCase):
-    def scrape(self, wire: Wire) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    def scrape(
+        self, wire: Wire
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return samples(wire.metrics.exposition())
 
     def test_inFlightRisesAndFalls(self) -> None:
@@ -50,7 +52,9 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         self.assertEqual(after[("gracesvc_open_connections", (("state", "busy"),))], 0)
         self.assertEqual(after[("gracesvc_drain_requests_completed_total", ())], 3)
         self.assertEqual(after[("gracesvc_drain_requests_cut_total", ())], 0)
-        self.assertAlmostEqual(after[("gracesvc_drain_duration_seconds", ())], 1.0, delta=0.02)
+        self.assertAlmostEqual(
+            after[("gracesvc_drain_duration_seconds", ())], 1.0, delta=0.02
+        )
         self.assertEqual(
             after[("gracesvc_requests_total", (("code", "200"), ("route", "/ping")))], 3
         )
@@ -58,11 +62,21 @@ class MetricsThroughADrainTests(SynchronousTestCase):
             after[("gracesvc_request_duration_seconds_count", (("route", "/ping"),))], 3
         )
         self.assertEqual(
-            after[("gracesvc_request_duration_seconds_bucket", (("le", "0.5"), ("route", "/ping")))],
+            after[
+                (
+                    "gracesvc_request_duration_seconds_bucket",
+                    (("le", "0.5"), ("route", "/ping")),
+                )
+            ],
             0,
         )
         self.assertEqual(
-            after[("gracesvc_request_duration_seconds_bucket", (("le", "2.5"), ("route", "/ping")))],
+            after[
+                (
+                    "gracesvc_request_duration_seconds_bucket",
+                    (("le", "2.5"), ("route", "/ping")),
+                )
+            ],
             3,
         )
 
@@ -83,7 +97,9 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         c.send(get("/healthz"))
         wire.connect()
         scraped = self.scrape(wire)
-        self.assertEqual(scraped[("gracesvc_open_connections", (("state", "idle"),))], 2)
+        self.assertEqual(
+            scraped[("gracesvc_open_connections", (("state", "idle"),))], 2
+        )
 
     def test_unknownPathsShareOneRoute(self) -> None:
         wire = Wire()
@@ -91,7 +107,8 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         c.send(get("/wp-admin") + get("/etc/passwd"))
         scraped = self.scrape(wire)
         self.assertEqual(
-            scraped[("gracesvc_requests_total", (("code", "404"), ("route", "other")))], 2
+            scraped[("gracesvc_requests_total", (("code", "404"), ("route", "other")))],
+            2,
         )
 
     def test_servedOnTheMainPort(self) -> None:
@@ -113,8 +130,14 @@ class MetricsEndpointTests(EndToEndTestCase):
         """
         metricsPort = freePort()
         twistd = self.startTwistd(
-            "--ping-delay", "0.5", "--drain-delay", "1.5", "--shutdown-timeout", "3",
-            "--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1",
+            "--ping-delay",
+            "0.5",
+            "--drain-delay",
+            "1.5",
+            "--shutdown-timeout",
+            "3",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
         )
 
         def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -40,8 +40,8 @@ import selectors
 import signal
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
 
 from hypothesis import (
     HealthCheck,
@@ -50,6 +50,8 @@ from hypothesis import (
     given,
     seed,
     settings,
+)
+from hypothesis import (
     strategies as st,
 )
 from twisted.trial.unittest import SynchronousTestCase
@@ -93,9 +95,12 @@ class Config:
 
     def argv(self) -> list[str]:
         return [
-            "--ping-delay", repr(self.pingDelay),
-            "--drain-delay", repr(self.drainDelay),
-            "--shutdown-timeout", repr(self.shutdownTimeout),
+            "--ping-delay",
+            repr(self.pingDelay),
+            "--drain-delay",
+            repr(self.drainDelay),
+            "--shutdown-timeout",
+            repr(self.shutdownTimeout),
         ]
 
     @property
@@ -202,8 +207,8 @@ class Signal:
     name: str
 
 
-Action = Union[Connect, Send, SendPart, Pipeline, Read, Close, HalfClose, Wait]
-Step = Union[Action, Signal]
+Action = Connect | Send | SendPart | Pipeline | Read | Close | HalfClose | Wait
+Step = Action | Signal
 
 
 @dataclass(frozen=True)
@@ -302,7 +307,9 @@ class Connection:
         """
         When the server's end of the connection was seen to end.
         """
-        ends = [t for t in (self.eofAt, self.resetAt, self.sendFailedAt) if t is not None]
+        ends = [
+            t for t in (self.eofAt, self.resetAt, self.sendFailedAt) if t is not None
+        ]
         return min(ends) if ends else None
 
     @property
@@ -363,7 +370,9 @@ class Player:
         if c is None:
             c = self.connections[index] = Connection(index)
             try:
-                sock = socket.create_connection(("127.0.0.1", self.twistd.port), timeout=1.0)
+                sock = socket.create_connection(
+                    ("127.0.0.1", self.twistd.port), timeout=1.0
+                )
             except OSError:
                 c.refused = True
                 return None
@@ -405,7 +414,9 @@ class Player:
         c.data += chunk
         c.chunks.append((now, len(c.data)))
 
-    def send(self, index: int, kinds: Sequence[str], partial: int | None = None) -> None:
+    def send(
+        self, index: int, kinds: Sequence[str], partial: int | None = None
+    ) -> None:
         """
         Send the rest of a request sent in part, then C{kinds}, the last one
         only in part if C{partial} says how much of it.
@@ -583,7 +594,9 @@ def _chunkedEnd(data: bytes, offset: int) -> int | None:
             return offset if len(data) >= offset else None
 
 
-def owedResponse(outcome: Outcome, c: Connection, i: int, responses: list[Received]) -> str | None:
+def owedResponse(
+    outcome: Outcome, c: Connection, i: int, responses: list[Received]
+) -> str | None:
     """
     Whether request C{i} on C{c}, the first one with no response, must get
     one: whether the server read it whole before it began refusing on that
@@ -650,8 +663,12 @@ def violations(outcome: Outcome) -> list[str]:
         responses, trailing = parseResponses(c)
         whole = [r for r in c.requests if r.sentAt is not None]
         if len(responses) > len(whole):
-            problems.append(f"{name}: {len(responses)} responses to {len(whole)} requests")
-        for i, (request, response) in enumerate(zip(c.requests, responses)):
+            problems.append(
+                f"{name}: {len(responses)} responses to {len(whole)} requests"
+            )
+        for i, (request, response) in enumerate(
+            zip(c.requests, responses, strict=False)
+        ):
             code, body = ANSWERS[request.kind]
             if response.code == 503:
                 if response.startedAt < cutAt - RACE:
@@ -680,9 +697,12 @@ def violations(outcome: Outcome) -> list[str]:
                 request = c.requests[i]
                 assert request.sentAt is not None
                 end = (
-                    "reset" if c.resetAt is not None
-                    else "closed" if c.eofAt is not None
-                    else "send failed" if c.sendFailedAt is not None
+                    "reset"
+                    if c.resetAt is not None
+                    else "closed"
+                    if c.eofAt is not None
+                    else "send failed"
+                    if c.sendFailedAt is not None
                     else "still open"
                 )
                 at = "" if c.endedAt is None else f" {since(c.endedAt)}"
@@ -703,7 +723,10 @@ def violations(outcome: Outcome) -> list[str]:
         # runs: the kernel then delivers the lower number first, and keeps
         # one pending signal per number (the same one twice may be one).
         together = bool(others) and others[0][1] - firstAt < RACE
-        statuses = {-getattr(signal, f"SIG{name}") for name, _ in outcome.signals[: 1 + together]}
+        statuses = {
+            -getattr(signal, f"SIG{name}")
+            for name, _ in outcome.signals[: 1 + together]
+        }
         if outcome.status not in statuses:
             problems.append(f"exit status {outcome.status} after SIG{firstName} first")
         if others:
@@ -740,7 +763,9 @@ def describe(outcome: Outcome) -> str:
             f"half-closed {at(c.halfClosedAt)}"
         )
         for r in c.requests:
-            lines.append(f"  sent {r.kind}: first byte {at(r.firstByteAt)}, whole {at(r.sentAt)}")
+            lines.append(
+                f"  sent {r.kind}: first byte {at(r.firstByteAt)}, whole {at(r.sentAt)}"
+            )
         responses, trailing = parseResponses(c)
         for x in responses:
             lines.append(

@@ -14,6 +14,7 @@ from twisted.internet.testing import RaisingMemoryReactor
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingSite
 from gracesvc._service import (
@@ -22,7 +23,6 @@ from gracesvc._service import (
     ListenFailed,
     TwistdService,
 )
-from gracesvc._app import GraceApp
 
 from .helpers import TriggerReactor
 
@@ -93,7 +93,9 @@ class ServiceTests(SynchronousTestCase):
 
     def test_listenFailureNamesTheEndpoint(self) -> None:
         reactor = RaisingMemoryReactor(
-            listenException=CannotListenError("", 8080, OSError(98, "Address already in use"))
+            listenException=CannotListenError(
+                "", 8080, OSError(98, "Address already in use")
+            )
         )
         service, _ = makeService(reactor, "tcp:8080")
         with self.assertRaises(ListenFailed) as caught:
@@ -104,7 +106,9 @@ class ServiceTests(SynchronousTestCase):
 
     def test_twistdExitsWithOneLogLineWhenThePortIsInUse(self) -> None:
         reactor = RaisingMemoryReactor(
-            listenException=CannotListenError("", 8080, OSError(98, "Address already in use"))
+            listenException=CannotListenError(
+                "", 8080, OSError(98, "Address already in use")
+            )
         )
         service, _ = makeService(reactor, "tcp:8080", cls=TwistdService)
         events: list[dict[str, Any]] = []

@@ -34,8 +34,16 @@ class OptionsTests(SynchronousTestCase):
 
     def test_values(self) -> None:
         options = parse(
-            "--shutdown-timeout", "1.5", "--ping-delay", "0", "--drain-delay", "1",
-            "--listen", "tcp:0:interface=127.0.0.1", "--listen", "unix:/tmp/g.sock",
+            "--shutdown-timeout",
+            "1.5",
+            "--ping-delay",
+            "0",
+            "--drain-delay",
+            "1",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            "unix:/tmp/g.sock",
         )
         self.assertEqual(options["shutdown-timeout"], 1.5)
         self.assertEqual(options["ping-delay"], 0.0)
@@ -68,26 +76,39 @@ class OptionsTests(SynchronousTestCase):
             ("--ping-delay", "nan"),
             ("--drain-delay", "soon"),
         ]:
-            self.assertRejected(f"{option}: expected a number of seconds", option, value)
+            self.assertRejected(
+                f"{option}: expected a number of seconds", option, value
+            )
 
     def test_drainDelayMustFitInTheCap(self) -> None:
         self.assertRejected(
             "--drain-delay (5s) must be less than --shutdown-timeout (5s)",
-            "--drain-delay", "5",
+            "--drain-delay",
+            "5",
         )
 
     def test_badEndpoint(self) -> None:
-        self.assertRejected("--listen 'bogus:8080': not a usable endpoint", "--listen", "bogus:8080")
-        self.assertRejected("--listen 'tcp:port': not a usable endpoint", "--listen", "tcp:port")
+        self.assertRejected(
+            "--listen 'bogus:8080': not a usable endpoint", "--listen", "bogus:8080"
+        )
+        self.assertRejected(
+            "--listen 'tcp:port': not a usable endpoint", "--listen", "tcp:port"
+        )
 
     def test_systemdEndpointWithoutInheritedSocket(self) -> None:
-        self.assertRejected("no such inherited socket", "--listen", "systemd:domain=INET:index=0")
+        self.assertRejected(
+            "no such inherited socket", "--listen", "systemd:domain=INET:index=0"
+        )
 
     def test_metricsListen(self) -> None:
         options = parse("--metrics-listen", "tcp:9100")
         self.assertEqual(options["metrics-listen"], "tcp:9100")
         self.assertEqual(options["metrics-endpoint"]._port, 9100)
-        self.assertRejected("--metrics-listen 'tcp:x': not a usable endpoint", "--metrics-listen", "tcp:x")
+        self.assertRejected(
+            "--metrics-listen 'tcp:x': not a usable endpoint",
+            "--metrics-listen",
+            "tcp:x",
+        )
 
     def test_unknownOption(self) -> None:
         self.assertRejected("--bogus", "--bogus")

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from .helpers import Response, get, parseResponses
 
@@ -298,3 +298,32 @@ class InFlight(threading.Thread):
         finally:
             self.doneAt = time.monotonic()
             self.client.close()
+
+
+def pingBackToBack(port: int, giveUpAt: float) -> tuple[int, int, str]:
+    """
+    Send C{/ping} requests back to back on one keep-alive connection until
+    a response says C{Connection: close} (then the server must close
+    cleanly) or until C{giveUpAt} (C{time.monotonic()}).
+
+    @return: requests sent, responses read, and what went wrong (empty if
+        nothing did).
+    """
+    sent = answered = 0
+    problem = ""
+    try:
+        with RawClient(port, timeout=5) as c:
+            while time.monotonic() < giveUpAt:
+                c.send(get("/ping"))
+                sent += 1
+                response = c.readResponse()
+                answered += 1
+                if response.headers.get(b"connection") == b"close":
+                    if not c.waitForClose():
+                        problem = "not closed cleanly"
+                    break
+            else:
+                problem = "never told to close"
+    except Exception as e:
+        problem = repr(e)
+    return sent, answered, problem
