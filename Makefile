@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra arguments for twistd gracesvc, e.g. make run ARGS="--ping-delay 1"
 ARGS ?=
 
-.PHONY: run test test-property clean
+.PHONY: run check test test-property clean
 
 # editable_mode=compat puts the checkout on sys.path with a .pth file, so
 # twistd finds twisted/plugins/ here; the default editable mode uses an
@@ -19,10 +19,19 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/twistd --pidfile= -n gracesvc $(ARGS)
 
-test: $(BIN)/.installed
+# The in-memory suite (no process, no port, no sleep) under both runners,
+# with the linter, the formatter's check and the type checker: seconds.
+check: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/mypy gracesvc
-	$(BIN)/pytest -q
-	$(BIN)/trial tests
+	$(BIN)/trial --reporter=text tests.unit
+	$(BIN)/pytest -q tests/unit
+
+# check, then the process-level suite (real twistd, real signals, real
+# clients) once, under pytest.
+test: check
+	$(BIN)/pytest -q tests/e2e
 
 clean:
 	rm -rf $(VENV) *.egg-info _trial_temp twisted/plugins/dropin.cache

@@ -19,7 +19,7 @@ if ROOT not in sys.path:
     # So that "python bench/x.py" finds tests.twistdproc as "-m bench.x" does.
     sys.path.insert(0, ROOT)
 
-from tests.twistdproc import Twistd, freePort  # noqa: E402
+from gracesvc.testing.process import Twistd, freePort  # noqa: E402
 
 PLAIN_TAC = os.path.join(ROOT, "bench", "plain.tac")
 DEFAULT_OUT = os.path.join(ROOT, "bench", "out")

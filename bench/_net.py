@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from tests.helpers import get
+from gracesvc.testing import get
 
 # Connection states.
 CONNECTING = "connecting"  # connect() in progress

@@ -40,7 +40,7 @@ from bench._common import (
     table,
 )
 from bench._net import ANSWERED, CLOSED, Fleet
-from tests.helpers import get
+from gracesvc.testing import get
 
 #: How long the idle connections have been quiet at the signal, at least:
 #: more than gracesvc's idle grace (0.5 s), so they are idle, not just used.

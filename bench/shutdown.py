@@ -25,8 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench._common import machine, startGracesvc, summary, table
-from tests.helpers import get
-from tests.twistdproc import InFlight, RawClient, pingBackToBack, waitUntilRefused
+from gracesvc.testing import get
+from gracesvc.testing.process import (
+    InFlight,
+    RawClient,
+    pingBackToBack,
+    waitUntilRefused,
+)
 
 PONG = b'{"message": "pong"}'
 

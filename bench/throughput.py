@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from bench._common import cores, machine, startServer, stopServer, table
 from bench._net import pythonLoad
-from tests.twistdproc import Twistd
+from gracesvc.testing.process import Twistd
 
 TARGET = 0.97
 INSTALL_WRK = (

@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.testing import RaisingMemoryReactor
+from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -24,7 +24,46 @@ from gracesvc._service import (
     TwistdService,
 )
 
-from .helpers import TriggerReactor
+
+class TriggerReactor(MemoryReactorClock):
+    """
+    A L{MemoryReactorClock} whose system event triggers can be removed, and
+    that records C{callFromThread} calls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fromThread: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def addSystemEventTrigger(
+        self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
+    ) -> Any:  # type: ignore[override]
+        super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
+        return (phase, eventType, (f, args, kw))
+
+    def removeSystemEventTrigger(self, triggerID: Any) -> None:
+        phase, eventType, entry = triggerID
+        self.triggers[phase][eventType].remove(entry)
+
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:  # type: ignore[override]
+        self.fromThread.append((f, args))
+
+    def sigInt(self, signum: int, frame: Any = None) -> None:
+        self.stop()
+
+    def sigTerm(self, signum: int, frame: Any = None) -> None:
+        self.stop()
+
+    def fireShutdownTriggers(self) -> list[Any]:
+        """
+        Call the 'before' 'shutdown' triggers, as the reactor does on stop.
+
+        @return: what each returned.
+        """
+        return [
+            f(*args, **kw)
+            for f, args, kw in list(self.triggers.get("before", {}).get("shutdown", []))
+        ]
 
 
 class FakeSignals:

@@ -15,8 +15,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._drain import Drain
-
-from .helpers import Wire, get
+from gracesvc.testing import Wire, get
 
 
 class FakePort:

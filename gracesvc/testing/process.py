@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from .helpers import Response, get, parseResponses
+from . import Response, get, parseResponses
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

@@ -11,11 +11,11 @@ tests see what a client on the wire would see.
 from __future__ import annotations
 
 import re
-from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
-from twisted.internet.testing import AccumulatingProtocol, MemoryReactorClock
+from twisted.internet.testing import AccumulatingProtocol
 from twisted.test import iosim
 
 from gracesvc._app import GraceApp
@@ -74,6 +74,19 @@ def get(path: str, *headers: str) -> bytes:
     """
     lines = [f"GET {path} HTTP/1.1", "Host: test", *headers, "", ""]
     return "\r\n".join(lines).encode("ascii")
+
+
+def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """
+    Parse a Prometheus text exposition, as a scraper would.
+
+    @return: every sample, keyed by name and sorted labels.
+    """
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(exposition.decode("utf-8"))
+        for s in family.samples
+    }
 
 
 class Client:
@@ -158,44 +171,3 @@ class Wire:
         for _ in range(steps):
             self.clock.advance(seconds / steps)
             self.flush()
-
-
-class TriggerReactor(MemoryReactorClock):
-    """
-    A L{MemoryReactorClock} whose system event triggers can be removed, and
-    that records C{callFromThread} calls.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fromThread: list[tuple[Any, tuple[Any, ...]]] = []
-
-    def addSystemEventTrigger(
-        self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
-    ) -> Any:  # type: ignore[override]
-        super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
-        return (phase, eventType, (f, args, kw))
-
-    def removeSystemEventTrigger(self, triggerID: Any) -> None:
-        phase, eventType, entry = triggerID
-        self.triggers[phase][eventType].remove(entry)
-
-    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:  # type: ignore[override]
-        self.fromThread.append((f, args))
-
-    def sigInt(self, signum: int, frame: Any = None) -> None:
-        self.stop()
-
-    def sigTerm(self, signum: int, frame: Any = None) -> None:
-        self.stop()
-
-    def fireShutdownTriggers(self) -> list[Any]:
-        """
-        Call the 'before' 'shutdown' triggers, as the reactor does on stop.
-
-        @return: what each returned.
-        """
-        return [
-            f(*args, **kw)
-            for f, args, kw in list(self.triggers.get("before", {}).get("shutdown", []))
-        ]

@@ -28,8 +28,8 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from .helpers import get
-from .twistdproc import RawClient, Twistd
+from gracesvc.testing import get
+from gracesvc.testing.process import RawClient, Twistd
 
 #: The C{--shutdown-timeout} the tests run with.
 CAP = 1.0

@@ -5,26 +5,9 @@ C{prometheus_client}'s own parser, as a scraper would.
 
 from __future__ import annotations
 
-import signal
-import time
-
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase
 
-from .helpers import Wire, get
-from .test_endtoend import EndToEndTestCase
-from .twistdproc import InFlight, RawClient, freePort
-
-
-def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """
-    @return: every sample, keyed by name and sorted labels.
-    """
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(exposition.decode("utf-8"))
-        for s in family.samples
-    }
+from gracesvc.testing import Wire, get, samples
 
 
 class MetricsThroughADrainTests(SynchronousTestCase):
@@ -120,44 +103,3 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         self.assertIn(b"Content-Type: text/plain; version=", raw)
         body = raw.split(b"\r\n\r\n", 1)[1]
         self.assertIn(b"gracesvc_requests_in_flight", body)
-
-
-class MetricsEndpointTests(EndToEndTestCase):
-    def test_scrapeDuringTheDrainOnASeparateEndpoint(self) -> None:
-        """
-        With C{--metrics-listen}, metrics stay scrapeable while the main
-        listener is closed: draining reads 1 and in flight falls to 0.
-        """
-        metricsPort = freePort()
-        twistd = self.startTwistd(
-            "--ping-delay",
-            "0.5",
-            "--drain-delay",
-            "1.5",
-            "--shutdown-timeout",
-            "3",
-            "--metrics-listen",
-            f"tcp:{metricsPort}:interface=127.0.0.1",
-        )
-
-        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-            with RawClient(metricsPort) as c:
-                c.send(get("/", "Connection: close"))
-                c.waitForClose()
-                return samples(c.buffer.split(b"\r\n\r\n", 1)[1])
-
-        requests = [InFlight(twistd.port, get("/ping")) for _ in range(3)]
-        time.sleep(0.2)
-        self.assertEqual(scrape()[("gracesvc_requests_in_flight", ())], 3)
-        twistd.signal(signal.SIGINT)
-        time.sleep(0.1)
-        during = scrape()
-        self.assertEqual(during[("gracesvc_draining", ())], 1)
-        self.assertEqual(during[("gracesvc_requests_in_flight", ())], 3)
-        for r in requests:
-            r.join(5)
-        later = scrape()
-        self.assertEqual(later[("gracesvc_draining", ())], 1)
-        self.assertEqual(later[("gracesvc_requests_in_flight", ())], 0)
-        self.assertEqual(later[("gracesvc_drain_requests_completed_total", ())], 3)
-        twistd.wait(5)

@@ -56,7 +56,7 @@ from hypothesis import (
 )
 from twisted.trial.unittest import SynchronousTestCase
 
-from .twistdproc import Twistd
+from gracesvc.testing.process import Twistd
 
 #: Slack, in seconds, around a server-side moment that the client can only
 #: estimate (the signal handled, the listener closed, an idle connection

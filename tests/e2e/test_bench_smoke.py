@@ -20,7 +20,7 @@ import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class BenchSmokeTests(SynchronousTestCase):

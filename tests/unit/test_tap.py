@@ -12,8 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
 from gracesvc._service import GracefulService
-
-from .test_service import FakeSignals
+from tests.unit.test_service import FakeSignals
 
 
 def parse(*argv: str) -> tap.Options:

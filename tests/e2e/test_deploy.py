@@ -40,12 +40,12 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.tap import Options
-
-from .helpers import get
-from .twistdproc import TWISTD, Process, RawClient, Twistd, freePort
+from gracesvc.testing import get
+from gracesvc.testing.process import TWISTD, Process, RawClient, Twistd, freePort
 
 DEPLOY = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy"
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "deploy",
 )
 HAPROXY_CFG = os.path.join(DEPLOY, "haproxy.cfg")
 SYSTEMD_SERVICE = os.path.join(DEPLOY, "gracesvc.service")

@@ -16,8 +16,8 @@ import time
 import twisted.test
 from twisted.trial.unittest import SynchronousTestCase
 
-from .helpers import get
-from .twistdproc import (
+from gracesvc.testing import get, samples
+from gracesvc.testing.process import (
     InFlight,
     RawClient,
     Twistd,
@@ -349,3 +349,44 @@ class BadInputTests(EndToEndTestCase):
         self.assertIn("Address already in use", line)
         first.signal(signal.SIGTERM)
         first.wait(5)
+
+
+class MetricsEndpointTests(EndToEndTestCase):
+    def test_scrapeDuringTheDrainOnASeparateEndpoint(self) -> None:
+        """
+        With C{--metrics-listen}, metrics stay scrapeable while the main
+        listener is closed: draining reads 1 and in flight falls to 0.
+        """
+        metricsPort = freePort()
+        twistd = self.startTwistd(
+            "--ping-delay",
+            "0.5",
+            "--drain-delay",
+            "1.5",
+            "--shutdown-timeout",
+            "3",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+
+        def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            with RawClient(metricsPort) as c:
+                c.send(get("/", "Connection: close"))
+                c.waitForClose()
+                return samples(c.buffer.split(b"\r\n\r\n", 1)[1])
+
+        requests = [InFlight(twistd.port, get("/ping")) for _ in range(3)]
+        time.sleep(0.2)
+        self.assertEqual(scrape()[("gracesvc_requests_in_flight", ())], 3)
+        twistd.signal(signal.SIGINT)
+        time.sleep(0.1)
+        during = scrape()
+        self.assertEqual(during[("gracesvc_draining", ())], 1)
+        self.assertEqual(during[("gracesvc_requests_in_flight", ())], 3)
+        for r in requests:
+            r.join(5)
+        later = scrape()
+        self.assertEqual(later[("gracesvc_draining", ())], 1)
+        self.assertEqual(later[("gracesvc_requests_in_flight", ())], 0)
+        self.assertEqual(later[("gracesvc_drain_requests_completed_total", ())], 3)
+        twistd.wait(5)
