@@ -1,19 +1,26 @@
+# -*- test-case-name: tests.unit.test_drain -*-
 """
 The drain: what gracesvc does between the first stop signal and exit.
 
 L{Drain} knows nothing of HTTP.  It holds the listening ports, the open
 connections (anything that provides L{IDrainableConnection}) and the
-Deferreds the application asked it to wait for, and it runs the shutdown
-timeline::
+Deferreds the application asked it to wait for, and it walks one timeline,
+one L{Phase} after another::
 
-    signal ── readiness off, responses say "Connection: close",
-      │       idle connections closed (see L{IDrainableConnection.beginDrain})
-      ├─ drainDelay ── listeners closed: new connections refused
-      │                (connections accepted before that are still served)
-      ├─ last connection closed and last tracked Deferred fired ── done
-      └─ shutdownTimeout - cutLead ── cut: unanswered requests get a 503,
-                                       busy responses are aborted
-         shutdownTimeout ── anything left is aborted; done
+    SERVING
+      │ start (the first signal): readiness off, responses say
+      │ "Connection: close"
+    DELAYING ── only with a drain delay: still accepting; idle connections
+      │         close (see L{IDrainableConnection.beginDrain})
+      │ drainDelay
+    DRAINING ── listeners closed: new connections refused (connections
+      │         accepted before that are still served); idle ones close
+      │ shutdownTimeout - cutLead
+    CUT ─────── unanswered requests get a 503, busy responses are aborted
+      │ shutdownTimeout: anything left is aborted
+    DONE ────── also as soon as, in DRAINING or CUT, the listeners are
+                closed, the last connection has closed and the last tracked
+                Deferred has fired; or at once on L{Drain.forceStop}
 
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
@@ -24,12 +31,17 @@ reactor iteration as the last connection closes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface
+
+from ._twisted import acceptPending
 
 _T = TypeVar("_T")
 
@@ -42,16 +54,93 @@ MAX_CUT_LEAD = 0.1
 DEFAULT_IDLE_GRACE = 0.5
 
 
-class IDrainableConnection(Protocol):
+@dataclass(frozen=True)
+class DrainPolicy:
     """
-    A connection the drain can wait for and, at the end, cut.
+    The times that shape a drain, checked once.
+
+    @ivar shutdownTimeout: the cap on the whole drain, from the signal to
+        done, in seconds.
+    @ivar drainDelay: how long to keep accepting connections after the
+        signal, so that load balancers notice the readiness change before the
+        port closes.  Part of the shutdown, so less than C{shutdownTimeout}.
+    @ivar idleGrace: how long a connection with no request in progress may
+        stay open once the drain has begun, counted from its last activity.
+    """
+
+    shutdownTimeout: float = 5.0
+    drainDelay: float = 0.0
+    idleGrace: float = DEFAULT_IDLE_GRACE
+
+    def __post_init__(self) -> None:
+        """
+        @raise ValueError: a value out of range, with a message for a user.
+        """
+        if not self.shutdownTimeout > 0:
+            raise ValueError(
+                f"the shutdown timeout must be > 0 seconds, got "
+                f"{self.shutdownTimeout!r}"
+            )
+        if not 0 <= self.drainDelay < self.shutdownTimeout:
+            raise ValueError(
+                f"the drain delay ({self.drainDelay:g}s) must be >= 0 and less "
+                f"than the shutdown timeout ({self.shutdownTimeout:g}s): the "
+                f"delay is part of the shutdown"
+            )
+        if not self.idleGrace >= 0:
+            raise ValueError(f"the idle grace must be >= 0, got {self.idleGrace!r}")
+
+    @property
+    def cutLead(self) -> float:
+        """
+        How long before the cap the cut comes.
+        """
+        return min(MAX_CUT_LEAD, self.shutdownTimeout / 10)
+
+    @property
+    def retryAfter(self) -> int:
+        """
+        The C{Retry-After} a request cut at the cap is answered with, in
+        seconds: by then a replacement should be serving.
+        """
+        return max(1, round(self.shutdownTimeout))
+
+
+class Phase(Enum):
+    """
+    Where a L{Drain} is on its timeline; see the module docstring.  Phases
+    only ever move forward.
+    """
+
+    SERVING = 0
+    DELAYING = 1
+    DRAINING = 2
+    CUT = 3
+    DONE = 4
+
+
+class IDrainableConnection(Interface):
+    """
+    A connection the drain can wait for and, at the end, cut: an HTTP/1.1
+    channel, or any other protocol's connection.
 
     The connection tells the drain when it opens and closes
     (L{Drain.connectionOpened}, L{Drain.connectionClosed}) and when it
-    completes a request (L{Drain.requestCompleted}).
+    completes or cuts a request (L{Drain.requestCompleted},
+    L{Drain.requestCut}).
     """
 
-    def beginDrain(self) -> None:
+    inFlight = Attribute(
+        "The number of requests (or streams) being answered on this "
+        "connection right now: what the drain waits for."
+    )
+
+    state = Attribute(
+        "A short word for what the connection is doing, for metrics: "
+        "C{idle}, C{receiving}, C{busy} or C{closing} for HTTP/1.1."
+    )
+
+    def beginDrain() -> None:
         """
         The listeners are closed (or the drain delay is running): from now on
         the connection closes once it has no request in progress and has been
@@ -59,21 +148,16 @@ class IDrainableConnection(Protocol):
         close} from the moment L{Drain.draining} is set, before this.)
         """
 
-    def isBusy(self) -> bool:
+    def cut(retryAfter: int) -> int:
         """
-        @return: whether a request is being answered on this connection.
-        """
-
-    def cutAtCap(self, retryAfter: int) -> int:
-        """
-        The cap is near: answer the request whose response has not started
-        with a 503, abort a response in progress, close the connection.
+        The cap is near: answer the requests whose response has not started
+        with a 503, abort the responses in progress, close the connection.
 
         @param retryAfter: the C{Retry-After} value for the 503, in seconds.
         @return: the number of requests cut (answered 503 or aborted).
         """
 
-    def abort(self) -> None:
+    def abort() -> None:
         """
         Close the connection at once, whatever it is doing.
         """
@@ -84,10 +168,8 @@ class Drain:
     The drain of one service: it tracks listeners, connections and
     background work, and stops them in order when L{start} is called.
 
-    @ivar draining: whether the drain has begun.  Readiness checks and
-        connections consult it.
-    @ivar idleGrace: how long a connection with no request in progress may
-        stay open once the drain has begun, counted from its last activity.
+    @ivar phase: where the drain is on its timeline.
+    @ivar policy: its times.
     """
 
     log = Logger()
@@ -98,32 +180,24 @@ class Drain:
         shutdownTimeout: float = 5.0,
         drainDelay: float = 0.0,
         idleGrace: float = DEFAULT_IDLE_GRACE,
+        *,
+        policy: DrainPolicy | None = None,
     ) -> None:
         """
         @param clock: the source of time and delayed calls.
-        @param shutdownTimeout: the cap on the whole drain, from L{start} to
-            done, in seconds.
-        @param drainDelay: how long to keep accepting connections after
-            L{start}, so that load balancers notice the readiness change
-            before the port closes.  Must be less than C{shutdownTimeout}.
-        @param idleGrace: see L{idleGrace}.
+        @param shutdownTimeout: see L{DrainPolicy.shutdownTimeout}.
+        @param drainDelay: see L{DrainPolicy.drainDelay}.
+        @param idleGrace: see L{DrainPolicy.idleGrace}.
+        @param policy: all three at once, instead of the three above.
+        @raise ValueError: the times do not fit together.
         """
-        if not shutdownTimeout > 0:
-            raise ValueError(f"shutdownTimeout must be > 0, got {shutdownTimeout!r}")
-        if not 0 <= drainDelay < shutdownTimeout:
-            raise ValueError(
-                f"drainDelay must be >= 0 and < shutdownTimeout "
-                f"({shutdownTimeout!r}), got {drainDelay!r}"
-            )
         self.clock = clock
-        self.shutdownTimeout = shutdownTimeout
-        self.drainDelay = drainDelay
-        self.idleGrace = idleGrace
-        self.cutLead = min(MAX_CUT_LEAD, shutdownTimeout / 10)
-
-        self.draining = False
-        self.finished = False
-        self.listenersClosed = False
+        self.policy = (
+            DrainPolicy(shutdownTimeout, drainDelay, idleGrace)
+            if policy is None
+            else policy
+        )
+        self.phase = Phase.SERVING
         self.startedAt: float | None = None
         #: when the cap is reached: C{startedAt + shutdownTimeout}.
         self.capAt: float | None = None
@@ -138,12 +212,67 @@ class Drain:
         self.abandoned = 0
 
         self._listeners: list[IListeningPort] = []
+        self._listenersClosing = 0
         self._connections: set[IDrainableConnection] = set()
         self._tracked: set[Deferred[object]] = set()
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
-        self._cutDone = False
-        self._connectionsDraining = False
+
+    @property
+    def shutdownTimeout(self) -> float:
+        return self.policy.shutdownTimeout
+
+    @property
+    def drainDelay(self) -> float:
+        return self.policy.drainDelay
+
+    @property
+    def idleGrace(self) -> float:
+        return self.policy.idleGrace
+
+    @property
+    def draining(self) -> bool:
+        """
+        Whether the drain has begun.  Readiness checks and connections
+        consult it.
+        """
+        return self.phase is not Phase.SERVING
+
+    @property
+    def finished(self) -> bool:
+        """
+        Whether the drain is done.
+        """
+        return self.phase is Phase.DONE
+
+    @property
+    def cutting(self) -> bool:
+        """
+        Whether the cut has come: a request read from now on is answered
+        with a 503 at once (see L{answerCut}).
+        """
+        return self.phase.value >= Phase.CUT.value
+
+    @property
+    def listenersClosed(self) -> bool:
+        """
+        Whether the drain has closed every listener it was given.
+        """
+        return (
+            self.phase.value >= Phase.DRAINING.value
+            and not self._listeners
+            and not self._listenersClosing
+        )
+
+    def answerCut(self) -> bool:
+        """
+        A request was read after the cut: should it get its 503?
+
+        @return: C{True} if there is time for one; C{False} if the cap has
+            come, and the connection should be aborted rather than answered.
+        """
+        assert self.capAt is not None
+        return self.clock.seconds() < self.capAt
 
     # What the drain watches.
 
@@ -158,7 +287,7 @@ class Drain:
         A connection was accepted; the drain waits for it to close.
         """
         self._connections.add(connection)
-        if self._connectionsDraining:
+        if self.phase is Phase.DELAYING or self.listenersClosed:
             connection.beginDrain()
 
     def connectionClosed(self, connection: IDrainableConnection) -> None:
@@ -173,8 +302,15 @@ class Drain:
         """
         A response was completely written.
         """
-        if self.draining:
+        if self.phase is not Phase.SERVING:
             self.completedDuringDrain += 1
+
+    def requestCut(self) -> None:
+        """
+        A request was answered with a 503 or aborted by the cut, outside of
+        L{IDrainableConnection.cut}'s count.
+        """
+        self.requestsCut += 1
 
     def track(self, work: Deferred[_T]) -> Deferred[_T]:
         """
@@ -211,9 +347,19 @@ class Drain:
     @property
     def inFlight(self) -> int:
         """
-        The number of requests being answered right now.
+        The number of requests (or streams) being answered right now.
         """
-        return sum(1 for c in self._connections if c.isBusy())
+        return sum(c.inFlight for c in self._connections)
+
+    def connectionStates(self) -> dict[str, int]:
+        """
+        @return: the number of open connections in each state (see
+            L{IDrainableConnection.state}).
+        """
+        states: dict[str, int] = {}
+        for c in self._connections:
+            states[c.state] = states.get(c.state, 0) + 1
+        return states
 
     @property
     def pendingWork(self) -> int:
@@ -222,7 +368,7 @@ class Drain:
         """
         return len(self._tracked)
 
-    # The timeline.
+    # The timeline: inputs.
 
     def whenDone(self) -> Deferred[None]:
         """
@@ -251,9 +397,8 @@ class Drain:
             late, and the cap still counts from the signal.
         @return: L{whenDone}.
         """
-        if self.draining:
+        if self.phase is not Phase.SERVING:
             return self.whenDone()
-        self.draining = True
         now = self.clock.seconds()
         self.startedAt = now if startedAt is None else min(startedAt, now)
         self.capAt = self.startedAt + self.shutdownTimeout
@@ -271,20 +416,17 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        self._later(max(0.0, self.shutdownTimeout - self.cutLead - late), self._cut)
-        self._later(max(0.0, self.shutdownTimeout - late), self._atCap)
+        cutIn = self.shutdownTimeout - self.policy.cutLead - late
+        self._later(max(0.0, cutIn), self._cutDue)
+        self._later(max(0.0, self.shutdownTimeout - late), self._capReached)
         self._later(1.0, self._progress)
-        if self.drainDelay > late:
-            self._beginDrainOnConnections()
-            self._later(self.drainDelay - late, self._closeListeners)
-        else:
-            # Refuse new connections first, and only then close the idle
-            # ones: a port closes its socket on the reactor's next turn, and
-            # closing thousands of idle connections in this turn delays that
-            # one (by about 0.3 s for 5,000).  Responses written meanwhile
-            # already say Connection: close: channels look at draining.
-            self._closeListeners()
         done = self.whenDone()
+        if self.drainDelay > late:
+            self._enter(Phase.DELAYING)
+            # The listeners close before the cut, whatever the delay.
+            self._later(min(self.drainDelay - late, cutIn), self._delayElapsed)
+        else:
+            self._enter(Phase.DRAINING)
         self._maybeFinish()
         return done
 
@@ -297,10 +439,12 @@ class Drain:
         @param reason: why, for the log.
         @param signal: the name of the signal that forced it, if one did.
         """
-        if self.finished:
+        if self.phase is Phase.DONE:
             return
-        if not self.draining:
+        if self.phase is Phase.SERVING:
             self.start(reason, signal)
+            if self.finished:
+                return
         busy = self.inFlight
         self.requestsCut += busy
         self.log.warn(
@@ -314,59 +458,98 @@ class Drain:
             pendingWork=self.pendingWork,
             step="forced",
         )
-        self._closeListeners()
+        if self.phase is Phase.DELAYING:
+            self._listeners, listeners = [], self._listeners
+            for port in listeners:
+                port.stopListening()
         self._abortAll()
-        self._finish("forced")
+        self._enter(Phase.DONE, "forced")
 
-    def _forEach(
-        self, f: Callable[[IDrainableConnection], _T], default: _T | None = None
-    ) -> list[_T]:
+    def _delayElapsed(self) -> None:
+        if self.phase is Phase.DELAYING:
+            self._enter(Phase.DRAINING)
+
+    def _cutDue(self) -> None:
+        if self.phase in (Phase.DELAYING, Phase.DRAINING):
+            if self.phase is Phase.DELAYING:
+                self._enter(Phase.DRAINING)
+            self._enter(Phase.CUT)
+
+    def _capReached(self) -> None:
+        self._cutDue()
+        if self.phase is Phase.CUT:
+            self._abortAll()
+            self._enter(Phase.DONE, "cap")
+
+    def _listenersDone(self) -> None:
         """
-        Call C{f} on every connection: one that raises is logged (and counts
-        as C{default}), and the drain goes on with the others.
+        Every listener closed.  Late, after a forced stop, it is a no-op: the
+        log ends with C{done}.
         """
-        results = []
-        for connection in list(self._connections):
-            try:
-                results.append(f(connection))
-            except Exception:
-                self.log.failure(
-                    "drain step failed on {connection}", connection=connection
-                )
-                if default is not None:
-                    results.append(default)
-        return results
+        if self.phase is Phase.DONE:
+            return
+        self._beginDrainOnConnections()
+        self.log.info(
+            "Listeners closed: {inFlight} requests in flight, "
+            "{connections} connections open",
+            inFlight=self.inFlight,
+            connections=self.connections,
+            step="listeners_closed",
+        )
+        self._maybeFinish()
+
+    def _maybeFinish(self) -> None:
+        if (
+            self.phase in (Phase.DRAINING, Phase.CUT)
+            and self.listenersClosed
+            and not self._connections
+            and not self._tracked
+        ):
+            self._enter(Phase.DONE, "drained")
+
+    # The timeline: what entering each phase does.
+
+    def _enter(self, phase: Phase, outcome: str = "") -> None:
+        """
+        Move to C{phase}, which must be later than the current one, and do
+        what it begins with.
+
+        @param outcome: with L{Phase.DONE}, how the drain ended.
+        """
+        assert phase.value > self.phase.value, (self.phase, phase)
+        self.phase = phase
+        if phase is Phase.DELAYING:
+            self._beginDrainOnConnections()
+        elif phase is Phase.DRAINING:
+            # Without a drain delay, new connections are refused first and
+            # idle ones closed only once the listeners are: a port closes its
+            # socket on the reactor's next turn, and closing thousands of
+            # idle connections in this turn delays that one (by about 0.3 s
+            # for 5,000).  Responses written meanwhile already say
+            # Connection: close: channels look at draining.
+            self._closeListeners()
+        elif phase is Phase.CUT:
+            self._cut()
+        elif phase is Phase.DONE:
+            self._finish(outcome)
 
     def _beginDrainOnConnections(self) -> None:
-        if self._connectionsDraining:
-            return
-        self._connectionsDraining = True
         self._forEach(lambda connection: connection.beginDrain())
 
-    def _later(self, delay: float, f: Callable[[], object]) -> None:
-        self._calls.append(self.clock.callLater(delay, f))
-
     def _closeListeners(self) -> None:
-        if not self._listeners:
-            self.listenersClosed = True
-            self._beginDrainOnConnections()
-            return
         listeners, self._listeners = self._listeners, []
+        if not listeners:
+            self._beginDrainOnConnections()
+            self._maybeFinish()
+            return
+        self._listenersClosing += 1
 
         def closed(_: object) -> None:
-            self.listenersClosed = True
-            self._beginDrainOnConnections()
-            self.log.info(
-                "Listeners closed: {inFlight} requests in flight, "
-                "{connections} connections open",
-                inFlight=self.inFlight,
-                connections=self.connections,
-                step="listeners_closed",
-            )
-            self._maybeFinish()
+            self._listenersClosing -= 1
+            self._listenersDone()
 
         for port in listeners:
-            _acceptPending(port)
+            acceptPending(port)
         gatherResults(
             [maybeDeferred(port.stopListening) for port in listeners],
             consumeErrors=True,
@@ -374,26 +557,9 @@ class Drain:
             lambda f: self.log.failure("closing a listener failed", failure=f)
         ).addCallback(closed)
 
-    def _progress(self) -> None:
-        if self.finished:
-            return
-        assert self.startedAt is not None
-        self.log.info(
-            "Draining: {inFlight} requests in flight, {connections} "
-            "connections open, {pendingWork} tracked tasks, {remaining:.1f}s "
-            "to the cap",
-            inFlight=self.inFlight,
-            connections=self.connections,
-            pendingWork=self.pendingWork,
-            remaining=self.startedAt + self.shutdownTimeout - self.clock.seconds(),
-            step="progress",
-        )
-        self._later(1.0, self._progress)
-
     def _cut(self) -> None:
-        self._cutDone = True
-        retryAfter = max(1, round(self.shutdownTimeout))
-        cut = sum(self._forEach(lambda c: c.cutAtCap(retryAfter), default=0))
+        retryAfter = self.policy.retryAfter
+        cut = sum(self._forEach(lambda c: c.cut(retryAfter), default=0))
         self.requestsCut += cut
         self.abandoned = len(self._tracked)
         self._tracked.clear()
@@ -406,32 +572,13 @@ class Drain:
         )
         self._maybeFinish()
 
-    def _atCap(self) -> None:
-        if not self._cutDone:
-            self._cut()
-        self._abortAll()
-        self._finish("cap")
-
     def _abortAll(self) -> None:
         self._forEach(lambda connection: connection.abort())
         self._connections.clear()
         self.abandoned += len(self._tracked)
         self._tracked.clear()
 
-    def _maybeFinish(self) -> None:
-        if (
-            self.draining
-            and not self.finished
-            and self.listenersClosed
-            and not self._connections
-            and not self._tracked
-        ):
-            self._finish("drained")
-
     def _finish(self, outcome: str) -> None:
-        if self.finished:
-            return
-        self.finished = True
         self.finishedAt = self.clock.seconds()
         for call in self._calls:
             if call.active():
@@ -453,16 +600,40 @@ class Drain:
         for d in waiters:
             d.callback(None)
 
+    # Helpers.
 
-def _acceptPending(port: IListeningPort) -> None:
-    """
-    Accept the connections waiting in C{port}'s kernel accept queue.
+    def _forEach(
+        self, f: Callable[[IDrainableConnection], _T], default: _T | None = None
+    ) -> list[_T]:
+        """
+        Call C{f} on every connection: one that raises is logged (and counts
+        as C{default}), and the drain goes on with the others.
+        """
+        results = []
+        for connection in list(self._connections):
+            try:
+                results.append(f(connection))
+            except Exception:
+                self.log.failure(
+                    "drain step failed on {connection}", connection=connection
+                )
+                if default is not None:
+                    results.append(default)
+        return results
 
-    Closing a listening socket resets the connections still queued in it:
-    their clients completed the handshake and may have sent a request.
-    Accepting them first makes them ordinary connections of the drain,
-    served if a request arrives within the idle grace.
-    """
-    doRead = getattr(port, "doRead", None)
-    if doRead is not None and getattr(port, "connected", False):
-        doRead()
+    def _later(self, delay: float, f: Callable[[], object]) -> None:
+        self._calls.append(self.clock.callLater(delay, f))
+
+    def _progress(self) -> None:
+        assert self.startedAt is not None
+        self.log.info(
+            "Draining: {inFlight} requests in flight, {connections} "
+            "connections open, {pendingWork} tracked tasks, {remaining:.1f}s "
+            "to the cap",
+            inFlight=self.inFlight,
+            connections=self.connections,
+            pendingWork=self.pendingWork,
+            remaining=self.startedAt + self.shutdownTimeout - self.clock.seconds(),
+            step="progress",
+        )
+        self._later(1.0, self._progress)

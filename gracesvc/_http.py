@@ -1,32 +1,46 @@
+# -*- test-case-name: tests.unit.test_drain -*-
 """
-HTTP glue: a L{Site} whose connections take part in the drain.
+HTTP/1.1 glue: a L{Site} whose connections take part in the drain.
 
 Twisted's L{HTTPChannel} has no notion of a graceful close, and three of its
-habits lose responses during one (see C{shared/TWISTED-NOTES.md}):
+habits would lose responses during one:
 
   - C{checkPersistence} decides keep-alive per request and adds no
-    C{Connection: close} header when the server wants to close;
-  - a channel that is not persistent drops pipelined requests unparsed;
-  - L{HTTPFactory} keeps no list of its connections.
+    C{Connection: close} header when the server wants to close, so a client
+    would send its next request into a connection about to close;
+  - a channel that is not persistent drops the pipelined requests it has
+    already read, unparsed and unanswered;
+  - L{HTTPFactory} keeps no list of its connections, so nothing could wait
+    for them or close the idle ones.
 
 L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
+The Twisted internals this needs are in L{gracesvc._twisted}.
 """
 
 from __future__ import annotations
 
-import socket
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from twisted.web.server import Request as SiteRequest
 from twisted.web.server import Site
+from zope.interface import implementer
 
-from ._drain import Drain
+from ._drain import Drain, IDrainableConnection
+from ._twisted import (
+    bytesWaiting,
+    closeBeneathTLS,
+    hasPipelinedRequest,
+    pauseParsing,
+    resumeParsing,
+    takeNotifications,
+)
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
@@ -55,8 +69,7 @@ def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
     @return: whether the 503 was written (a handler may still have answered
         when it was cancelled).
     """
-    notifications, request.notifications = request.notifications, []
-    for d in notifications:
+    for d in takeNotifications(request):
         d.errback(Failure(ResponseCutAtCap()))
     if request.finished or request.startedWriting:
         return False
@@ -74,26 +87,10 @@ def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
     return True
 
 
-def _socketOf(transport: object) -> socket.socket | None:
-    """
-    @return: the socket under C{transport}, looking through wrapping
-        transports such as TLS (whose own handle is the TLS connection), or
-        L{None} for a transport without one.
-    """
-    while transport is not None:
-        getHandle = getattr(transport, "getHandle", None)
-        if getHandle is not None:
-            handle = getHandle()
-            if isinstance(handle, socket.socket):
-                return handle
-        transport = getattr(transport, "transport", None)
-    return None
-
-
 class DrainingRequest(SiteRequest):
     """
-    A request that, once its channel is cutting at the cap, is answered with
-    a 503 at once instead of being handed to the resource: a request read
+    A request that, once the drain has reached its cut, is answered with a
+    503 at once instead of being handed to the resource: a request read
     behind the one cut has no time left to be answered either.
     """
 
@@ -101,19 +98,40 @@ class DrainingRequest(SiteRequest):
 
     def process(self) -> None:
         channel = self.channel
-        if channel is not None and channel._cutting:
-            drain = channel._drain
-            if drain.capAt is not None and drain.clock.seconds() >= drain.capAt:
-                # A flood of pipelined requests: the cap comes first.
-                channel.paused = True
-                channel.abort()
+        if channel is not None:
+            drain = channel.site.drain
+            if drain.cutting:
+                if drain.answerCut():
+                    answerServiceUnavailable(self, drain.policy.retryAfter)
+                    drain.requestCut()
+                else:
+                    # A flood of pipelined requests: the cap comes first.
+                    pauseParsing(channel)
+                    channel.abort()
                 return
-            answerServiceUnavailable(self, channel._retryAfter)
-            drain.requestsCut += 1
-            return
         super().process()
 
 
+class _State(Enum):
+    """
+    What a L{DrainingChannel} is doing, as Go's C{http.ConnState} and
+    Twisted's C{HTTP11ClientProtocol._state} have it.
+    """
+
+    #: no request in progress: the drain may close it after the idle grace.
+    IDLE = "idle"
+    #: bytes of a request received, not all of it yet.
+    RECEIVING = "receiving"
+    #: a request received whole and being answered.
+    BUSY = "busy"
+    #: closing or aborted; nothing more is read or answered.
+    CLOSING = "closing"
+
+
+_IDLE, _RECEIVING, _BUSY, _CLOSING = _State
+
+
+@implementer(IDrainableConnection)
 class DrainingChannel(HTTPChannel):
     """
     An L{HTTPChannel} that tells its site's L{Drain} when it opens, answers
@@ -129,17 +147,18 @@ class DrainingChannel(HTTPChannel):
         used gets a short chance to send the request its client may be
         writing right now; that request is then served with
         C{Connection: close}.
+
+    Its one state (L{_State}) is moved by the parsing and answering hooks
+    below, and everything the drain asks of it is read from that.
     """
 
     site: DrainingSite
     _drain: Drain
-    _cutting = False
-    _retryAfter = 1
-    _closing = False
+    _state = _IDLE
     lastActivity = 0.0
     _requestReceivedAt = 0.0
-    _idleCall: Any = None
-    _resumeCall: Any = None
+    _idleCall: IDelayedCall | None = None
+    _resumeCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -148,12 +167,23 @@ class DrainingChannel(HTTPChannel):
         self._drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._state = _CLOSING
         for call in (self._idleCall, self._resumeCall):
             if call is not None and call.active():
                 call.cancel()
         self._idleCall = self._resumeCall = None
         super().connectionLost(reason)
         self._drain.connectionClosed(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state is _IDLE and data.strip():
+            self._state = _RECEIVING
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._state = _BUSY
+        self._requestReceivedAt = self._drain.clock.seconds()
+        super().allContentReceived()
 
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Headers
@@ -162,32 +192,35 @@ class DrainingChannel(HTTPChannel):
             headers.setRawHeaders(b"Connection", [b"close"])
         super().writeHeaders(version, code, reason, headers)
 
-    def allContentReceived(self) -> None:
-        self._requestReceivedAt = self._drain.clock.seconds()
-        super().allContentReceived()
-
     def requestDone(self, request: Request) -> None:
-        self.lastActivity = self._drain.clock.seconds()
+        drain = self._drain
+        self.lastActivity = drain.clock.seconds()
         metrics = self.site.metrics
         if metrics is not None:
             metrics.requestDone(request, self.lastActivity - self._requestReceivedAt)
-        if not self._cutting:
-            self._drain.requestCompleted()
-        if not self._drain.draining:
+        if self._state is _BUSY:
+            # Before Twisted parses what was pipelined behind it, which may
+            # make the channel busy again.
+            self._state = _IDLE
+        if not drain.draining:
+            drain.requestCompleted()
             super().requestDone(request)
             return
-        if self.persistent and not self._hasPipelinedData():
+        cutting = drain.cutting
+        if not cutting:
+            drain.requestCompleted()
+        if self.persistent and not hasPipelinedRequest(self):
             # Close after this response, as its Connection: close promised.
             # Requests already read behind it are answered first; at the cut,
             # with a 503 each (see DrainingRequest).
             self.persistent = False
-        elif self.persistent and not self._cutting:
+        elif self.persistent and not cutting:
             # Parse the next pipelined request on a later reactor turn:
             # Twisted parses all it has read (up to 64 KiB, thousands of
             # small requests) in one go, and the drain's timers, the cut and
             # the cap among them, could not run meanwhile.
-            self.paused = True
-            self._resumeCall = self._drain.clock.callLater(0, self._resumeParsing)
+            pauseParsing(self)
+            self._resumeCall = drain.clock.callLater(0, self._resumeParsing)
         super().requestDone(request)
         if self.persistent:
             # Parsing the pipelined data may have left no request in
@@ -196,62 +229,49 @@ class DrainingChannel(HTTPChannel):
 
     def _resumeParsing(self) -> None:
         self._resumeCall = None
-        self.paused = False
-        if self._closing or self.transport is None:
+        if self._state is _CLOSING or self.transport is None:
             return
-        self.dataReceived(b"")
-        if self.persistent and not self._handlingRequest:
+        resumeParsing(self)
+        if self.persistent:
             self._closeWhenIdle()
 
-    def _hasPipelinedData(self) -> bool:
-        # Pipelined bytes wait in _dataBuffer while a request is handled, or
-        # in LineReceiver's _buffer when this request was itself answered
-        # while its predecessor's pipelined bytes were being parsed.
-        return bool(self._buffer.strip()) or any(
-            chunk.strip() for chunk in self._dataBuffer
-        )
-
     def loseConnection(self) -> None:
-        self._closing = True
+        self._state = _CLOSING
         super().loseConnection()
-        if self._drain.draining and isinstance(self.transport, TLSMemoryBIOProtocol):
-            # Twisted's TLS waits for the peer's close_notify before closing
-            # the TCP connection, and an idle pooled client may never send
-            # it: the drain would wait for the cap.  The close_notify and the
-            # last response are already written below; close TCP after them,
-            # as Go and nginx do.
-            self.transport.transport.loseConnection()
+        if self._drain.draining:
+            closeBeneathTLS(self.transport)
 
     # IDrainableConnection
 
-    def isBusy(self) -> bool:
-        return self._handlingRequest
+    @property
+    def inFlight(self) -> int:
+        return 1 if self._state is _BUSY else 0
+
+    @property
+    def state(self) -> str:
+        return self._state.value
 
     def beginDrain(self) -> None:
         self._closeWhenIdle()
 
-    def cutAtCap(self, retryAfter: int) -> int:
-        self._cutting = True
-        self._retryAfter = retryAfter
-        if self._closing:
-            return 0
+    def cut(self, retryAfter: int) -> int:
         if self._resumeCall is not None:
             # Pipelined requests read but not parsed yet: each gets its 503
             # now (see DrainingRequest).
             self._resumeCall.cancel()
             self._resumeParsing()
-            if self._closing:
-                return 0
-        if self._handlingRequest and self.requests:
-            request = self.requests[0]
-            if not request.startedWriting:
-                answerServiceUnavailable(request, retryAfter)
-                if not self._closing:
-                    self.loseConnection()
+        state = self._state
+        if state is _CLOSING:
+            return 0
+        if state is _BUSY:
+            if self.requests[0].startedWriting:
+                self.abort()
                 return 1
-            self.abort()
+            answerServiceUnavailable(self.requests[0], retryAfter)
+            if self._state is not _CLOSING:
+                self.loseConnection()
             return 1
-        if self.requests:
+        if state is _RECEIVING:
             # A request still arriving: there is nothing to answer yet, and
             # closing with its bytes unread would reset the connection anyway.
             self.abort()
@@ -260,7 +280,7 @@ class DrainingChannel(HTTPChannel):
         return 0
 
     def abort(self) -> None:
-        self._closing = True
+        self._state = _CLOSING
         # TCP, Unix and TLS transports all abort; ITransport does not say so.
         abortConnection = getattr(self.transport, "abortConnection", None)
         if abortConnection is not None:
@@ -268,37 +288,23 @@ class DrainingChannel(HTTPChannel):
         elif self.transport is not None:
             self.transport.loseConnection()
 
-    # Idle handling while draining.
-
-    def _isIdle(self) -> bool:
-        return not self.requests and not self._buffer and not self._closing
-
-    def _bytesWaiting(self) -> bool:
-        # A request may sit in the kernel's receive buffer, not yet read by
-        # the reactor: closing now would reset it unanswered.
-        sock = _socketOf(self.transport)
-        if sock is None:
-            return False
-        try:
-            return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except OSError:
-            return False
+    # Idle connections while draining.
 
     def _closeWhenIdle(self) -> None:
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
-        if not self._isIdle():
+        if self._state is not _IDLE:
             return
-        clock = self._drain.clock
-        wait = self.lastActivity + self._drain.idleGrace - clock.seconds()
-        if wait <= 0 and not self._bytesWaiting():
+        drain = self._drain
+        wait = self.lastActivity + drain.idleGrace - drain.clock.seconds()
+        if wait <= 0 and not bytesWaiting(self.transport):
             self.loseConnection()
             return
         # Look again once the grace has run out, or, if bytes are waiting,
         # once the reactor has had the chance to read them.
-        self._idleCall = clock.callLater(
-            wait if wait > 0 else self._drain.idleGrace, self._closeIfIdle
+        self._idleCall = drain.clock.callLater(
+            wait if wait > 0 else drain.idleGrace, self._closeIfIdle
         )
 
     def _closeIfIdle(self) -> None:

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_metrics -*-
 """
 Prometheus metrics: what is in flight, and what each drain did.
 
@@ -34,6 +35,9 @@ from ._drain import Drain
 #: so that scanners cannot blow up the number of series.
 ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics"])
 
+#: The connection states always reported, even when no connection is in one.
+CONNECTION_STATES = ("idle", "receiving", "busy", "closing")
+
 
 class _DrainCollector(Collector):
     def __init__(self, drain: Drain) -> None:
@@ -49,11 +53,14 @@ class _DrainCollector(Collector):
         )
         connections = GaugeMetricFamily(
             "gracesvc_open_connections",
-            "Open HTTP connections, by whether a request is being answered.",
+            "Open connections, by state: idle, receiving (a request arriving), "
+            "busy (a request being answered), closing.",
             labels=["state"],
         )
-        connections.add_metric(["busy"], inFlight)
-        connections.add_metric(["idle"], drain.connections - inFlight)
+        states = dict.fromkeys(CONNECTION_STATES, 0)
+        states.update(drain.connectionStates())
+        for state, count in states.items():
+            connections.add_metric([state], count)
         yield connections
         yield GaugeMetricFamily(
             "gracesvc_tracked_tasks",

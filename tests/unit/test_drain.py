@@ -11,10 +11,13 @@ import tempfile
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from gracesvc._drain import Drain
+from gracesvc._drain import Drain, DrainPolicy, IDrainableConnection, Phase
 from gracesvc.testing import Wire, get
 
 
@@ -576,3 +579,180 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual(len(lines), 1)
         self.assertIn('"GET /ping HTTP/1.1" 200', lines[0])
         self.assertIsNone(wire.site._logFile)
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_drainDelayMustFitInTheTimeout(self) -> None:
+        """
+        The drain delay is part of the shutdown: one at or past the timeout
+        is refused, with a message that says so.
+        """
+        with self.assertRaises(ValueError) as e:
+            DrainPolicy(shutdownTimeout=2, drainDelay=2)
+        self.assertIn("drain delay (2s) must be >= 0 and less than", str(e.exception))
+        with self.assertRaises(ValueError):
+            DrainPolicy(shutdownTimeout=0)
+        with self.assertRaises(ValueError):
+            DrainPolicy(drainDelay=-1)
+        with self.assertRaises(ValueError):
+            Drain(Clock(), shutdownTimeout=1, drainDelay=3)
+
+    def test_cutLeadAndRetryAfter(self) -> None:
+        """
+        The cut comes 0.1 s before the cap, or a tenth of a short cap; the
+        503 tells clients to retry after about the cap.
+        """
+        self.assertEqual(DrainPolicy(5).cutLead, 0.1)
+        self.assertEqual(DrainPolicy(0.5).cutLead, 0.05)
+        self.assertEqual(DrainPolicy(5).retryAfter, 5)
+        self.assertEqual(DrainPolicy(0.2).retryAfter, 1)
+
+
+class PhaseTests(SynchronousTestCase):
+    def test_phasesInOrder(self) -> None:
+        """
+        A drain with a delay walks SERVING, DELAYING, DRAINING, CUT, DONE,
+        each at its time.
+        """
+        drain = Drain(Clock(), shutdownTimeout=2, drainDelay=0.5)
+        clock: Clock = drain.clock  # type: ignore[assignment]
+        drain.addListener(FakePort(clock))
+        drain.connectionOpened(Multiplexed(1))
+        self.assertIs(drain.phase, Phase.SERVING)
+        drain.start()
+        self.assertIs(drain.phase, Phase.DELAYING)
+        self.assertTrue(drain.draining)
+        clock.advance(0.5)
+        self.assertIs(drain.phase, Phase.DRAINING)
+        self.assertTrue(drain.listenersClosed)
+        clock.advance(1.39)
+        self.assertIs(drain.phase, Phase.DRAINING)
+        clock.advance(0.01)
+        self.assertIs(drain.phase, Phase.CUT)
+        self.assertTrue(drain.cutting)
+        clock.advance(0.1)
+        self.assertIs(drain.phase, Phase.DONE)
+        self.assertTrue(drain.finished)
+
+    def test_listenersCloseBeforeTheCutWhateverTheDelay(self) -> None:
+        """
+        A drain delay that reaches into the cut's lead still closes the
+        listeners before requests are cut: no request is accepted only to
+        be cut.
+        """
+        wire = Wire(shutdownTimeout=1, drainDelay=0.95, pingDelay=10)
+        port = FakePort(wire.clock)
+        wire.drain.addListener(port)
+        client = wire.connect()
+        client.send(get("/ping"))
+        wire.drain.start()
+        wire.advance(0.9)
+        self.assertAlmostEqual(port.closedAt, 0.9)  # type: ignore[arg-type]
+        self.assertEqual(client.responses[0].code, 503)
+
+    def test_secondSignalWhileTheListenersCloseLogsInOrder(self) -> None:
+        """
+        A forced stop while a listener is still closing ends the log with
+        C{done}: the late close is not reported after it.
+        """
+        wire = Wire()
+        events = captureLog(wire.drain)
+        closing: Deferred[None] = Deferred()
+
+        class SlowPort(FakePort):
+            def stopListening(self) -> Deferred[None]:
+                return closing
+
+        wire.drain.addListener(SlowPort(wire.clock))
+        done = wire.drain.start("SIGINT")
+        wire.drain.forceStop()
+        self.successResultOf(done)
+        closing.callback(None)
+        self.assertEqual([e["step"] for e in events], ["start", "forced", "done"])
+
+    def test_lateInputsAreNoOpsOnceDone(self) -> None:
+        """
+        Once done, starting again, forcing, and the timers' inputs change
+        nothing.
+        """
+        wire = Wire(shutdownTimeout=1)
+        events = captureLog(wire.drain)
+        self.successResultOf(wire.drain.start())
+        wire.drain.start()
+        wire.drain.forceStop()
+        wire.advance(2)
+        self.assertIs(wire.drain.phase, Phase.DONE)
+        self.assertEqual([e["step"] for e in events], ["start", "done"])
+
+
+@implementer(IDrainableConnection)
+class Multiplexed:
+    """
+    A connection carrying several requests at once, as an HTTP/2 connection
+    carries streams.
+    """
+
+    def __init__(self, inFlight: int) -> None:
+        self.inFlight = inFlight
+        self.state = "busy"
+        self.cutWith: int | None = None
+
+    def beginDrain(self) -> None:
+        pass
+
+    def cut(self, retryAfter: int) -> int:
+        self.cutWith = retryAfter
+        cut, self.inFlight = self.inFlight, 0
+        return cut
+
+    def abort(self) -> None:
+        pass
+
+
+class ConnectionKindTests(SynchronousTestCase):
+    def test_inFlightCountsRequestsNotConnections(self) -> None:
+        """
+        The drain counts what each connection has in flight: one connection
+        with three streams is three requests, all three cut at the cap.
+        """
+        drain = Drain(Clock(), shutdownTimeout=1)
+        connection = Multiplexed(3)
+        verifyObject(IDrainableConnection, connection)
+        drain.connectionOpened(connection)
+        self.assertEqual((drain.inFlight, drain.connections), (3, 1))
+        drain.start()
+        drain.clock.advance(0.9)  # type: ignore[attr-defined]
+        self.assertEqual(connection.cutWith, 1)
+        self.assertEqual(drain.requestsCut, 3)
+
+    def test_channelStatesAsTheWireSeesThem(self) -> None:
+        """
+        An HTTP/1.1 channel is idle, receiving while a request arrives,
+        busy while it is answered, idle again after, closing once closed.
+        """
+        wire = Wire(pingDelay=1)
+        client = wire.connect()
+        channel = client.server
+        verifyObject(IDrainableConnection, channel)
+        self.assertEqual((channel.state, channel.inFlight), ("idle", 0))
+        client.send(b"\r\n")
+        self.assertEqual(channel.state, "idle")
+        client.send(b"GET /ping HTTP/1.1\r\n")
+        self.assertEqual((channel.state, channel.inFlight), ("receiving", 0))
+        client.send(b"Host: test\r\n\r\n")
+        self.assertEqual((channel.state, channel.inFlight), ("busy", 1))
+        self.assertEqual(wire.drain.connectionStates(), {"busy": 1})
+        wire.advance(1.1)
+        self.assertEqual(client.responses[0].code, 200)
+        self.assertEqual(channel.state, "idle")
+        client.send(get("/ping") + b"GET /ping HTTP/1.1\r\n")
+        self.assertEqual(channel.state, "busy")
+        wire.advance(1.1)
+        self.assertEqual(channel.state, "receiving")
+        wire.drain.start()
+        wire.flush()
+        self.assertEqual(channel.state, "receiving")
+        client.send(b"Host: test\r\n\r\n")
+        wire.advance(1.1)
+        self.assertEqual([r.code for r in client.responses], [200, 200, 200])
+        self.assertEqual(channel.state, "closing")

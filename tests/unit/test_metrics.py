@@ -74,14 +74,23 @@ class MetricsThroughADrainTests(SynchronousTestCase):
             after[("gracesvc_requests_total", (("code", "503"), ("route", "/ping")))], 1
         )
 
-    def test_idleConnectionsCounted(self) -> None:
+    def test_connectionsCountedByState(self) -> None:
+        """
+        Connections are counted by their one state: a half-received request
+        is C{receiving}, not idle; every state is reported, zeros too.
+        """
         wire = Wire()
         c = wire.connect()
         c.send(get("/healthz"))
         wire.connect()
+        wire.connect().send(b"GET /ping HTTP/1.1\r\n")
         scraped = self.scrape(wire)
         self.assertEqual(
-            scraped[("gracesvc_open_connections", (("state", "idle"),))], 2
+            {
+                state: scraped[("gracesvc_open_connections", (("state", state),))]
+                for state in ("idle", "receiving", "busy", "closing")
+            },
+            {"idle": 2, "receiving": 1, "busy": 0, "closing": 0},
         )
 
     def test_unknownPathsShareOneRoute(self) -> None:

@@ -1,0 +1,138 @@
+# -*- test-case-name: tests.unit.test_twisted_internals -*-
+"""
+Every Twisted internal gracesvc relies on, in one place.
+
+Twisted has no public API for what a graceful drain must know (whether a
+channel holds pipelined bytes, the socket under a TLS transport, the
+connections waiting in a listening socket's accept queue).  Each function
+here reads or drives one private attribute of Twisted 26.10, says why it is
+needed, and is pinned by C{tests/unit/test_twisted_internals.py}: a Twisted
+upgrade that changes any of them fails there, with the name of the internal,
+instead of silently losing responses during a drain.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, ITransport
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.web.http import HTTPChannel, Request
+
+
+def acceptPending(port: IListeningPort) -> None:
+    """
+    Accept the connections waiting in C{port}'s kernel accept queue.
+
+    Closing a listening socket resets the connections still queued in it:
+    their clients completed the handshake and may have sent a request.
+    Accepting them first makes them ordinary connections of the drain,
+    served if a request arrives within the idle grace.
+
+    Internals: L{twisted.internet.tcp.Port}'s C{doRead} (accepts what is
+    queued) and C{connected}.
+    """
+    doRead = getattr(port, "doRead", None)
+    if doRead is not None and getattr(port, "connected", False):
+        doRead()
+
+
+def socketOf(transport: object) -> socket.socket | None:
+    """
+    @return: the socket under C{transport}, looking through wrapping
+        transports such as TLS (whose own handle is the TLS connection), or
+        L{None} for a transport without one.
+
+    Internals: a wrapping transport's C{transport} attribute (the wrapped
+    one), as L{TLSMemoryBIOProtocol} and L{twisted.protocols.policies}'
+    wrappers keep it.
+    """
+    while transport is not None:
+        getHandle = getattr(transport, "getHandle", None)
+        if getHandle is not None:
+            handle = getHandle()
+            if isinstance(handle, socket.socket):
+                return handle
+        transport = getattr(transport, "transport", None)
+    return None
+
+
+def bytesWaiting(transport: object) -> bool:
+    """
+    @return: whether bytes sit in the kernel's receive buffer of the socket
+        under C{transport}, not yet read by the reactor: a request may be
+        there, and closing now would reset it unanswered.
+    """
+    sock = socketOf(transport)
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
+def closeBeneathTLS(transport: ITransport | None) -> None:
+    """
+    After C{loseConnection} on a TLS transport, close the TCP connection
+    under it without waiting for the peer's close_notify.
+
+    Twisted's TLS waits for the peer's close_notify before closing the TCP
+    connection, and an idle pooled client may never send it: the drain would
+    wait for the cap.  The close_notify and the last response are already
+    written below; this closes TCP after them, as Go and nginx do.
+
+    Internals: L{TLSMemoryBIOProtocol}'s C{transport}, the TCP transport.
+    """
+    if isinstance(transport, TLSMemoryBIOProtocol) and transport.transport:
+        transport.transport.loseConnection()
+
+
+def hasPipelinedRequest(channel: HTTPChannel) -> bool:
+    """
+    @return: whether C{channel} has read bytes of a request behind the one
+        being answered.
+
+    Internals: L{HTTPChannel}'s C{_dataBuffer} (bytes read while a request
+    is handled) and L{LineReceiver}'s C{_buffer} (bytes being parsed, when
+    a request is answered while its predecessor's pipelined bytes are parsed).
+    """
+    return bool(channel._buffer.strip()) or any(
+        chunk.strip() for chunk in channel._dataBuffer
+    )
+
+
+def pauseParsing(channel: HTTPChannel) -> None:
+    """
+    Stop C{channel} from parsing the bytes it has already read.
+
+    Internals: L{LineReceiver}'s C{paused}, which its C{dataReceived} loop
+    checks between lines (L{HTTPChannel.pauseProducing} pauses the
+    transport, not the parsing of what was read).
+    """
+    channel.paused = True
+
+
+def resumeParsing(channel: HTTPChannel) -> None:
+    """
+    Parse what C{channel} read while L{pauseParsing} held it.
+
+    Internals: as L{pauseParsing}; C{dataReceived(b"")} runs the parsing
+    loop over L{LineReceiver}'s buffer.
+    """
+    channel.paused = False
+    channel.dataReceived(b"")
+
+
+def takeNotifications(request: Request) -> list[Deferred[None]]:
+    """
+    Take the Deferreds that L{Request.notifyFinish} handed out for
+    C{request}, so that the caller can errback them before it answers the
+    request itself (and L{Request.finish} does not fire them).
+
+    Internals: L{Request}'s C{notifications} list.
+    """
+    notifications: list[Deferred[None]]
+    notifications, request.notifications = request.notifications, []
+    return notifications

@@ -1,0 +1,176 @@
+"""
+Pins for every Twisted internal gracesvc relies on (L{gracesvc._twisted}).
+
+Each test names the internal in its first line.  If one fails after a
+Twisted upgrade, the drain may lose responses silently: read the function
+of L{gracesvc._twisted} it pins, and adapt it to the new Twisted.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet.interfaces import ITransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.tcp import Port
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel, Request
+from twisted.web.test.requesthelper import DummyChannel
+
+from gracesvc import _twisted
+from gracesvc.testing import get
+
+
+class Recorder(HTTPChannel):
+    """
+    An L{HTTPChannel} that answers nothing on its own and records what its
+    hooks see.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed: list[bytes] = []
+        self.received: list[Request] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.fed.append(data)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self.received.append(self.requests[-1])
+        super().allContentReceived()
+
+
+class HoldingRequest(Request):
+    def process(self) -> None:
+        pass
+
+
+def channel() -> tuple[Recorder, StringTransport]:
+    c = Recorder()
+    c.requestFactory = HoldingRequest  # type: ignore[assignment]
+    transport = StringTransport()
+    c.makeConnection(transport)
+    return c, transport
+
+
+class HTTPChannelTests(SynchronousTestCase):
+    def test_pipelinedBytesWaitInDataBuffer(self) -> None:
+        """
+        C{HTTPChannel._dataBuffer} and C{LineReceiver._buffer}: bytes read
+        behind a request being handled wait there, and
+        L{_twisted.hasPipelinedRequest} sees them.
+        """
+        c, _ = channel()
+        c.dataReceived(get("/a"))
+        self.assertFalse(_twisted.hasPipelinedRequest(c))
+        c.dataReceived(get("/b"))
+        self.assertIsInstance(c._dataBuffer, list)
+        self.assertIsInstance(c._buffer, bytes)
+        self.assertTrue(_twisted.hasPipelinedRequest(c))
+        c.dataReceived(b"\r\n")
+        c._dataBuffer = [b"\r\n"]
+        self.assertFalse(_twisted.hasPipelinedRequest(c))
+
+    def test_requestDoneFeedsPipelinedBytesThroughDataReceived(self) -> None:
+        """
+        C{HTTPChannel.requestDone} hands the pipelined bytes back to
+        C{self.dataReceived}: L{DrainingChannel} moves its state there.
+        """
+        c, _ = channel()
+        c.dataReceived(get("/a") + get("/b"))
+        self.assertEqual(len(c.received), 1)
+        c.received[0].finish()
+        self.assertEqual(c.fed[-1], get("/b"))
+        self.assertEqual(len(c.received), 2)
+
+    def test_pausedStopsParsingAndEmptyDataResumesIt(self) -> None:
+        """
+        C{LineReceiver.paused}: a paused channel keeps what it read
+        unparsed; L{_twisted.resumeParsing} (C{dataReceived(b"")}) parses it.
+        """
+        c, _ = channel()
+        c.dataReceived(get("/a") + get("/b"))
+        _twisted.pauseParsing(c)
+        c.received[0].finish()
+        self.assertEqual(len(c.received), 1)
+        _twisted.resumeParsing(c)
+        self.assertEqual(len(c.received), 2)
+
+    def test_notificationsListHoldsNotifyFinishDeferreds(self) -> None:
+        """
+        C{Request.notifications}: what L{Request.notifyFinish} hands out;
+        taken away, L{Request.finish} no longer fires them.
+        """
+        request = Request(DummyChannel())
+        d = request.notifyFinish()
+        taken = _twisted.takeNotifications(request)
+        self.assertEqual(taken, [d])
+        self.assertEqual(request.notifications, [])
+
+
+class TransportTests(SynchronousTestCase):
+    def tlsOver(self, below: StringTransport) -> ITransport:
+        from twisted.internet.ssl import CertificateOptions
+
+        factory = TLSMemoryBIOFactory(
+            CertificateOptions(), False, Factory.forProtocol(Protocol)
+        )
+        tls = factory.buildProtocol(None)
+        assert tls is not None
+        tls.makeConnection(below)
+        return tls  # type: ignore[return-value]
+
+    def test_tlsTransportKeepsTheTCPTransport(self) -> None:
+        """
+        C{TLSMemoryBIOProtocol.transport}: the transport below TLS.
+        L{_twisted.socketOf} finds the socket through it, and
+        L{_twisted.closeBeneathTLS} closes it.
+        """
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+
+        class SocketTransport(StringTransport):
+            def getHandle(self) -> socket.socket:
+                return a
+
+        below = SocketTransport()
+        tls = self.tlsOver(below)
+        self.assertIs(_twisted.socketOf(tls), a)
+        self.assertFalse(_twisted.bytesWaiting(tls))
+        b.send(b"GET")
+        self.assertTrue(_twisted.bytesWaiting(tls))
+        _twisted.closeBeneathTLS(tls)
+        self.assertTrue(below.disconnecting)
+
+    def test_closeBeneathTLSLeavesPlainTransportsAlone(self) -> None:
+        """
+        Only a TLS transport has its transport below closed.
+        """
+        plain = StringTransport()
+        _twisted.closeBeneathTLS(plain)
+        self.assertFalse(plain.disconnecting)
+        self.assertIsNone(_twisted.socketOf(plain))
+
+    def test_portAcceptsWithDoRead(self) -> None:
+        """
+        C{tcp.Port.doRead} and C{connected}: what L{_twisted.acceptPending}
+        calls to accept the connections queued in the kernel.
+        """
+        self.assertTrue(callable(Port.doRead))
+        self.assertIn("_accept", Port.doRead.__code__.co_names)
+        self.assertIn("buildProtocol", Port.doRead.__code__.co_names)
+        self.assertFalse(Port.connected)
+        calls: list[str] = []
+
+        class Listening:
+            connected = True
+
+            def doRead(self) -> None:
+                calls.append("accept")
+
+        _twisted.acceptPending(Listening())  # type: ignore[arg-type]
+        self.assertEqual(calls, ["accept"])
