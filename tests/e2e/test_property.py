@@ -466,10 +466,11 @@ class Player:
             c = self.connection(step.conn)
             if c is not None:
                 whole = sum(1 for r in c.requests if r.sentAt is not None)
-                self.pump(
-                    time.monotonic() + READ_TIMEOUT,
-                    lambda: not c.reading or len(parseResponses(c)[0]) >= whole,
-                )
+
+                def answered(c: Connection = c) -> bool:
+                    return not c.reading or len(parseResponses(c)[0]) >= whole
+
+                self.pump(time.monotonic() + READ_TIMEOUT, answered)
         elif isinstance(step, Close):
             c = self.connection(step.conn)
             if c is not None and c.closedAt is None:

@@ -4,6 +4,8 @@ The routes, through treq's in-memory client.
 
 from __future__ import annotations
 
+from typing import Any
+
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -17,7 +19,8 @@ class RouteTests(SynchronousTestCase):
         self.clock = Clock()
         self.drain = Drain(self.clock)
         self.app = GraceApp(self.clock, self.drain, pingDelay=5)
-        self.treq = StubTreq(self.app.resource())
+        # StubTreq makes its methods at run time: mypy cannot see them.
+        self.treq: Any = StubTreq(self.app.resource())
 
     def fetch(self, path: str) -> tuple[int, bytes, bytes]:
         response = self.successResultOf(self.treq.get(f"http://test{path}"))

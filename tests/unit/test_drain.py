@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -21,6 +23,7 @@ from gracesvc._drain import Drain, DrainPolicy, IDrainableConnection, Phase
 from gracesvc.testing import Wire, get
 
 
+@implementer(IListeningPort)
 class FakePort:
     """
     A listening port that records when it was closed.
@@ -30,16 +33,20 @@ class FakePort:
         self.clock = clock
         self.closedAt: float | None = None
 
-    def stopListening(self) -> None:
-        self.closedAt = self.clock.seconds()
+    def startListening(self) -> None:
+        pass
 
-    def getHost(self) -> str:
-        return "fake"
+    def stopListening(self) -> Deferred[None] | None:
+        self.closedAt = self.clock.seconds()
+        return None
+
+    def getHost(self) -> IAddress:
+        return IPv4Address("TCP", "127.0.0.1", 8080)
 
 
 def captureLog(drain: Drain) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    drain.log = Logger(observer=events.append)
+    drain.log = Logger(observer=cast(ILogObserver, events.append))
     return events
 
 
@@ -88,7 +95,7 @@ class DrainLifecycleTests(SynchronousTestCase):
         closing: Deferred[None] = Deferred()
 
         class SlowPort(FakePort):
-            def stopListening(self) -> Deferred[None]:
+            def stopListening(self) -> Deferred[None] | None:
                 return closing
 
         wire.drain.addListener(SlowPort(wire.clock))
@@ -647,7 +654,7 @@ class PhaseTests(SynchronousTestCase):
         client.send(get("/ping"))
         wire.drain.start()
         wire.advance(0.9)
-        self.assertAlmostEqual(port.closedAt, 0.9)  # type: ignore[arg-type]
+        self.assertAlmostEqual(port.closedAt, 0.9)
         self.assertEqual(client.responses[0].code, 503)
 
     def test_secondSignalWhileTheListenersCloseLogsInOrder(self) -> None:
@@ -660,7 +667,7 @@ class PhaseTests(SynchronousTestCase):
         closing: Deferred[None] = Deferred()
 
         class SlowPort(FakePort):
-            def stopListening(self) -> Deferred[None]:
+            def stopListening(self) -> Deferred[None] | None:
                 return closing
 
         wire.drain.addListener(SlowPort(wire.clock))

@@ -9,8 +9,10 @@ of L{gracesvc._twisted} it pins, and adapt it to the new Twisted.
 from __future__ import annotations
 
 import socket
+from typing import cast
 
-from twisted.internet.interfaces import ITransport
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IListeningPort, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Port
 from twisted.internet.testing import StringTransport
@@ -50,7 +52,7 @@ class HoldingRequest(Request):
 
 def channel() -> tuple[Recorder, StringTransport]:
     c = Recorder()
-    c.requestFactory = HoldingRequest  # type: ignore[assignment]
+    c.requestFactory = HoldingRequest
     transport = StringTransport()
     c.makeConnection(transport)
     return c, transport
@@ -104,7 +106,7 @@ class HTTPChannelTests(SynchronousTestCase):
         C{Request.notifications}: what L{Request.notifyFinish} hands out;
         taken away, L{Request.finish} no longer fires them.
         """
-        request = Request(DummyChannel())
+        request = Request(cast(HTTPChannel, DummyChannel()))
         d = request.notifyFinish()
         taken = _twisted.takeNotifications(request)
         self.assertEqual(taken, [d])
@@ -118,10 +120,10 @@ class TransportTests(SynchronousTestCase):
         factory = TLSMemoryBIOFactory(
             CertificateOptions(), False, Factory.forProtocol(Protocol)
         )
-        tls = factory.buildProtocol(None)
+        tls = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         assert tls is not None
         tls.makeConnection(below)
-        return tls  # type: ignore[return-value]
+        return tls
 
     def test_tlsTransportKeepsTheTCPTransport(self) -> None:
         """
@@ -172,5 +174,5 @@ class TransportTests(SynchronousTestCase):
             def doRead(self) -> None:
                 calls.append("accept")
 
-        _twisted.acceptPending(Listening())  # type: ignore[arg-type]
+        _twisted.acceptPending(cast(IListeningPort, Listening()))
         self.assertEqual(calls, ["accept"])
