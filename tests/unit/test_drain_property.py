@@ -1,0 +1,222 @@
+"""
+The drain's invariants on generated client programs, in memory.
+
+The in-memory twin of C{tests/e2e/test_property.py}: Hypothesis drives
+clients of a L{DrainingSite} on a L{Clock} (connect, send a whole request,
+part of one, pipeline two, close, let time pass) with the drain starting,
+and sometimes forced, in between, and checks after every step and at the
+end what a user relies on:
+
+  1. every request sent whole on a connection the server had not closed
+     gets exactly one complete response, its normal answer or a 503 with
+     C{Retry-After}, in order;
+  2. every response written after the drain began says C{Connection:
+     close};
+  3. the drain is done by the cap, and at once when forced;
+  4. nothing is logged as a failure.
+
+An example takes milliseconds, so the default run tries many, derandomized
+so that C{make check} gives the same verdict every time;
+C{GRACESVC_PROPERTY_EXAMPLES=n} asks for n random ones.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from twisted.logger import ILogObserver, Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc.testing import Client, Wire, get
+
+EXAMPLES = int(os.environ.get("GRACESVC_PROPERTY_EXAMPLES") or 0)
+
+#: Each kind of request and its normal answer's status.
+REQUESTS = {
+    "ping": (get("/ping"), 200),
+    "healthz": (get("/healthz"), 200),
+    "missing": (get("/missing"), 404),
+    "close": (get("/ping", "Connection: close"), 200),
+}
+
+
+class Conversation:
+    """
+    One client connection and what the server owes it.
+
+    @ivar owed: the normal answer's status for each request sent whole.
+    @ivar done: the client sends nothing more (it sent part of a request,
+        or asked for the connection to close).
+    @ivar beforeDrain: how many responses it had when the drain began.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.owed: list[int] = []
+        self.done = False
+        self.beforeDrain: int | None = None
+
+
+class DrainMachine(RuleBasedStateMachine):
+    """
+    Clients of one L{Wire}, and what each is owed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conversations: list[Conversation] = []
+        self.startedAt: float | None = None
+        self.forced = False
+        self.failures: list[dict[str, Any]] = []
+        self.wire = Wire()
+
+    @initialize(
+        pingDelay=st.sampled_from([0, 0.3, 1.0, 3.0]),
+        drainDelay=st.sampled_from([0, 0.4, 1.5]),
+        shutdownTimeout=st.sampled_from([1.0, 2.0, 5.0]),
+    )
+    def configure(
+        self, pingDelay: float, drainDelay: float, shutdownTimeout: float
+    ) -> None:
+        self.wire = Wire(
+            shutdownTimeout=shutdownTimeout,
+            drainDelay=min(drainDelay, shutdownTimeout / 2),
+            pingDelay=pingDelay,
+        )
+
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_failure") is not None:
+                self.failures.append(event)
+
+        self.wire.drain.log = Logger(observer=cast(ILogObserver, observe))
+
+    def sender(self, index: int) -> Conversation | None:
+        """
+        @return: the conversation at C{index}, if its client may still send.
+        """
+        if not self.conversations:
+            return None
+        c = self.conversations[index % len(self.conversations)]
+        return None if c.done or c.client.closed else c
+
+    @precondition(lambda self: len(self.conversations) < 4)
+    @rule()
+    def connect(self) -> None:
+        if self.wire.drain.listenersClosed:
+            return  # refused: the listener is closed
+        c = Conversation(self.wire.connect())
+        if self.startedAt is not None:
+            c.beforeDrain = 0
+        self.conversations.append(c)
+
+    @rule(index=st.integers(0, 3), kind=st.sampled_from(sorted(REQUESTS)))
+    def send(self, index: int, kind: str) -> None:
+        c = self.sender(index)
+        if c is not None:
+            data, code = REQUESTS[kind]
+            c.owed.append(code)
+            c.done = kind == "close"
+            c.client.send(data)
+
+    @rule(index=st.integers(0, 3))
+    def pipeline(self, index: int) -> None:
+        c = self.sender(index)
+        if c is not None:
+            c.owed += [200, 200]
+            c.client.send(get("/healthz") + get("/ping"))
+
+    @rule(index=st.integers(0, 3), length=st.integers(1, 30))
+    def sendPart(self, index: int, length: int) -> None:
+        c = self.sender(index)
+        if c is not None:
+            c.done = True
+            c.client.send(get("/ping")[:length])
+
+    @rule(index=st.integers(0, 3))
+    def close(self, index: int) -> None:
+        c = self.sender(index)
+        if c is not None:
+            self.conversations.remove(c)
+            c.client.close()
+
+    @rule(seconds=st.sampled_from([0.01, 0.1, 0.3, 0.6, 1.0]))
+    def wait(self, seconds: float) -> None:
+        self.wire.advance(seconds)
+
+    @precondition(lambda self: self.startedAt is None)
+    @rule()
+    def signal(self) -> None:
+        self.startDrain()
+        self.wire.flush()
+
+    def startDrain(self) -> None:
+        self.startedAt = self.wire.clock.seconds()
+        for c in self.conversations:
+            c.beforeDrain = len(c.client.responses)
+        self.wire.drain.start("SIGTERM", "SIGTERM")
+
+    @precondition(lambda self: self.startedAt is not None and not self.forced)
+    @rule()
+    def secondSignal(self) -> None:
+        self.forced = True
+        self.wire.drain.forceStop("second signal", "SIGTERM")
+        self.wire.flush()
+        assert self.wire.drain.finished, "a forced stop ends the drain at once"
+
+    @invariant()
+    def answeredAsOwed(self) -> None:
+        for c in self.conversations:
+            responses = c.client.responses
+            assert len(responses) <= len(c.owed), (c.owed, responses)
+            for response, code in zip(responses, c.owed, strict=False):
+                if response.code == 503:
+                    assert b"retry-after" in response.headers, response
+                else:
+                    assert response.code == code, (code, response)
+            if c.client.closed and not self.forced:
+                assert len(responses) == len(c.owed), (c.owed, responses)
+            if c.beforeDrain is not None:
+                for response in responses[c.beforeDrain :]:
+                    assert response.headers.get(b"connection") == b"close", response
+
+    def teardown(self) -> None:
+        if self.startedAt is None:
+            self.startDrain()
+        assert self.startedAt is not None
+        drain = self.wire.drain
+        self.wire.advance(drain.shutdownTimeout + 0.05)
+        assert drain.finished, "done by the cap"
+        assert drain.finishedAt is not None
+        assert drain.finishedAt - self.startedAt <= drain.shutdownTimeout + 1e-6
+        for c in self.conversations:
+            assert c.client.closed, "every connection closed by the end"
+        self.answeredAsOwed()
+        assert not self.failures, self.failures
+
+
+DrainMachine.TestCase.settings = settings(
+    max_examples=EXAMPLES or 150,
+    stateful_step_count=25,
+    derandomize=not EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+class DrainPropertyTests(SynchronousTestCase):
+    def test_drainInvariants(self) -> None:
+        """
+        The invariants of the module docstring hold on every generated
+        program.
+        """
+        DrainMachine.TestCase("runTest").runTest()
