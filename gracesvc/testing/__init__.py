@@ -1,5 +1,13 @@
+# -*- test-case-name: tests.unit.test_drain -*-
 """
-In-memory HTTP connections to a L{DrainingSite}, driven by a L{Clock}.
+Test your resources under a drain: in-memory HTTP connections to a
+L{DrainingSite}, driven by a L{Clock}.
+
+L{Wire} serves a resource (gracesvc's own routes unless you give one)
+through a real L{DrainingSite} and L{Drain}; L{Wire.connect} opens a
+L{Client}; L{get} builds a request; L{Client.responses} parses what came
+back; L{Wire.advance} lets time pass.  L{gracesvc.testing.process} has the
+process-level counterpart: real C{twistd} processes and raw socket clients.
 
 L{twisted.test.iosim} (what C{treq.testing.StubTreq} runs on) moves bytes
 between a real server channel and a raw client, and delivers
@@ -17,6 +25,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
 from twisted.test import iosim
+from twisted.web.resource import IResource
 
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
@@ -112,26 +121,42 @@ class Client:
         wire.clients.append(self)
 
     def send(self, data: bytes) -> None:
+        """
+        Write C{data} to the server, and let it be delivered.
+        """
         self.clientTransport.write(data)
         self.wire.flush()
 
     def close(self) -> None:
+        """
+        Close the connection from the client's side.
+        """
         self.clientTransport.loseConnection()
         self.wire.flush()
 
     @property
     def responses(self) -> list[Response]:
+        """
+        The complete responses received so far, in order.
+        """
         return parseResponses(self.protocol.data)
 
     @property
     def closed(self) -> bool:
+        """
+        Whether the connection is closed.
+        """
         return bool(self.protocol.closed)
 
 
 class Wire:
     """
-    A L{DrainingSite} serving L{GraceApp} on a L{Clock}, with in-memory
-    clients.
+    A L{DrainingSite} on a L{Clock}, with in-memory clients.
+
+    @ivar clock: the clock the drain, the site and the routes run on.
+    @ivar drain: the drain the site's connections report to.
+    @ivar metrics: the metrics the site counts responses in.
+    @ivar site: the L{DrainingSite}.
     """
 
     def __init__(
@@ -140,8 +165,21 @@ class Wire:
         drainDelay: float = 0.0,
         pingDelay: float = 2.0,
         idleGrace: float = 0.5,
+        resource: IResource | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.clock = Clock()
+        """
+        @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
+        @param drainDelay: see L{gracesvc.DrainPolicy}.
+        @param pingDelay: how long gracesvc's own C{/ping} waits, when
+            C{resource} is not given.
+        @param idleGrace: see L{gracesvc.DrainPolicy}.
+        @param resource: the root resource to serve; gracesvc's own routes
+            (C{/ping}, C{/healthz}, C{/readyz}, C{/metrics}) if L{None}.
+        @param clock: the clock to run on, if C{resource} needs it too; a
+            new one if L{None}.
+        """
+        self.clock = Clock() if clock is None else clock
         self.drain = Drain(
             self.clock,
             shutdownTimeout=shutdownTimeout,
@@ -149,16 +187,22 @@ class Wire:
             idleGrace=idleGrace,
         )
         self.metrics = Metrics(self.drain)
-        self.app = GraceApp(self.clock, self.drain, pingDelay, self.metrics)
-        self.site = DrainingSite(
-            self.app.resource(), self.drain, self.metrics, reactor=self.clock
-        )
+        if resource is None:
+            app = GraceApp(self.clock, self.drain, pingDelay, self.metrics)
+            resource = app.resource()
+        self.site = DrainingSite(resource, self.drain, self.metrics, reactor=self.clock)
         self.clients: list[Client] = []
 
     def connect(self) -> Client:
+        """
+        @return: a new client connection to the site.
+        """
         return Client(self)
 
     def flush(self) -> None:
+        """
+        Move the bytes written on every connection until none are left.
+        """
         for _ in range(20):
             if not any(c.pump.flush() for c in self.clients):
                 break

@@ -763,3 +763,39 @@ class ConnectionKindTests(SynchronousTestCase):
         wire.advance(1.1)
         self.assertEqual([r.code for r in client.responses], [200, 200, 200])
         self.assertEqual(channel.state, "closing")
+
+
+class TestingWireTests(SynchronousTestCase):
+    def test_aUsersOwnResourceUnderADrain(self) -> None:
+        """
+        L{Wire} serves a resource of the user's own, on the clock it was
+        given, as the README's example shows.
+        """
+        from twisted.internet.task import deferLater
+        from twisted.web.resource import Resource
+        from twisted.web.server import NOT_DONE_YET
+
+        clock = Clock()
+
+        class Slow(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> object:
+                def answer() -> None:
+                    request.write(b"done")
+                    request.finish()
+
+                request.setHeader(b"content-length", b"4")
+                deferLater(clock, 1, answer)
+                return NOT_DONE_YET
+
+        wire = Wire(resource=Slow(), clock=clock)
+        client = wire.connect()
+        client.send(get("/anything"))
+        done = wire.drain.start()
+        self.assertNoResult(done)
+        wire.advance(1.1)
+        [response] = client.responses
+        self.assertEqual((response.code, response.body), (200, b"done"))
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.successResultOf(done)
