@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra arguments for twistd gracesvc, e.g. make run ARGS="--ping-delay 1"
 ARGS ?=
 
-.PHONY: run check test test-property clean
+.PHONY: run check test test-property floors clean
 
 # editable_mode=compat puts the checkout on sys.path with a .pth file, so
 # twistd finds twisted/plugins/ here; the default editable mode uses an
@@ -33,8 +33,17 @@ check: $(BIN)/.installed
 test: check
 	$(BIN)/pytest -q tests/e2e
 
+# The declared lower bounds: for each Python from python_requires' floor up
+# that this machine has, a fresh venv under .venv-floors/ with every
+# install_requires dependency at exactly its floor from setup.cfg, then mypy
+# and tests/unit under trial and pytest.  About 30 s a Python.
+# FLOORS_PYTHONS="3.12" picks the Pythons.
+FLOORS_PYTHONS ?=
+floors:
+	$(PYTHON) .ci/floors $(FLOORS_PYTHONS)
+
 clean:
-	rm -rf $(VENV) *.egg-info _trial_temp twisted/plugins/dropin.cache
+	rm -rf $(VENV) .venv-floors *.egg-info _trial_temp twisted/plugins/dropin.cache
 
 # The benchmarks: make bench prints their tables and writes
 # bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs
