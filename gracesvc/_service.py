@@ -41,6 +41,11 @@ class GracefulService(Service):
     """
     Serve C{factory} on C{endpoints}; on shutdown, drain through C{drain}.
 
+    Like Twisted's C{StreamServerEndpointService}, it listens in
+    L{privilegedStartService}, which twistd calls before it gives up root
+    for C{--uid}/C{--gid}, so that it can listen on a port below 1024.
+    Started without it (a plain L{startService}), it listens then.
+
     The drain starts from a 'before' 'shutdown' system event trigger, so it
     runs on the first SIGINT or SIGTERM whatever the service hierarchy
     looks like, and also from L{stopService}.  Both return the same drain.
@@ -84,6 +89,7 @@ class GracefulService(Service):
         self.auxiliaryEndpoints = list(auxiliaryEndpoints)
         self.ports: list[IListeningPort] = []
         self.auxiliaryPorts: list[IListeningPort] = []
+        self._listening = False
         self._trigger: Any = None
         self._triggerFired = False
         self._previousHandlers: dict[int, Any] = {}
@@ -91,16 +97,40 @@ class GracefulService(Service):
         self._stopSignalCount = itertools.count()
         self._signalledAt: float | None = None
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
         """
-        Listen on every endpoint and arrange to drain on shutdown.
+        Listen on every endpoint, while the process may still be root.
 
         @raise ListenFailed: an endpoint that fails at once (a port in use,
             say).  The ports opened before it are closed again.
         """
+        super().privilegedStartService()
+        self._listenOnAll()
+
+    def startService(self) -> None:
+        """
+        Listen on every endpoint, unless L{privilegedStartService} did, and
+        arrange to drain on shutdown.
+
+        @raise ListenFailed: as L{privilegedStartService}.
+        """
         super().startService()
         if self._earlySignals is not None:
             self._earlySignals.release(self.reactor)
+        if not self._listening:
+            try:
+                self._listenOnAll()
+            except ListenFailed:
+                self.running = False
+                raise
+        self._trigger = self.reactor.addSystemEventTrigger(
+            "before", "shutdown", self._shutdownStarted
+        )
+        if self._installSignalHandler is not None:
+            # The reactor installs its own handlers as it starts running.
+            self.reactor.callWhenRunning(self._watchStopSignals)
+
+    def _listenOnAll(self) -> None:
         listeners = [(d, e, self.factory, True) for d, e in self.endpoints]
         listeners += [(d, e, f, False) for d, e, f in self.auxiliaryEndpoints]
         for description, endpoint, factory, drained in listeners:
@@ -109,16 +139,10 @@ class GracefulService(Service):
                 for port in self.ports + self.auxiliaryPorts:
                     port.stopListening()
                 self.ports, self.auxiliaryPorts = [], []
-                self.running = False
                 raise ListenFailed(
                     f"cannot listen on {description}: {failure.getErrorMessage()}"
                 )
-        self._trigger = self.reactor.addSystemEventTrigger(
-            "before", "shutdown", self._shutdownStarted
-        )
-        if self._installSignalHandler is not None:
-            # The reactor installs its own handlers as it starts running.
-            self.reactor.callWhenRunning(self._watchStopSignals)
+        self._listening = True
 
     def _listen(
         self,
@@ -344,9 +368,9 @@ class TwistdService(GracefulService):
     one log line and exit status 1, not a traceback.
     """
 
-    def startService(self) -> None:
+    def _listenOnAll(self) -> None:
         try:
-            super().startService()
+            super()._listenOnAll()
         except ListenFailed as e:
             self.log.critical("gracesvc: {error}", error=str(e))
             raise SystemExit(1) from None

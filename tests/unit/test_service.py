@@ -107,6 +107,32 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual([p for p, *_ in reactor.tcpServers], [8080, 8443])
         self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
 
+    def test_privilegedStartServiceListens(self) -> None:
+        """
+        twistd calls C{privilegedStartService} before it gives up root for
+        C{--uid}, then C{startService}: the service listens in the first,
+        and only there, as Twisted's C{StreamServerEndpointService} does.
+        """
+        reactor = TriggerReactor()
+        service, _ = makeService(reactor, "tcp:80", "tcp:443")
+        service.privilegedStartService()
+        self.assertEqual([p for p, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.ports), 2)
+        service.startService()
+        self.assertEqual([p for p, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.ports), 2)
+        self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
+
+    def test_privilegedListenFailureNamesTheEndpoint(self) -> None:
+        reactor = RaisingMemoryReactor(
+            listenException=CannotListenError("", 80, OSError(13, "Permission denied"))
+        )
+        service, _ = makeService(reactor, "tcp:80")
+        with self.assertRaises(ListenFailed) as caught:
+            service.privilegedStartService()
+        self.assertIn("cannot listen on tcp:80:", str(caught.exception))
+        self.assertIn("Permission denied", str(caught.exception))
+
     def test_shutdownTriggerStartsTheDrain(self) -> None:
         """
         The reactor's shutdown (a signal) starts the drain through the
@@ -144,20 +170,26 @@ class ServiceTests(SynchronousTestCase):
         self.assertFalse(service.running)
 
     def test_twistdExitsWithOneLogLineWhenThePortIsInUse(self) -> None:
-        reactor = RaisingMemoryReactor(
-            listenException=CannotListenError(
-                "", 8080, OSError(98, "Address already in use")
+        """
+        Under twistd a port in use is one critical log line and exit
+        status 1, from C{privilegedStartService} (where twistd listens) as
+        from C{startService}.
+        """
+        for start in ("privilegedStartService", "startService"):
+            reactor = RaisingMemoryReactor(
+                listenException=CannotListenError(
+                    "", 8080, OSError(98, "Address already in use")
+                )
             )
-        )
-        service, _ = makeService(reactor, "tcp:8080", cls=TwistdService)
-        events: list[dict[str, Any]] = []
-        service.log = Logger(observer=events.append)
-        with self.assertRaises(SystemExit) as caught:
-            service.startService()
-        self.assertEqual(caught.exception.code, 1)
-        [event] = events
-        self.assertEqual(event["log_level"].name, "critical")
-        self.assertIn("tcp:8080", event["error"])
+            service, _ = makeService(reactor, "tcp:8080", cls=TwistdService)
+            events: list[dict[str, Any]] = []
+            service.log = Logger(observer=events.append)
+            with self.assertRaises(SystemExit) as caught:
+                getattr(service, start)()
+            self.assertEqual(caught.exception.code, 1)
+            [event] = events
+            self.assertEqual(event["log_level"].name, "critical")
+            self.assertIn("tcp:8080", event["error"])
 
 
 class AuxiliaryEndpointTests(SynchronousTestCase):

@@ -155,3 +155,19 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 9100])
         self.assertEqual(len(service.auxiliaryPorts), 1)
+
+    def test_listensBeforePrivilegesAreDropped(self) -> None:
+        """
+        Every endpoint, the metrics one included, listens in
+        C{privilegedStartService}, which twistd calls before C{--uid} and
+        C{--gid} take effect; C{startService} does not listen again.
+        """
+        reactor = MemoryReactorClock()
+        options = tap.Options(reactor=reactor)
+        options.parseOptions(["--listen", "tcp:80", "--metrics-listen", "tcp:443"])
+        service = tap.makeService(options, FakeSignals())
+        service.privilegedStartService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [80, 443])
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.auxiliaryPorts), 1)
