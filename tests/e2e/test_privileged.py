@@ -11,9 +11,9 @@ read, and a copy of this checkout is installed into it, not editable (pip
 may reach the package index for the dependencies).  That build takes most
 of this module's time.
 
-Skipped unless run as root with a C{/usr/bin/python3} that can make a venv
-(Debian's C{python3-venv}).  Every wait is bounded; every process is killed
-by its pid and the directory removed.
+Skipped unless run as root with a C{/usr/bin/python3} (3.11 or later) that
+can make a venv (Debian's C{python3-venv}).  Every wait is bounded; every
+process is killed by its pid and the directory removed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from typing import ClassVar
@@ -88,6 +87,14 @@ class NobodyVenv:
         @raise SkipTest: if C{/usr/bin/python3} cannot make a venv.
         @raise AssertionError: if installing the checkout fails.
         """
+        version = subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if version.stdout.strip() != "True":
+            raise SkipTest(f"{SYSTEM_PYTHON} is older than gracesvc's Python 3.11")
         self = cls()
         venv = os.path.join(self.directory, "venv")
         made = subprocess.run(
@@ -286,7 +293,3 @@ class PrivilegedPortTests(SynchronousTestCase):
         self.assertIn(f"cannot listen on tcp:{self.port}:interface=127.0.0.1", line)
         self.assertIn("Address already in use", line)
         self.assertNotIn("set uid/gid", output)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run with pytest")
