@@ -1,15 +1,16 @@
 """
-The service: listens on every endpoint, and drains on shutdown.
+The service, which listens on every endpoint and drains on shutdown, and
+the stop signals, which start that drain and force it.
 """
 
 from __future__ import annotations
 
 import itertools
 import signal
-import threading
 from collections.abc import Callable, Sequence
+from enum import Enum
 from types import FrameType
-from typing import Any, Protocol
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -24,10 +25,9 @@ from twisted.python.failure import Failure
 
 from ._drain import Drain
 
-#: What C{signal.signal} looks like; injected so tests need no real signals.
-InstallSignalHandler = Callable[[int, Any], Any]
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: A signal handler as C{signal.signal} takes and returns it: a callable, or
+#: C{SIG_DFL}/C{SIG_IGN}, or L{None} for one not installed from Python.
+SignalHandler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 
 class ListenFailed(Exception):
@@ -41,10 +41,15 @@ class GracefulService(Service):
     """
     Serve C{factory} on C{endpoints}; on shutdown, drain through C{drain}.
 
+    Like Twisted's C{StreamServerEndpointService}, it listens in
+    L{privilegedStartService}, which twistd calls before it gives up root
+    for C{--uid}/C{--gid}, so that it can listen on a port below 1024.
+    Started without it (a plain L{startService}), it listens then.
+
     The drain starts from a 'before' 'shutdown' system event trigger, so it
-    runs on the first SIGINT or SIGTERM whatever the service hierarchy
-    looks like, and also from L{stopService}.  Both return the same drain.
-    While draining, a second SIGINT or SIGTERM stops at once.
+    runs however the reactor is stopped and whatever the service hierarchy
+    looks like, and also from L{stopService}.  Both wait for the same drain.
+    Signals are L{StopSignals}' business.
     """
 
     log = Logger()
@@ -55,8 +60,6 @@ class GracefulService(Service):
         endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
         drain: Drain,
         reactor: IReactorCore,
-        installSignalHandler: InstallSignalHandler | None = None,
-        earlySignals: EarlySignals | None = None,
         auxiliaryEndpoints: Sequence[
             tuple[str, IStreamServerEndpoint, IProtocolFactory]
         ] = (),
@@ -67,10 +70,6 @@ class GracefulService(Service):
             what logs and errors call the endpoint.
         @param drain: the drain that the factory's connections report to.
         @param reactor: the reactor whose shutdown starts the drain.
-        @param installSignalHandler: C{signal.signal}, or a stand-in.  L{None}
-            leaves the signal handlers alone (no second-signal escalation).
-        @param earlySignals: signals caught while the process was starting,
-            handed to the reactor when the service starts.
         @param auxiliaryEndpoints: (description, endpoint, factory) served
             until the drain is done but not drained, such as a metrics
             endpoint that must stay scrapeable while the main listeners close.
@@ -79,28 +78,42 @@ class GracefulService(Service):
         self.endpoints = list(endpoints)
         self.drain = drain
         self.reactor = reactor
-        self._installSignalHandler = installSignalHandler
-        self._earlySignals = earlySignals
         self.auxiliaryEndpoints = list(auxiliaryEndpoints)
         self.ports: list[IListeningPort] = []
         self.auxiliaryPorts: list[IListeningPort] = []
-        self._trigger: Any = None
+        self._listening = False
+        self._trigger: object = None
         self._triggerFired = False
-        self._previousHandlers: dict[int, Any] = {}
-        self._reactorHandlers: dict[int, Any] = {}
-        self._stopSignalCount = itertools.count()
-        self._signalledAt: float | None = None
 
-    def startService(self) -> None:
+    def privilegedStartService(self) -> None:
         """
-        Listen on every endpoint and arrange to drain on shutdown.
+        Listen on every endpoint, while the process may still be root.
 
         @raise ListenFailed: an endpoint that fails at once (a port in use,
             say).  The ports opened before it are closed again.
         """
+        super().privilegedStartService()
+        self._listenOnAll()
+
+    def startService(self) -> None:
+        """
+        Listen on every endpoint, unless L{privilegedStartService} did, and
+        arrange to drain on shutdown.
+
+        @raise ListenFailed: as L{privilegedStartService}.
+        """
         super().startService()
-        if self._earlySignals is not None:
-            self._earlySignals.release(self.reactor)
+        if not self._listening:
+            try:
+                self._listenOnAll()
+            except ListenFailed:
+                self.running = False
+                raise
+        self._trigger = self.reactor.addSystemEventTrigger(
+            "before", "shutdown", self._shutdownStarted
+        )
+
+    def _listenOnAll(self) -> None:
         listeners = [(d, e, self.factory, True) for d, e in self.endpoints]
         listeners += [(d, e, f, False) for d, e, f in self.auxiliaryEndpoints]
         for description, endpoint, factory, drained in listeners:
@@ -109,16 +122,11 @@ class GracefulService(Service):
                 for port in self.ports + self.auxiliaryPorts:
                     port.stopListening()
                 self.ports, self.auxiliaryPorts = [], []
-                self.running = False
                 raise ListenFailed(
                     f"cannot listen on {description}: {failure.getErrorMessage()}"
                 )
-        self._trigger = self.reactor.addSystemEventTrigger(
-            "before", "shutdown", self._shutdownStarted
-        )
-        if self._installSignalHandler is not None:
-            # The reactor installs its own handlers as it starts running.
-            self.reactor.callWhenRunning(self._watchStopSignals)
+        self._listening = True
+        self.drain.whenDone().addCallback(self._closeAuxiliary)
 
     def _listen(
         self,
@@ -172,17 +180,9 @@ class GracefulService(Service):
             port.stopListening()
 
     def _shutdownStarted(self) -> Deferred[None]:
+        # A stop signal has started the drain already, naming the signal.
         self._triggerFired = True
-        return self._drainOnStop()
-
-    def _drainOnStop(self) -> Deferred[None]:
-        # The reactor's own signal handlers record the signal that stops it
-        # (twistd re-raises it at exit); any other stop leaves it unset.
-        signum = getattr(self.reactor, "_exitSignal", None)
-        if signum is None:
-            return self._drain("reactor stopped")
-        name = signal.Signals(signum).name
-        return self._drain(name, name)
+        return self.drain.start("reactor stopped")
 
     def stopService(self) -> Deferred[None]:
         """
@@ -194,159 +194,219 @@ class GracefulService(Service):
         if self._trigger is not None and not self._triggerFired:
             self.reactor.removeSystemEventTrigger(self._trigger)
         self._trigger = None
-        return self._drain("service stopped")
-
-    def _drain(self, reason: str, signalName: str | None = None) -> Deferred[None]:
-        if not self.drain.draining:
-            self._escalateOnSecondSignal()
-            self.drain.whenDone().addCallback(self._closeAuxiliary)
-        return self.drain.start(reason, signalName, startedAt=self._signalledAt)
-
-    def _escalateOnSecondSignal(self) -> None:
-        install = self._installSignalHandler
-        if install is None or threading.current_thread() is not threading.main_thread():
-            return
-        for signum in _STOP_SIGNALS:
-            self._previousHandlers[signum] = install(signum, self._secondSignal)
-        self.drain.whenDone().addCallback(self._restoreSignalHandlers)
-
-    def _watchStopSignals(self) -> None:
-        """
-        Put L{_stopSignal} in front of the reactor's SIGINT and SIGTERM
-        handlers.  A signal the reactor leaves alone (an ignored SIGINT in a
-        background job) stays as it is.
-        """
-        install = self._installSignalHandler
-        if install is None or threading.current_thread() is not threading.main_thread():
-            return
-        for signum in _STOP_SIGNALS:
-            previous = install(signum, self._stopSignal)
-            if callable(previous) and previous is not self._stopSignal:
-                self._reactorHandlers[signum] = previous
-            else:
-                install(signum, previous)
-
-    def _stopSignal(self, signum: int, frame: FrameType | None) -> None:
-        """
-        The first stop signal goes to the reactor, which stops and so starts
-        the drain; any later one forces the stop.
-
-        The drain starts only on the reactor's next iteration.  Without this
-        a second signal in between went to the reactor too: it called
-        C{reactor.stop()} twice (C{ReactorNotRunning}, a traceback in the
-        log), replaced the exit signal, and forced nothing.
-        """
-        # Counted with one call, not a flag tested then set: a second signal
-        # can run this handler again between any two bytecodes of the first.
-        if (
-            next(self._stopSignalCount) > 0
-            or self.drain.draining
-            or getattr(self.reactor, "_exitSignal", None) is not None
-        ):
-            self._secondSignal(signum, frame)
-            return
-        self._signalledAt = self.drain.clock.seconds()
-        self._reactorHandlers[signum](signum, frame)
-
-    def _secondSignal(self, signum: int, frame: FrameType | None) -> None:
-        # Runs between two bytecodes of whatever the reactor was doing:
-        # hand the work to the reactor, as Twisted's own handlers do.
-        name = signal.Signals(signum).name
-        self.reactor.callFromThread(  # type: ignore[attr-defined]
-            self._forceStop, f"second signal, {name}", name
-        )
-
-    def _forceStop(self, reason: str, signalName: str) -> None:
-        if not self.drain.draining:
-            # The reactor has not run its shutdown triggers yet: start the
-            # drain as they would, so that it ends the same way.
-            self._drainOnStop()
-        self.drain.forceStop(reason, signalName)
-
-    def _restoreSignalHandlers(self, _: object) -> None:
-        install = self._installSignalHandler
-        assert install is not None
-        previous, self._previousHandlers = self._previousHandlers, {}
-        for signum, handler in previous.items():
-            install(signum, handler)
-
-
-class SignalModule(Protocol):
-    """
-    What L{EarlySignals} needs of the L{signal} module.
-    """
-
-    def signal(self, signalnum: int, handler: Any) -> Any: ...
-
-    def getsignal(self, signalnum: int) -> Any: ...
-
-
-class EarlySignals:
-    """
-    Catch SIGINT and SIGTERM from the moment the service is made until the
-    reactor runs and has its own handlers.
-
-    Without it, a SIGINT during start-up raises L{KeyboardInterrupt} wherever
-    Python happens to be, and twistd prints a traceback or hangs half
-    started.  With it, the signal is remembered and handed to the reactor
-    once it runs, which then shuts down cleanly with the signal's status.
-    """
-
-    def __init__(self, signals: SignalModule) -> None:
-        """
-        @param signals: the L{signal} module, or a stand-in in tests.
-        """
-        self._signals = signals
-        self._previous: dict[int, Any] = {}
-        self.received: int | None = None
-
-    def catch(self) -> None:
-        """
-        Start catching.
-        """
-        for signum in _STOP_SIGNALS:
-            self._previous[signum] = self._signals.signal(signum, self._remember)
-
-    def _remember(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
-
-    def release(self, reactor: Any) -> None:
-        """
-        Hand over to C{reactor} once it runs: its handlers take over, and a
-        signal caught meanwhile is passed to them.
-
-        Twisted installs its SIGINT handler only over Python's default, so
-        where this catcher still stands the reactor's handler is put in its
-        place here (or whatever stood before, such as the SIG_IGN a shell
-        gives background jobs).
-        """
-        reactor.callWhenRunning(self._handOver, reactor)
-
-    def _handOver(self, reactor: Any) -> None:
-        reactorHandlers: dict[int, Any] = {
-            signal.SIGINT: reactor.sigInt,
-            signal.SIGTERM: reactor.sigTerm,
-        }
-        previous, self._previous = self._previous, {}
-        for signum, handler in previous.items():
-            if self._signals.getsignal(signum) == self._remember:
-                if handler in (signal.default_int_handler, signal.SIG_DFL):
-                    handler = reactorHandlers[signum]
-                self._signals.signal(signum, handler)
-        if self.received is not None:
-            reactorHandlers[self.received](self.received, None)
+        return self.drain.start("service stopped")
 
 
 class TwistdService(GracefulService):
     """
     L{GracefulService} as twistd runs it: an endpoint that cannot listen is
-    one log line and exit status 1, not a traceback.
+    one log line and exit status 1, not a traceback; and the stop signals,
+    caught since the service was made, are watched from when it starts.
     """
 
-    def startService(self) -> None:
+    def __init__(
+        self,
+        factory: IProtocolFactory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        drain: Drain,
+        reactor: IReactorCore,
+        stopSignals: StopSignals,
+        auxiliaryEndpoints: Sequence[
+            tuple[str, IStreamServerEndpoint, IProtocolFactory]
+        ] = (),
+    ) -> None:
+        """
+        @param stopSignals: the signals, caught already.
+        @see: L{GracefulService.__init__} for the rest.
+        """
+        super().__init__(factory, endpoints, drain, reactor, auxiliaryEndpoints)
+        self.stopSignals = stopSignals
+
+    def _listenOnAll(self) -> None:
         try:
-            super().startService()
+            super()._listenOnAll()
         except ListenFailed as e:
             self.log.critical("gracesvc: {error}", error=str(e))
             raise SystemExit(1) from None
+
+    def startService(self) -> None:
+        super().startService()
+        self.stopSignals.watch()
+
+
+class SignalModule(Protocol):
+    """
+    What L{StopSignals} needs of the L{signal} module.
+    """
+
+    def signal(self, signalnum: int, handler: SignalHandler, /) -> SignalHandler: ...
+
+    def getsignal(self, signalnum: int, /) -> SignalHandler: ...
+
+
+class SignalReactor(Protocol):
+    """
+    What L{StopSignals} needs of the reactor.
+
+    C{sigInt} and C{sigTerm} are the handlers Twisted's reactors install for
+    themselves; they are in no interface.  Besides stopping the reactor,
+    they record the signal that twistd re-raises once the reactor has
+    stopped, so that the exit status is the signal's.
+    """
+
+    def callWhenRunning(
+        self, callable: Callable[..., object], *args: object, **kwargs: object
+    ) -> object: ...
+
+    def callFromThread(
+        self, callable: Callable[..., object], *args: object, **kwargs: object
+    ) -> None: ...
+
+    def sigInt(self, number: int, frame: FrameType | None = None) -> None: ...
+
+    def sigTerm(self, number: int, frame: FrameType | None = None) -> None: ...
+
+
+class _Phase(Enum):
+    """
+    Where L{StopSignals} stands.
+    """
+
+    #: Caught, from the moment the service is made; the reactor does not
+    #: run yet, so a signal is only handed to it once it does.
+    STARTING = "starting"
+    #: The reactor runs: the first signal stops it and starts the drain.
+    WATCHING = "watching"
+    #: A signal stopped the reactor: any further one forces the stop, until
+    #: the process exits.
+    FORCING = "forcing"
+    #: The drain ended with no signal (the service was stopped): the
+    #: signals are handled as they would be without us.
+    RESTORED = "restored"
+
+
+class StopSignals:
+    """
+    The one owner of SIGINT and SIGTERM in a process that drains.
+
+    From L{catch} on, a stop signal is never a L{KeyboardInterrupt} and never
+    lost, even during start-up.  The first one goes to the reactor's own
+    handler, which stops the reactor and sets the exit status, and starts
+    the drain, whose cap counts from the signal.  Any later one forces the
+    stop.  When a drain ends that no signal started, the signals are given
+    back.
+
+    The handler itself only counts the signal and hands the work to the
+    reactor with C{callFromThread}, as Twisted's own handlers do: it runs
+    between two bytecodes of whatever the reactor was doing.
+
+    SIGINT is taken only over Python's default handler, as Twisted does: an
+    ignored SIGINT (a shell's background job) stays ignored, a debugger's
+    stays the debugger's.
+    """
+
+    def __init__(
+        self, reactor: SignalReactor, drain: Drain, signals: SignalModule = signal
+    ) -> None:
+        """
+        @param reactor: the reactor that a signal stops.
+        @param drain: the drain that a signal starts, or forces.
+        @param signals: the L{signal} module, or a stand-in in tests.
+        """
+        self._reactor = reactor
+        self._drain = drain
+        self._signals = signals
+        self._phase = _Phase.STARTING
+        #: What would handle each signal we own if we did not.
+        self._saved: dict[int, SignalHandler] = {}
+        self._arrivals = itertools.count()
+        # One bound method, so that it is recognisable when handed back.
+        self._handler = self._signalled
+
+    @property
+    def phase(self) -> str:
+        """
+        Where it stands: C{"starting"}, C{"watching"}, C{"forcing"} or
+        C{"restored"}.
+        """
+        return self._phase.value
+
+    def catch(self) -> None:
+        """
+        Catch SIGINT and SIGTERM from now on.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signum == signal.SIGINT:
+                if self._signals.getsignal(signum) != signal.default_int_handler:
+                    continue
+            self._saved[signum] = self._signals.signal(signum, self._handler)
+        self._drain.whenDone().addCallback(self._drainDone)
+
+    def watch(self) -> None:
+        """
+        Stand in front of the reactor's own handlers once it runs: call it
+        as the service starts.  L{catch} uses nothing of the reactor, so
+        that a service can be made for one that never runs.
+        """
+        self._reactor.callWhenRunning(self._reactorRunning)
+
+    def _reactorRunning(self) -> None:
+        """
+        The reactor has installed its handlers as it started (over our
+        SIGTERM; not over our SIGINT, which is not Python's default): stand
+        in front of them again, and keep them to give back.
+        """
+        if self._phase is _Phase.RESTORED:
+            return
+        reactorHandlers = self._reactorHandlers()
+        for signum in self._saved:
+            self._signals.signal(signum, self._handler)
+            self._saved[signum] = reactorHandlers[signum]
+        if self._phase is _Phase.STARTING:
+            self._phase = _Phase.WATCHING
+
+    def _reactorHandlers(self) -> dict[int, Callable[[int, FrameType | None], None]]:
+        return {
+            signal.SIGINT: self._reactor.sigInt,
+            signal.SIGTERM: self._reactor.sigTerm,
+        }
+
+    def _signalled(self, signum: int, frame: FrameType | None) -> None:
+        # Decided with one call, not a flag tested then set: a second signal
+        # can run this handler again between any two bytecodes of the first.
+        if next(self._arrivals) == 0 and not self._drain.draining:
+            at = self._drain.clock.seconds()
+            self._reactor.callFromThread(self._stop, signum, at)
+        else:
+            self._reactor.callFromThread(self._force, signum)
+
+    def _stop(self, signum: int, at: float) -> None:
+        """
+        The first signal: the reactor's handler stops the reactor (on its
+        next turn) and records the exit status; the drain starts now, with
+        its cap counted from C{at}, when the signal arrived.
+        """
+        if self._phase is not _Phase.RESTORED:
+            self._phase = _Phase.FORCING
+        self._reactorHandlers()[signum](signum, None)
+        name = signal.Signals(signum).name
+        self._drain.start(name, name, startedAt=at)
+
+    def _force(self, signum: int) -> None:
+        """
+        A signal while the drain runs: stop now.
+        """
+        name = signal.Signals(signum).name
+        self._drain.forceStop(f"second signal, {name}", name)
+
+    def _drainDone(self, _: object) -> None:
+        """
+        Give the signals back, unless one stopped the reactor: the process
+        is then on its way out, and until it exits a further signal must
+        neither stop the reactor again (C{ReactorNotRunning}, and a new exit
+        status) nor raise L{KeyboardInterrupt}.
+        """
+        if self._phase in (_Phase.STARTING, _Phase.WATCHING):
+            self._phase = _Phase.RESTORED
+            for signum, handler in self._saved.items():
+                self._signals.signal(signum, handler)

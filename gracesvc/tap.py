@@ -14,6 +14,8 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
 if TYPE_CHECKING:
+    from twisted.application.service import IService
+
     from ._service import SignalModule
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -149,9 +151,11 @@ def _describe(e: Exception) -> str:
     return text
 
 
-def makeService(options: Options, signals: SignalModule = signal) -> Any:
+def makeService(options: Options, signals: SignalModule = signal) -> IService:
     """
-    Make the gracesvc service from parsed L{Options}.
+    Make the gracesvc service from parsed L{Options}, and catch SIGINT and
+    SIGTERM from now on: twistd may take a while (and fork) before the
+    reactor runs, and a signal meanwhile must stop it cleanly.
 
     @param signals: the L{signal} module, or a stand-in in tests.
 
@@ -165,7 +169,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> Any:
     from ._drain import Drain
     from ._http import DrainingSite
     from ._metrics import Metrics, MetricsResource
-    from ._service import EarlySignals, TwistdService
+    from ._service import StopSignals, TwistdService
 
     reactor = options["reactor"]
     drain = Drain(
@@ -185,14 +189,13 @@ def makeService(options: Options, signals: SignalModule = signal) -> Any:
     else:
         app = GraceApp(reactor, drain, options["ping-delay"], metrics)
     site = DrainingSite(app.resource(), drain, metrics, reactor=reactor)
-    early = EarlySignals(signals)
-    early.catch()
+    stopSignals = StopSignals(reactor, drain, signals)
+    stopSignals.catch()
     return TwistdService(
         site,
         options["endpoints"],
         drain,
         reactor,
-        installSignalHandler=signals.signal,
-        earlySignals=early,
+        stopSignals,
         auxiliaryEndpoints=auxiliary,
     )

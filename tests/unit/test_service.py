@@ -1,15 +1,16 @@
 """
-The service: listening, the shutdown trigger, signals.
+The service (listening, the shutdown trigger) and the stop signals.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ReactorNotRunning
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,26 +19,38 @@ from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingSite
 from gracesvc._service import (
-    EarlySignals,
     GracefulService,
     ListenFailed,
+    StopSignals,
     TwistdService,
 )
 
+SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
 
-class TriggerReactor(MemoryReactorClock):
+
+class FakeReactor(MemoryReactorClock):
     """
-    A L{MemoryReactorClock} whose system event triggers can be removed, and
-    that records C{callFromThread} calls.
+    A L{MemoryReactorClock} that goes through the parts of a real reactor's
+    life that signals meet: it installs its signal handlers as it starts (by
+    Twisted's rule), runs C{callFromThread} calls one turn at a time, stops
+    at most once, and runs its 'before' 'shutdown' triggers on the turn
+    after C{stop}.
+
+    @ivar exitSignal: what Twisted's C{sigInt}/C{sigTerm} record as
+        C{_exitSignal}, which twistd re-raises at exit.
+    @ivar stops: how many times C{stop} was called.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.fromThread: list[tuple[Any, tuple[Any, ...]]] = []
+        self.threadCalls: list[tuple[Callable[..., object], tuple[object, ...]]] = []
+        self.exitSignal: int | None = None
+        self.stops = 0
+        self._justStopped = False
 
-    def addSystemEventTrigger(
+    def addSystemEventTrigger(  # type: ignore[override]
         self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
-    ) -> Any:  # type: ignore[override]
+    ) -> Any:
         super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
         return (phase, eventType, (f, args, kw))
 
@@ -46,36 +59,73 @@ class TriggerReactor(MemoryReactorClock):
         self.triggers[phase][eventType].remove(entry)
 
     def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:  # type: ignore[override]
-        self.fromThread.append((f, args))
+        self.threadCalls.append((f, args))
 
-    def sigInt(self, signum: int, frame: Any = None) -> None:
-        self.stop()
+    def sigInt(self, number: int, frame: object = None) -> None:
+        self.callFromThread(self.stop)
+        self.exitSignal = number
 
-    def sigTerm(self, signum: int, frame: Any = None) -> None:
-        self.stop()
+    def sigTerm(self, number: int, frame: object = None) -> None:
+        self.callFromThread(self.stop)
+        self.exitSignal = number
 
-    def fireShutdownTriggers(self) -> list[Any]:
+    def stop(self) -> None:
+        if self.stops:
+            raise ReactorNotRunning()
+        self.stops += 1
+        self._justStopped = True
+        super().stop()
+
+    def start(self, signals: FakeSignals) -> None:
         """
-        Call the 'before' 'shutdown' triggers, as the reactor does on stop.
+        Start running, as C{reactor.run()} does: install the reactor's
+        signal handlers ('during' 'startup'), then run the C{callWhenRunning}
+        hooks ('after' 'startup').
+        """
+        if signals.handlers[SIGINT] is signal.default_int_handler:
+            signals.handlers[SIGINT] = self.sigInt
+        signals.handlers[SIGTERM] = self.sigTerm
+        self.running = True
+        hooks, self.whenRunningHooks = self.whenRunningHooks, []
+        for f, args, kw in hooks:
+            f(*args, **kw)
+
+    def turn(self) -> list[object]:
+        """
+        One turn of the loop: run the C{callFromThread} calls made before
+        it, then, if the reactor was stopped, its 'before' 'shutdown'
+        triggers.
+
+        @return: what each trigger returned.
+        """
+        calls, self.threadCalls = self.threadCalls, []
+        for f, args in calls:
+            f(*args)
+        if not self._justStopped:
+            return []
+        self._justStopped = False
+        return self.fireShutdownTriggers()
+
+    def fireShutdownTriggers(self) -> list[object]:
+        """
+        Call the 'before' 'shutdown' triggers.
 
         @return: what each returned.
         """
-        return [
-            f(*args, **kw)
-            for f, args, kw in list(self.triggers.get("before", {}).get("shutdown", []))
-        ]
+        triggers = self.triggers.get("before", {}).get("shutdown", [])
+        return [f(*args, **kw) for f, args, kw in list(triggers)]
 
 
 class FakeSignals:
     """
-    Stands in for C{signal.signal}: records handlers, starts with the
-    defaults.
+    Stands in for the L{signal} module: records handlers, starts with
+    Python's defaults, and delivers a signal as the interpreter would.
     """
 
     def __init__(self) -> None:
         self.handlers: dict[int, Any] = {
-            signal.SIGINT: signal.default_int_handler,
-            signal.SIGTERM: signal.SIG_DFL,
+            SIGINT: signal.default_int_handler,
+            SIGTERM: signal.SIG_DFL,
         }
 
     def signal(self, signum: int, handler: Any) -> Any:
@@ -83,113 +133,186 @@ class FakeSignals:
         self.handlers[signum] = handler
         return previous
 
-    __call__ = signal
-
     def getsignal(self, signum: int) -> Any:
         return self.handlers.get(signum)
 
+    def deliver(self, signum: int) -> None:
+        """
+        Deliver C{signum}: its handler runs, Python's default raises
+        L{KeyboardInterrupt}, and C{SIG_DFL} for SIGTERM would kill the
+        process (an L{AssertionError} here).
+        """
+        handler = self.handlers[signum]
+        if handler == signal.SIG_IGN:
+            return
+        if handler == signal.SIG_DFL:
+            raise AssertionError(f"killed by {signal.Signals(signum).name}")
+        handler(signum, None)
 
-def makeService(
-    reactor: Any, *descriptions: str, cls: type[GracefulService] = GracefulService
-) -> tuple[GracefulService, FakeSignals]:
+
+def makeService(reactor: Any, *descriptions: str) -> GracefulService:
     drain = Drain(reactor, shutdownTimeout=2)
     site = DrainingSite(GraceApp(reactor, drain, 1).resource(), drain, reactor=reactor)
-    signals = FakeSignals()
     endpoints = [(d, serverFromString(reactor, d)) for d in descriptions]
-    return cls(site, endpoints, drain, reactor, installSignalHandler=signals), signals
+    return GracefulService(site, endpoints, drain, reactor)
 
 
-class ServiceTests(SynchronousTestCase):
-    def test_listensAndRegistersTheShutdownTrigger(self) -> None:
-        reactor = TriggerReactor()
-        service, _ = makeService(reactor, "tcp:8080", "tcp:8443")
+def makeTwistdService(reactor: Any, *descriptions: str) -> TwistdService:
+    service = makeService(reactor, *descriptions)
+    stopSignals = StopSignals(reactor, service.drain, FakeSignals())
+    return TwistdService(
+        service.factory, service.endpoints, service.drain, reactor, stopSignals
+    )
+
+
+def portInUse() -> RaisingMemoryReactor:
+    return RaisingMemoryReactor(
+        listenException=CannotListenError(
+            "", 8080, OSError(98, "Address already in use")
+        )
+    )
+
+
+class ListeningTests(SynchronousTestCase):
+    def test_privilegedStartServiceListens(self) -> None:
+        """
+        twistd calls C{privilegedStartService} before it gives up root for
+        C{--uid}, then C{startService}: the service listens in the first,
+        and only there, as Twisted's C{StreamServerEndpointService} does.
+        """
+        reactor = FakeReactor()
+        service = makeService(reactor, "tcp:80", "tcp:443")
+        service.privilegedStartService()
+        self.assertEqual([p for p, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.ports), 2)
+        service.startService()
+        self.assertEqual([p for p, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.ports), 2)
+        self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
+
+    def test_startServiceListensIfNotYet(self) -> None:
+        """
+        Started without C{privilegedStartService} (a .tac, a test), the
+        service listens in C{startService}.
+        """
+        reactor = FakeReactor()
+        service = makeService(reactor, "tcp:8080", "tcp:8443")
         service.startService()
         self.assertEqual([p for p, *_ in reactor.tcpServers], [8080, 8443])
         self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
 
-    def test_shutdownTriggerStartsTheDrain(self) -> None:
-        """
-        The reactor's shutdown (a signal) starts the drain through the
-        trigger, and the trigger returns the drain's Deferred so the reactor
-        waits for it.
-        """
-        reactor = TriggerReactor()
-        service, _ = makeService(reactor, "tcp:8080")
-        service.startService()
-        [d] = reactor.fireShutdownTriggers()
-        self.assertTrue(service.drain.draining)
-        self.successResultOf(d)
-        # twistd then stops the service: the same drain, already done.
-        self.successResultOf(service.stopService())
-
-    def test_stopServiceDrainsAndRemovesTheTrigger(self) -> None:
-        reactor = TriggerReactor()
-        service, _ = makeService(reactor, "tcp:8080")
-        service.startService()
-        self.successResultOf(service.stopService())
-        self.assertTrue(service.drain.finished)
-        self.assertEqual(reactor.triggers["before"]["shutdown"], [])
-
     def test_listenFailureNamesTheEndpoint(self) -> None:
-        reactor = RaisingMemoryReactor(
-            listenException=CannotListenError(
-                "", 8080, OSError(98, "Address already in use")
-            )
-        )
-        service, _ = makeService(reactor, "tcp:8080")
+        service = makeService(portInUse(), "tcp:8080")
         with self.assertRaises(ListenFailed) as caught:
             service.startService()
         self.assertIn("cannot listen on tcp:8080:", str(caught.exception))
         self.assertIn("Address already in use", str(caught.exception))
         self.assertFalse(service.running)
 
+    def test_privilegedListenFailureNamesTheEndpoint(self) -> None:
+        service = makeService(portInUse(), "tcp:8080")
+        with self.assertRaises(ListenFailed) as caught:
+            service.privilegedStartService()
+        self.assertIn("cannot listen on tcp:8080:", str(caught.exception))
+
+    def test_portsOpenedBeforeAFailureAreClosed(self) -> None:
+        service = makeService(FakeReactor())
+        closed: list[str] = []
+        service.endpoints = [("main", FakeEndpoint("main", closed))]
+        service.auxiliaryEndpoints = [("metrics", FailingEndpoint(), object())]
+        with self.assertRaises(ListenFailed) as caught:
+            service.privilegedStartService()
+        self.assertIn("cannot listen on metrics: ", str(caught.exception))
+        self.assertIn("Permission denied", str(caught.exception))
+        self.assertEqual(closed, ["main"])
+        self.assertEqual((service.ports, service.auxiliaryPorts), ([], []))
+
     def test_twistdExitsWithOneLogLineWhenThePortIsInUse(self) -> None:
-        reactor = RaisingMemoryReactor(
-            listenException=CannotListenError(
-                "", 8080, OSError(98, "Address already in use")
-            )
-        )
-        service, _ = makeService(reactor, "tcp:8080", cls=TwistdService)
-        events: list[dict[str, Any]] = []
-        service.log = Logger(observer=events.append)
-        with self.assertRaises(SystemExit) as caught:
-            service.startService()
-        self.assertEqual(caught.exception.code, 1)
-        [event] = events
-        self.assertEqual(event["log_level"].name, "critical")
-        self.assertIn("tcp:8080", event["error"])
+        """
+        Under twistd a port in use is one critical log line and exit
+        status 1, from C{privilegedStartService} (where twistd listens) as
+        from C{startService}.
+        """
+        for start in ("privilegedStartService", "startService"):
+            service = makeTwistdService(portInUse(), "tcp:8080")
+            events: list[dict[str, Any]] = []
+            service.log = Logger(observer=events.append)
+            with self.assertRaises(SystemExit) as caught:
+                getattr(service, start)()
+            self.assertEqual(caught.exception.code, 1)
+            [event] = events
+            self.assertEqual(event["log_level"].name, "critical")
+            self.assertIn("tcp:8080", event["error"])
 
 
-class AuxiliaryEndpointTests(SynchronousTestCase):
+class FakePort:
+    def __init__(self, name: str, closed: list[str]) -> None:
+        self.name = name
+        self.closed = closed
+
+    def stopListening(self) -> None:
+        self.closed.append(self.name)
+
+    def getHost(self) -> str:
+        return self.name
+
+
+class FakeEndpoint:
+    def __init__(self, name: str, closed: list[str]) -> None:
+        self.name = name
+        self.closed = closed
+        self.listens = 0
+
+    def listen(self, factory: object) -> Deferred[FakePort]:
+        self.listens += 1
+        return succeed(FakePort(self.name, self.closed))
+
+
+class FailingEndpoint:
+    def listen(self, factory: object) -> Deferred[FakePort]:
+        d: Deferred[FakePort] = Deferred()
+        d.errback(CannotListenError("", 8081, OSError(13, "Permission denied")))
+        return d
+
+
+class DrainTests(SynchronousTestCase):
+    def test_shutdownTriggerStartsTheDrain(self) -> None:
+        """
+        The reactor's shutdown starts the drain through the trigger, and the
+        trigger returns the drain's Deferred so the reactor waits for it.
+        """
+        reactor = FakeReactor()
+        service = makeService(reactor, "tcp:8080")
+        service.startService()
+        [d] = reactor.fireShutdownTriggers()
+        self.assertTrue(service.drain.draining)
+        self.successResultOf(d)  # type: ignore[arg-type]
+        # twistd then stops the service: the same drain, already done.
+        self.successResultOf(service.stopService())
+
+    def test_stopServiceDrainsAndRemovesTheTrigger(self) -> None:
+        reactor = FakeReactor()
+        service = makeService(reactor, "tcp:8080")
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertTrue(service.drain.finished)
+        self.assertEqual(reactor.triggers["before"]["shutdown"], [])
+
     def test_auxiliaryListenerOutlivesTheDrain(self) -> None:
         """
-        An auxiliary listener (metrics) is not closed with the drained ones:
-        it stays open until the drain is done.
+        An auxiliary listener (metrics) listens with the others, before
+        privileges are dropped, but is not closed with the drained ones: it
+        stays open until the drain is done.
         """
-        reactor = TriggerReactor()
-        service, _ = makeService(reactor, "tcp:8080")
+        reactor = FakeReactor()
+        service = makeService(reactor)
         closed: list[str] = []
-
-        class Port:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def stopListening(self) -> None:
-                closed.append(self.name)
-
-            def getHost(self) -> str:
-                return self.name
-
-        class Endpoint:
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def listen(self, factory: object) -> Deferred[Port]:
-                return succeed(Port(self.name))
-
-        service.endpoints = [("main", Endpoint("main"))]
-        service.auxiliaryEndpoints = [("metrics", Endpoint("metrics"), object())]
+        main, metrics = FakeEndpoint("main", closed), FakeEndpoint("metrics", closed)
+        service.endpoints = [("main", main)]
+        service.auxiliaryEndpoints = [("metrics", metrics, object())]
+        service.privilegedStartService()
         service.startService()
+        self.assertEqual((main.listens, metrics.listens), (1, 1))
         work: Deferred[None] = Deferred()
         service.drain.track(work)
         d = service.stopService()
@@ -199,87 +322,259 @@ class AuxiliaryEndpointTests(SynchronousTestCase):
         self.assertEqual(closed, ["main", "metrics"])
 
 
-class SecondSignalTests(SynchronousTestCase):
-    def test_secondSignalForcesTheStop(self) -> None:
-        """
-        Once the drain has begun, SIGINT or SIGTERM hands a forced stop to the
-        reactor; when the drain is done the previous handlers are back.
-        """
-        reactor = TriggerReactor()
-        service, signals = makeService(reactor, "tcp:8080")
+class StopSignalsTests(SynchronousTestCase):
+    """
+    L{StopSignals} with a reactor that runs, turn by turn.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = FakeReactor()
+        # The service registers the shutdown trigger that waits on the drain.
+        service = makeService(self.reactor)
         service.startService()
-        service.drain.track(Deferred())
-        [d] = reactor.fireShutdownTriggers()
-        self.assertNoResult(d)
-        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
-        [(f, args)] = reactor.fromThread
-        f(*args)
-        self.successResultOf(d)
-        self.assertEqual(signals.handlers[signal.SIGINT], signal.default_int_handler)
-        self.assertEqual(signals.handlers[signal.SIGTERM], signal.SIG_DFL)
+        self.drain = service.drain
+        self.signals = FakeSignals()
+        self.stopSignals = StopSignals(self.reactor, self.drain, self.signals)
+        self.log: list[dict[str, Any]] = []
+        self.drain.log = Logger(observer=self.log.append)
 
-    def test_secondSignalBeforeTheDrainBeginsForcesTheStop(self) -> None:
+    def catch(self) -> None:
         """
-        The reactor stops, and the drain begins, only on the reactor's next
-        iteration after the first signal: a second signal before that forces
-        the stop too, and does not reach the reactor's handler again (which
-        would call C{reactor.stop()} twice: C{ReactorNotRunning}).
+        Catch, as C{makeService} does, and watch, as the service's start
+        does.
         """
-        reactor = TriggerReactor()
-        stops: list[int] = []
-        reactor.sigInt = stops.append  # type: ignore[method-assign, assignment]
-        reactor.sigTerm = stops.append  # type: ignore[method-assign, assignment]
-        service, signals = makeService(reactor, "tcp:8080")
-        service.startService()
-        service.drain.track(Deferred())
-        # The reactor installs its handlers as it starts, then runs the hooks.
-        signals.handlers[signal.SIGINT] = lambda n, f: reactor.sigInt(n)
-        signals.handlers[signal.SIGTERM] = lambda n, f: reactor.sigTerm(n)
-        for f, args, kw in reactor.whenRunningHooks:
-            f(*args, **kw)
-        signals.handlers[signal.SIGINT](signal.SIGINT, None)
-        signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
-        self.assertEqual(stops, [signal.SIGINT])
-        [(f, args)] = reactor.fromThread
-        f(*args)
-        self.assertTrue(service.drain.finished)
-        [d] = reactor.fireShutdownTriggers()
-        self.successResultOf(d)
+        self.stopSignals.catch()
+        self.stopSignals.watch()
 
+    def steps(self) -> list[tuple[str, object]]:
+        return [(e["step"], e.get("reason")) for e in self.log if "step" in e]
 
-class EarlySignalTests(SynchronousTestCase):
-    def test_signalDuringStartupIsHandedToTheReactor(self) -> None:
+    def assertOurs(self, *signums: int) -> None:
+        for signum in signums:
+            self.assertEqual(
+                self.signals.handlers[signum], self.stopSignals._signalled, signum
+            )
+
+    def test_firstSignalStopsTheReactorAndStartsTheDrain(self) -> None:
         """
-        A SIGINT caught before the reactor runs is not a traceback: once the
-        reactor runs, its handler takes over and gets the signal.
+        The first signal stops the reactor through the reactor's own
+        handler, which records the exit status; it starts the drain, named
+        after the signal, with the cap counted from when the signal arrived
+        even if the reactor gets to it late.
         """
-        signals = FakeSignals()
-        early = EarlySignals(signals)
-        early.catch()
-        signals.handlers[signal.SIGINT](signal.SIGINT, None)
-        reactor = TriggerReactor()
-        early.release(reactor)
-        self.assertFalse(reactor.hasStopped)
-        [(f, args, kw)] = reactor.whenRunningHooks
-        # Twisted replaces SIGTERM's handler, but not SIGINT's (ours).
-        signals.handlers[signal.SIGTERM] = reactor.sigTerm
-        f(*args, **kw)
-        self.assertTrue(reactor.hasStopped)
-        self.assertEqual(signals.handlers[signal.SIGINT], reactor.sigInt)
-        self.assertEqual(signals.handlers[signal.SIGTERM], reactor.sigTerm)
+        self.catch()
+        self.reactor.start(self.signals)
+        self.assertEqual(self.stopSignals.phase, "watching")
+        self.drain.track(Deferred())
+        self.reactor.advance(10)
+        self.signals.deliver(SIGTERM)
+        # The handler only hands the work to the reactor.
+        self.assertEqual((self.drain.draining, self.reactor.stops), (False, 0))
+        self.reactor.advance(0.7)
+        self.assertEqual(self.reactor.turn(), [])
+        self.assertEqual(self.stopSignals.phase, "forcing")
+        self.assertEqual(self.reactor.exitSignal, SIGTERM)
+        self.assertEqual(self.drain.startedAt, 10)
+        self.assertEqual(self.drain.capAt, 10 + self.drain.shutdownTimeout)
+        self.assertEqual(self.steps(), [("start", "SIGTERM")])
+        self.reactor.turn()
+        self.assertEqual(self.reactor.stops, 1)
+
+    def test_signalDuringStartup(self) -> None:
+        """
+        A signal from the moment the service is made, before the reactor
+        runs, is no L{KeyboardInterrupt}: once the reactor runs it stops it,
+        with the signal's exit status.  The reactor's SIGTERM handler,
+        installed as it started, is put behind ours again.
+        """
+        self.catch()
+        self.assertOurs(SIGINT, SIGTERM)
+        self.signals.deliver(SIGINT)
+        self.reactor.start(self.signals)
+        self.assertOurs(SIGINT, SIGTERM)
+        self.reactor.turn()
+        self.reactor.turn()
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+        self.assertEqual(self.steps(), [("start", "SIGINT"), ("done", None)])
+
+    def test_twoSignalsDuringStartup(self) -> None:
+        self.catch()
+        self.drain.track(Deferred())
+        self.signals.deliver(SIGINT)
+        self.signals.deliver(SIGTERM)
+        self.reactor.start(self.signals)
+        self.reactor.turn()
+        self.reactor.turn()
+        self.assertTrue(self.drain.finished)
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+        self.assertEqual(
+            self.steps(),
+            [("start", "SIGINT"), ("forced", "second signal, SIGTERM"), ("done", None)],
+        )
 
     def test_ignoredSigintStaysIgnored(self) -> None:
         """
-        A SIGINT ignored by whoever started the process (a shell's background
-        job) stays ignored, as twistd alone would leave it.
+        A SIGINT ignored by whoever started the process (a shell's
+        background job) stays ignored, as Twisted alone leaves it; so does
+        any SIGINT handler other than Python's default (a debugger's).
+        SIGTERM is caught all the same.
         """
-        signals = FakeSignals()
-        signals.handlers[signal.SIGINT] = signal.SIG_IGN
-        early = EarlySignals(signals)
-        early.catch()
-        reactor = TriggerReactor()
-        early.release(reactor)
-        [(f, args, kw)] = reactor.whenRunningHooks
-        f(*args, **kw)
-        self.assertEqual(signals.handlers[signal.SIGINT], signal.SIG_IGN)
-        self.assertFalse(reactor.hasStopped)
+        for handler in (signal.SIG_IGN, lambda n, f: None):
+            reactor = FakeReactor()
+            signals = FakeSignals()
+            signals.handlers[SIGINT] = handler
+            stopSignals = StopSignals(reactor, Drain(reactor), signals)
+            stopSignals.catch()
+            stopSignals.watch()
+            reactor.start(signals)
+            self.assertIs(signals.handlers[SIGINT], handler)
+            signals.deliver(SIGINT)
+            reactor.turn()
+            self.assertEqual((reactor.stops, reactor.exitSignal), (0, None))
+            signals.deliver(SIGTERM)
+            reactor.turn()
+            reactor.turn()
+            self.assertEqual((reactor.stops, reactor.exitSignal), (1, SIGTERM))
+
+    def test_secondSignalForcesTheStop(self) -> None:
+        """
+        Once the first signal has started the drain, SIGINT or SIGTERM
+        forces the stop, and does not reach the reactor again (which would
+        call C{reactor.stop()} twice and change the exit status).
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.drain.track(Deferred())
+        self.signals.deliver(SIGINT)
+        [d] = self.reactor.turn() + self.reactor.turn()
+        self.assertNoResult(d)  # type: ignore[arg-type]
+        self.signals.deliver(SIGTERM)
+        self.reactor.turn()
+        self.successResultOf(d)  # type: ignore[arg-type]
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+        self.assertEqual(
+            self.steps(),
+            [("start", "SIGINT"), ("forced", "second signal, SIGTERM"), ("done", None)],
+        )
+
+    def test_secondSignalBeforeTheDrainBegins(self) -> None:
+        """
+        Two signals before the reactor's next turn: the first stops the
+        reactor and starts the drain, the second forces it.
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.drain.track(Deferred())
+        self.signals.deliver(SIGINT)
+        self.signals.deliver(SIGINT)
+        self.reactor.turn()
+        self.assertTrue(self.drain.finished)
+        [d] = self.reactor.turn()
+        self.successResultOf(d)  # type: ignore[arg-type]
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+
+    def test_secondSignalInsideTheFirstHandler(self) -> None:
+        """
+        A second signal that runs the handler again in the middle of the
+        first (between two bytecodes) still makes one stop and one forced
+        stop.
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.drain.track(Deferred())
+        seconds = self.reactor.seconds
+
+        def secondSignalArrives() -> float:
+            self.reactor.seconds = seconds  # type: ignore[method-assign]
+            self.signals.deliver(SIGTERM)
+            return seconds()
+
+        self.reactor.seconds = secondSignalArrives  # type: ignore[method-assign]
+        self.signals.deliver(SIGINT)
+        self.reactor.turn()
+        self.reactor.turn()
+        self.assertTrue(self.drain.finished)
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+
+    def test_signalsAfterTheDrainStayInert(self) -> None:
+        """
+        After a drain that a signal started, the process is on its way out:
+        a further signal neither stops the reactor again nor raises
+        L{KeyboardInterrupt} nor kills with another status.
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.signals.deliver(SIGINT)
+        [d] = self.reactor.turn() + self.reactor.turn()
+        self.successResultOf(d)  # type: ignore[arg-type]
+        self.assertEqual(self.stopSignals.phase, "forcing")
+        self.assertOurs(SIGINT, SIGTERM)
+        self.signals.deliver(SIGINT)
+        self.signals.deliver(SIGTERM)
+        self.reactor.turn()
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (1, SIGINT))
+        self.assertEqual([s for s, _ in self.steps()], ["start", "done"])
+
+    def test_handlersGivenBackWhenTheDrainEndsWithoutASignal(self) -> None:
+        """
+        A drain that no signal started (the service was stopped) gives the
+        signals back to the reactor's handlers, and a signal then stops the
+        reactor as Twisted would.
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.successResultOf(self.drain.start("service stopped"))
+        self.assertEqual(self.stopSignals.phase, "restored")
+        self.assertEqual(self.signals.handlers[SIGINT], self.reactor.sigInt)
+        self.assertEqual(self.signals.handlers[SIGTERM], self.reactor.sigTerm)
+
+    def test_handlersGivenBackBeforeTheReactorRuns(self) -> None:
+        self.catch()
+        self.successResultOf(self.drain.start("service stopped"))
+        self.assertEqual(self.signals.handlers[SIGINT], signal.default_int_handler)
+        self.assertEqual(self.signals.handlers[SIGTERM], signal.SIG_DFL)
+        self.reactor.start(self.signals)
+        self.assertEqual(self.signals.handlers[SIGINT], self.reactor.sigInt)
+        self.assertEqual(self.stopSignals.phase, "restored")
+
+    def test_signalWhileTheServiceDrainsForcesIt(self) -> None:
+        """
+        A signal while a drain that no signal started runs forces it, and
+        leaves the reactor alone; the signals are then given back.
+        """
+        self.catch()
+        self.reactor.start(self.signals)
+        self.drain.track(Deferred())
+        d = self.drain.start("service stopped")
+        self.signals.deliver(SIGTERM)
+        self.reactor.turn()
+        self.successResultOf(d)
+        self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (0, None))
+        self.assertEqual(self.signals.handlers[SIGTERM], self.reactor.sigTerm)
+
+
+class TwistedContractTests(SynchronousTestCase):
+    """
+    What L{StopSignals} relies on in Twisted beyond its interfaces.
+    """
+
+    def test_reactorHandlersStopAndRecordTheExitSignal(self) -> None:
+        """
+        The reactor's C{sigInt} and C{sigTerm} stop it on its next turn
+        and record the signal as C{_exitSignal}, which twistd re-raises once
+        the reactor has stopped: so the exit status is the signal's.
+        """
+        from twisted.internet.base import ReactorBase
+
+        class Reactor(ReactorBase):
+            def installWaker(self) -> None:
+                pass
+
+            def wakeUp(self) -> None:
+                pass
+
+        for signum, handler in [(SIGINT, "sigInt"), (SIGTERM, "sigTerm")]:
+            reactor = Reactor()
+            getattr(reactor, handler)(signum, None)
+            self.assertEqual(reactor._exitSignal, signum)
+            self.assertEqual([f for f, _, _ in reactor.threadCallQueue], [reactor.stop])

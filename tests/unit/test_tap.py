@@ -4,7 +4,11 @@ C{twistd gracesvc} options, plugin discovery, and the service they make.
 
 from __future__ import annotations
 
-from twisted.application.service import IServiceMaker
+import signal
+
+from twisted.application.service import IService, IServiceMaker
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
@@ -12,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
 from gracesvc._service import GracefulService
-from tests.unit.test_service import FakeSignals
+from tests.unit.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
 def parse(*argv: str) -> tap.Options:
@@ -134,24 +138,94 @@ class PluginTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    def test_makesAServiceListeningOnEveryEndpoint(self) -> None:
-        reactor = MemoryReactorClock()
+    def makeService(
+        self, *argv: str
+    ) -> tuple[GracefulService, FakeReactor, FakeSignals]:
+        reactor = FakeReactor()
         options = tap.Options(reactor=reactor)
-        options.parseOptions(
-            ["--listen", "tcp:8081", "--listen", "tcp:8082", "--shutdown-timeout", "2"]
+        options.parseOptions(list(argv))
+        signals = FakeSignals()
+        service = tap.makeService(options, signals)
+        self.assertTrue(IService.providedBy(service))
+        assert isinstance(service, GracefulService)
+        return service, reactor, signals
+
+    def test_makesAServiceListeningOnEveryEndpoint(self) -> None:
+        service, reactor, _ = self.makeService(
+            "--listen", "tcp:8081", "--listen", "tcp:8082", "--shutdown-timeout", "2"
         )
-        service = tap.makeService(options, FakeSignals())
-        self.assertIsInstance(service, GracefulService)
         self.assertEqual(service.drain.shutdownTimeout, 2)
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 8082])
         self.assertEqual(service.auxiliaryPorts, [])
 
+    def test_listensBeforePrivilegesAreDropped(self) -> None:
+        """
+        Every endpoint, the metrics one included, listens in
+        C{privilegedStartService}, which twistd calls before C{--uid} and
+        C{--gid} take effect; C{startService} does not listen again.
+        """
+        service, reactor, _ = self.makeService(
+            "--listen", "tcp:80", "--metrics-listen", "tcp:443"
+        )
+        service.privilegedStartService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [80, 443])
+        service.startService()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [80, 443])
+        self.assertEqual(len(service.auxiliaryPorts), 1)
+
     def test_metricsOnTheirOwnEndpoint(self) -> None:
-        reactor = MemoryReactorClock()
-        options = tap.Options(reactor=reactor)
-        options.parseOptions(["--listen", "tcp:8081", "--metrics-listen", "tcp:9100"])
-        service = tap.makeService(options, FakeSignals())
+        service, reactor, _ = self.makeService(
+            "--listen", "tcp:8081", "--metrics-listen", "tcp:9100"
+        )
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 9100])
         self.assertEqual(len(service.auxiliaryPorts), 1)
+
+    def test_signalsAreCaughtFromMakeServiceOn(self) -> None:
+        """
+        twistd may take a while, and fork, between making the service and
+        running the reactor: a signal meanwhile is caught, and stops the
+        service cleanly once the reactor runs.
+        """
+        service, reactor, signals = self.makeService("--listen", "tcp:8081")
+        signals.deliver(SIGINT)
+        service.privilegedStartService()
+        service.startService()
+        reactor.start(signals)
+        [d] = reactor.turn() + reactor.turn()
+        self.successResultOf(d)  # type: ignore[arg-type]
+        self.assertEqual((reactor.stops, reactor.exitSignal), (1, SIGINT))
+
+    def test_madeForAClock(self) -> None:
+        """
+        The service can be made for a reactor that never runs (the
+        benchmarks build it on a L{Clock}): only the signal module is
+        touched until it starts.
+        """
+        options = tap.Options(reactor=Clock())
+        options.parseOptions(["--listen", "tcp:8081"])
+        signals = FakeSignals()
+        service = tap.makeService(options, signals)
+        self.assertTrue(IService.providedBy(service))
+        self.assertNotEqual(signals.handlers[SIGTERM], signal.SIG_DFL)
+
+    def test_asTwistdRunsIt(self) -> None:
+        """
+        twistd's sequence, in memory: listen, start, run; the first SIGTERM
+        drains what is in flight and exits with SIGTERM's status; a second
+        one forces the stop.
+        """
+        service, reactor, signals = self.makeService("--listen", "tcp:8081")
+        service.privilegedStartService()
+        service.startService()
+        reactor.start(signals)
+        service.drain.track(Deferred())
+        signals.deliver(SIGTERM)
+        [d] = reactor.turn() + reactor.turn()
+        self.assertTrue(service.drain.draining)
+        self.assertNoResult(d)  # type: ignore[arg-type]
+        signals.deliver(SIGINT)
+        reactor.turn()
+        self.successResultOf(d)  # type: ignore[arg-type]
+        self.assertEqual((reactor.stops, reactor.exitSignal), (1, SIGTERM))
