@@ -9,6 +9,11 @@ here reads or drives one private attribute of Twisted 26.10, says why it is
 needed, and is pinned by C{tests/unit/test_twisted_internals.py}: a Twisted
 upgrade that changes any of them fails there, with the name of the internal,
 instead of silently losing responses during a drain.
+
+Elsewhere, and pinned in the same test module: L{gracesvc._service}'s
+C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
+C{sigTerm}, which stop it and record the signal that twistd re-raises at
+exit (no interface declares them).
 """
 
 from __future__ import annotations

@@ -6,14 +6,23 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError, ReactorNotRunning
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
@@ -50,7 +59,7 @@ class FakeReactor(MemoryReactorClock):
 
     def addSystemEventTrigger(  # type: ignore[override]
         self, phase: str, eventType: str, f: Any, *args: Any, **kw: Any
-    ) -> Any:
+    ) -> Any:  # the trigger's ID, unlike MemoryReactor's None
         super().addSystemEventTrigger(phase, eventType, f, *args, **kw)
         return (phase, eventType, (f, args, kw))
 
@@ -58,8 +67,10 @@ class FakeReactor(MemoryReactorClock):
         phase, eventType, entry = triggerID
         self.triggers[phase][eventType].remove(entry)
 
-    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:  # type: ignore[override]
-        self.threadCalls.append((f, args))
+    def callFromThread(
+        self, callable: Callable[..., object], *args: object, **kwargs: object
+    ) -> None:
+        self.threadCalls.append((callable, args))
 
     def sigInt(self, number: int, frame: object = None) -> None:
         self.callFromThread(self.stop)
@@ -219,7 +230,7 @@ class ListeningTests(SynchronousTestCase):
         service = makeService(FakeReactor())
         closed: list[str] = []
         service.endpoints = [("main", FakeEndpoint("main", closed))]
-        service.auxiliaryEndpoints = [("metrics", FailingEndpoint(), object())]
+        service.auxiliaryEndpoints = [("metrics", FailingEndpoint(), Factory())]
         with self.assertRaises(ListenFailed) as caught:
             service.privilegedStartService()
         self.assertIn("cannot listen on metrics: ", str(caught.exception))
@@ -236,7 +247,7 @@ class ListeningTests(SynchronousTestCase):
         for start in ("privilegedStartService", "startService"):
             service = makeTwistdService(portInUse(), "tcp:8080")
             events: list[dict[str, Any]] = []
-            service.log = Logger(observer=events.append)
+            service.log = Logger(observer=cast(ILogObserver, events.append))
             with self.assertRaises(SystemExit) as caught:
                 getattr(service, start)()
             self.assertEqual(caught.exception.code, 1)
@@ -245,32 +256,38 @@ class ListeningTests(SynchronousTestCase):
             self.assertIn("tcp:8080", event["error"])
 
 
+@implementer(IListeningPort)
 class FakePort:
     def __init__(self, name: str, closed: list[str]) -> None:
         self.name = name
         self.closed = closed
 
+    def startListening(self) -> None:
+        pass
+
     def stopListening(self) -> None:
         self.closed.append(self.name)
 
-    def getHost(self) -> str:
-        return self.name
+    def getHost(self) -> IAddress:
+        return UNIXAddress(self.name)
 
 
+@implementer(IStreamServerEndpoint)
 class FakeEndpoint:
     def __init__(self, name: str, closed: list[str]) -> None:
         self.name = name
         self.closed = closed
         self.listens = 0
 
-    def listen(self, factory: object) -> Deferred[FakePort]:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         self.listens += 1
         return succeed(FakePort(self.name, self.closed))
 
 
+@implementer(IStreamServerEndpoint)
 class FailingEndpoint:
-    def listen(self, factory: object) -> Deferred[FakePort]:
-        d: Deferred[FakePort] = Deferred()
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        d: Deferred[IListeningPort] = Deferred()
         d.errback(CannotListenError("", 8081, OSError(13, "Permission denied")))
         return d
 
@@ -309,7 +326,7 @@ class DrainTests(SynchronousTestCase):
         closed: list[str] = []
         main, metrics = FakeEndpoint("main", closed), FakeEndpoint("metrics", closed)
         service.endpoints = [("main", main)]
-        service.auxiliaryEndpoints = [("metrics", metrics, object())]
+        service.auxiliaryEndpoints = [("metrics", metrics, Factory())]
         service.privilegedStartService()
         service.startService()
         self.assertEqual((main.listens, metrics.listens), (1, 1))
@@ -336,7 +353,7 @@ class StopSignalsTests(SynchronousTestCase):
         self.signals = FakeSignals()
         self.stopSignals = StopSignals(self.reactor, self.drain, self.signals)
         self.log: list[dict[str, Any]] = []
-        self.drain.log = Logger(observer=self.log.append)
+        self.drain.log = Logger(observer=cast(ILogObserver, self.log.append))
 
     def catch(self) -> None:
         """
@@ -447,7 +464,7 @@ class StopSignalsTests(SynchronousTestCase):
         self.drain.track(Deferred())
         self.signals.deliver(SIGINT)
         [d] = self.reactor.turn() + self.reactor.turn()
-        self.assertNoResult(d)  # type: ignore[arg-type]
+        self.assertNoResult(d)
         self.signals.deliver(SIGTERM)
         self.reactor.turn()
         self.successResultOf(d)  # type: ignore[arg-type]
@@ -551,30 +568,3 @@ class StopSignalsTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (0, None))
         self.assertEqual(self.signals.handlers[SIGTERM], self.reactor.sigTerm)
-
-
-class TwistedContractTests(SynchronousTestCase):
-    """
-    What L{StopSignals} relies on in Twisted beyond its interfaces.
-    """
-
-    def test_reactorHandlersStopAndRecordTheExitSignal(self) -> None:
-        """
-        The reactor's C{sigInt} and C{sigTerm} stop it on its next turn
-        and record the signal as C{_exitSignal}, which twistd re-raises once
-        the reactor has stopped: so the exit status is the signal's.
-        """
-        from twisted.internet.base import ReactorBase
-
-        class Reactor(ReactorBase):
-            def installWaker(self) -> None:
-                pass
-
-            def wakeUp(self) -> None:
-                pass
-
-        for signum, handler in [(SIGINT, "sigInt"), (SIGTERM, "sigTerm")]:
-            reactor = Reactor()
-            getattr(reactor, handler)(signum, None)
-            self.assertEqual(reactor._exitSignal, signum)
-            self.assertEqual([f for f, _, _ in reactor.threadCallQueue], [reactor.stop])

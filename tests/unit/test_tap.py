@@ -224,7 +224,7 @@ class MakeServiceTests(SynchronousTestCase):
         signals.deliver(SIGTERM)
         [d] = reactor.turn() + reactor.turn()
         self.assertTrue(service.drain.draining)
-        self.assertNoResult(d)  # type: ignore[arg-type]
+        self.assertNoResult(d)
         signals.deliver(SIGINT)
         reactor.turn()
         self.successResultOf(d)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ of L{gracesvc._twisted} it pins, and adapt it to the new Twisted.
 from __future__ import annotations
 
 import socket
+from signal import SIGINT, SIGTERM
 from typing import cast
 
 from twisted.internet.address import IPv4Address
@@ -176,3 +177,31 @@ class TransportTests(SynchronousTestCase):
 
         _twisted.acceptPending(cast(IListeningPort, Listening()))
         self.assertEqual(calls, ["accept"])
+
+
+class ReactorSignalTests(SynchronousTestCase):
+    """
+    What L{gracesvc._service.StopSignals} relies on in Twisted's reactor
+    beyond its interfaces: C{sigInt} and C{sigTerm}.
+    """
+
+    def test_reactorHandlersStopAndRecordTheExitSignal(self) -> None:
+        """
+        The reactor's C{sigInt} and C{sigTerm} stop it on its next turn
+        and record the signal as C{_exitSignal}, which twistd re-raises once
+        the reactor has stopped: so the exit status is the signal's.
+        """
+        from twisted.internet.base import ReactorBase
+
+        class Reactor(ReactorBase):
+            def installWaker(self) -> None:
+                pass
+
+            def wakeUp(self) -> None:
+                pass
+
+        for signum, handler in [(SIGINT, "sigInt"), (SIGTERM, "sigTerm")]:
+            reactor = Reactor()
+            getattr(reactor, handler)(signum, None)
+            self.assertEqual(reactor._exitSignal, signum)
+            self.assertEqual([f for f, _, _ in reactor.threadCallQueue], [reactor.stop])
