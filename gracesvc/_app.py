@@ -25,6 +25,24 @@ def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
     return payload
 
 
+def renderHealthz(request: IRequest) -> bytes:
+    """
+    200 while the process is alive, draining or not: a liveness probe must
+    not restart an instance that is shutting down on purpose.
+    """
+    return _json(request, 200, {"status": "ok"})
+
+
+def renderReadyz(request: IRequest, drain: Drain) -> bytes:
+    """
+    200 while serving, 503 from the first stop signal on, so that load
+    balancers take the instance out of rotation.
+    """
+    if drain.draining:
+        return _json(request, 503, {"status": "draining"})
+    return _json(request, 200, {"status": "ready"})
+
+
 class GraceApp:
     """
     The Klein application: C{/ping}, C{/healthz} and C{/readyz}.
@@ -74,10 +92,9 @@ class GraceApp:
     @router.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         """
-        200 while the process is alive, draining or not: a liveness probe
-        must not restart an instance that is shutting down on purpose.
+        See L{renderHealthz}.
         """
-        return _json(request, 200, {"status": "ok"})
+        return renderHealthz(request)
 
     @router.route("/metrics", methods=["GET"])
     def metricsRoute(self, request: IRequest) -> bytes | Resource:
@@ -92,9 +109,6 @@ class GraceApp:
     @router.route("/readyz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:
         """
-        200 while serving, 503 from the first stop signal on, so that load
-        balancers take the instance out of rotation.
+        See L{renderReadyz}.
         """
-        if self.drain.draining:
-            return _json(request, 503, {"status": "draining"})
-        return _json(request, 200, {"status": "ready"})
+        return renderReadyz(request, self.drain)

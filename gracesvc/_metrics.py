@@ -6,14 +6,22 @@ Everything about connections and the drain is read from the L{Drain} when
 Prometheus scrapes, so it costs nothing per request and can never drift from
 what the drain itself believes.  Only the request counter and the duration
 histogram are updated per request.
+
+Requests are counted by route: the route the application matched (a Klein
+rule such as C{/users/<int:id>}, a Flask rule, a static child of a resource
+tree), never the raw path, so that scanners cannot blow up the number of
+series.  Whoever hands a request to the application records how its route
+is to be found, with L{labelRoute}; it is looked up once, when the response
+is complete (L{routeOf}).
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -25,15 +33,61 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+from twisted.logger import Logger
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from ._drain import Drain
 
-#: Paths reported as their own C{route} label; anything else is C{other},
-#: so that scanners cannot blow up the number of series.
+#: Paths reported as their own C{route} label when nothing recorded the
+#: request's route (the built-in app); anything else is L{OTHER_ROUTE}.
 ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics"])
+
+#: The route label of a request that matched no route, or whose route
+#: cannot be known.
+OTHER_ROUTE = "other"
+
+#: A route label, or how to find it once the response is complete.
+RouteLabel = str | Callable[[Any], str]
+
+_ROUTE_ATTRIBUTE = "_gracesvcRoute"
+
+log = Logger()
+
+
+def labelRoute(request: IRequest | Request, label: RouteLabel) -> None:
+    """
+    Record the route C{request} is counted under: a label, or a function
+    that finds it from the request once the response is complete (the
+    application may only match its route while it answers).  The last one
+    recorded wins, so a resource deeper in the tree may refine its
+    parent's.
+
+    Keep the labels few: one per route of the application, not per path.
+    """
+    setattr(request, _ROUTE_ATTRIBUTE, label)
+
+
+def routeOf(request: IRequest | Request) -> str:
+    """
+    @return: the route label of C{request}: what L{labelRoute} recorded, or
+        for a request with none, its path if it is one of L{ROUTES}, else
+        L{OTHER_ROUTE}.  A label function that raises is logged and counts
+        as L{OTHER_ROUTE}.
+    """
+    label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
+    if label is None:
+        path: bytes = request.path
+        return path.decode("ascii") if path in ROUTES else OTHER_ROUTE
+    if isinstance(label, str):
+        return label
+    try:
+        return label(request)
+    except Exception:
+        log.failure("finding the route of a request failed")
+        return OTHER_ROUTE
+
 
 #: The connection states always reported, even when no connection is in one.
 CONNECTION_STATES = ("idle", "receiving", "busy", "closing")
@@ -117,11 +171,11 @@ class _RequestCollector(Collector):
 
     def __init__(self) -> None:
         self._created = time.time()
-        self._counts: dict[tuple[bytes, int], int] = {}
+        self._counts: dict[tuple[str, int], int] = {}
         # route -> a count per bucket (the last one +Inf), then the sum.
-        self._durations: dict[bytes, list[float]] = {}
+        self._durations: dict[str, list[float]] = {}
 
-    def count(self, route: bytes, code: int, seconds: float) -> None:
+    def count(self, route: str, code: int, seconds: float) -> None:
         key = (route, code)
         self._counts[key] = self._counts.get(key, 0) + 1
         histogram = self._durations.get(route)
@@ -137,9 +191,7 @@ class _RequestCollector(Collector):
             labels=["route", "code"],
         )
         for (route, code), n in sorted(self._counts.items()):
-            requests.add_metric(
-                [route.decode("ascii"), str(code)], n, created=self._created
-            )
+            requests.add_metric([route, str(code)], n, created=self._created)
         yield requests
         durations = HistogramMetricFamily(
             "gracesvc_request_duration_seconds",
@@ -150,7 +202,7 @@ class _RequestCollector(Collector):
         for route, histogram in sorted(self._durations.items()):
             cumulative = list(accumulate(histogram[:-1]))
             durations.add_metric(
-                [route.decode("ascii")],
+                [route],
                 list(zip(bounds, cumulative, strict=False)),
                 sum_value=histogram[-1],
             )
@@ -172,13 +224,12 @@ class Metrics:
 
     def requestDone(self, request: Request, seconds: float) -> None:
         """
-        Count a completed response.
+        Count a completed response, under its route (see L{routeOf}).
 
         @param seconds: from the request fully received to the response
             completed.
         """
-        route = request.path if request.path in ROUTES else b"other"
-        self._requests.count(route, request.code, seconds)
+        self._requests.count(routeOf(request), request.code, seconds)
 
     def exposition(self) -> bytes:
         """

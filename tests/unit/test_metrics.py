@@ -5,8 +5,13 @@ C{prometheus_client}'s own parser, as a scraper would.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+from typing import Any
 
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from gracesvc._metrics import labelRoute, routeOf
 from gracesvc.testing import Wire, get, samples
 
 
@@ -112,3 +117,29 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         self.assertIn(b"Content-Type: text/plain; version=", raw)
         body = raw.split(b"\r\n\r\n", 1)[1]
         self.assertIn(b"gracesvc_requests_in_flight", body)
+
+
+class LabelTests(SynchronousTestCase):
+    def test_brokenLabelIsOther(self) -> None:
+        """
+        A label function that raises is logged and counts as C{other}.
+        """
+        request: Any = DummyRequest([b"x"])
+
+        def broken(request: IRequest) -> str:
+            raise KeyError("no")
+
+        labelRoute(request, broken)
+        self.assertEqual(routeOf(request), "other")
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_unlabelledRequestsUseKnownPaths(self) -> None:
+        """
+        Requests nobody labelled (the built-in app) are counted by path if it
+        is one of gracesvc's routes, else as C{other}.
+        """
+        request: Any = DummyRequest([b"ping"])
+        request.path = b"/ping"
+        self.assertEqual(routeOf(request), "/ping")
+        request.path = b"/wp-admin"
+        self.assertEqual(routeOf(request), "other")

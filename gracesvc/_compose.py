@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.unit.test_compose -*-
+"""
+The root resource for an application of the user's: gracesvc's own
+C{/healthz}, C{/readyz} and C{/metrics} next to it, everything else the
+application's, each request labelled with its route for the metrics.
+"""
+
+from __future__ import annotations
+
+from klein.interfaces import IKleinRequest
+from klein.resource import KleinResource
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
+
+from ._app import renderHealthz, renderReadyz
+from ._drain import Drain
+from ._metrics import OTHER_ROUTE, Metrics, MetricsResource, labelRoute
+
+
+class _Probe(Resource):
+    """
+    A probe: C{GET} (and C{HEAD}) only, anything else a 405 as the built-in
+    app's Klein routes answer it.
+    """
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        if request.method in (b"GET", b"HEAD"):
+            body: bytes = super().render(request)
+            return body
+        request.setResponseCode(405)
+        request.setHeader(b"Allow", b"GET, HEAD")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"Method Not Allowed\n"
+
+
+class _Healthz(_Probe):
+    def render_GET(self, request: IRequest) -> bytes:
+        return renderHealthz(request)
+
+
+class _Readyz(_Probe):
+    def __init__(self, drain: Drain) -> None:
+        super().__init__()
+        self.drain = drain
+
+    def render_GET(self, request: IRequest) -> bytes:
+        return renderReadyz(request, self.drain)
+
+
+def kleinRoute(request: IRequest) -> str:
+    """
+    @return: the route a Klein application matched for C{request}: its
+        rule (C{/users/<int:id>}), under the path the application is
+        mounted at; L{OTHER_ROUTE} if it matched none.
+
+    Klein keeps the URL map it bound for the request on the request
+    (C{IKleinRequest(request).mapper}) but not the rule it matched: it is
+    matched again, a few microseconds.
+    """
+    mapper = getattr(IKleinRequest(request), "mapper", None)
+    if mapper is None:
+        return OTHER_ROUTE
+    try:
+        rule, _ = mapper.match(return_rule=True)
+    except Exception:
+        # Werkzeug's NotFound, MethodNotAllowed, RequestRedirect.
+        return OTHER_ROUTE
+    return str(mapper.script_name).rstrip("/") + str(rule.rule)
+
+
+class ResourceRoutes:
+    """
+    Finds the route label of a request answered by a resource tree.
+
+    The label is the path of static children (L{Resource.putChild}) the
+    request went through from the root, such as C{/api/users}; once that
+    path reaches a Klein application, the rule it matched (see
+    L{kleinRoute}).  A request that reaches no static child is
+    L{OTHER_ROUTE}, except C{/} itself: dynamic children
+    (C{getChild}) could be one label per path.
+    """
+
+    def __init__(self, root: IResource) -> None:
+        self.root = root
+
+    def __call__(self, request: IRequest) -> str:
+        resource = self.root
+        segments: list[bytes] = request.prepath + request.postpath
+        matched: list[bytes] = []
+        for segment in segments:
+            if isinstance(resource, KleinResource):
+                break
+            children = getattr(resource, "children", None)
+            child = children.get(segment) if isinstance(children, dict) else None
+            if child is None:
+                break
+            matched.append(segment)
+            resource = child
+        if isinstance(resource, KleinResource):
+            return kleinRoute(request)
+        if matched:
+            return "/" + b"/".join(matched).decode("utf-8", "replace")
+        if segments == [b""]:
+            return "/"
+        return OTHER_ROUTE
+
+
+@implementer(IResource)
+class OperationalRoot:
+    """
+    The root resource: C{/healthz}, C{/readyz} and C{/metrics} (exactly
+    those paths) are gracesvc's; any other path goes, whole, to the
+    application, as if it were the root.
+
+    @ivar app: the application's resource.
+    @ivar routes: gracesvc's resources, by first (and only) path segment.
+    """
+
+    isLeaf = False
+
+    def __init__(self, app: IResource, routes: dict[bytes, IResource]) -> None:
+        self.app = app
+        self.routes = routes
+        self._labels = {name: "/" + name.decode("ascii") for name in routes}
+        self.appRoutes = ResourceRoutes(app)
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        if not request.postpath:
+            route = self.routes.get(name)
+            if route is not None:
+                labelRoute(request, self._labels[name])
+                return route
+        # Traversal has moved the segment to prepath: give it back, and let
+        # traversal go on from the application's root.
+        request.postpath.insert(0, request.prepath.pop())
+        labelRoute(request, self.appRoutes)
+        return self.app
+
+    def render(self, request: IRequest) -> object:
+        # Site always traverses at least one segment (b"" for "/"), so
+        # this is only reached when the root is rendered directly.
+        labelRoute(request, self.appRoutes)
+        return self.app.render(request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        """
+        Children are the application's.
+        """
+        self.app.putChild(path, child)
+
+
+def withOperationalRoutes(
+    app: IResource, drain: Drain, metrics: Metrics | None
+) -> IResource:
+    """
+    The root resource serving C{app} and gracesvc's operational routes:
+    C{/healthz} (200 while alive), C{/readyz} (503 once draining) and,
+    unless C{metrics} is L{None} (served on an endpoint of their own),
+    C{/metrics}.  Any other path is C{app}'s, C{/metrics} too when
+    C{metrics} is L{None}.
+
+    Every request is labelled with its route for the metrics: gracesvc's
+    paths as they are; the application's by the Klein rule it matched, the
+    static children it went through (see L{ResourceRoutes}), or for WSGI
+    what L{gracesvc._wsgi.wsgiRoute} finds.
+    """
+    routes: dict[bytes, IResource] = {
+        b"healthz": _Healthz(),
+        b"readyz": _Readyz(drain),
+    }
+    if metrics is not None:
+        routes[b"metrics"] = MetricsResource(metrics)
+    root: IResource = OperationalRoot(app, routes)
+    return root

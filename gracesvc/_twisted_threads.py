@@ -1,0 +1,222 @@
+# -*- test-case-name: tests.unit.test_twisted_internals -*-
+"""
+Every Twisted internal gracesvc's thread support relies on, in one place.
+
+A thread cannot be cancelled, and Twisted waits for its threads: the
+reactor joins its pool in a 'during' 'shutdown' trigger, and Python joins
+every non-daemon thread at exit.  One WSGI request or C{deferToThread} call
+that never returns would hold the process past any cap.  And Twisted's WSGI
+glue writes to a request after the drain has answered it with a 503, which
+raises in the thread and logs a traceback.
+
+Each name here reads or drives one private attribute of Twisted 26.10, says
+why it is needed, and is pinned by C{tests/unit/test_twisted_internals.py},
+as in L{gracesvc._twisted}.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.http import Request
+from twisted.web.wsgi import _WSGIResponse
+
+
+def daemonThread(*, target: Callable[[], object], name: str | None = None) -> Any:
+    """
+    A L{ThreadPool.threadFactory} for daemon threads: Python's exit does not
+    wait for them.
+    """
+    return threading.Thread(target=target, name=name, daemon=True)
+
+
+def useDaemonThreads(pool: ThreadPool) -> None:
+    """
+    Make the threads C{pool} starts from now on daemon threads.  A thread
+    already started stays as it is (Python forbids the change), so call this
+    before the pool starts.
+
+    Internals: L{ThreadPool.threadFactory}, which the pool calls with
+    C{target} and C{name} keywords for each thread it starts.
+    """
+    pool.threadFactory = daemonThread  # type: ignore[assignment]
+
+
+def stopWithin(pool: ThreadPool, timeout: float) -> int:
+    """
+    Stop C{pool} as L{ThreadPool.stop} does (no new work; idle threads end,
+    busy ones once their work returns) but wait at most C{timeout} seconds
+    for its threads instead of forever.
+
+    L{ThreadPool.stop} runs in a daemon thread of its own, which is left
+    waiting for the threads that do not end in time.
+
+    Internals: L{ThreadPool.stop} joins every thread the pool started;
+    L{ThreadPool.working} has one item per busy thread.
+
+    @return: the number of threads still busy when the time was up.
+    """
+    if pool.joined:
+        # Stopped already (stopping twice raises in the thread).
+        return len(pool.working)
+    stopper = threading.Thread(
+        target=ThreadPool.stop, args=(pool,), name="gracesvc-pool-stop", daemon=True
+    )
+    stopper.start()
+    stopper.join(max(0.0, timeout))
+    if not stopper.is_alive():
+        return 0
+    return len(pool.working)
+
+
+def replaceReactorPoolStop(
+    reactor: IReactorThreads, stop: Callable[[ThreadPool], None]
+) -> ThreadPool:
+    """
+    Make the reactor's thread pool (C{deferToThread}, C{callInThread}, name
+    resolution) use daemon threads, and have the reactor call C{stop(pool)}
+    at shutdown instead of L{ThreadPool.stop}.
+
+    Internals: C{ReactorBase.getThreadPool} makes the pool on first use and
+    registers C{_stopThreadPool} as a 'during' 'shutdown' trigger, which calls
+    the pool's C{stop()} and so joins every thread.  The pool starts its
+    threads only once the reactor runs (a C{callWhenRunning} trigger), so
+    calling this before C{reactor.run} makes every one of them a daemon.
+
+    @return: the reactor's pool.
+    """
+    pool = reactor.getThreadPool()
+    useDaemonThreads(pool)
+    pool.stop = lambda: stop(pool)  # type: ignore[method-assign]
+    return pool
+
+
+class WSGIResponse(_WSGIResponse):
+    """
+    Twisted's WSGI response (its WSGI environment, C{start_response} and
+    status and header handling), changed for a request that ends before its
+    application does: cut at the cap by the drain, or its connection lost.
+
+      - A request still waiting in the pool's queue when it ends never runs
+        the application.
+      - What the thread writes after the end is dropped silently.  Twisted
+        writes it to the finished request, which raises in the thread, ends
+        the application with an error and logs a traceback.
+      - The application's iterable is closed whatever happens, as PEP 3333
+        asks (Twisted closes it only on success).
+      - L{threadDone} fires in the reactor thread once the thread is done
+        with the request, so that its work can be waited for.
+
+    Internals: L{_WSGIResponse}'s constructor and C{start} (which queues
+    C{run} in the pool), C{environ}, C{application}, C{startResponse},
+    C{_sendResponseHeaders}, C{started} (whether the status and headers were
+    sent; thread-owned) and C{_requestFinished} (set by its
+    C{notifyFinish} callback, in the reactor thread, on success and failure
+    alike).
+
+    @ivar threadStarted: whether a thread began running the application.
+    @ivar threadDone: fires with L{None} in the reactor thread once the
+        thread is done with this request (or skipped it).
+    """
+
+    _log = Logger()
+
+    request: Request
+    reactor: Any
+    environ: dict[str, Any]
+    started: bool
+    _requestFinished: bool
+
+    def __init__(
+        self,
+        reactor: IReactorThreads,
+        threadpool: ThreadPool,
+        application: Callable[..., Iterable[bytes]],
+        request: Request,
+    ) -> None:
+        super().__init__(reactor, threadpool, application, request)
+        self.threadStarted = False
+        self.threadDone: Deferred[None] = Deferred()
+
+    @property
+    def requestFinished(self) -> bool:
+        """
+        Whether the request has ended: answered, cut, or its connection lost.
+        """
+        return self._requestFinished
+
+    def run(self) -> None:
+        """
+        In a pool thread: run the application, unless the request has
+        already ended.
+        """
+        try:
+            if not self._requestFinished:
+                self.threadStarted = True
+                self._runApplication()
+        finally:
+            self.reactor.callFromThread(self.threadDone.callback, None)
+
+    def _runApplication(self) -> None:
+        try:
+            appIterator = self.application(self.environ, self.startResponse)
+            try:
+                for chunk in appIterator:
+                    if chunk:
+                        self.write(chunk)
+                    if self._requestFinished:
+                        break
+            finally:
+                close = getattr(appIterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException:
+            self.reactor.callFromThread(self._failed, self.started, Failure())
+        else:
+            self.reactor.callFromThread(self._succeeded, self.started)
+        self.started = True
+
+    def write(self, data: bytes) -> None:
+        """
+        The WSGI C{write} callable, in a pool thread: hand C{data} to the
+        reactor and wait until it is written, or drop it if the request has
+        ended.
+        """
+        if self._requestFinished:
+            return
+        try:
+            blockingCallFromThread(self.reactor, self._writeNow, self.started, data)
+        finally:
+            self.started = True
+
+    def _writeNow(self, started: bool, data: bytes) -> None:
+        if self._requestFinished:
+            return
+        if not started:
+            self._sendResponseHeaders()
+        self.request.write(data)
+
+    def _succeeded(self, started: bool) -> None:
+        if self._requestFinished:
+            return
+        if not started:
+            self._sendResponseHeaders()
+        self.request.finish()
+
+    def _failed(self, started: bool, failure: Failure) -> None:
+        self._log.failure("WSGI application error", failure=failure)
+        if self._requestFinished:
+            return
+        if started:
+            self.request.loseConnection()
+        else:
+            self.request.setResponseCode(500)
+            self.request.finish()

@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.unit.test_wsgi -*-
+"""
+WSGI applications under the drain.
+
+Each request runs in a thread of a pool of gracesvc's own (see
+L{gracesvc._threads}), and takes part in the drain as any other: the
+drain waits for its connection, so a request in flight completes and is
+answered.  At the cut, a request whose response has not started (still
+queued for a thread, or its thread not done with C{start_response} and its
+first write) gets the drain's 503, and its queued work is skipped; what its
+thread writes afterwards is dropped, without a traceback.  A thread that
+never returns cannot hold the process: the drain ends at the cap, and the
+pool's threads are daemon threads nothing waits for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.http import Request
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from ._drain import Drain
+from ._http import ResponseCutAtCap
+from ._metrics import OTHER_ROUTE, labelRoute
+from ._threads import DEFAULT_THREADS, drainedThreadPool
+from ._twisted_threads import WSGIResponse
+
+#: The route label of requests to a WSGI application that does not say
+#: which route it matched.
+WSGI_ROUTE = "wsgi"
+
+#: A WSGI application: C{application(environ, start_response)}.
+WSGIApplication = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def wsgiRoute(environ: dict[str, Any]) -> str:
+    """
+    The route label of a WSGI request whose application has matched its
+    route.
+
+    Flask records the rule it matched on its request object, which Werkzeug
+    keeps in the environment until the handler returns: that rule, under
+    the application's C{SCRIPT_NAME}, is the label (L{OTHER_ROUTE} if none
+    matched).  Any other application is one route, L{WSGI_ROUTE}.
+    """
+    werkzeugRequest: Any = environ.get("werkzeug.request")
+    if not hasattr(werkzeugRequest, "url_rule"):
+        return WSGI_ROUTE
+    rule = werkzeugRequest.url_rule
+    if rule is None:
+        return OTHER_ROUTE
+    return str(environ.get("SCRIPT_NAME", "")) + str(rule.rule)
+
+
+class _RouteWatch:
+    """
+    Finds the route of one WSGI request in its thread, when the application
+    calls C{start_response}: by then it has matched its route, and Flask
+    forgets its request object as its handler returns.
+
+    Calling it (in the reactor thread, once the response is complete) gives
+    the label: what was found, or what can be found now if the
+    application never started a response (cut at the cap, say).
+    """
+
+    def __init__(self) -> None:
+        self.found: str | None = None
+        self.environ: dict[str, Any] = {}
+
+    def watch(self, application: WSGIApplication) -> WSGIApplication:
+        def watched(
+            environ: dict[str, Any], startResponse: Callable[..., Any]
+        ) -> Iterable[bytes]:
+            def startWatched(*args: Any) -> Any:
+                if self.found is None:
+                    self.found = wsgiRoute(environ)
+                return startResponse(*args)
+
+            return application(environ, startWatched)
+
+        return watched
+
+    def __call__(self, request: IRequest) -> str:
+        return self.found if self.found is not None else wsgiRoute(self.environ)
+
+
+@implementer(IResource)
+class DrainedWSGIResource:
+    """
+    Serve a WSGI application from a thread pool, as L{WSGIResource} does,
+    under a drain (see the module docstring).
+
+    A request whose connection is lost while its thread runs is answered by
+    nobody, but its thread's work is handed to L{Drain.track}: the drain
+    waits for it, within the cap.
+    """
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        reactor: IReactorThreads,
+        threadpool: ThreadPool,
+        application: WSGIApplication,
+        drain: Drain,
+    ) -> None:
+        """
+        @param reactor: where the threads hand their output to.
+        @param threadpool: runs the application, one request per thread.
+        @param application: the WSGI application.
+        @param drain: the drain the site's connections report to.
+        """
+        self.reactor = reactor
+        self.threadpool = threadpool
+        self.application = application
+        self.drain = drain
+
+    def render(self, request: IRequest) -> object:
+        httpRequest = cast(Request, request)
+        route = _RouteWatch()
+        response = WSGIResponse(
+            self.reactor, self.threadpool, route.watch(self.application), httpRequest
+        )
+        route.environ = response.environ
+        labelRoute(request, route)
+        httpRequest.notifyFinish().addErrback(self._ended, response)
+        response.start()
+        return NOT_DONE_YET
+
+    def _ended(self, reason: Failure, response: WSGIResponse) -> None:
+        """
+        The request ended unanswered: cut at the cap, or its connection
+        lost.  A thread cut at the cap is given up on with the drain; one
+        serving a client that went away is waited for.
+        """
+        if (
+            reason.check(ResponseCutAtCap) is None
+            and not self.drain.cutting
+            and response.threadStarted
+            and not response.threadDone.called
+        ):
+            self.drain.track(response.threadDone)
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        """
+        Everything below this resource is the application's.
+        """
+        raise RuntimeError("a WSGI application has no child resources")
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise RuntimeError("a WSGI application has no child resources")
+
+
+def wsgiResource(
+    application: WSGIApplication,
+    drain: Drain,
+    reactor: Any,
+    threads: int = DEFAULT_THREADS,
+) -> IResource:
+    """
+    Serve C{application} on a thread pool of its own, started when the
+    reactor runs and given up on when C{drain} is done.
+
+    @param reactor: an L{IReactorCore} and L{IReactorThreads} provider.
+    @param threads: the most requests run at once; more wait in the pool's
+        queue.
+    @raise ValueError: C{threads} is less than 1.
+    """
+    pool = drainedThreadPool(reactor, drain, threads)
+    resource: IResource = DrainedWSGIResource(reactor, pool, application, drain)
+    return resource

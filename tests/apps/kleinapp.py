@@ -1,0 +1,53 @@
+"""
+A Klein application with C{async def} routes, served with
+C{--app tests.apps.kleinapp:app}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.web.iweb import IRequest
+
+
+class Greeter:
+    """
+    Routes on the class, state on the instance.
+
+    @ivar clock: what C{/slow} waits on; the global reactor when L{None}.
+    """
+
+    router = Klein()
+
+    def __init__(self, clock: IReactorTime | None = None, delay: float = 1.0):
+        self.clock = clock
+        self.delay = delay
+
+    def resource(self) -> Any:
+        return self.router.resource()
+
+    def _clock(self) -> IReactorTime:
+        if self.clock is not None:
+            return self.clock
+        from twisted.internet import reactor
+
+        return reactor
+
+    @router.route("/hello")
+    async def hello(self, request: IRequest) -> bytes:
+        return b"hello from klein\n"
+
+    @router.route("/users/<int:userID>")
+    async def user(self, request: IRequest, userID: int) -> bytes:
+        return b"user %d\n" % (userID,)
+
+    @router.route("/slow")
+    async def slow(self, request: IRequest) -> bytes:
+        await deferLater(self._clock(), self.delay, lambda: None)
+        return b"slow from klein\n"
+
+
+app = Greeter()
