@@ -19,6 +19,7 @@ tests see what a client on the wire would see.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -53,10 +54,11 @@ class Response:
 
 def parseResponses(data: bytes) -> list[Response]:
     """
-    Parse complete HTTP/1.1 responses with a C{Content-Length}, in order.
-    A trailing partial response is left out.
+    Parse complete HTTP/1.1 responses, with a C{Content-Length} or chunked
+    (as Twisted sends a body whose length it does not know), in order.  A
+    trailing partial response is left out.
     """
-    responses = []
+    parsed: list[Response] = []
     while data:
         match = _RESPONSE.match(data)
         if match is None:
@@ -66,15 +68,27 @@ def parseResponses(data: bytes) -> list[Response]:
             if line:
                 name, value = line.split(b":", 1)
                 headers[name.strip().lower()] = value.strip()
-        length = int(headers.get(b"content-length", b"0"))
-        end = match.end() + length
-        if len(data) < end:
-            break
-        responses.append(
-            Response(int(match.group(1)), headers, data[match.end() : end])
-        )
-        data = data[end:]
-    return responses
+        rest = data[match.end() :]
+        if headers.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while True:
+                size, crlf, rest = rest.partition(b"\r\n")
+                if not crlf or not size:
+                    return parsed
+                length = int(size, 16)
+                if len(rest) < length + 2:
+                    return parsed
+                body, rest = body + rest[:length], rest[length + 2 :]
+                if length == 0:
+                    break
+        else:
+            length = int(headers.get(b"content-length", b"0"))
+            if len(rest) < length:
+                break
+            body, rest = rest[:length], rest[length:]
+        parsed.append(Response(int(match.group(1)), headers, body))
+        data = rest
+    return parsed
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -109,8 +123,16 @@ class Client:
         self.server: DrainingChannel = wire.site.buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 40000)
         )
-        self.serverTransport = iosim.FakeTransport(self.server, isServer=True)
-        self.clientTransport = iosim.FakeTransport(self.protocol, isServer=False)
+        server = IPv4Address("TCP", "127.0.0.1", 8080)
+        client = IPv4Address("TCP", "127.0.0.1", 40000)
+        # TCP addresses at both ends, as a WSGI environ needs (REMOTE_ADDR,
+        # SERVER_PORT).
+        self.serverTransport = iosim.FakeTransport(
+            self.server, isServer=True, hostAddress=server, peerAddress=client
+        )
+        self.clientTransport = iosim.FakeTransport(
+            self.protocol, isServer=False, hostAddress=client, peerAddress=server
+        )
         self.pump = iosim.connect(
             self.server,
             self.serverTransport,
@@ -165,7 +187,7 @@ class Wire:
         drainDelay: float = 0.0,
         pingDelay: float = 2.0,
         idleGrace: float = 0.5,
-        resource: IResource | None = None,
+        resource: IResource | Callable[[Wire], IResource] | None = None,
         clock: Clock | None = None,
     ) -> None:
         """
@@ -174,10 +196,11 @@ class Wire:
         @param pingDelay: how long gracesvc's own C{/ping} waits, when
             C{resource} is not given.
         @param idleGrace: see L{gracesvc.DrainPolicy}.
-        @param resource: the root resource to serve; gracesvc's own routes
-            (C{/ping}, C{/healthz}, C{/readyz}, C{/metrics}) if L{None}.
-        @param clock: the clock to run on, if C{resource} needs it too; a
-            new one if L{None}.
+        @param resource: the root resource to serve, or a callable that makes
+            it from this wire (for a resource that needs its clock, drain or
+            metrics); gracesvc's own routes (C{/ping}, C{/healthz},
+            C{/readyz}, C{/metrics}) if L{None}.
+        @param clock: the clock to run on; a new one if L{None}.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -190,6 +213,8 @@ class Wire:
         if resource is None:
             app = GraceApp(self.clock, self.drain, pingDelay, self.metrics)
             resource = app.resource()
+        elif not IResource.providedBy(resource):
+            resource = resource(self)
         self.site = DrainingSite(resource, self.drain, self.metrics, reactor=self.clock)
         self.clients: list[Client] = []
 

@@ -14,19 +14,15 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
 from gracesvc._compose import withOperationalRoutes
-from gracesvc.testing import Response, get, samples
+from gracesvc.testing import Response, Wire, get, parseResponses, samples
 from tests.apps.kleinapp import Greeter
 from tests.apps.resourceapp import Root
 
-from .appwire import AppWire, responses
-
 
 class ComposeTestCase(SynchronousTestCase):
-    def serve(
-        self, makeApp: Callable[[AppWire], IResource], metrics: bool = True
-    ) -> None:
-        self.wire = AppWire(
-            lambda wire: withOperationalRoutes(
+    def serve(self, makeApp: Callable[[Wire], IResource], metrics: bool = True) -> None:
+        self.wire = Wire(
+            resource=lambda wire: withOperationalRoutes(
                 makeApp(wire), wire.drain, wire.metrics if metrics else None
             )
         )
@@ -34,7 +30,7 @@ class ComposeTestCase(SynchronousTestCase):
     def fetch(self, path: str) -> Response:
         client = self.wire.connect()
         client.send(get(path))
-        [response] = responses(client.protocol.data)
+        [response] = parseResponses(client.protocol.data)
         return response
 
     def routes(self) -> dict[tuple[str, str], float]:
@@ -80,7 +76,7 @@ class KleinAppTests(ComposeTestCase):
         self.wire.advance(0.9)
         self.assertNoResult(done)
         self.wire.advance(0.2)
-        [response] = responses(client.protocol.data)
+        [response] = parseResponses(client.protocol.data)
         self.assertEqual((response.code, response.body), (200, b"slow from klein\n"))
         self.successResultOf(done)
 
@@ -176,7 +172,7 @@ class ResourceTreeTests(ComposeTestCase):
         A Klein app mounted in a tree: its rule, under where it is mounted.
         """
 
-        def tree(wire: AppWire) -> IResource:
+        def tree(wire: Wire) -> IResource:
             root = Resource()
             root.putChild(b"greeter", Greeter(wire.clock).resource())
             return root

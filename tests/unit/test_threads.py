@@ -30,8 +30,8 @@ from gracesvc._threads import (
 )
 from gracesvc._twisted_threads import daemonThread
 
-from .appwire import ManualThreadPool, ThreadsInline
 from .test_twisted_threads import PATIENCE, Reactor, blockedPool
+from .threadfakes import ManualThreadPool, ThreadsInline
 
 
 def joinStoppers() -> None:

@@ -30,7 +30,7 @@ from twisted.web.wsgi import _WSGIResponse
 
 from gracesvc import _twisted_threads
 
-from .appwire import ManualThreadPool, ThreadsInline
+from .threadfakes import ManualThreadPool, ThreadsInline
 
 #: How long a test waits for a real thread, at most: only a broken test
 #: waits that long.

@@ -16,10 +16,10 @@ from zope.interface import provider
 
 from gracesvc._compose import withOperationalRoutes
 from gracesvc._wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
-from gracesvc.testing import get, samples
+from gracesvc.testing import Wire, get, samples
 from tests.apps.flaskapp import makeApp
 
-from .appwire import AppWire, ManualThreadPool, ThreadsInline
+from .threadfakes import ManualThreadPool, ThreadsInline
 
 #: Past the cut (the default cap, 5 s, less the cut's lead of 0.1 s), before
 #: the cap.
@@ -51,8 +51,8 @@ class WSGITestCase(SynchronousTestCase):
         self.flask.config["DURING"] = during
         self.wire = self.serve(self.flask)
 
-    def serve(self, application: WSGIApplication | Flask) -> AppWire:
-        def root(wire: AppWire) -> Any:
+    def serve(self, application: WSGIApplication | Flask) -> Wire:
+        def root(wire: Wire) -> Any:
             resource = DrainedWSGIResource(
                 ThreadsInline(),  # type: ignore[arg-type]
                 self.pool,  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ class WSGITestCase(SynchronousTestCase):
             )
             return withOperationalRoutes(resource, wire.drain, wire.metrics)
 
-        return AppWire(root)
+        return Wire(resource=root)
 
     def runThread(self) -> None:
         """
