@@ -203,6 +203,17 @@ class WSGIResponse(_WSGIResponse):
         if not started:
             self._sendResponseHeaders()
         self.request.write(data)
+        length = self.request.responseHeaders.getRawHeaders(b"content-length")
+        if (
+            length
+            and length[-1].isdigit()
+            and self.request.sentLength >= int(length[-1])
+        ):
+            # The whole body is written: finish now, in this reactor turn,
+            # not once the thread has closed the app's iterable.  A client
+            # that has read the body may close at once, and the response
+            # would go unlogged and uncounted though it was delivered.
+            self.request.finish()
 
     def _succeeded(self, started: bool) -> None:
         if self._requestFinished:

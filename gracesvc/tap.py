@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 twistd glue: C{twistd gracesvc} options and the service they make.
 """
@@ -12,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
+
+from ._drain import DrainPolicy
+from ._threads import DEFAULT_THREADS
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -39,13 +43,16 @@ class Options(usage.Options):
     Options for C{twistd gracesvc}.
     """
 
-    synopsis = "[--listen ENDPOINT ...] [options]"
+    synopsis = (
+        "[--app MODULE:ATTR | --wsgi MODULE:ATTR] [--listen ENDPOINT ...] [options]"
+    )
     longdesc = (
-        "Serve the gracesvc Klein app and drain it on SIGINT/SIGTERM: stop "
-        "accepting, finish the requests in flight, close keep-alive "
-        "connections cleanly, exit as soon as the last response is out and "
-        "never later than --shutdown-timeout after the signal.  A second "
-        "signal stops at once."
+        "Serve an app (gracesvc's own /ping demo unless --app or --wsgi names "
+        "yours) and drain it on SIGINT/SIGTERM: stop accepting, finish the "
+        "requests in flight, close keep-alive connections cleanly, exit as "
+        "soon as the last response is out and never later than "
+        "--shutdown-timeout after the signal.  A second signal stops at "
+        "once.  /healthz, /readyz and /metrics are gracesvc's."
     )
 
     optParameters = [
@@ -65,7 +72,34 @@ class Options(usage.Options):
             "instance out of rotation before its port closes. Must be less "
             "than --shutdown-timeout.",
         ],
-        ["ping-delay", None, "5", "Seconds GET /ping waits before answering."],
+        [
+            "ping-delay",
+            None,
+            "5",
+            "Seconds GET /ping of the built-in app waits before answering.",
+        ],
+        [
+            "app",
+            None,
+            None,
+            "Serve this app instead of the built-in one: MODULE:ATTRIBUTE "
+            "naming a Klein app, an IResource, or a callable taking no "
+            "arguments that returns one. The current directory is importable.",
+        ],
+        [
+            "wsgi",
+            None,
+            None,
+            "Serve this WSGI application (MODULE:ATTRIBUTE; MODULE:FACTORY() "
+            "for a factory) on a thread pool of its own.",
+        ],
+        [
+            "threads",
+            None,
+            None,
+            f"With --wsgi: the most requests its thread pool runs at once "
+            f"[default: {DEFAULT_THREADS}]",
+        ],
     ]
 
     def __init__(self, reactor: Any = None) -> None:
@@ -111,12 +145,14 @@ class Options(usage.Options):
             "drain-delay", self["drain-delay"], allowZero=True
         )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
-        if self["drain-delay"] >= self["shutdown-timeout"]:
-            raise usage.UsageError(
-                f"--drain-delay ({self['drain-delay']:g}s) must be less than "
-                f"--shutdown-timeout ({self['shutdown-timeout']:g}s): the delay "
-                f"is part of the shutdown"
+        try:
+            self["policy"] = DrainPolicy(
+                shutdownTimeout=self["shutdown-timeout"],
+                drainDelay=self["drain-delay"],
             )
+        except ValueError as e:
+            raise usage.UsageError(f"--drain-delay: {e}") from None
+        self._loadApp()
         if self._reactor is None:
             from twisted.internet import reactor
 
@@ -129,6 +165,29 @@ class Options(usage.Options):
                 "metrics-listen", self["metrics-listen"]
             )
         self["reactor"] = self._reactor
+
+    def _loadApp(self) -> None:
+        """
+        Import the app named by C{--app} or C{--wsgi} now, before anything
+        listens, so that an app that does not import is one line and exit
+        status 1.
+        """
+        from ._load import AppLoadError, loadApp, loadWSGI, parseThreads
+
+        if self["app"] is not None and self["wsgi"] is not None:
+            raise usage.UsageError("--app and --wsgi cannot be used together")
+        if self["threads"] is not None and self["wsgi"] is None:
+            raise usage.UsageError("--threads: only with --wsgi")
+        try:
+            self["threads"] = (
+                DEFAULT_THREADS
+                if self["threads"] is None
+                else parseThreads(self["threads"])
+            )
+            self["app-resource"] = None if self["app"] is None else loadApp(self["app"])
+            self["wsgi-app"] = None if self["wsgi"] is None else loadWSGI(self["wsgi"])
+        except AppLoadError as e:
+            raise usage.UsageError(str(e)) from None
 
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
@@ -163,20 +222,24 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     C{twistd --help} stays fast and a broken import is an error, not
     "Unknown command".
     """
+    from twisted.internet.interfaces import IReactorThreads
     from twisted.web.server import Site
 
     from ._app import GraceApp
+    from ._asyncio import runKleinCoroutinesOnAsyncio
+    from ._compose import withOperationalRoutes
     from ._drain import Drain
     from ._http import DrainingSite
     from ._metrics import Metrics, MetricsResource
     from ._service import StopSignals, TwistdService
+    from ._threads import boundReactorThreads
+    from ._wsgi import wsgiResource
 
     reactor = options["reactor"]
-    drain = Drain(
-        clock=reactor,
-        shutdownTimeout=options["shutdown-timeout"],
-        drainDelay=options["drain-delay"],
-    )
+    drain = Drain(reactor, policy=options["policy"])
+    if IReactorThreads.providedBy(reactor):
+        boundReactorThreads(reactor, drain)
+    runKleinCoroutinesOnAsyncio(reactor)
     metrics = Metrics(drain)
     auxiliary = []
     if options["metrics-listen"] is not None:
@@ -185,10 +248,15 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         auxiliary.append(
             (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
         )
-        app = GraceApp(reactor, drain, options["ping-delay"])
+    routeMetrics = None if options["metrics-listen"] is not None else metrics
+    if options["app-resource"] is not None:
+        root = withOperationalRoutes(options["app-resource"], drain, routeMetrics)
+    elif options["wsgi-app"] is not None:
+        user = wsgiResource(options["wsgi-app"], drain, reactor, options["threads"])
+        root = withOperationalRoutes(user, drain, routeMetrics)
     else:
-        app = GraceApp(reactor, drain, options["ping-delay"], metrics)
-    site = DrainingSite(app.resource(), drain, metrics, reactor=reactor)
+        root = GraceApp(reactor, drain, options["ping-delay"], routeMetrics).resource()
+    site = DrainingSite(root, drain, metrics, reactor=reactor)
     stopSignals = StopSignals(reactor, drain, signals)
     stopSignals.catch()
     return TwistdService(

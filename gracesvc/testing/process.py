@@ -136,11 +136,20 @@ class Twistd(Process):
         env: dict[str, str] | None = None,
         passFds: Sequence[int] = (),
         plugin: str = "gracesvc",
+        reactor: str | None = None,
     ) -> None:
+        """
+        @param args: options for the plugin.
+        @param reactor: twistd's C{--reactor} (C{asyncio}, say), if not the
+            default.
+        """
         self.port = port if port is not None else freePort()
         if listen is None:
             listen = [f"tcp:{self.port}:interface=127.0.0.1"]
-        argv = [TWISTD, "--pidfile=", "-n", plugin]
+        argv = [TWISTD, "--pidfile=", "-n"]
+        if reactor is not None:
+            argv += ["--reactor", reactor]
+        argv.append(plugin)
         for description in listen:
             argv += ["--listen", description]
         argv += list(args)

@@ -9,6 +9,7 @@ handler's thread.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify
@@ -17,7 +18,8 @@ from flask import Flask, Response, jsonify
 def makeApp() -> Flask:
     """
     @return: a new application with C{/hello}, C{/users/<int:userID>},
-        C{/started} (calls the hook after its first chunk) and C{/fails}.
+        C{/started} (calls the hook after its first chunk),
+        C{/sleep/<seconds>} (blocks its thread) and C{/fails}.
     """
     app = Flask(__name__)
     app.config["DURING"] = lambda where: None
@@ -43,6 +45,11 @@ def makeApp() -> Flask:
             yield b"second\n"
 
         return Response(chunks(), mimetype="text/plain")
+
+    @app.route("/sleep/<float:seconds>")
+    def sleep(seconds: float) -> str:
+        time.sleep(seconds)
+        return "slept\n"
 
     @app.route("/fails")
     def fails() -> str:

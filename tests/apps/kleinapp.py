@@ -5,6 +5,7 @@ C{--app tests.apps.kleinapp:app}.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from klein import Klein
@@ -43,6 +44,20 @@ class Greeter:
     @router.route("/users/<int:userID>")
     async def user(self, request: IRequest, userID: int) -> bytes:
         return b"user %d\n" % (userID,)
+
+    @router.route("/sleep/<float:seconds>")
+    async def sleep(self, request: IRequest, seconds: float) -> bytes:
+        await deferLater(self._clock(), seconds, lambda: None)
+        return b"slept\n"
+
+    @router.route("/asyncio-sleep/<float:seconds>")
+    async def asyncioSleep(self, request: IRequest, seconds: float) -> bytes:
+        """
+        Awaits an asyncio library call: needs twistd's asyncio reactor
+        (C{twistd -r asyncio}).
+        """
+        await asyncio.sleep(seconds)
+        return b"slept on asyncio\n"
 
     @router.route("/slow")
     async def slow(self, request: IRequest) -> bytes:

@@ -15,7 +15,9 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
+from gracesvc._http import DrainingSite
 from gracesvc._service import GracefulService
+from gracesvc.testing import Wire, get
 from tests.unit.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
@@ -85,7 +87,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_drainDelayMustFitInTheCap(self) -> None:
         self.assertRejected(
-            "--drain-delay (5s) must be less than --shutdown-timeout (5s)",
+            "--drain-delay: the drain delay (5s) must be >= 0 and less than the shutdown timeout (5s)",
             "--drain-delay",
             "5",
         )
@@ -137,6 +139,46 @@ class PluginTests(SynchronousTestCase):
         self.assertIs(makers["gracesvc"].options, tap.Options)
 
 
+class AppOptionTests(SynchronousTestCase):
+    def assertRejected(self, message: str, *argv: str) -> None:
+        OptionsTests.assertRejected(self, message, *argv)  # type: ignore[arg-type]
+
+    def test_appAndWsgiExcludeEachOther(self) -> None:
+        self.assertRejected(
+            "--app and --wsgi cannot be used together",
+            "--app",
+            "tests.apps.resourceapp:Root",
+            "--wsgi",
+            "tests.apps.flaskapp:app",
+        )
+
+    def test_threadsOnlyWithWsgi(self) -> None:
+        self.assertRejected("--threads: only with --wsgi", "--threads", "4")
+        self.assertRejected(
+            "--threads", "--wsgi", "tests.apps.flaskapp:app", "--threads", "0"
+        )
+
+    def test_appThatDoesNotImport(self) -> None:
+        self.assertRejected(
+            "--app 'tests.apps.nosuch:app': cannot import module",
+            "--app",
+            "tests.apps.nosuch:app",
+        )
+
+    def test_appsLoadedWhenOptionsAreParsed(self) -> None:
+        """
+        The app is imported while the options are checked, before anything
+        listens; C{--threads} defaults to C{twistd web}'s 20.
+        """
+        options = tap.Options(reactor=MemoryReactorClock())
+        options.parseOptions(["--wsgi", "tests.apps.flaskapp:app"])
+        from tests.apps.flaskapp import app
+
+        self.assertIs(options["wsgi-app"], app)
+        self.assertEqual(options["threads"], 20)
+        self.assertIsNone(options["app-resource"])
+
+
 class MakeServiceTests(SynchronousTestCase):
     def makeService(
         self, *argv: str
@@ -158,6 +200,22 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [8081, 8082])
         self.assertEqual(service.auxiliaryPorts, [])
+
+    def test_userAppBesideTheProbes(self) -> None:
+        """
+        With C{--app}, the site serves the user's resource, and gracesvc's
+        C{/healthz} beside it.
+        """
+        service, _, _ = self.makeService("--app", "tests.apps.resourceapp:Root")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        wire = Wire(resource=site.resource)
+        client = wire.connect()
+        client.send(get("/hello") + get("/healthz"))
+        self.assertEqual(
+            [(r.code, r.body) for r in client.responses],
+            [(200, b"hello from a resource\n"), (200, b'{"status": "ok"}')],
+        )
 
     def test_listensBeforePrivilegesAreDropped(self) -> None:
         """

@@ -6,7 +6,7 @@ the test while they run, to do what the reactor does meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Flask
@@ -16,7 +16,7 @@ from zope.interface import provider
 
 from gracesvc._compose import withOperationalRoutes
 from gracesvc._wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
-from gracesvc.testing import Wire, get, samples
+from gracesvc.testing import Client, Wire, get, samples
 from tests.apps.flaskapp import makeApp
 
 from .threadfakes import ManualThreadPool, ThreadsInline
@@ -85,6 +85,36 @@ class InFlightTests(WSGITestCase):
         self.runThread()
         [response] = client.responses
         self.assertEqual((response.code, response.body), (200, b"hello from flask\n"))
+        self.assertEqual(self.failures, [])
+
+    def test_wholeBodyWrittenFinishesTheResponseAtOnce(self) -> None:
+        """
+        A response whose body reaches its C{Content-Length} is finished with
+        its last write, not once the thread has closed the app's iterable: a
+        client that reads it all and closes meanwhile still counts as
+        answered.
+        """
+        clients: list[Client] = []
+
+        class Body:
+            def __iter__(self) -> Iterator[bytes]:
+                yield b"12345"
+
+            def close(self) -> None:
+                clients[0].close()
+
+        def app(environ: object, startResponse: Any) -> Body:
+            startResponse("200 OK", [("Content-Length", "5")])
+            return Body()
+
+        self.wire = self.serve(app)
+        clients.append(self.wire.connect())
+        clients[0].send(get("/x"))
+        self.runThread()
+        [response] = clients[0].responses
+        self.assertEqual(response.body, b"12345")
+        self.assertTrue(clients[0].closed)
+        self.assertEqual(self.route("wsgi", 200), 1)
         self.assertEqual(self.failures, [])
 
     def test_inFlightRequestCompletes(self) -> None:
