@@ -61,6 +61,7 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 bench: $(BIN)/.bench-installed
 	@command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk for the throughput figures"
 	$(BIN)/python -m bench.shutdown $(BENCH_ARGS)
+	$(BIN)/python -m bench.apps $(BENCH_ARGS)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)

@@ -70,6 +70,21 @@ class BenchSmokeTests(SynchronousTestCase):
         ]:
             self.assertRegex(self.row(output, measure), r"\d+\.\d ms")
 
+    def test_apps(self) -> None:
+        """
+        The users' apps' figures are measured: Flask, the stuck thread at
+        the cap, Klein on both reactors.
+        """
+        output = self.runBench("apps")
+        self.assertNotIn("ERROR", output)
+        for label in [
+            "Flask (--wsgi)",
+            "Klein async def (--app)",
+            "Klein awaiting asyncio.sleep",
+        ]:
+            self.assertIn("3/3", self.row(output, label))
+        self.assertIn("503 + Retry-After", self.row(output, "Flask view sleeping 60 s"))
+
     def test_throughput(self) -> None:
         """
         Both servers are measured, with wrk where it is installed, and the

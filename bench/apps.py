@@ -1,0 +1,213 @@
+"""
+The drain's figures for users' own apps: a Flask app on threads
+(C{--wsgi}), a Klein app with C{async def} routes (C{--app}) on the default
+reactor and on asyncio, each in fresh C{twistd -n gracesvc} processes over
+loopback.
+
+    .venv/bin/python -m bench.apps [--repeats 5] [--smoke] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bench._common import machine, startGracesvc, summary, table
+from bench.shutdown import Row, allOk, counts, inRuns, judge
+from gracesvc.testing import get
+from gracesvc.testing.process import InFlight, waitUntilRefused
+
+FLASK = "tests.apps.flaskapp:app"
+KLEIN = "tests.apps.kleinapp:app"
+
+
+@dataclass
+class Sizes:
+    repeats: int = 5
+    inFlight: int = 20
+    sleep: float = 2.0
+    settle: float = 0.5
+    cap: float = 1.0
+
+
+SMOKE = Sizes(repeats=1, inFlight=3, sleep=0.5, settle=0.2, cap=0.5)
+
+
+def inFlightAtSignal(
+    s: Sizes, label: str, path: str, body: bytes, *args: str, reactor: str | None = None
+) -> list[Row]:
+    """
+    C{s.inFlight} requests for C{path} (which answers C{body} after
+    C{s.sleep} seconds) in flight at SIGINT.
+    """
+    completed, refusal, toExit, statuses = [], [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc(*args, reactor=reactor)
+        try:
+            requests = [InFlight(twistd.port, get(path)) for _ in range(s.inFlight)]
+            time.sleep(s.settle)
+            sentAt = twistd.signal(signal.SIGINT)
+            refusedAt = waitUntilRefused(twistd.port)
+            statuses.append(twistd.wait(s.sleep + 10))
+            for r in requests:
+                r.join(5)
+            ok = [
+                r
+                for r in requests
+                if r.response and r.response.code == 200 and r.response.body == body
+            ]
+            completed.append(len(ok))
+            refusal.append(refusedAt - sentAt)
+            done = [r.doneAt for r in ok if r.doneAt is not None]
+            assert twistd.exitedAt is not None
+            if done:
+                toExit.append(twistd.exitedAt - max(done))
+        finally:
+            twistd.kill()
+    n = s.inFlight
+    return [
+        Row(
+            f"{label}: {n} requests ({s.sleep:g} s) in flight at SIGINT answered 200",
+            counts(completed, n),
+            f"{n}/{n}",
+            allOk([c == n for c in completed]),
+        ),
+        Row(
+            "  exit status",
+            ", ".join(sorted({str(x) for x in statuses})),
+            "-2 (SIGINT)",
+            allOk([x == -signal.SIGINT for x in statuses]),
+        ),
+        Row(
+            "  SIGINT -> first refused connect",
+            summary(refusal),
+            "< 20 ms",
+            judge(refusal, 0.020),
+        ),
+        Row(
+            "  last response -> process exit",
+            summary(toExit),
+            "< 25 ms",
+            judge(toExit, 0.025),
+        ),
+    ]
+
+
+def flaskInFlight(s: Sizes) -> list[Row]:
+    return inFlightAtSignal(
+        s, "Flask (--wsgi)", f"/sleep/{s.sleep!r}", b"slept\n", "--wsgi", FLASK
+    )
+
+
+def kleinInFlight(s: Sizes) -> list[Row]:
+    return inFlightAtSignal(
+        s, "Klein async def (--app)", f"/sleep/{s.sleep!r}", b"slept\n", "--app", KLEIN
+    )
+
+
+def kleinOnAsyncio(s: Sizes) -> list[Row]:
+    return inFlightAtSignal(
+        s,
+        "Klein awaiting asyncio.sleep (-r asyncio --app)",
+        f"/asyncio-sleep/{s.sleep!r}",
+        b"slept on asyncio\n",
+        "--app",
+        KLEIN,
+        reactor="asyncio",
+    )
+
+
+def flaskStuckThread(s: Sizes) -> list[Row]:
+    """
+    A Flask view sleeping 60 s in its thread, with a short cap.
+    """
+    got503, toExit = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--wsgi", FLASK, "--shutdown-timeout", repr(s.cap))
+        try:
+            request = InFlight(twistd.port, get("/sleep/60.0"))
+            time.sleep(0.3)
+            sentAt = twistd.signal(signal.SIGINT)
+            twistd.wait(s.cap + 10)
+            request.join(5)
+            r = request.response
+            got503.append(bool(r and r.code == 503 and b"retry-after" in r.headers))
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            twistd.kill()
+    limit = s.cap + 0.2
+    return [
+        Row(
+            f"Flask view sleeping 60 s, cap {s.cap:g} s: client gets 503 + Retry-After",
+            inRuns("503 + Retry-After", got503),
+            "503",
+            allOk(got503),
+        ),
+        Row(
+            "  SIGINT -> process exit, its thread abandoned",
+            summary(toExit, "s"),
+            f"< {limit:g} s",
+            judge(toExit, limit),
+        ),
+    ]
+
+
+SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
+    ("flask", flaskInFlight),
+    ("stuck", flaskStuckThread),
+    ("klein", kleinInFlight),
+    ("asyncio", kleinOnAsyncio),
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.apps", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--only", action="append", default=[])
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes()
+    if args.repeats is not None:
+        sizes.repeats = max(1, args.repeats)
+    print(
+        f"bench.apps: {machine()}"
+        + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else "")
+    )
+    sys.stdout.flush()
+    rows: list[Row] = []
+    errors = 0
+    for name, scenario in SCENARIOS:
+        if args.only and not any(o in name for o in args.only):
+            continue
+        try:
+            rows += scenario(sizes)
+        except Exception:
+            errors += 1
+            rows.append(Row(name, "ERROR (traceback on stderr)", "-", "**NO**"))
+            traceback.print_exc()
+    print()
+    print(
+        table(
+            ["measure", "figure", "target", "ok"],
+            [(r.measure, r.figure, r.target, r.ok) for r in rows],
+        )
+    )
+    print(f"\ntimings are median and max of {sizes.repeats} fresh processes each.")
+    if errors:
+        return 1
+    if args.check and any(r.ok not in ("yes", "-") for r in rows):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
