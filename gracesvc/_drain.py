@@ -17,10 +17,21 @@ one L{Phase} after another::
       │         accepted before that are still served); idle ones close
       │ shutdownTimeout - cutLead
     CUT ─────── unanswered requests get a 503, busy responses are aborted
-      │ shutdownTimeout: anything left is aborted
-    DONE ────── also as soon as, in DRAINING or CUT, the listeners are
-                closed, the last connection has closed and the last tracked
-                Deferred has fired; or at once on L{Drain.forceStop}
+      │         (shutdownTimeout - cleanupBudget - cutLead)
+    CLEANUP ─── as soon as, in DRAINING or CUT, the listeners are closed,
+      │         the last connection has closed and the last tracked Deferred
+      │         has fired: the cleanup hooks run, last added first, one
+      │         after another, within the cleanup budget
+    DONE ────── when the last cleanup hook is done; at shutdownTimeout
+                whatever is left is aborted or abandoned; at once on
+                L{Drain.forceStop}, which skips the cleanup
+
+Applications take part through hooks (L{Drain.addHook}): C{draining} hooks
+run at the signal, C{goingAway} hooks when the listeners have closed (the
+moment for long-lived connections to say goodbye, so that their clients
+reconnect elsewhere), both waited for until the cut; C{cleanup} hooks run
+once nothing is left to answer (close pools here).  A long response
+subscribes with L{Drain.whenGoingAway} to be told when to wrap up.
 
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
@@ -33,9 +44,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    ensureDeferred,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -66,11 +82,16 @@ class DrainPolicy:
         port closes.  Part of the shutdown, so less than C{shutdownTimeout}.
     @ivar idleGrace: how long a connection with no request in progress may
         stay open once the drain has begun, counted from its last activity.
+    @ivar cleanupBudget: how long the cleanup hooks may take, from when the
+        last connection closed; reserved inside the cap, so the cut comes
+        this much earlier.  0 reserves nothing: the cleanup may then take
+        what is left of the cap.
     """
 
     shutdownTimeout: float = 5.0
     drainDelay: float = 0.0
     idleGrace: float = DEFAULT_IDLE_GRACE
+    cleanupBudget: float = 0.0
 
     def __post_init__(self) -> None:
         """
@@ -87,15 +108,29 @@ class DrainPolicy:
                 f"than the shutdown timeout ({self.shutdownTimeout:g}s): the "
                 f"delay is part of the shutdown"
             )
+        if not 0 <= self.cleanupBudget < self.shutdownTimeout - self.drainDelay:
+            raise ValueError(
+                f"the cleanup budget ({self.cleanupBudget:g}s) must be >= 0 and "
+                f"fit in the shutdown timeout ({self.shutdownTimeout:g}s) after "
+                f"the drain delay ({self.drainDelay:g}s)"
+            )
         if not self.idleGrace >= 0:
             raise ValueError(f"the idle grace must be >= 0, got {self.idleGrace!r}")
 
     @property
     def cutLead(self) -> float:
         """
-        How long before the cap the cut comes.
+        How long before the cap (or the cleanup budget before it) the cut
+        comes.
         """
-        return min(MAX_CUT_LEAD, self.shutdownTimeout / 10)
+        return min(MAX_CUT_LEAD, (self.shutdownTimeout - self.cleanupBudget) / 10)
+
+    @property
+    def cutAfter(self) -> float:
+        """
+        When the cut comes, in seconds after the signal.
+        """
+        return self.shutdownTimeout - self.cleanupBudget - self.cutLead
 
     @property
     def retryAfter(self) -> int:
@@ -116,7 +151,12 @@ class Phase(Enum):
     DELAYING = 1
     DRAINING = 2
     CUT = 3
-    DONE = 4
+    CLEANUP = 4
+    DONE = 5
+
+
+#: The phases an application's hook can run in (see L{Drain.addHook}).
+HookPhase = Literal["draining", "goingAway", "cleanup"]
 
 
 class IDrainableConnection(Interface):
@@ -182,18 +222,20 @@ class Drain:
         idleGrace: float = DEFAULT_IDLE_GRACE,
         *,
         policy: DrainPolicy | None = None,
+        cleanupBudget: float = 0.0,
     ) -> None:
         """
         @param clock: the source of time and delayed calls.
         @param shutdownTimeout: see L{DrainPolicy.shutdownTimeout}.
         @param drainDelay: see L{DrainPolicy.drainDelay}.
         @param idleGrace: see L{DrainPolicy.idleGrace}.
-        @param policy: all three at once, instead of the three above.
+        @param cleanupBudget: see L{DrainPolicy.cleanupBudget}.
+        @param policy: all at once, instead of the four above.
         @raise ValueError: the times do not fit together.
         """
         self.clock = clock
         self.policy = (
-            DrainPolicy(shutdownTimeout, drainDelay, idleGrace)
+            DrainPolicy(shutdownTimeout, drainDelay, idleGrace, cleanupBudget)
             if policy is None
             else policy
         )
@@ -217,6 +259,13 @@ class Drain:
         self._tracked: set[Deferred[object]] = set()
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
+        self._hooks: dict[str, list[tuple[str, Callable[[], object]]]] = {
+            "draining": [],
+            "goingAway": [],
+            "cleanup": [],
+        }
+        self._goingAway: dict[object, Callable[[], object]] = {}
+        self._cleanupCall: IDelayedCall | None = None
 
     @property
     def shutdownTimeout(self) -> float:
@@ -263,6 +312,24 @@ class Drain:
             and not self._listeners
             and not self._listenersClosing
         )
+
+    @property
+    def goneAway(self) -> bool:
+        """
+        Whether the listeners have closed and long-lived connections were
+        told to wrap up (see L{whenGoingAway}).
+        """
+        return self.phase is not Phase.DONE and self.listenersClosed
+
+    @property
+    def deadline(self) -> float | None:
+        """
+        When the cut comes, on the drain's clock: what is still unanswered
+        then gets a 503.  L{None} before the drain starts.
+        """
+        if self.startedAt is None:
+            return None
+        return self.startedAt + self.policy.cutAfter
 
     def answerCut(self) -> bool:
         """
@@ -336,6 +403,56 @@ class Drain:
             return result
 
         return work.addBoth(untrack)
+
+    def addHook(
+        self, phase: HookPhase, hook: Callable[[], object], name: str | None = None
+    ) -> None:
+        """
+        Run C{hook} in C{phase} of the drain.
+
+          - C{"draining"}: at the signal (readiness is off, the listeners
+            may still accept during the drain delay): stop consumers, stop
+            taking new work.
+          - C{"goingAway"}: when the listeners have closed: tell long-lived
+            work to wrap up, so that its clients reconnect elsewhere.
+          - C{"cleanup"}: once the last connection has closed and the last
+            tracked work is done: close pools.  Cleanup hooks run last added
+            first, one after another, within L{DrainPolicy.cleanupBudget};
+            a second signal skips them.
+
+        A hook may return a Deferred or be a coroutine function.  The drain
+        waits for C{draining} and C{goingAway} hooks as for L{track}ed work
+        (until the cut); an exception or a failure is logged and the
+        shutdown goes on.
+
+        @param name: what the log calls the hook; its qualified name if
+            L{None}.
+        """
+        if phase not in self._hooks:
+            raise ValueError(f"no such drain phase for a hook: {phase!r}")
+        label = name or str(getattr(hook, "__qualname__", repr(hook)))
+        self._hooks[phase].append((label, hook))
+
+    def whenGoingAway(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """
+        Call C{callback} when the listeners have closed: a long response
+        (an event stream, a long poll, a WebSocket) should wrap up then,
+        so that its client reconnects to another instance.  If that moment
+        has passed already, C{callback} is called now.
+
+        @return: a function that cancels the subscription (call it when the
+            response ends on its own).
+        """
+        if self.goneAway:
+            callback()
+            return lambda: None
+        key = object()
+        self._goingAway[key] = callback
+
+        def unsubscribe() -> None:
+            self._goingAway.pop(key, None)
+
+        return unsubscribe
 
     @property
     def connections(self) -> int:
@@ -416,7 +533,8 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        cutIn = self.shutdownTimeout - self.policy.cutLead - late
+        self._runHooks("draining")
+        cutIn = self.policy.cutAfter - late
         self._later(max(0.0, cutIn), self._cutDue)
         self._later(max(0.0, self.shutdownTimeout - late), self._capReached)
         self._later(1.0, self._progress)
@@ -463,6 +581,14 @@ class Drain:
             for port in listeners:
                 port.stopListening()
         self._abortAll()
+        cleanup = self._hooks["cleanup"]
+        if cleanup and self.phase.value < Phase.DONE.value:
+            self.log.warn(
+                "Cleanup skipped ({reason}): {hooks} cleanup hooks not run",
+                reason=reason,
+                hooks=len(cleanup) if self.phase is not Phase.CLEANUP else 0,
+                step="cleanup_skipped",
+            )
         self._enter(Phase.DONE, "forced")
 
     def _delayElapsed(self) -> None:
@@ -477,26 +603,50 @@ class Drain:
 
     def _capReached(self) -> None:
         self._cutDue()
-        if self.phase is Phase.CUT:
+        if self.phase in (Phase.CUT, Phase.CLEANUP):
             self._abortAll()
             self._enter(Phase.DONE, "cap")
 
-    def _listenersDone(self) -> None:
+    def _listenersDone(self, logged: bool = True) -> None:
         """
         Every listener closed.  Late, after a forced stop, it is a no-op: the
         log ends with C{done}.
+
+        @param logged: whether to log it (not when there were none).
         """
         if self.phase is Phase.DONE:
             return
         self._beginDrainOnConnections()
-        self.log.info(
-            "Listeners closed: {inFlight} requests in flight, "
-            "{connections} connections open",
-            inFlight=self.inFlight,
-            connections=self.connections,
-            step="listeners_closed",
-        )
+        if logged:
+            self.log.info(
+                "Listeners closed: {inFlight} requests in flight, "
+                "{connections} connections open",
+                inFlight=self.inFlight,
+                connections=self.connections,
+                step="listeners_closed",
+            )
+        self._goAway()
         self._maybeFinish()
+
+    def _goAway(self) -> None:
+        """
+        Tell long-lived responses and C{goingAway} hooks to wrap up.
+        """
+        subscribers, self._goingAway = list(self._goingAway.values()), {}
+        if subscribers or self._hooks["goingAway"]:
+            self.log.info(
+                "Going away: {responses} long responses told to wrap up",
+                responses=len(subscribers),
+                step="going_away",
+            )
+        for callback in subscribers:
+            try:
+                callback()
+            except Exception:
+                self.log.failure(
+                    "going-away callback {callback} failed", callback=callback
+                )
+        self._runHooks("goingAway")
 
     def _maybeFinish(self) -> None:
         if (
@@ -505,7 +655,7 @@ class Drain:
             and not self._connections
             and not self._tracked
         ):
-            self._enter(Phase.DONE, "drained")
+            self._enter(Phase.CLEANUP)
 
     # The timeline: what entering each phase does.
 
@@ -530,8 +680,88 @@ class Drain:
             self._closeListeners()
         elif phase is Phase.CUT:
             self._cut()
+        elif phase is Phase.CLEANUP:
+            self._cleanUp()
         elif phase is Phase.DONE:
             self._finish(outcome)
+
+    def _runHooks(self, phase: HookPhase) -> None:
+        """
+        Run the C{draining} or C{goingAway} hooks; track what they return.
+        """
+        for label, hook in self._hooks[phase]:
+            result = self._call(label, hook)
+            if result is not None:
+                self.track(result).addErrback(lambda _: None)
+
+    def _call(self, label: str, hook: Callable[[], object]) -> Deferred[object] | None:
+        """
+        Call C{hook}; a failure, at once or later, is logged.
+
+        @return: the Deferred it returned (or made of its coroutine), if any.
+        """
+        try:
+            result = hook()
+        except Exception:
+            self.log.failure("drain hook {hook} failed", hook=label)
+            return None
+        if isinstance(result, Deferred):
+            d: Deferred[object] = result
+        elif hasattr(result, "__await__"):
+            d = ensureDeferred(result)  # type: ignore[arg-type]
+        else:
+            return None
+        return d.addErrback(
+            lambda f: self.log.failure(
+                "drain hook {hook} failed", failure=f, hook=label
+            )
+        )
+
+    def _cleanUp(self) -> None:
+        """
+        Run the cleanup hooks, last added first, each after the one before
+        is done, within the cleanup budget (and the cap).
+        """
+        hooks = list(reversed(self._hooks["cleanup"]))
+        if not hooks:
+            self._enter(Phase.DONE, "drained")
+            return
+        assert self.capAt is not None
+        toCap = self.capAt - self.clock.seconds()
+        budget = min(self.policy.cleanupBudget or toCap, toCap)
+        self.log.info(
+            "Cleaning up: {hooks} cleanup hooks, {budget:.3f}s budget",
+            hooks=len(hooks),
+            budget=budget,
+            step="cleanup",
+        )
+
+        def overrun() -> None:
+            self._cleanupCall = None
+            if self.phase is Phase.CLEANUP:
+                self.abandoned += 1 + len(hooks)
+                self.log.warn(
+                    "Cleanup budget spent: {hooks} cleanup hooks abandoned",
+                    hooks=1 + len(hooks),
+                    step="cleanup_overrun",
+                )
+                self._enter(Phase.DONE, "drained")
+
+        self._cleanupCall = self.clock.callLater(max(0.0, budget), overrun)
+        self._calls.append(self._cleanupCall)
+
+        def runNext(_: object = None) -> None:
+            while self.phase is Phase.CLEANUP:
+                if not hooks:
+                    self._enter(Phase.DONE, "drained")
+                    return
+                label, hook = hooks.pop(0)
+                d = self._call(label, hook)
+                if d is not None and not d.called:
+                    d.addBoth(runNext)
+                    return
+
+        runNext()
 
     def _beginDrainOnConnections(self) -> None:
         self._forEach(lambda connection: connection.beginDrain())
@@ -539,8 +769,7 @@ class Drain:
     def _closeListeners(self) -> None:
         listeners, self._listeners = self._listeners, []
         if not listeners:
-            self._beginDrainOnConnections()
-            self._maybeFinish()
+            self._listenersDone(logged=False)
             return
         self._listenersClosing += 1
 

@@ -12,8 +12,8 @@ from enum import Enum
 from types import FrameType
 from typing import Protocol
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -37,7 +37,7 @@ class ListenFailed(Exception):
     """
 
 
-class GracefulService(Service):
+class GracefulService(MultiService):
     """
     Serve C{factory} on C{endpoints}; on shutdown, drain through C{drain}.
 
@@ -50,6 +50,12 @@ class GracefulService(Service):
     runs however the reactor is stopped and whatever the service hierarchy
     looks like, and also from L{stopService}.  Both wait for the same drain.
     Signals are L{StopSignals}' business.
+
+    Child services (a database pool, a consumer) are started with it, and
+    stopped in the drain's cleanup phase, after the last request has been
+    answered: last added first, each once the one before has stopped.
+    (Twisted's L{MultiService} stops them all at once, when the drain
+    begins.)
     """
 
     log = Logger()
@@ -74,6 +80,7 @@ class GracefulService(Service):
             until the drain is done but not drained, such as a metrics
             endpoint that must stay scrapeable while the main listeners close.
         """
+        super().__init__()
         self.factory = factory
         self.endpoints = list(endpoints)
         self.drain = drain
@@ -103,6 +110,10 @@ class GracefulService(Service):
         @raise ListenFailed: as L{privilegedStartService}.
         """
         super().startService()
+        if list(self):
+            self.drain.addHook(
+                "cleanup", self._stopChildren, name="stop child services"
+            )
         if not self._listening:
             try:
                 self._listenOnAll()
@@ -174,6 +185,15 @@ class GracefulService(Service):
         synchronous = False
         return failures[0] if failures else None
 
+    async def _stopChildren(self) -> None:
+        """
+        Stop the child services, last added first, one after another.
+        """
+        children: list[IService] = list(self)
+        for child in reversed(children):
+            if child.running:
+                await maybeDeferred(child.stopService)
+
     def _closeAuxiliary(self, _: object) -> None:
         ports, self.auxiliaryPorts = self.auxiliaryPorts, []
         for port in ports:
@@ -190,7 +210,7 @@ class GracefulService(Service):
 
         @return: a Deferred that fires when the drain is done.
         """
-        super().stopService()
+        Service.stopService(self)
         if self._trigger is not None and not self._triggerFired:
             self.reactor.removeSystemEventTrigger(self._trigger)
         self._trigger = None

@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import Any, cast
 
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort
@@ -799,3 +801,170 @@ class TestingWireTests(SynchronousTestCase):
         self.assertEqual((response.code, response.body), (200, b"done"))
         self.assertEqual(response.headers[b"connection"], b"close")
         self.successResultOf(done)
+
+
+class HookTests(SynchronousTestCase):
+    def drain(self, **kwargs: Any) -> tuple[Drain, Clock, list[dict[str, Any]]]:
+        clock = Clock()
+        drain = Drain(clock, **kwargs)
+        return drain, clock, captureLog(drain)
+
+    def test_phasesInOrderOnTheTimeline(self) -> None:
+        """
+        C{draining} hooks run at the signal, C{goingAway} hooks and
+        subscribers when the listeners have closed (after the drain delay),
+        C{cleanup} hooks once the last connection has closed, last added
+        first, one after another.
+        """
+        drain, clock, _ = self.drain(shutdownTimeout=5, drainDelay=1, cleanupBudget=1)
+        calls: list[tuple[str, float, int]] = []
+        connection = Multiplexed(1)
+
+        def note(what: str) -> Callable[[], None]:
+            return lambda: calls.append((what, clock.seconds(), drain.connections))
+
+        first: Deferred[None] = Deferred()
+        drain.addHook("draining", note("draining"))
+        drain.addHook("goingAway", note("goingAway"))
+        drain.addHook("cleanup", lambda: (note("cleanup 1")(), None)[1])
+        drain.addHook("cleanup", lambda: (note("cleanup 2")(), first)[1])
+        drain.whenGoingAway(note("subscriber"))
+        drain.addListener(FakePort(clock))
+        drain.connectionOpened(connection)
+        done = drain.start()
+        clock.advance(1)
+        clock.advance(0.5)
+        drain.connectionClosed(connection)
+        self.assertEqual(
+            calls,
+            [
+                ("draining", 0, 1),
+                ("subscriber", 1, 1),
+                ("goingAway", 1, 1),
+                ("cleanup 2", 1.5, 0),
+            ],
+        )
+        self.assertIs(drain.phase, Phase.CLEANUP)
+        self.assertNoResult(done)
+        clock.advance(0.2)
+        first.callback(None)
+        self.assertEqual(calls[-1], ("cleanup 1", 1.7, 0))
+        self.successResultOf(done)
+
+    def test_drainingHookIsWaitedForUntilTheCut(self) -> None:
+        """
+        The drain waits for what a C{draining} or C{goingAway} hook returns,
+        as for tracked work: done when it fires, abandoned at the cut.
+        """
+        drain, clock, _ = self.drain(shutdownTimeout=2)
+        work: Deferred[None] = Deferred()
+        drain.addHook("goingAway", lambda: work)
+        done = drain.start()
+        self.assertNoResult(done)
+        self.assertEqual(drain.pendingWork, 1)
+        work.callback(None)
+        self.successResultOf(done)
+
+        drain, clock, _ = self.drain(shutdownTimeout=2)
+        drain.addHook("draining", Deferred)
+        done = drain.start()
+        clock.advance(1.9)
+        self.successResultOf(done)
+        self.assertEqual(drain.abandoned, 1)
+
+    def test_coroutineHooksAreAwaited(self) -> None:
+        drain, clock, _ = self.drain(cleanupBudget=1)
+        waited: Deferred[None] = Deferred()
+        ran: list[str] = []
+
+        async def cleanUp() -> None:
+            await waited
+            ran.append("cleaned")
+
+        drain.addHook("cleanup", cleanUp)
+        done = drain.start()
+        self.assertNoResult(done)
+        waited.callback(None)
+        self.assertEqual(ran, ["cleaned"])
+        self.successResultOf(done)
+
+    def test_failingHooksAreLoggedAndTheShutdownGoesOn(self) -> None:
+        drain, clock, events = self.drain(cleanupBudget=1)
+        ran: list[str] = []
+
+        def fails() -> None:
+            raise RuntimeError("boom")
+
+        drain.addHook("draining", fails, name="broken consumer")
+        drain.addHook("cleanup", lambda: ran.append("second"))
+        drain.addHook("cleanup", lambda: defer.fail(RuntimeError("later boom")))
+        self.successResultOf(drain.start())
+        self.assertEqual(ran, ["second"])
+        failed = [e for e in events if e.get("log_failure") is not None]
+        self.assertEqual(len(failed), 2)
+        self.assertEqual(failed[0]["hook"], "broken consumer")
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_cleanupOverrunningItsBudgetIsAbandoned(self) -> None:
+        """
+        A cleanup hook that never finishes is abandoned when the budget is
+        spent, with the hooks after it: done within the cap.
+        """
+        drain, clock, events = self.drain(shutdownTimeout=3, cleanupBudget=0.5)
+        ran: list[str] = []
+        drain.addHook("cleanup", lambda: ran.append("never reached"))
+        drain.addHook("cleanup", Deferred)
+        done = drain.start()
+        clock.advance(0.4)
+        self.assertNoResult(done)
+        clock.advance(0.1)
+        self.successResultOf(done)
+        self.assertEqual(ran, [])
+        self.assertEqual(drain.abandoned, 2)
+        self.assertIn("cleanup_overrun", [e["step"] for e in events])
+
+    def test_cleanupBudgetIsReservedBeforeTheCap(self) -> None:
+        """
+        The cut comes early enough to leave the cleanup its budget.
+        """
+        drain, clock, _ = self.drain(shutdownTimeout=3, cleanupBudget=1)
+        connection = Multiplexed(1)
+        drain.connectionOpened(connection)
+        drain.start()
+        self.assertAlmostEqual(drain.deadline, 1.9)
+        clock.advance(1.89)
+        self.assertIsNone(connection.cutWith)
+        clock.advance(0.02)
+        self.assertEqual(connection.cutWith, 3)
+
+    def test_secondSignalSkipsTheCleanup(self) -> None:
+        drain, clock, events = self.drain(cleanupBudget=1)
+        ran: list[str] = []
+        drain.addHook("cleanup", lambda: ran.append("cleaned"))
+        drain.connectionOpened(Multiplexed(1))
+        done = drain.start()
+        drain.forceStop()
+        self.successResultOf(done)
+        self.assertEqual(ran, [])
+        steps = [e["step"] for e in events]
+        self.assertEqual(steps[-3:], ["forced", "cleanup_skipped", "done"])
+
+    def test_goingAwaySubscriptions(self) -> None:
+        """
+        A subscriber that unsubscribed is not called; one that subscribes
+        after the listeners closed is called at once.
+        """
+        drain, clock, _ = self.drain()
+        called: list[str] = []
+        cancel = drain.whenGoingAway(lambda: called.append("gone"))
+        cancel()
+        drain.connectionOpened(Multiplexed(1))
+        drain.start()
+        self.assertEqual(called, [])
+        drain.whenGoingAway(lambda: called.append("late"))
+        self.assertEqual(called, ["late"])
+
+    def test_unknownPhase(self) -> None:
+        drain, _, _ = self.drain()
+        with self.assertRaises(ValueError):
+            drain.addHook("later", lambda: None)  # type: ignore[arg-type]

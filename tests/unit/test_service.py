@@ -568,3 +568,47 @@ class StopSignalsTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual((self.reactor.stops, self.reactor.exitSignal), (0, None))
         self.assertEqual(self.signals.handlers[SIGTERM], self.reactor.sigTerm)
+
+
+class ChildServiceTests(SynchronousTestCase):
+    def test_childrenStopAfterTheLastResponseOneAfterAnother(self) -> None:
+        """
+        A child service (a pool, say) is stopped in the drain's cleanup
+        phase, once the request in flight has been answered, not when the
+        drain begins; children stop last added first, each once the one
+        before has stopped.
+        """
+        from twisted.application.service import Service
+
+        from gracesvc.testing import Wire, get
+
+        wire = Wire(pingDelay=1)
+        service = GracefulService(wire.site, [], wire.drain, FakeReactor())
+        stops: list[tuple[str, float]] = []
+        slow: Deferred[None] = Deferred()
+
+        class Child(Service):
+            def __init__(self, name: str, result: Deferred[None] | None) -> None:
+                self.setName(name)
+                self.result = result
+
+            def stopService(self) -> Deferred[None] | None:
+                super().stopService()
+                stops.append((str(self.name), wire.clock.seconds()))
+                return self.result
+
+        Child("pool", None).setServiceParent(service)
+        Child("consumer", slow).setServiceParent(service)
+        service.startService()
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = service.stopService()
+        wire.advance(0.5)
+        self.assertEqual(stops, [])
+        wire.advance(0.6)
+        self.assertEqual(client.responses[0].code, 200)
+        self.assertEqual([name for name, _ in stops], ["consumer"])
+        self.assertNoResult(done)
+        slow.callback(None)
+        self.assertEqual([name for name, _ in stops], ["consumer", "pool"])
+        self.successResultOf(done)
