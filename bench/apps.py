@@ -2,25 +2,30 @@
 The drain's figures for users' own apps: a Flask app on threads
 (C{--wsgi}), a Klein app with C{async def} routes (C{--app}) on the default
 reactor and on asyncio, each in fresh C{twistd -n gracesvc} processes over
-loopback.
+loopback; and the cost of serving a Flask app under gracesvc against
+C{twistd web --wsgi}, side by side.
 
-    .venv/bin/python -m bench.apps [--repeats 5] [--smoke] [--check]
+    .venv/bin/python -m bench.apps [--repeats 5] [--rounds 5] [--smoke] [--check]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import signal
+import statistics
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import machine, startGracesvc, summary, table
+from bench._common import cores, machine, startGracesvc, stopServer, summary, table
 from bench.shutdown import Row, allOk, counts, inRuns, judge
+from bench.throughput import Load, cpuSeconds
 from gracesvc.testing import get
-from gracesvc.testing.process import InFlight, waitUntilRefused
+from gracesvc.testing.process import InFlight, Twistd, waitUntilRefused
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"
@@ -33,9 +38,95 @@ class Sizes:
     sleep: float = 2.0
     settle: float = 0.5
     cap: float = 1.0
+    rounds: int = 5
+    duration: float = 5.0
+    warmup: float = 1.0
 
 
-SMOKE = Sizes(repeats=1, inFlight=3, sleep=0.5, settle=0.2, cap=0.5)
+SMOKE = Sizes(
+    repeats=1,
+    inFlight=3,
+    sleep=0.5,
+    settle=0.2,
+    cap=0.5,
+    rounds=1,
+    duration=1.0,
+    warmup=0.3,
+)
+
+#: The throughput target: gracesvc's CPU time per request at most this much
+#: above twistd web's.
+THROUGHPUT_TARGET = 0.97
+
+
+def startWSGI(kind: str) -> Twistd:
+    """
+    Serve the Flask app with C{twistd -n gracesvc --wsgi} or with
+    C{twistd -n web --wsgi}, and wait until it answers.
+    """
+    if kind == "gracesvc":
+        twistd = Twistd("--wsgi", FLASK)
+    else:
+        twistd = Twistd("--wsgi", FLASK.replace(":", "."), plugin="web")
+    try:
+        return twistd.waitUntilServing(path="/hello")
+    except BaseException:
+        twistd.kill()
+        raise
+
+
+def wsgiThroughput(s: Sizes) -> list[Row]:
+    """
+    A trivial Flask route (C{/hello}) under C{gracesvc --wsgi} and under
+    C{twistd web --wsgi}, rounds alternating, each server on core 0 and wrk
+    on core 1: requests per second and the server's CPU time per request.
+    """
+    tool = "wrk" if shutil.which("wrk") else "python"
+    pin = cores() >= 2
+    serverCpu, loadCpu = (0, 1) if pin else (None, None)
+    load = Load(tool, 10, loadCpu, path="/hello")
+    rps: dict[str, list[float]] = {"gracesvc": [], "web": []}
+    cpu: dict[str, list[float]] = {"gracesvc": [], "web": []}
+    for _ in range(s.rounds):
+        for kind in ("gracesvc", "web"):
+            twistd = startWSGI(kind)
+            try:
+                if serverCpu is not None:
+                    os.sched_setaffinity(twistd.pid, {serverCpu})
+                load.run(twistd.port, s.warmup)
+                before = cpuSeconds(twistd.pid)
+                perSecond, requests, _ = load.run(twistd.port, s.duration)
+                used = cpuSeconds(twistd.pid) - before
+            finally:
+                stopServer(twistd)
+            rps[kind].append(perSecond)
+            cpu[kind].append(used / requests if requests else 0.0)
+    rpsRatio = statistics.median(rps["gracesvc"]) / max(
+        statistics.median(rps["web"]), 1e-9
+    )
+    cpuRatio = statistics.median(cpu["web"]) / max(
+        statistics.median(cpu["gracesvc"]), 1e-9
+    )
+    pairs = ", ".join(
+        f"{a / b:.3f}" for a, b in zip(rps["gracesvc"], rps["web"], strict=True) if b
+    )
+    return [
+        Row(
+            f"Flask /hello, gracesvc --wsgi vs twistd web --wsgi ({tool}, "
+            f"{s.rounds} alternating rounds of {s.duration:g} s): req/s",
+            f"{statistics.median(rps['gracesvc']):.0f} vs "
+            f"{statistics.median(rps['web']):.0f}: {rpsRatio:.3f} (rounds {pairs})",
+            f">= {THROUGHPUT_TARGET}",
+            judge([rpsRatio], float("inf"), above=THROUGHPUT_TARGET),
+        ),
+        Row(
+            "  server CPU per request, twistd web / gracesvc",
+            f"{statistics.median(cpu['web']) * 1e6:.0f} / "
+            f"{statistics.median(cpu['gracesvc']) * 1e6:.0f} µs: {cpuRatio:.3f}",
+            f">= {THROUGHPUT_TARGET}",
+            judge([cpuRatio], float("inf"), above=THROUGHPUT_TARGET),
+        ),
+    ]
 
 
 def inFlightAtSignal(
@@ -163,6 +254,7 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("stuck", flaskStuckThread),
     ("klein", kleinInFlight),
     ("asyncio", kleinOnAsyncio),
+    ("throughput", wsgiThroughput),
 ]
 
 

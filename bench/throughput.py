@@ -42,10 +42,13 @@ class Load:
     One load generator, pinned to C{cpu} if given.
     """
 
-    def __init__(self, tool: str, connections: int, cpu: int | None) -> None:
+    def __init__(
+        self, tool: str, connections: int, cpu: int | None, path: str = "/ping"
+    ) -> None:
         self.tool = tool
         self.connections = connections
         self.cpu = cpu
+        self.path = path
 
     def run(self, port: int, duration: float) -> tuple[float, int, str]:
         """
@@ -61,7 +64,7 @@ class Load:
             "-t1",
             f"-c{self.connections}",
             f"-d{max(1, round(duration))}s",
-            f"http://127.0.0.1:{port}/ping",
+            f"http://127.0.0.1:{port}{self.path}",
         ]
         if self.cpu is not None and shutil.which("taskset"):
             argv = ["taskset", "-c", str(self.cpu)] + argv
@@ -84,7 +87,7 @@ class Load:
         try:
             if self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})
-            answered, elapsed = pythonLoad(port, "/ping", self.connections, duration)
+            answered, elapsed = pythonLoad(port, self.path, self.connections, duration)
         finally:
             os.sched_setaffinity(0, before)
         return answered / elapsed, answered, ""

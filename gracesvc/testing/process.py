@@ -155,9 +155,9 @@ class Twistd(Process):
         argv += list(args)
         super().__init__(argv, env=env, passFds=passFds)
 
-    def waitUntilServing(self, timeout: float = 15.0) -> Twistd:
+    def waitUntilServing(self, timeout: float = 15.0, path: str = "/healthz") -> Twistd:
         """
-        Wait until C{/healthz} answers 200.
+        Wait until C{path} answers 200.
 
         @raise AssertionError: if it does not within C{timeout}, or the
             process exits.
@@ -168,7 +168,7 @@ class Twistd(Process):
                 raise AssertionError(f"twistd exited early:\n{self.log()}")
             try:
                 with RawClient(self.port, timeout=1) as client:
-                    client.send(get("/healthz", "Connection: close"))
+                    client.send(get(path, "Connection: close"))
                     if client.readResponse().code == 200:
                         return self
             except OSError:
