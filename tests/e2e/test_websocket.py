@@ -16,12 +16,14 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import twisted.test
 import websockets
 from twisted.trial.unittest import SkipTest
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
@@ -32,6 +34,7 @@ from gracesvc.testing.process import (
     OP_TEXT,
     RawClient,
     RawWebSocket,
+    freePort,
 )
 
 from .test_endtoend import EndToEndTestCase
@@ -141,6 +144,43 @@ class WebSocketsLibraryTests(EndToEndTestCase):
         self.assertEqual(
             scraped[("gracesvc_open_connections", (("state", "websocket"),))], 1
         )
+
+
+class SecureWebSocketTests(EndToEndTestCase):
+    def test_wssDrains(self) -> None:
+        """
+        Over TLS: goodbye, Close 1001, the client's answer, then TCP closed
+        at once (the client need not send close_notify), and exit.
+        """
+        port, plainPort = freePort(), freePort()
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        twistd = self.startTwistd(
+            port=plainPort,
+            listen=[
+                f"ssl:{port}:interface=127.0.0.1:privateKey={pem}",
+                f"tcp:{plainPort}:interface=127.0.0.1",
+            ],
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        async def client() -> tuple[list[str], int | None, float]:
+            async with websockets.connect(
+                f"wss://127.0.0.1:{port}/ws", ssl=context
+            ) as c:
+                await c.send("secure")
+                self.assertEqual(await c.recv(), "secure")
+                sentAt = twistd.signal(signal.SIGTERM)
+                received = [str(m) async for m in c]
+                return received, c.close_code, time.monotonic() - sentAt
+
+        received, code, took = run(client)
+        self.assertEqual(json.loads(received[0])["type"], "goodbye")
+        self.assertEqual(code, 1001)
+        self.assertLess(took, 0.5)
+        self.assertEqual(twistd.wait(5), -signal.SIGTERM)
+        self.assertCleanLog(twistd)
 
 
 class RawWebSocketTests(EndToEndTestCase):
