@@ -31,7 +31,9 @@ run at the signal, C{goingAway} hooks when the listeners have closed (the
 moment for long-lived connections to say goodbye, so that their clients
 reconnect elsewhere), both waited for until the cut; C{cleanup} hooks run
 once nothing is left to answer (close pools here).  A long response
-subscribes with L{Drain.whenGoingAway} to be told when to wrap up.
+subscribes with L{Drain.whenGoingAway} to be told when to wrap up, and
+counts how it ended in L{Drain.longLived} (a L{LongLivedTally}: by kind,
+clean, timed out or cut), which the metrics and the last log lines read.
 
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
