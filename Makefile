@@ -43,7 +43,29 @@ floors:
 	$(PYTHON) .ci/floors $(FLOORS_PYTHONS)
 
 clean:
-	rm -rf $(VENV) .venv-floors *.egg-info _trial_temp twisted/plugins/dropin.cache
+	rm -rf $(VENV) .venv-floors .venv-autobahn .venv-autobahn-tool *.egg-info _trial_temp twisted/plugins/dropin.cache
+
+# The Autobahn WebSocket test suite, which tests/e2e/test_websocket.py runs
+# against /ws where it is installed (and skips, saying why, where not).
+# autobahntestsuite is Python 2 only: a Python 2.7 virtualenv, made by a
+# virtualenv old enough to make one (20.21, in a tool venv of its own).
+# Nothing is installed into the Python 2.7 itself.  Without a Python 2.7,
+# it says so and succeeds.
+PYTHON2 ?=
+.PHONY: autobahn
+autobahn: .venv-autobahn/bin/wstest
+
+.venv-autobahn/bin/wstest:
+	@python2=""; \
+	for p in $(PYTHON2) /root/.pyenv/versions/2.7.18/bin/python python2.7; do \
+		if "$$p" -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null; then python2=$$p; break; fi; \
+	done; \
+	if [ -z "$$python2" ]; then echo "make autobahn: no Python 2.7 here (set PYTHON2=...): the Autobahn test will be skipped"; exit 0; fi; \
+	set -ex; \
+	$(PYTHON) -m venv .venv-autobahn-tool; \
+	.venv-autobahn-tool/bin/python -m pip install --quiet 'virtualenv<20.22'; \
+	.venv-autobahn-tool/bin/virtualenv --quiet -p "$$python2" .venv-autobahn; \
+	.venv-autobahn/bin/pip install --quiet --disable-pip-version-check 'autobahntestsuite==25.10.1'
 
 # The benchmarks: make bench prints their tables and writes
 # bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs

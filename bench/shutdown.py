@@ -1,7 +1,8 @@
 """
-The acceptance figures of the drain (issues 2 and 3), measured from outside
-the process: a real C{twistd -n gracesvc}, real signals, raw sockets on
-loopback.  Prints one table, each figure beside its target.
+The acceptance figures of the drain (issues 2, 3 and 12), measured from
+outside the process: a real C{twistd -n gracesvc}, real signals, raw sockets
+(HTTP, and WebSockets whose frames are built and parsed here) on loopback.
+Prints one table, each figure beside its target.
 
     .venv/bin/python -m bench.shutdown [--repeats 5] [--smoke] [--check]
 
@@ -14,8 +15,10 @@ machine), C{**NO**} when the median missed.
 from __future__ import annotations
 
 import argparse
+import json
 import selectors
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -24,13 +27,18 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import machine, startGracesvc, summary, table
+from bench._common import machine, raiseFileLimit, startGracesvc, summary, table
 from gracesvc.testing import get
 from gracesvc.testing.process import (
+    OP_CLOSE,
+    OP_TEXT,
     InFlight,
     RawClient,
+    RawWebSocket,
     pingBackToBack,
     waitUntilRefused,
+    wsClosePayload,
+    wsFrame,
 )
 
 PONG = b'{"message": "pong"}'
@@ -48,6 +56,8 @@ class Sizes:
     keepAliveRuns: int = 3
     keepAliveFor: float = 1.0
     idleClients: int = 10
+    webSockets: int = 500
+    closedWebSockets: int = 250
 
 
 SMOKE = Sizes(
@@ -61,6 +71,8 @@ SMOKE = Sizes(
     keepAliveRuns=1,
     keepAliveFor=0.3,
     idleClients=3,
+    webSockets=20,
+    closedWebSockets=20,
 )
 
 
@@ -498,6 +510,327 @@ def secondSignal(s: Sizes) -> list[Row]:
     ]
 
 
+# WebSockets (issue 12).
+
+
+class Fleet:
+    """
+    Raw WebSocket clients to C{/ws} of one server, driven from one thread
+    with a selector: each sends a message every C{every} seconds until the
+    server's Close arrives, answers that Close at once, and reads until the
+    server closes TCP.
+
+    A client has a protocol error if a frame it received does not parse
+    (an HTTP response written into it, say), if data comes after the Close,
+    if a send fails, or if its connection is reset.
+    """
+
+    def __init__(self, port: int, n: int, every: float = 0.1) -> None:
+        self.clients = [RawWebSocket(port) for _ in range(n)]
+        self.every = every
+        self.answeredAt: dict[RawWebSocket, float] = {}
+        self.sendErrors: dict[RawWebSocket, str] = {}
+        for c in self.clients:
+            c.sock.setblocking(False)
+        now = time.monotonic()
+        # Staggered, so that the sends spread over the period.
+        self.nextSend = {
+            c: now + every * i / max(1, n) for i, c in enumerate(self.clients)
+        }
+        self.selector = selectors.DefaultSelector()
+        for c in self.clients:
+            self.selector.register(c.sock, selectors.EVENT_READ, c)
+
+    def run(self, until: float, stopWhenAllClosed: bool = True) -> None:
+        """
+        Send, read and answer until C{until} (C{time.monotonic()}), or until
+        every connection is closed.
+        """
+        while time.monotonic() < until:
+            if stopWhenAllClosed and all(c.closedAt is not None for c in self.clients):
+                return
+            now = time.monotonic()
+            for c, at in self.nextSend.items():
+                if at <= now and c.close is None and c.closedAt is None:
+                    self._send(c, wsFrame(OP_TEXT, b"tick"))
+                    self.nextSend[c] = at + self.every
+            timeout = max(0.0, min(min(self.nextSend.values()), until) - now)
+            for key, _ in self.selector.select(min(timeout, 0.01)):
+                self._read(key.data)
+
+    def _send(self, c: RawWebSocket, frame: bytes) -> None:
+        try:
+            c.sock.send(frame)
+        except OSError as e:
+            self.sendErrors.setdefault(c, repr(e))
+
+    def _read(self, c: RawWebSocket) -> None:
+        try:
+            chunk = c.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except ConnectionResetError:
+            c.reset = True
+            chunk = b""
+        if not chunk:
+            c.closedAt = time.monotonic()
+            self.selector.unregister(c.sock)
+            return
+        c.feed(chunk)
+        if c not in self.answeredAt and c.close is not None:
+            self._send(c, wsFrame(OP_CLOSE, wsClosePayload(c.close[0])))
+            self.answeredAt[c] = time.monotonic()
+
+    def told(self, c: RawWebSocket) -> bool:
+        """
+        @return: whether C{c} got the goodbye, then Close 1001 with its
+            reason, and nothing after.
+        """
+        ops = [op for _, op, _ in c.frames]
+        if OP_CLOSE not in ops or ops.index(OP_CLOSE) != len(ops) - 1:
+            return False
+        messages = c.messages
+        try:
+            goodbye = json.loads(messages[-1])
+        except (IndexError, ValueError):
+            return False
+        return (
+            goodbye.get("type") == "goodbye"
+            and "reconnect_ms" in goodbye
+            and c.close == (1001, "server shutting down")
+        )
+
+    def protocolErrors(self) -> int:
+        return sum(
+            bool(c.error or c.reset or c in self.sendErrors) for c in self.clients
+        )
+
+    def close(self) -> None:
+        self.selector.close()
+        for c in self.clients:
+            c.disconnect()
+
+
+def webSocketsAtSignal(s: Sizes) -> list[Row]:
+    n = s.webSockets
+    raiseFileLimit(4 * n + 256)
+    told, lastClose, errors, toExit, fromAnswer, statuses = [], [], [], [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc()
+        fleet = None
+        try:
+            fleet = Fleet(twistd.port, n)
+            fleet.run(time.monotonic() + s.settle, stopWhenAllClosed=False)
+            sentAt = twistd.signal(signal.SIGINT)
+            fleet.run(sentAt + 5)
+            statuses.append(twistd.wait(10))
+            told.append(sum(fleet.told(c) for c in fleet.clients))
+            closes = [c.closeAt for c in fleet.clients if c.closeAt is not None]
+            if len(closes) == n:
+                lastClose.append(max(closes) - sentAt)
+            errors.append(fleet.protocolErrors())
+            assert twistd.exitedAt is not None
+            ends = [c.closedAt for c in fleet.clients if c.closedAt is not None]
+            if len(ends) == n:
+                toExit.append(twistd.exitedAt - max(ends))
+            if len(fleet.answeredAt) == n:
+                fromAnswer.append(twistd.exitedAt - max(fleet.answeredAt.values()))
+        finally:
+            if fleet is not None:
+                fleet.close()
+            twistd.kill()
+    return [
+        Row(
+            f"{n} WebSockets at SIGINT (each sending every 100 ms): goodbye, then "
+            f"Close 1001 + reason",
+            counts(told, n),
+            f"{n}/{n}",
+            allOk([t == n for t in told]),
+        ),
+        Row(
+            "  SIGINT -> last Close frame received",
+            summary(lastClose),
+            "< 500 ms",
+            judge(lastClose, 0.5) if len(lastClose) == s.repeats else "**NO**",
+        ),
+        Row(
+            "  protocol errors (bad frame, data after Close, reset, failed send)",
+            counts(errors, n),
+            "0",
+            allOk([e == 0 for e in errors]),
+        ),
+        Row(
+            "  last closing handshake done (the server's TCP close) -> process exit",
+            summary(toExit),
+            "< 25 ms",
+            judge(toExit, 0.025) if len(toExit) == s.repeats else "**NO**",
+        ),
+        Row(
+            "  (last client Close frame sent -> process exit)",
+            summary(fromAnswer),
+            "-",
+        ),
+        Row(
+            "  exit status",
+            ", ".join(sorted({str(x) for x in statuses})),
+            "-2 (SIGINT)",
+            allOk([x == -signal.SIGINT for x in statuses]),
+        ),
+    ]
+
+
+#: Linux's TCP states (C{tcpi_state} of C{TCP_INFO}).
+TCP_ESTABLISHED, TCP_CLOSE, TCP_CLOSE_WAIT = 1, 7, 8
+
+
+def watchUnread(
+    sock: socket.socket, timeout: float
+) -> tuple[float | None, float | None, int]:
+    """
+    Watch a socket that is never read: only peeked at, and its TCP state
+    looked up (a reset leaves the unread bytes readable).
+
+    @return: C{time.monotonic()} when its first bytes arrived, and when the
+        connection stopped being established, if they did within
+        C{timeout}; and its TCP state then (C{TCP_CLOSE} after a reset).
+    """
+    arrived = ended = None
+    state = TCP_ESTABLISHED
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if arrived is None:
+            try:
+                if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    arrived = time.monotonic()
+            except (BlockingIOError, ConnectionResetError):
+                pass
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        if state != TCP_ESTABLISHED:
+            ended = time.monotonic()
+            break
+        time.sleep(0.0005)
+    return arrived, ended, state
+
+
+def nonReadingWebSocket(s: Sizes) -> list[Row]:
+    afterClose, toExit, resets = [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--close-timeout", "1")
+        ws = None
+        try:
+            ws = RawWebSocket(twistd.port)
+            time.sleep(0.1)
+            sentAt = twistd.signal(signal.SIGINT)
+            arrived, aborted, state = watchUnread(ws.sock, 5)
+            resets.append(state == TCP_CLOSE)
+            twistd.wait(10)
+            if arrived is not None and aborted is not None:
+                afterClose.append(aborted - arrived)
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            if ws is not None:
+                ws.disconnect()
+            twistd.kill()
+    return [
+        Row(
+            "WebSocket client that never reads: Close frame -> aborted",
+            summary(afterClose, "s") + "; " + inRuns("reset", resets),
+            "1.0 +- 0.1 s",
+            judge(afterClose, 1.1, above=0.9)
+            if len(afterClose) == s.repeats and all(resets)
+            else "**NO**",
+        ),
+        Row(
+            "  alone: SIGINT -> process exit",
+            summary(toExit, "s"),
+            "<= 1.1 s",
+            judge(toExit, 1.1),
+        ),
+    ]
+
+
+def closedWebSocketsThenSignal(s: Sizes) -> list[Row]:
+    n = s.closedWebSockets
+    toExit, openAtSignal = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc()
+        try:
+            for _ in range(n):
+                ws = RawWebSocket(twistd.port)
+                ws.sendClose(1000)
+                ws.readUntilClosed()
+                ws.disconnect()
+            time.sleep(0.1)
+            sentAt = twistd.signal(signal.SIGINT)
+            twistd.wait(10)
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+            openAtSignal.append("0 connections open" in twistd.log())
+        finally:
+            twistd.kill()
+    return [
+        Row(
+            f"{n} WebSockets opened and closed, then SIGINT: process exit",
+            summary(toExit),
+            "< 30 ms",
+            judge(toExit, 0.030),
+        ),
+        Row(
+            "  connections the drain found open",
+            inRuns("0", openAtSignal),
+            "0",
+            allOk(openAtSignal),
+        ),
+    ]
+
+
+def webSocketDrainDelay(s: Sizes) -> list[Row]:
+    delay = s.drainDelay
+    firstClose, refused = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc(
+            "--drain-delay", repr(delay), "--shutdown-timeout", repr(delay + 2)
+        )
+        fleet = None
+        try:
+            fleet = Fleet(twistd.port, 10)
+            sentAt = twistd.signal(signal.SIGINT)
+            fleet.run(sentAt + delay / 2, stopWhenAllClosed=False)
+            late = RawWebSocket(twistd.port)
+            refused.append(
+                late.status == 503
+                and b"retry-after" in late.headers
+                and late.headers.get(b"connection") == b"close"
+            )
+            late.disconnect()
+            fleet.run(sentAt + delay + 3)
+            twistd.wait(10)
+            closes = [c.closeAt for c in fleet.clients if c.closeAt is not None]
+            if closes:
+                firstClose.append(min(closes) - sentAt)
+        finally:
+            if fleet is not None:
+                fleet.close()
+            twistd.kill()
+    return [
+        Row(
+            f"--drain-delay {delay:g}: SIGINT -> first WebSocket Close frame",
+            summary(firstClose, "s"),
+            f">= {delay:g} s",
+            judge(firstClose, delay + 0.1, above=delay)
+            if len(firstClose) == s.repeats
+            else "**NO**",
+        ),
+        Row(
+            f"  new upgrade at {delay / 2:g} s",
+            inRuns("503 + Retry-After + Connection: close", refused),
+            "503",
+            allOk(refused),
+        ),
+    ]
+
+
 SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("in flight at SIGINT", inFlightAtSignal),
     ("cap", capAnswers503),
@@ -515,6 +848,10 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("silent connection", silentConnection),
     ("drain delay", drainDelay),
     ("second signal", secondSignal),
+    ("websockets at signal", webSocketsAtSignal),
+    ("websocket never reads", nonReadingWebSocket),
+    ("websockets closed", closedWebSocketsThenSignal),
+    ("websocket drain delay", webSocketDrainDelay),
 ]
 
 

@@ -31,7 +31,9 @@ run at the signal, C{goingAway} hooks when the listeners have closed (the
 moment for long-lived connections to say goodbye, so that their clients
 reconnect elsewhere), both waited for until the cut; C{cleanup} hooks run
 once nothing is left to answer (close pools here).  A long response
-subscribes with L{Drain.whenGoingAway} to be told when to wrap up.
+subscribes with L{Drain.whenGoingAway} to be told when to wrap up, and
+counts how it ended in L{Drain.longLived} (a L{LongLivedTally}: by kind,
+clean, timed out or cut), which the metrics and the last log lines read.
 
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
@@ -158,6 +160,61 @@ class Phase(Enum):
 #: The phases an application's hook can run in (see L{Drain.addHook}).
 HookPhase = Literal["draining", "goingAway", "cleanup"]
 
+#: How a long-lived connection the drain told to go away ended (see
+#: L{LongLivedTally}).
+LongLivedOutcome = Literal["clean", "timeout", "cut"]
+
+#: Every L{LongLivedOutcome}, in the order logs and metrics give them.
+LONGLIVED_OUTCOMES: tuple[LongLivedOutcome, ...] = ("clean", "timeout", "cut")
+
+
+class LongLivedTally:
+    """
+    How the long-lived connections (WebSockets, event streams) that the
+    drain told to go away ended, counted by kind (C{"websocket"},
+    C{"stream"}) and L{LongLivedOutcome}:
+
+      - C{"clean"}: closed before its own close timeout (a WebSocket's
+        closing handshake completed, or its client left);
+      - C{"timeout"}: aborted at its close timeout (a client that never
+        answered);
+      - C{"cut"}: aborted at the cut, at the cap or on a second signal.
+
+    The connections count themselves, each once; the drain's last log line
+    and the metrics read the counts.  The drain knows no protocol: a kind
+    is only a label.
+    """
+
+    def __init__(self) -> None:
+        #: the count of each (kind, outcome) seen.
+        self.outcomes: dict[tuple[str, LongLivedOutcome], int] = {}
+        #: by kind, what the application sent after its connection's close
+        #: began, dropped instead of raised.
+        self.sendsDropped: dict[str, int] = {}
+
+    def ended(self, kind: str, outcome: LongLivedOutcome) -> None:
+        """
+        A connection of C{kind} told to go away ended with C{outcome}.
+        """
+        key = (kind, outcome)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+
+    def sendDropped(self, kind: str) -> None:
+        """
+        The application sent on a connection of C{kind} whose close had
+        begun; it was dropped.
+        """
+        self.sendsDropped[kind] = self.sendsDropped.get(kind, 0) + 1
+
+    def byKind(self) -> dict[str, dict[LongLivedOutcome, int]]:
+        """
+        @return: for each kind counted, every outcome's count (0 included).
+        """
+        kinds: dict[str, dict[LongLivedOutcome, int]] = {}
+        for (kind, outcome), n in self.outcomes.items():
+            kinds.setdefault(kind, dict.fromkeys(LONGLIVED_OUTCOMES, 0))[outcome] = n
+        return kinds
+
 
 class IDrainableConnection(Interface):
     """
@@ -252,6 +309,8 @@ class Drain:
         self.requestsCut = 0
         #: tracked Deferreds still pending when the drain gave up on them.
         self.abandoned = 0
+        #: how the long-lived connections told to go away ended.
+        self.longLived = LongLivedTally()
 
         self._listeners: list[IListeningPort] = []
         self._listenersClosing = 0
@@ -814,6 +873,18 @@ class Drain:
                 call.cancel()
         self._calls = []
         assert self.startedAt is not None
+        kinds = self.longLived.byKind()
+        if kinds:
+            self.log.info(
+                "Long-lived connections told to go away: {summary}",
+                summary="; ".join(
+                    f"{kind} {n['clean']} clean, {n['timeout']} timed out, "
+                    f"{n['cut']} cut"
+                    for kind, n in sorted(kinds.items())
+                ),
+                outcomes=kinds,
+                step="longlived",
+            )
         self.log.info(
             "Server exiting ({outcome}): {completed} requests completed during "
             "the drain, {cut} cut, {abandoned} tracked tasks abandoned, drain "

@@ -14,16 +14,18 @@ habits would lose responses during one:
     for them or close the idle ones.
 
 L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
+A channel upgraded to a WebSocket stays the one connection the drain sees,
+and hands the drain's duties to the WebSocket (L{gracesvc._websocket}).
 The Twisted internals this needs are in L{gracesvc._twisted}.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
@@ -41,6 +43,7 @@ from ._twisted import (
     resumeParsing,
     takeNotifications,
 )
+from ._websocket import DrainingWebSocket, WebSocketPolicy, isWebSocketUpgrade
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
@@ -92,6 +95,10 @@ class DrainingRequest(SiteRequest):
     A request that, once the drain has reached its cut, is answered with a
     503 at once instead of being handed to the resource: a request read
     behind the one cut has no time left to be answered either.
+
+    From the first signal on, a request to upgrade to a WebSocket is
+    answered with a 503 too (with C{Retry-After} and C{Connection: close}):
+    a new long-lived connection belongs on another instance.
     """
 
     channel: DrainingChannel
@@ -100,15 +107,19 @@ class DrainingRequest(SiteRequest):
         channel = self.channel
         if channel is not None:
             drain = channel.site.drain
-            if drain.cutting:
-                if drain.answerCut():
+            if drain.draining:
+                if drain.cutting:
+                    if drain.answerCut():
+                        answerServiceUnavailable(self, drain.policy.retryAfter)
+                        drain.requestCut()
+                    else:
+                        # A flood of pipelined requests: the cap comes first.
+                        pauseParsing(channel)
+                        channel.abort()
+                    return
+                if isWebSocketUpgrade(self):
                     answerServiceUnavailable(self, drain.policy.retryAfter)
-                    drain.requestCut()
-                else:
-                    # A flood of pipelined requests: the cap comes first.
-                    pauseParsing(channel)
-                    channel.abort()
-                return
+                    return
         super().process()
 
 
@@ -124,11 +135,40 @@ class _State(Enum):
     RECEIVING = "receiving"
     #: a request received whole and being answered.
     BUSY = "busy"
+    #: handed over to another protocol (a WebSocket), which now has the
+    #: drain's duties (see L{DrainingChannel.upgrade}); until it is lost.
+    UPGRADED = "upgraded"
     #: closing or aborted; nothing more is read or answered.
     CLOSING = "closing"
 
 
-_IDLE, _RECEIVING, _BUSY, _CLOSING = _State
+_IDLE, _RECEIVING, _BUSY, _UPGRADED, _CLOSING = _State
+
+
+class UpgradedProtocol(Protocol):
+    """
+    The protocol a L{DrainingChannel} is upgraded to: it is given the
+    channel as its transport, and does the drain's duties for the
+    connection (L{IDrainableConnection}).
+    """
+
+    @property
+    def inFlight(self) -> int: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def makeConnection(self, transport: DrainingChannel) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> None: ...
+
+    def beginDrain(self) -> None: ...
+
+    def cut(self, retryAfter: int) -> int: ...
+
+    def abort(self) -> None: ...
 
 
 @implementer(IDrainableConnection)
@@ -150,6 +190,11 @@ class DrainingChannel(HTTPChannel):
 
     Its one state (L{_State}) is moved by the parsing and answering hooks
     below, and everything the drain asks of it is read from that.
+
+    A request that upgrades the connection (Twisted's C{WebSocketResource})
+    hands it to another protocol (L{upgrade}): the channel still reports
+    its close to the drain, and passes the drain's questions and orders on
+    to that protocol, which never gets an HTTP response written into it.
     """
 
     site: DrainingSite
@@ -159,6 +204,7 @@ class DrainingChannel(HTTPChannel):
     _requestReceivedAt = 0.0
     _idleCall: IDelayedCall | None = None
     _resumeCall: IDelayedCall | None = None
+    _upgraded: UpgradedProtocol | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -172,6 +218,8 @@ class DrainingChannel(HTTPChannel):
             if call is not None and call.active():
                 call.cancel()
         self._idleCall = self._resumeCall = None
+        if self._upgraded is not None:
+            self._upgradeLost(reason)
         super().connectionLost(reason)
         self._drain.connectionClosed(self)
 
@@ -236,25 +284,102 @@ class DrainingChannel(HTTPChannel):
             self._closeWhenIdle()
 
     def loseConnection(self) -> None:
-        self._state = _CLOSING
+        if self._state is not _UPGRADED:
+            self._state = _CLOSING
         super().loseConnection()
         if self._drain.draining:
             closeBeneathTLS(self.transport)
+
+    def abortConnection(self) -> None:
+        """
+        Close the connection at once, dropping whatever is not written yet.
+        """
+        if self._state is not _UPGRADED:
+            self._state = _CLOSING
+        # TCP, Unix and TLS transports all abort; ITransport does not say so.
+        abortConnection = getattr(self.transport, "abortConnection", None)
+        if abortConnection is not None:
+            abortConnection()
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    # Upgrades.
+
+    def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
+        """
+        Twisted's C{WebSocketResource} hands the connection over after its
+        handshake (see L{gracesvc._twisted.webSocketParts}); Twisted's own
+        version replaces this channel's C{connectionLost}, so the drain
+        would never hear the close.
+        """
+        site = self.site
+        self.upgrade(
+            DrainingWebSocket.fromTwisted(protocol, site.drain, site.webSocketPolicy)
+        )
+
+    def upgrade(self, protocol: UpgradedProtocol) -> None:
+        """
+        Hand the connection to C{protocol}, after the request being answered
+        switched protocols: from now on it receives the bytes read, writes
+        through this channel (which closes as an HTTP connection closes, TLS
+        included, and passes flow control on to a registered producer),
+        and answers for the connection to the drain.  It is logged and
+        counted as a 101 response when the connection closes.
+        """
+        self._state = _UPGRADED
+        self._upgraded = protocol
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+        request = self.requests[-1]
+        request.code = 101
+        request.code_message = b"Switching Protocols"
+        # As Twisted's own upgrade does: the parsing is done with.
+        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        protocol.makeConnection(self)
+
+    def _upgradeLost(self, reason: Failure) -> None:
+        """
+        The upgraded connection is lost: tell its protocol, then log and
+        count the request that upgraded it, as a 101 that lasted as long as
+        the connection.
+        """
+        assert self._upgraded is not None
+        try:
+            self._upgraded.connectionLost(reason)
+        finally:
+            request = self.requests[-1] if self.requests else None
+            if request is not None:
+                metrics = self.site.metrics
+                if metrics is not None:
+                    metrics.requestDone(
+                        request, self._drain.clock.seconds() - self._requestReceivedAt
+                    )
+                self.site.log(request)
 
     # IDrainableConnection
 
     @property
     def inFlight(self) -> int:
+        if self._upgraded is not None:
+            return self._upgraded.inFlight
         return 1 if self._state is _BUSY else 0
 
     @property
     def state(self) -> str:
+        if self._upgraded is not None:
+            return self._upgraded.state
         return self._state.value
 
     def beginDrain(self) -> None:
+        if self._upgraded is not None:
+            self._upgraded.beginDrain()
+            return
         self._closeWhenIdle()
 
     def cut(self, retryAfter: int) -> int:
+        if self._upgraded is not None:
+            return self._upgraded.cut(retryAfter)
         if self._resumeCall is not None:
             # Pipelined requests read but not parsed yet: each gets its 503
             # now (see DrainingRequest).
@@ -280,13 +405,10 @@ class DrainingChannel(HTTPChannel):
         return 0
 
     def abort(self) -> None:
-        self._state = _CLOSING
-        # TCP, Unix and TLS transports all abort; ITransport does not say so.
-        abortConnection = getattr(self.transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        elif self.transport is not None:
-            self.transport.loseConnection()
+        if self._upgraded is not None:
+            self._upgraded.abort()
+            return
+        self.abortConnection()
 
     # Idle connections while draining.
 
@@ -330,17 +452,23 @@ class DrainingSite(Site):
         resource: IResource,
         drain: Drain,
         metrics: Metrics | None = None,
+        webSocketPolicy: WebSocketPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         """
         @param resource: the root resource.
         @param drain: the drain every connection reports to.
         @param metrics: counts every completed response, if given.
+        @param webSocketPolicy: how its WebSockets close (whatever
+            C{WebSocketResource} serves them); the defaults if L{None}.
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
         self.drain = drain
         self.metrics = metrics
+        self.webSocketPolicy = (
+            WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
+        )
 
     def stopFactory(self) -> None:
         if self.drain.draining and not self.drain.finished:

@@ -38,11 +38,11 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from ._drain import Drain
+from ._drain import LONGLIVED_OUTCOMES, Drain
 
 #: Paths reported as their own C{route} label when nothing recorded the
 #: request's route (the built-in app); anything else is L{OTHER_ROUTE}.
-ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics"])
+ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics", b"/ws"])
 
 #: The route label of a request that matched no route, or whose route
 #: cannot be known.
@@ -90,7 +90,11 @@ def routeOf(request: IRequest | Request) -> str:
 
 
 #: The connection states always reported, even when no connection is in one.
-CONNECTION_STATES = ("idle", "receiving", "busy", "closing")
+CONNECTION_STATES = ("idle", "receiving", "busy", "closing", "websocket")
+
+#: The kinds of long-lived connection always reported in
+#: C{gracesvc_drain_longlived_total}, even before any was counted.
+LONGLIVED_KINDS = ("websocket",)
 
 
 class _DrainCollector(Collector):
@@ -108,7 +112,7 @@ class _DrainCollector(Collector):
         connections = GaugeMetricFamily(
             "gracesvc_open_connections",
             "Open connections, by state: idle, receiving (a request arriving), "
-            "busy (a request being answered), closing.",
+            "busy (a request being answered), closing, websocket (upgraded).",
             labels=["state"],
         )
         states = dict.fromkeys(CONNECTION_STATES, 0)
@@ -141,6 +145,27 @@ class _DrainCollector(Collector):
             "Requests answered 503 or aborted at the shutdown cap or on a "
             "second signal.",
             value=drain.requestsCut,
+        )
+        longLived = CounterMetricFamily(
+            "gracesvc_drain_longlived",
+            "Long-lived connections the drain ended, by kind (websocket, "
+            "stream) and outcome: clean (closed in time after being told to "
+            "go away), timeout (aborted at its close timeout), cut (aborted "
+            "at the cut, the cap or a second signal).",
+            labels=["kind", "outcome"],
+        )
+        kinds = drain.longLived.byKind()
+        for kind in LONGLIVED_KINDS:
+            kinds.setdefault(kind, dict.fromkeys(LONGLIVED_OUTCOMES, 0))
+        for kind, outcomes in sorted(kinds.items()):
+            for outcome, n in outcomes.items():
+                longLived.add_metric([kind, outcome], n)
+        yield longLived
+        yield CounterMetricFamily(
+            "gracesvc_ws_sends_dropped_after_close",
+            "WebSocket messages and pings the application sent after the "
+            "connection's Close: dropped (RFC 6455 forbids them), not raised.",
+            value=drain.longLived.sendsDropped.get("websocket", 0),
         )
         duration = GaugeMetricFamily(
             "gracesvc_drain_duration_seconds",

@@ -13,17 +13,27 @@ instead of silently losing responses during a drain.
 Elsewhere, and pinned in the same test module: L{gracesvc._service}'s
 C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
 C{sigTerm}, which stop it and record the signal that twistd re-raises at
-exit (no interface declares them).
+exit (no interface declares them); L{gracesvc._http.DrainingChannel}
+overrides L{HTTPChannel}'s C{_protocolUpgradeForWebsockets}, which
+L{twisted.web.websocket.WebSocketResource} calls to hand the connection
+over after its handshake (see L{webSocketParts}).
 """
 
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, ITransport
+from twisted.internet.interfaces import IListeningPort, IProtocol, ITransport
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.http import HTTPChannel, Request
+
+if TYPE_CHECKING:
+    # Not at run time: twisted.web.websocket imports twisted.web.client, and
+    # this module is imported by the plugin's.
+    from twisted.web.websocket import WebSocketProtocol
+    from wsproto.connection import Connection
 
 
 def acceptPending(port: IListeningPort) -> None:
@@ -141,3 +151,31 @@ def takeNotifications(request: Request) -> list[Deferred[None]]:
     notifications: list[Deferred[None]]
     notifications, request.notifications = request.notifications, []
     return notifications
+
+
+def webSocketParts(wire: IProtocol) -> tuple[Connection, WebSocketProtocol]:
+    """
+    Take apart the wire protocol that L{twisted.web.websocket}'s
+    C{WebSocketResource} hands to C{channel._protocolUpgradeForWebsockets}
+    once its handshake is done (the 101 is written right after).
+
+    Twisted's own wire protocol closes TCP at once after its Close frame,
+    raises when the application sends after it, and reassembles messages of
+    any size; so L{gracesvc._websocket.DrainingWebSocket} carries the
+    connection instead, with the same wsproto connection and application.
+
+    Internals: C{HTTPChannel._protocolUpgradeForWebsockets} (documented as
+    not public yet), which C{WebSocketResource.render_GET} calls and
+    L{gracesvc._http.DrainingChannel} overrides; the wire protocol's
+    C{_wsconn} (the wsproto connection, handshake done) and C{_wsp} (the
+    application's L{WebSocketProtocol}, which has not been called yet).
+
+    @return: the wsproto connection and the application's protocol.
+    """
+    from wsproto.connection import Connection
+
+    connection = wire._wsconn  # type: ignore[attr-defined]
+    application = wire._wsp  # type: ignore[attr-defined]
+    if not isinstance(connection, Connection):
+        raise TypeError(f"not a server-side wsproto connection: {connection!r}")
+    return connection, application

@@ -79,6 +79,29 @@ class Options(usage.Options):
             "Seconds GET /ping of the built-in app waits before answering.",
         ],
         [
+            "close-timeout",
+            None,
+            "1",
+            "When the listeners close, each WebSocket gets its application's "
+            "last message, then a Close frame; then this many seconds for the "
+            "client's Close before the connection is aborted (never later than "
+            "the cut, shortly before --shutdown-timeout).",
+        ],
+        [
+            "ws-close-code",
+            None,
+            "1001",
+            "The WebSockets' Close code at shutdown: 1001 (going away) or 1012 "
+            "(service restart: clients wait 5-30 s before reconnecting).",
+        ],
+        [
+            "ws-max-message-size",
+            None,
+            str(1 << 20),
+            "The largest WebSocket message accepted, in bytes; a larger one "
+            "is closed with 1009.",
+        ],
+        [
             "app",
             None,
             None,
@@ -145,6 +168,7 @@ class Options(usage.Options):
             "drain-delay", self["drain-delay"], allowZero=True
         )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
+        self._webSocketOptions()
         try:
             self["policy"] = DrainPolicy(
                 shutdownTimeout=self["shutdown-timeout"],
@@ -165,6 +189,34 @@ class Options(usage.Options):
                 "metrics-listen", self["metrics-listen"]
             )
         self["reactor"] = self._reactor
+
+    def _webSocketOptions(self) -> None:
+        from ._websocket import WebSocketPolicy
+
+        closeTimeout = _seconds("close-timeout", self["close-timeout"], allowZero=False)
+        code = self["ws-close-code"]
+        if code not in ("1001", "1012"):
+            raise usage.UsageError(
+                f"--ws-close-code: expected 1001 (going away) or 1012 (service "
+                f"restart), got {code!r}"
+            )
+        size = self["ws-max-message-size"]
+        try:
+            maxMessageSize = int(size)
+        except (TypeError, ValueError):
+            maxMessageSize = 0
+        if maxMessageSize < 1:
+            raise usage.UsageError(
+                f"--ws-max-message-size: expected a number of bytes >= 1, got {size!r}"
+            )
+        self["close-timeout"] = closeTimeout
+        self["ws-close-code"] = int(code)
+        self["ws-max-message-size"] = maxMessageSize
+        self["websocket-policy"] = WebSocketPolicy(
+            closeCode=int(code),
+            closeTimeout=closeTimeout,
+            maxMessageSize=maxMessageSize,
+        )
 
     def _loadApp(self) -> None:
         """
@@ -256,7 +308,13 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         root = withOperationalRoutes(user, drain, routeMetrics)
     else:
         root = GraceApp(reactor, drain, options["ping-delay"], routeMetrics).resource()
-    site = DrainingSite(root, drain, metrics, reactor=reactor)
+    site = DrainingSite(
+        root,
+        drain,
+        metrics,
+        webSocketPolicy=options["websocket-policy"],
+        reactor=reactor,
+    )
     stopSignals = StopSignals(reactor, drain, signals)
     stopSignals.catch()
     return TwistdService(

@@ -6,8 +6,10 @@ L{DrainingSite}, driven by a L{Clock}.
 L{Wire} serves a resource (gracesvc's own routes unless you give one)
 through a real L{DrainingSite} and L{Drain}; L{Wire.connect} opens a
 L{Client}; L{get} builds a request; L{Client.responses} parses what came
-back; L{Wire.advance} lets time pass.  L{gracesvc.testing.process} has the
-process-level counterpart: real C{twistd} processes and raw socket clients.
+back; L{Wire.advance} lets time pass.  L{Wire.connectWebSocket} opens a
+L{WebSocketClient}, which speaks WebSocket through wsproto and records what
+it received.  L{gracesvc.testing.process} has the process-level
+counterpart: real C{twistd} processes and raw socket clients.
 
 L{twisted.test.iosim} (what C{treq.testing.StubTreq} runs on) moves bytes
 between a real server channel and a raw client, and delivers
@@ -25,13 +27,29 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.resource import IResource
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    TextMessage,
+)
+from wsproto.events import Request as WebSocketRequest
 
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingChannel, DrainingSite
 from gracesvc._metrics import Metrics
+from gracesvc._websocket import WebSocketPolicy
 
 _RESPONSE = re.compile(
     rb"HTTP/1\.1 (\d{3}) [^\r]*\r\n((?:[^\r]+\r\n)*)\r\n", re.MULTILINE
@@ -117,9 +135,11 @@ class Client:
     One client connection: write bytes, read what the server sent.
     """
 
-    def __init__(self, wire: Wire) -> None:
+    def __init__(
+        self, wire: Wire, protocol: AccumulatingProtocol | None = None
+    ) -> None:
         self.wire = wire
-        self.protocol = AccumulatingProtocol()
+        self.protocol = AccumulatingProtocol() if protocol is None else protocol
         self.server: DrainingChannel = wire.site.buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 40000)
         )
@@ -171,6 +191,140 @@ class Client:
         return bool(self.protocol.closed)
 
 
+class _WebSocketClientProtocol(AccumulatingProtocol):
+    """
+    Feeds what arrives to a L{WebSocketClient}'s wsproto connection.
+    """
+
+    def __init__(self, client: WebSocketClient) -> None:
+        self.client = client
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.client._received(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.client.closedAt = self.client.wire.clock.seconds()
+        super().connectionLost(reason)
+
+
+class WebSocketClient(Client):
+    """
+    A WebSocket client connection, parsed with wsproto: it sends the
+    handshake at once, answers pings, and (unless told not to) answers the
+    server's Close.
+
+    @ivar accepted: whether the server answered 101.
+    @ivar rejected: the status of the server's refusal, if it refused.
+    @ivar messages: the complete messages received, in order.
+    @ivar closeCode: the code of the server's Close frame, once received.
+    @ivar closeReason: its reason.
+    @ivar closeReceivedAt: when it arrived, on the wire's clock.
+    @ivar afterClose: data frames received after the server's Close (RFC
+        6455 forbids them).
+    @ivar failures: protocol errors found in what the server sent (an HTTP
+        response written into the WebSocket, say).
+    @ivar closedAt: when the TCP connection closed, on the wire's clock.
+    """
+
+    def __init__(self, wire: Wire, path: str = "/ws", answersClose: bool = True):
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.answersClose = answersClose
+        self.accepted = False
+        self.rejected: int | None = None
+        self.rejectedHeaders: dict[bytes, bytes] = {}
+        self.messages: list[str | bytes] = []
+        self.closeCode: int | None = None
+        self.closeReason: str | None = None
+        self.closeReceivedAt: float | None = None
+        self.afterClose: list[str | bytes] = []
+        self.failures: list[CloseConnection] = []
+        self.closedAt: float | None = None
+        self._parts: list[str | bytes | bytearray] = []
+        super().__init__(wire, _WebSocketClientProtocol(self))
+        self.send(self.ws.send(WebSocketRequest(host="test", target=path)))
+
+    def sendText(self, text: str) -> None:
+        """
+        Send a text message.
+        """
+        self.send(self.ws.send(TextMessage(text)))
+
+    def sendBytes(self, data: bytes) -> None:
+        """
+        Send a binary message.
+        """
+        self.send(self.ws.send(BytesMessage(data)))
+
+    def ping(self, payload: bytes = b"") -> None:
+        """
+        Send a ping.
+        """
+        self.send(self.ws.send(Ping(payload)))
+
+    def closeHandshake(self, code: int = 1000, reason: str = "") -> None:
+        """
+        Send a Close frame (the client begins the closing handshake).
+        """
+        self.send(self.ws.send(CloseConnection(code, reason)))
+
+    @property
+    def open(self) -> bool:
+        """
+        Whether the WebSocket is open: accepted, and no Close either way.
+        """
+        return self.accepted and self.ws.state is ConnectionState.OPEN
+
+    def _received(self, data: bytes) -> None:
+        if self.ws.state is ConnectionState.CLOSED:
+            if data:
+                self.failures.append(CloseConnection(1002, "bytes after close"))
+            return
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            self._event(event)
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, AcceptConnection):
+            self.accepted = True
+        elif isinstance(event, RejectConnection):
+            self.rejected = event.status_code
+            self.rejectedHeaders = {k.lower(): v for k, v in event.headers}
+        elif isinstance(event, RejectData):
+            pass
+        elif isinstance(event, TextMessage | BytesMessage):
+            self._parts.append(event.data)
+            if event.message_finished:
+                parts, self._parts = self._parts, []
+                message: str | bytes = (
+                    "".join(parts)  # type: ignore[arg-type]
+                    if isinstance(event.data, str)
+                    else b"".join(parts)  # type: ignore[arg-type]
+                )
+                if self.closeCode is None:
+                    self.messages.append(message)
+                else:
+                    self.afterClose.append(message)
+        elif isinstance(event, Ping):
+            if self.ws.state is ConnectionState.OPEN:
+                self.clientTransport.write(self.ws.send(event.response()))
+        elif isinstance(event, Pong):
+            pass
+        elif isinstance(event, CloseConnection):
+            if self.ws.state not in (
+                ConnectionState.REMOTE_CLOSING,
+                ConnectionState.CLOSED,
+            ):
+                # wsproto's report of a protocol error in what it received.
+                self.failures.append(event)
+                return
+            self.closeCode = event.code
+            self.closeReason = event.reason
+            self.closeReceivedAt = self.wire.clock.seconds()
+            if self.ws.state is ConnectionState.REMOTE_CLOSING and self.answersClose:
+                self.clientTransport.write(self.ws.send(event.response()))
+
+
 class Wire:
     """
     A L{DrainingSite} on a L{Clock}, with in-memory clients.
@@ -189,6 +343,7 @@ class Wire:
         idleGrace: float = 0.5,
         resource: IResource | Callable[[Wire], IResource] | None = None,
         clock: Clock | None = None,
+        webSocketPolicy: WebSocketPolicy | None = None,
     ) -> None:
         """
         @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
@@ -201,6 +356,8 @@ class Wire:
             metrics); gracesvc's own routes (C{/ping}, C{/healthz},
             C{/readyz}, C{/metrics}) if L{None}.
         @param clock: the clock to run on; a new one if L{None}.
+        @param webSocketPolicy: how the site's WebSockets close; the
+            defaults if L{None}.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -215,7 +372,13 @@ class Wire:
             resource = app.resource()
         elif not IResource.providedBy(resource):
             resource = resource(self)
-        self.site = DrainingSite(resource, self.drain, self.metrics, reactor=self.clock)
+        self.site = DrainingSite(
+            resource,
+            self.drain,
+            self.metrics,
+            webSocketPolicy=webSocketPolicy,
+            reactor=self.clock,
+        )
         self.clients: list[Client] = []
 
     def connect(self) -> Client:
@@ -223,6 +386,17 @@ class Wire:
         @return: a new client connection to the site.
         """
         return Client(self)
+
+    def connectWebSocket(
+        self, path: str = "/ws", answersClose: bool = True
+    ) -> WebSocketClient:
+        """
+        @param answersClose: whether the client answers the server's Close
+            (one that does not stands for a client that stopped reading).
+        @return: a new WebSocket client connection to the site, its
+            handshake sent and answered.
+        """
+        return WebSocketClient(self, path, answersClose)
 
     def flush(self) -> None:
         """

@@ -8,6 +8,7 @@ directory, and is killed by its pid when the test ends.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -336,3 +337,201 @@ def pingBackToBack(port: int, giveUpAt: float) -> tuple[int, int, str]:
     except Exception as e:
         problem = repr(e)
     return sent, answered, problem
+
+
+# WebSockets on raw sockets: the frames are built and parsed here, so that
+# what goes over the wire is exactly what the test sends and sees.
+
+OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+
+def wsFrame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """
+    @return: a masked frame, as a client sends it.
+    """
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 1 << 16:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def wsClosePayload(code: int, reason: str = "") -> bytes:
+    return code.to_bytes(2, "big") + reason.encode("utf-8")
+
+
+class WebSocketProtocolError(Exception):
+    """
+    What the server sent is not a valid WebSocket frame from a server.
+    """
+
+
+def parseFrames(data: bytes) -> tuple[list[tuple[bool, int, bytes]], bytes]:
+    """
+    Parse the complete unmasked frames at the start of C{data}.
+
+    @return: (fin, opcode, payload) of each, and the bytes left over.
+    @raise WebSocketProtocolError: reserved bits, an unknown opcode, a
+        masked frame, or a control frame fragmented or longer than 125
+        bytes (an HTTP response written into the WebSocket, say).
+    """
+    frames = []
+    while len(data) >= 2:
+        first, second = data[0], data[1]
+        fin, opcode = bool(first & 0x80), first & 0x0F
+        if first & 0x70 or opcode not in (0, 1, 2, 8, 9, 10):
+            raise WebSocketProtocolError(f"bad frame header {data[:2]!r}")
+        if second & 0x80:
+            raise WebSocketProtocolError("masked frame from the server")
+        n, offset = second & 0x7F, 2
+        if opcode >= 8 and (not fin or n > 125):
+            raise WebSocketProtocolError(f"bad control frame {data[:2]!r}")
+        if n == 126:
+            if len(data) < 4:
+                break
+            n, offset = int.from_bytes(data[2:4], "big"), 4
+        elif n == 127:
+            if len(data) < 10:
+                break
+            n, offset = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < offset + n:
+            break
+        frames.append((fin, opcode, data[offset : offset + n]))
+        data = data[offset + n :]
+    return frames, data
+
+
+class RawWebSocket:
+    """
+    A WebSocket client on a raw socket: the handshake, then frames built
+    and parsed here.  Reading is the caller's to drive (L{read}, or a
+    selector on C{sock} and L{feed}), so many can be watched at once.
+
+    @ivar status: the handshake response's status (101 if accepted).
+    @ivar headers: its headers, names lower-cased.
+    @ivar frames: (time.monotonic(), opcode, payload) of every frame
+        received after the handshake, in order.
+    @ivar closedAt: C{time.monotonic()} when the server closed TCP.
+    @ivar reset: whether it was closed with a reset.
+    @ivar error: the protocol error found in what the server sent, if any.
+    """
+
+    def __init__(self, port: int, path: str = "/ws", timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+        self.frames: list[tuple[float, int, bytes]] = []
+        self.closedAt: float | None = None
+        self.reset = False
+        self.error: WebSocketProtocolError | None = None
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.sock.sendall(
+            get(
+                path,
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                f"Sec-WebSocket-Key: {key}",
+                "Sec-WebSocket-Version: 13",
+            )
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed during the handshake: {head!r}")
+            head += chunk
+        head, self.buffer = head.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {
+            name.strip().lower().encode(): value.strip().encode()
+            for name, value in (line.split(":", 1) for line in lines[1:])
+        }
+        if self.status != 101:
+            self.buffer = b""
+        else:
+            self.feed(b"")
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        self.sock.sendall(wsFrame(opcode, payload))
+
+    def sendText(self, text: str) -> None:
+        self.send(OP_TEXT, text.encode("utf-8"))
+
+    def sendClose(self, code: int, reason: str = "") -> None:
+        self.send(OP_CLOSE, wsClosePayload(code, reason))
+
+    def feed(self, data: bytes) -> None:
+        """
+        Parse C{data}, received just now.
+        """
+        now = time.monotonic()
+        self.buffer += data
+        try:
+            frames, self.buffer = parseFrames(self.buffer)
+        except WebSocketProtocolError as e:
+            self.error = e
+            self.buffer = b""
+            return
+        self.frames += [(now, opcode, payload) for _, opcode, payload in frames]
+
+    def read(self) -> bool:
+        """
+        Read once (blocking, within the socket's timeout) and parse.
+
+        @return: whether the connection is still open.
+        """
+        try:
+            chunk = self.sock.recv(65536)
+        except ConnectionResetError:
+            self.reset = True
+            chunk = b""
+        if not chunk:
+            self.closedAt = time.monotonic()
+            return False
+        self.feed(chunk)
+        return True
+
+    def readUntilClosed(self) -> None:
+        """
+        Read until the server closes TCP.
+        """
+        while self.read():
+            pass
+
+    @property
+    def messages(self) -> list[bytes]:
+        """
+        The payloads of the (unfragmented) text and binary frames.
+        """
+        return [p for _, op, p in self.frames if op in (OP_TEXT, OP_BINARY)]
+
+    @property
+    def close(self) -> tuple[int, str] | None:
+        """
+        The code and reason of the server's Close frame, if one came.
+        """
+        for _, opcode, payload in self.frames:
+            if opcode == OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if payload else 1005
+                return code, payload[2:].decode("utf-8")
+        return None
+
+    @property
+    def closeAt(self) -> float | None:
+        """
+        C{time.monotonic()} when the server's Close frame arrived.
+        """
+        for at, opcode, _ in self.frames:
+            if opcode == OP_CLOSE:
+                return at
+        return None
+
+    def disconnect(self) -> None:
+        self.sock.close()

@@ -67,8 +67,18 @@ class BenchSmokeTests(SynchronousTestCase):
             "  last response -> process exit",
             "no traffic: SIGINT -> process exit",
             "second SIGINT during the drain -> process exit",
+            "  last closing handshake done (the server's TCP close) -> process exit",
+            "20 WebSockets opened and closed, then SIGINT: process exit",
         ]:
             self.assertRegex(self.row(output, measure), r"\d+\.\d ms")
+        self.assertIn("20/20", self.row(output, "20 WebSockets at SIGINT"))
+        self.assertIn(
+            "0/20", self.row(output, "  protocol errors (bad frame, data after Close")
+        )
+        self.assertRegex(
+            self.row(output, "WebSocket client that never reads"), r"\d\.\d{3} s; reset"
+        )
+        self.assertIn("503 + Retry-After", self.row(output, "  new upgrade at 0.15 s"))
 
     def test_apps(self) -> None:
         """

@@ -3,9 +3,11 @@ The drain's invariants on generated client programs, in memory.
 
 The in-memory twin of C{tests/e2e/test_property.py}: Hypothesis drives
 clients of a L{DrainingSite} on a L{Clock} (connect, send a whole request,
-part of one, pipeline two, close, let time pass) with the drain starting,
-and sometimes forced, in between, and checks after every step and at the
-end what a user relies on:
+part of one, pipeline two, close, let time pass; open a WebSocket to
+C{/ws}, send on it, close it or drop it, with a client that answers the
+server's Close or one that never does) with the drain starting, and
+sometimes forced, in between, and checks after every step and at the end
+what a user relies on:
 
   1. every request sent whole on a connection the server had not closed
      gets exactly one complete response, its normal answer or a 503 with
@@ -13,7 +15,15 @@ end what a user relies on:
   2. every response written after the drain began says C{Connection:
      close};
   3. the drain is done by the cap, and at once when forced;
-  4. nothing is logged as a failure.
+  4. nothing is logged as a failure;
+  5. a WebSocket gets only WebSocket frames after its 101 (never an HTTP
+     response, never a protocol error): the echo of each message it sent,
+     then, when the drain goes away (not before the listeners close), the
+     goodbye and a Close 1001 with its reason, and no data after it; it is
+     closed as soon as its client answers the Close, at the close timeout
+     if it never does, and never later than the cut;
+  6. a WebSocket upgrade asked for after the signal gets a 503 with
+     C{Retry-After} and C{Connection: close}.
 
 An example takes milliseconds, so the default run tries many, derandomized
 so that C{make check} gives the same verdict every time;
@@ -37,7 +47,8 @@ from hypothesis.stateful import (
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc.testing import Client, Wire, get
+from gracesvc._websocket import DrainingWebSocket, WebSocketPolicy
+from gracesvc.testing import Client, WebSocketClient, Wire, get
 
 EXAMPLES = int(os.environ.get("GRACESVC_PROPERTY_EXAMPLES") or 0)
 
@@ -67,6 +78,21 @@ class Conversation:
         self.beforeDrain: int | None = None
 
 
+class Socket:
+    """
+    One WebSocket client and what the server owes it.
+
+    @ivar sent: the messages it sent while open, each owed an echo.
+    @ivar closedByClient: it sent a Close of its own, or dropped TCP.
+    """
+
+    def __init__(self, client: WebSocketClient, askedAt: float | None) -> None:
+        self.client = client
+        self.askedAt = askedAt
+        self.sent: list[str] = []
+        self.closedByClient = False
+
+
 class DrainMachine(RuleBasedStateMachine):
     """
     Clients of one L{Wire}, and what each is owed.
@@ -75,8 +101,10 @@ class DrainMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.conversations: list[Conversation] = []
+        self.sockets: list[Socket] = []
         self.startedAt: float | None = None
         self.forced = False
+        self.forcedAt: float | None = None
         self.failures: list[dict[str, Any]] = []
         self.wire = Wire()
 
@@ -84,21 +112,30 @@ class DrainMachine(RuleBasedStateMachine):
         pingDelay=st.sampled_from([0, 0.3, 1.0, 3.0]),
         drainDelay=st.sampled_from([0, 0.4, 1.5]),
         shutdownTimeout=st.sampled_from([1.0, 2.0, 5.0]),
+        closeTimeout=st.sampled_from([0.3, 1.0, 3.0]),
     )
     def configure(
-        self, pingDelay: float, drainDelay: float, shutdownTimeout: float
+        self,
+        pingDelay: float,
+        drainDelay: float,
+        shutdownTimeout: float,
+        closeTimeout: float,
     ) -> None:
         self.wire = Wire(
             shutdownTimeout=shutdownTimeout,
             drainDelay=min(drainDelay, shutdownTimeout / 2),
             pingDelay=pingDelay,
+            webSocketPolicy=WebSocketPolicy(closeTimeout=closeTimeout),
         )
 
         def observe(event: dict[str, Any]) -> None:
             if event.get("log_failure") is not None:
                 self.failures.append(event)
 
-        self.wire.drain.log = Logger(observer=cast(ILogObserver, observe))
+        observer = cast(ILogObserver, observe)
+        self.wire.drain.log = Logger(observer=observer)
+        self.savedLog = DrainingWebSocket.log
+        DrainingWebSocket.log = Logger(observer=observer)
 
     def sender(self, index: int) -> Conversation | None:
         """
@@ -149,6 +186,43 @@ class DrainMachine(RuleBasedStateMachine):
             self.conversations.remove(c)
             c.client.close()
 
+    @precondition(lambda self: len(self.sockets) < 4)
+    @rule(answersClose=st.booleans())
+    def connectWebSocket(self, answersClose: bool) -> None:
+        if self.wire.drain.listenersClosed:
+            return  # refused: the listener is closed
+        socket = Socket(
+            self.wire.connectWebSocket(answersClose=answersClose), self.startedAt
+        )
+        self.sockets.append(socket)
+
+    def openSocket(self, index: int) -> Socket | None:
+        if not self.sockets:
+            return None
+        s = self.sockets[index % len(self.sockets)]
+        return s if s.client.open and not s.client.closed else None
+
+    @rule(index=st.integers(0, 3), text=st.text(max_size=20))
+    def sendOnWebSocket(self, index: int, text: str) -> None:
+        s = self.openSocket(index)
+        if s is not None:
+            s.sent.append(text)
+            s.client.sendText(text)
+
+    @rule(index=st.integers(0, 3))
+    def closeWebSocket(self, index: int) -> None:
+        s = self.openSocket(index)
+        if s is not None:
+            s.closedByClient = True
+            s.client.closeHandshake(1000)
+
+    @rule(index=st.integers(0, 3))
+    def dropWebSocket(self, index: int) -> None:
+        s = self.openSocket(index)
+        if s is not None:
+            s.closedByClient = True
+            s.client.close()
+
     @rule(seconds=st.sampled_from([0.01, 0.1, 0.3, 0.6, 1.0]))
     def wait(self, seconds: float) -> None:
         self.wire.advance(seconds)
@@ -169,6 +243,7 @@ class DrainMachine(RuleBasedStateMachine):
     @rule()
     def secondSignal(self) -> None:
         self.forced = True
+        self.forcedAt = self.wire.clock.seconds()
         self.wire.drain.forceStop("second signal", "SIGTERM")
         self.wire.flush()
         assert self.wire.drain.finished, "a forced stop ends the drain at once"
@@ -189,7 +264,53 @@ class DrainMachine(RuleBasedStateMachine):
                 for response in responses[c.beforeDrain :]:
                     assert response.headers.get(b"connection") == b"close", response
 
+    @invariant()
+    def webSocketsAsOwed(self) -> None:
+        drain = self.wire.drain
+        policy = self.wire.site.webSocketPolicy
+        for s in self.sockets:
+            c = s.client
+            assert c.failures == [], c.failures
+            assert c.afterClose == [], c.afterClose
+            if s.askedAt is not None:
+                # Asked for after the signal: refused.
+                assert c.rejected == 503, c.rejected
+                assert c.rejectedHeaders.get(b"retry-after"), c.rejectedHeaders
+                assert c.rejectedHeaders.get(b"connection") == b"close"
+                continue
+            assert c.accepted
+            echoes = c.messages[: len(s.sent)]
+            assert echoes == s.sent, (echoes, s.sent)
+            rest = c.messages[len(s.sent) :]
+            if c.closeCode is None:
+                assert rest == [], rest
+                continue
+            assert c.closeReceivedAt is not None
+            if c.closeCode == 1000:
+                # The answer to the client's own Close.
+                assert s.closedByClient and rest == [], (c.closeCode, rest)
+                assert c.closed
+                continue
+            assert (c.closeCode, c.closeReason) == (1001, "server shutting down")
+            assert len(rest) == 1 and '"goodbye"' in str(rest[0]), rest
+            assert self.startedAt is not None
+            goneAwayAt = self.startedAt + min(drain.drainDelay, drain.policy.cutAfter)
+            assert c.closeReceivedAt >= goneAwayAt - 1e-6, (c.closeReceivedAt,)
+            if c.answersClose:
+                assert c.closed and c.closedAt == c.closeReceivedAt
+            elif c.closed and not self.forced:
+                assert c.closedAt is not None
+                due = min(
+                    c.closeReceivedAt + policy.closeTimeout,
+                    self.startedAt + drain.policy.cutAfter,
+                )
+                assert abs(c.closedAt - due) < 0.011, (c.closedAt, due)
+            if c.closed:
+                assert c.closedAt is not None
+                assert c.closedAt <= self.startedAt + drain.shutdownTimeout + 1e-6
+
     def teardown(self) -> None:
+        DrainingWebSocket.log = self.savedLog
         if self.startedAt is None:
             self.startDrain()
         assert self.startedAt is not None
@@ -200,7 +321,12 @@ class DrainMachine(RuleBasedStateMachine):
         assert drain.finishedAt - self.startedAt <= drain.shutdownTimeout + 1e-6
         for c in self.conversations:
             assert c.client.closed, "every connection closed by the end"
+        for s in self.sockets:
+            assert s.client.closed, "every WebSocket closed by the end"
         self.answeredAsOwed()
+        self.webSocketsAsOwed()
+        outcomes = sum(drain.longLived.outcomes.values())
+        assert outcomes <= len(self.sockets), drain.longLived.outcomes
         assert not self.failures, self.failures
 
 

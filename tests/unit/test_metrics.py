@@ -93,9 +93,48 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         self.assertEqual(
             {
                 state: scraped[("gracesvc_open_connections", (("state", state),))]
-                for state in ("idle", "receiving", "busy", "closing")
+                for state in ("idle", "receiving", "busy", "closing", "websocket")
             },
-            {"idle": 2, "receiving": 1, "busy": 0, "closing": 0},
+            {"idle": 2, "receiving": 1, "busy": 0, "closing": 0, "websocket": 0},
+        )
+
+    def test_longLivedOutcomesByKind(self) -> None:
+        """
+        C{gracesvc_drain_longlived_total} counts the WebSockets the drain
+        ended by outcome, every outcome reported, zeros too.
+        """
+        wire = Wire(shutdownTimeout=3)
+        self.assertEqual(
+            {
+                outcome: self.scrape(wire)[
+                    (
+                        "gracesvc_drain_longlived_total",
+                        (("kind", "websocket"), ("outcome", outcome)),
+                    )
+                ]
+                for outcome in ("clean", "timeout", "cut")
+            },
+            {"clean": 0, "timeout": 0, "cut": 0},
+        )
+        wire.connectWebSocket()
+        wire.connectWebSocket(answersClose=False)
+        wire.drain.start()
+        wire.advance(1.5)
+        scraped = self.scrape(wire)
+        self.assertEqual(
+            {
+                outcome: scraped[
+                    (
+                        "gracesvc_drain_longlived_total",
+                        (("kind", "websocket"), ("outcome", outcome)),
+                    )
+                ]
+                for outcome in ("clean", "timeout", "cut")
+            },
+            {"clean": 1, "timeout": 1, "cut": 0},
+        )
+        self.assertEqual(
+            scraped[("gracesvc_ws_sends_dropped_after_close_total", ())], 0
         )
 
     def test_unknownPathsShareOneRoute(self) -> None:

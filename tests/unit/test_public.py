@@ -5,7 +5,7 @@ The public names are the private objects, re-exported.
 from twisted.trial.unittest import SynchronousTestCase
 
 import gracesvc
-from gracesvc import _drain, _http, _service
+from gracesvc import _drain, _http, _service, _websocket
 
 
 class PublicAPITests(SynchronousTestCase):
@@ -20,5 +20,7 @@ class PublicAPITests(SynchronousTestCase):
                 "ResponseCutAtCap": _http.ResponseCutAtCap,
                 "GracefulService": _service.GracefulService,
                 "ListenFailed": _service.ListenFailed,
+                "DrainingWebSocket": _websocket.DrainingWebSocket,
+                "WebSocketPolicy": _websocket.WebSocketPolicy,
             },
         )

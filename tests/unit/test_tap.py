@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc import tap
 from gracesvc._http import DrainingSite
 from gracesvc._service import GracefulService
+from gracesvc._websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
 from tests.unit.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
@@ -91,6 +92,56 @@ class OptionsTests(SynchronousTestCase):
             "--drain-delay",
             "5",
         )
+
+    def test_webSocketOptions(self) -> None:
+        """
+        C{--close-timeout}, C{--ws-close-code} and C{--ws-max-message-size}
+        make the site's L{WebSocketPolicy}; their defaults are 1 s, 1001 and
+        1 MiB.
+        """
+        self.assertEqual(parse()["websocket-policy"], WebSocketPolicy())
+        self.assertEqual(WebSocketPolicy().closeTimeout, 1.0)
+        self.assertEqual(WebSocketPolicy().closeCode, 1001)
+        self.assertEqual(WebSocketPolicy().maxMessageSize, 1 << 20)
+        options = parse(
+            "--close-timeout",
+            "0.25",
+            "--ws-close-code",
+            "1012",
+            "--ws-max-message-size",
+            "4096",
+        )
+        self.assertEqual(
+            options["websocket-policy"],
+            WebSocketPolicy(closeCode=1012, closeTimeout=0.25, maxMessageSize=4096),
+        )
+
+    def test_closeTimeoutMayReachPastTheCap(self) -> None:
+        """
+        A close timeout as long as the cap is no error: the cut aborts what
+        is still open.
+        """
+        options = parse("--shutdown-timeout", "1", "--close-timeout", "2")
+        self.assertEqual(options["websocket-policy"].closeTimeout, 2.0)
+
+    def test_badWebSocketOptions(self) -> None:
+        for message, argv in [
+            (
+                "--close-timeout: expected a number of seconds > 0",
+                ["--close-timeout", "0"],
+            ),
+            ("--close-timeout: expected a number of seconds", ["--close-timeout", "x"]),
+            (
+                "--ws-close-code: expected 1001 (going away) or 1012 (service restart), got '1000'",
+                ["--ws-close-code", "1000"],
+            ),
+            (
+                "--ws-max-message-size: expected a number of bytes >= 1, got '1M'",
+                ["--ws-max-message-size", "1M"],
+            ),
+            ("--ws-max-message-size: expected", ["--ws-max-message-size", "0"]),
+        ]:
+            self.assertRejected(message, *argv)
 
     def test_badEndpoint(self) -> None:
         self.assertRejected(
@@ -231,6 +282,12 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual([port for port, *_ in reactor.tcpServers], [80, 443])
         self.assertEqual(len(service.auxiliaryPorts), 1)
+
+    def test_siteClosesWebSocketsAsTheOptionsSay(self) -> None:
+        service, _, _ = self.makeService("--ws-close-code", "1012")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertEqual(site.webSocketPolicy.closeCode, 1012)
 
     def test_metricsOnTheirOwnEndpoint(self) -> None:
         service, reactor, _ = self.makeService(

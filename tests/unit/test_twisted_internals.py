@@ -205,3 +205,96 @@ class ReactorSignalTests(SynchronousTestCase):
             getattr(reactor, handler)(signum, None)
             self.assertEqual(reactor._exitSignal, signum)
             self.assertEqual([f for f, _, _ in reactor.threadCallQueue], [reactor.stop])
+
+
+class WebSocketUpgradeTests(SynchronousTestCase):
+    """
+    What L{gracesvc._http.DrainingChannel} relies on in
+    L{twisted.web.websocket}: how C{WebSocketResource} hands a connection
+    over after its handshake.
+    """
+
+    def upgrade(self) -> tuple[list[object], StringTransport, list[str]]:
+        """
+        Render a C{WebSocketResource} handshake on a channel whose
+        C{_protocolUpgradeForWebsockets} records what it is handed.
+
+        @return: the protocols handed over, the transport, and what the
+            application was told.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+        from twisted.web.websocket import WebSocketResource
+
+        told: list[str] = []
+
+        class Application:
+            def negotiationStarted(self, transport: object) -> None:
+                told.append("negotiationStarted")
+
+            def negotiationFinished(self) -> None:
+                told.append("negotiationFinished")
+
+        class Factory:
+            def buildProtocol(self, request: object) -> Application:
+                return Application()
+
+        handed: list[object] = []
+        written: list[bytes] = []
+
+        class Upgrading(HTTPChannel):
+            def _protocolUpgradeForWebsockets(self, protocol: object) -> None:
+                handed.append(protocol)
+                written.append(transport.value())
+
+        resource = WebSocketResource(Factory())  # type: ignore[arg-type]
+        root = Resource()
+        root.putChild(b"ws", resource)
+        site = Site(root)
+        site.protocol = Upgrading  # type: ignore[assignment]
+        c = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        c.makeConnection(transport)
+        c.dataReceived(
+            get(
+                "/ws",
+                "Upgrade: websocket",
+                "Connection: Upgrade",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version: 13",
+            )
+        )
+        self.assertEqual(written, [b""], "the 101 is written after the hand-over")
+        return handed, transport, told
+
+    def test_resourceCallsTheChannelsUpgradeHook(self) -> None:
+        """
+        C{HTTPChannel._protocolUpgradeForWebsockets}: C{WebSocketResource}
+        calls it on the request's channel once the handshake is accepted,
+        before writing the 101; an override that does not call Twisted's
+        keeps the channel's C{connectionLost}.
+        """
+        self.assertTrue(callable(HTTPChannel._protocolUpgradeForWebsockets))
+        handed, transport, told = self.upgrade()
+        self.assertEqual(len(handed), 1)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 101 "))
+        # Twisted's own hook would have told the application its transport.
+        self.assertEqual(told, ["negotiationFinished"])
+
+    def test_wireProtocolHoldsConnectionAndApplication(self) -> None:
+        """
+        C{_WebSocketWireProtocol._wsconn} and C{_wsp}: the wsproto
+        connection, open, and the application's protocol, as
+        L{_twisted.webSocketParts} takes them.
+        """
+        from wsproto.connection import Connection, ConnectionState
+
+        handed, _, _ = self.upgrade()
+        connection, application = _twisted.webSocketParts(handed[0])  # type: ignore[arg-type]
+        self.assertIsInstance(connection, Connection)
+        self.assertIs(connection.state, ConnectionState.OPEN)
+        self.assertEqual(type(application).__name__, "Application")
+        with self.assertRaises(TypeError):
+            _twisted.webSocketParts(
+                type("Wire", (), {"_wsconn": None, "_wsp": None})()  # type: ignore[arg-type]
+            )

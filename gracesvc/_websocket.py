@@ -1,0 +1,540 @@
+# -*- test-case-name: tests.unit.test_websocket -*-
+"""
+WebSockets under the drain.
+
+L{twisted.web.websocket}'s C{WebSocketResource} does the handshake (wsproto
+underneath); then L{gracesvc._http.DrainingChannel} takes the connection
+over (see L{gracesvc._twisted.webSocketParts}) and hands it, with the
+application's L{WebSocketProtocol}, to a L{DrainingWebSocket}.  The
+connection stays the one L{IDrainableConnection} the drain sees, in state
+C{"websocket"}; L{DrainingWebSocket} carries the messages as Twisted's own
+transport would, and adds what a drain needs and Twisted lacks:
+
+  - a closing handshake: its Close frame, then the peer's Close awaited
+    for at most L{WebSocketPolicy.closeTimeout}, then TCP closed after the
+    last bytes (Twisted's C{loseConnection} closes TCP at once, and a
+    client still sending then gets a reset); a peer that never answers is
+    aborted at the timeout;
+  - sends after the Close dropped and counted, never raised (wsproto
+    raises, and raised in a message handler it drops the connection);
+  - a message-size limit (Twisted reassembles messages of any size): a
+    larger message is closed with 1009;
+  - the drain's timeline.  When the drain goes away (the listeners have
+    closed, after any drain delay) every WebSocket, in the same reactor
+    turn, gives its application the chance to send a last message (an
+    optional C{goingAway()} method, see L{GoingAwayWebSocketProtocol}),
+    then sends Close with L{WebSocketPolicy.closeCode} (1001, "going
+    away", or 1012, "service restart") and its reason, and closes as
+    above.  At the cut, at the cap or on a second signal it is aborted:
+    never is an HTTP response written into it.
+
+Each WebSocket has one state (L{_State})::
+
+    OPEN ──going away──> GOING_AWAY ──> CLOSE_SENT ──> CLOSING ──> CLOSED
+      │  (the application's last        (our Close    (handshake    (TCP
+      │   message, at most half the      is out)       done: TCP     closed)
+      │   close timeout)                               closing)
+      └──the peer's Close, an oversized message, the application's
+         loseConnection, a protocol error: to CLOSE_SENT or CLOSING
+
+How each WebSocket the drain ended ended (clean, timeout, cut) is counted in
+L{Drain.longLived} under the kind C{"websocket"}, with the sends dropped.
+A WebSocket is never a request in flight: the drain waits for it as an open
+connection, and tells it when to go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol, cast
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.websocket import WebSocketProtocol
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from zope.interface import implementer
+
+from ._drain import Drain, IDrainableConnection, LongLivedOutcome
+from ._twisted import webSocketParts
+
+if TYPE_CHECKING:
+    from twisted.web.iweb import IRequest
+
+#: The kind L{Drain.longLived} counts WebSockets under.
+KIND = "websocket"
+
+#: The default largest message, in bytes: 1 MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+#: Close codes an endpoint may send (RFC 6455 section 7.4, the IANA
+#: registry's 1012-1014, and the ranges for libraries and applications).
+_SENDABLE_CLOSE_CODES = frozenset(range(1000, 1004)) | frozenset(range(1007, 1015))
+
+#: RFC 6455 section 5.5: a control frame's payload is at most 125 bytes, two
+#: of which are a Close frame's code.
+_MAX_CLOSE_REASON = 123
+
+#: Why a message too big is closed (RFC 6455 section 7.4.1).
+MESSAGE_TOO_BIG = 1009
+#: Why an application that raised is closed.
+INTERNAL_ERROR = 1011
+
+
+@dataclass(frozen=True)
+class WebSocketPolicy:
+    """
+    How a site's WebSockets close, checked once.
+
+    @ivar closeCode: the Close frame's code when the drain goes away: 1001
+        ("going away", RFC 6455) by default, or 1012 ("service restart",
+        IANA: clients reconnect after a randomized 5-30 s) for a whole
+        service restarting.  The C{websockets} client library treats only
+        1000, 1001 and 1005 as a normal close.
+    @ivar closeReason: the Close frame's reason then, at most 123 bytes in
+        UTF-8.
+    @ivar closeTimeout: how long to wait for the peer's Close after ours,
+        in seconds, before aborting the connection.  The application's last
+        message before the drain's Close may take half of it.
+    @ivar maxMessageSize: the largest message received, in bytes (UTF-8 for
+        text); a larger one is closed with 1009.
+    """
+
+    closeCode: int = 1001
+    closeReason: str = "server shutting down"
+    closeTimeout: float = 1.0
+    maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+
+    def __post_init__(self) -> None:
+        """
+        @raise ValueError: a value out of range, with a message for a user.
+        """
+        if not (
+            self.closeCode in _SENDABLE_CLOSE_CODES or 3000 <= self.closeCode <= 4999
+        ):
+            raise ValueError(
+                f"{self.closeCode!r} is not a close code a server may send "
+                f"(1001 going away, 1012 service restart, 3000-4999)"
+            )
+        if len(self.closeReason.encode("utf-8")) > _MAX_CLOSE_REASON:
+            raise ValueError(
+                f"the close reason must fit in {_MAX_CLOSE_REASON} bytes of UTF-8"
+            )
+        if not self.closeTimeout > 0:
+            raise ValueError(
+                f"the close timeout must be > 0 seconds, got {self.closeTimeout!r}"
+            )
+        if not self.maxMessageSize >= 1:
+            raise ValueError(
+                f"the largest message must be >= 1 byte, got {self.maxMessageSize!r}"
+            )
+
+
+class GoingAwayWebSocketProtocol(WebSocketProtocol, Protocol):
+    """
+    A L{WebSocketProtocol} that says goodbye when the drain goes away.
+    C{goingAway} is optional: L{DrainingWebSocket} calls it if the
+    application's protocol has it.
+    """
+
+    def goingAway(self) -> object:
+        """
+        The server is going away: send a last message now, if any (say when
+        to reconnect).  The Close frame follows once this returns, or once
+        the Deferred or coroutine it returns is done, but no later than half
+        the close timeout.  Sends after that are dropped.
+        """
+
+
+class Carrier(Protocol):
+    """
+    What a L{DrainingWebSocket} needs of the connection under it:
+    L{gracesvc._http.DrainingChannel}, which closes TCP as its HTTP
+    connections close (TLS included) and passes flow control on to a
+    registered producer.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
+
+
+class _State(Enum):
+    """
+    What a L{DrainingWebSocket} is doing.
+    """
+
+    #: messages flow both ways.
+    OPEN = "open"
+    #: the drain went away; the application's last message is on its way.
+    GOING_AWAY = "going away"
+    #: our Close is out: incoming messages are still delivered, sends are
+    #: dropped; the peer's Close is awaited until the close timeout.
+    CLOSE_SENT = "close sent"
+    #: the closing handshake is done (or the connection failed): TCP
+    #: closes after the last bytes, or is aborted at the close timeout.
+    CLOSING = "closing"
+    #: the connection is lost.
+    CLOSED = "closed"
+
+
+_OPEN, _GOING_AWAY, _CLOSE_SENT, _CLOSING, _CLOSED = _State
+
+
+@implementer(IDrainableConnection)
+class DrainingWebSocket:
+    """
+    One WebSocket connection, server side, after the handshake: the
+    application's transport (L{twisted.web.websocket.WebSocketTransport}),
+    the connection's protocol (what the channel feeds its bytes to) and,
+    through the channel, the drain's L{IDrainableConnection}.
+
+    @ivar application: the application's protocol.
+    @ivar transport: the connection under it, once connected.
+    """
+
+    log = Logger()
+
+    #: A WebSocket is not a request being answered: the drain waits for it
+    #: as an open connection, and tells it when to go (see
+    #: L{Drain.whenGoingAway}).  So it is never counted as a request cut.
+    inFlight = 0
+
+    transport: Carrier | None = None
+
+    def __init__(
+        self,
+        connection: Connection,
+        application: WebSocketProtocol,
+        drain: Drain,
+        policy: WebSocketPolicy,
+    ) -> None:
+        """
+        @param connection: the wsproto connection, its handshake done.
+        @param application: the application's protocol; its
+            C{negotiationStarted} is called when the connection is made.
+        @param drain: the drain that tells it when to go, and counts how it
+            ended.
+        @param policy: how it closes.
+        """
+        self.connection = connection
+        self.application = application
+        self.drain = drain
+        self.policy = policy
+        self._state = _OPEN
+        self._told = False
+        self._outcome: LongLivedOutcome | None = None
+        self._message: list[str | bytes | bytearray] = []
+        self._messageSize = 0
+        self._discarding = False
+        self._timer: IDelayedCall | None = None
+        self._unsubscribe: Callable[[], object] | None = None
+
+    @classmethod
+    def fromTwisted(
+        cls, wire: IProtocol, drain: Drain, policy: WebSocketPolicy
+    ) -> DrainingWebSocket:
+        """
+        @param wire: the wire protocol Twisted's C{WebSocketResource} hands
+            to the channel after its handshake.
+        @return: a L{DrainingWebSocket} for the same wsproto connection and
+            application.
+        """
+        connection, application = webSocketParts(wire)
+        return cls(connection, application, drain, policy)
+
+    # What the channel does with it.
+
+    def makeConnection(self, transport: Carrier) -> None:
+        """
+        The connection is handed over; the 101 response is written right
+        after this returns.
+        """
+        self.transport = transport
+        self.application.negotiationStarted(self)
+        if self.drain.goneAway:
+            # Upgraded after the drain went away (a handler slower than the
+            # signal): the Close must follow the 101, on the next turn.
+            self._unsubscribe = self.drain.clock.callLater(0, self._goAway).cancel
+        else:
+            self._unsubscribe = self.drain.whenGoingAway(self._goAway)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._state is _CLOSING or self._state is _CLOSED:
+            return
+        self.connection.receive_data(data)
+        for event in self.connection.events():
+            try:
+                self._received(event)
+            except Exception:
+                self.log.failure("WebSocket application failed")
+                self._fail(INTERNAL_ERROR, "internal error")
+            if self._state is _CLOSING or self._state is _CLOSED:
+                return
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._state = _CLOSED
+        self._cancelTimer()
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        if self._told:
+            # Closed before its close timeout: its client gone.
+            self._ended("clean")
+        try:
+            self.application.connectionLost(reason)
+        except Exception:
+            self.log.failure("WebSocket application failed in connectionLost")
+
+    # twisted.web.websocket.WebSocketTransport, for the application.
+
+    def sendTextMessage(self, text: str) -> None:
+        self._send(TextMessage(text))
+
+    def sendBytesMessage(self, data: bytes) -> None:
+        self._send(BytesMessage(data))
+
+    def ping(self, payload: bytes = b"") -> None:
+        self._send(Ping(payload))
+
+    def loseConnection(self, code: int = 1000, reason: str = "") -> None:
+        """
+        Close: send a Close frame with C{code} and C{reason}, wait for the
+        peer's (up to the close timeout), then close TCP.
+        """
+        self._close(code, reason)
+
+    def attachProducer(self, producer: IPushProducer) -> None:
+        assert self.transport is not None
+        self.transport.registerProducer(producer, True)
+
+    def detachProducer(self) -> None:
+        assert self.transport is not None
+        self.transport.unregisterProducer()
+
+    # IDrainableConnection, through the channel.
+
+    @property
+    def state(self) -> str:
+        return "closing" if self._state is _CLOSING else KIND
+
+    def beginDrain(self) -> None:
+        """
+        Nothing yet: a WebSocket is told when the drain goes away, once the
+        listeners have closed, so that its client reconnects elsewhere.
+        """
+
+    def cut(self, retryAfter: int) -> int:
+        """
+        Abort: an upgraded connection is never given an HTTP response.
+
+        @return: 0, a WebSocket is not a request.
+        """
+        self.abort()
+        return 0
+
+    def abort(self) -> None:
+        if self._state is _CLOSED:
+            return
+        if self._state is not _CLOSING:
+            self._ended("cut")
+        self._abortTransport()
+
+    # Receiving.
+
+    def _received(self, event: Event) -> None:
+        if isinstance(event, TextMessage | BytesMessage):
+            self._messagePart(event)
+        elif isinstance(event, Ping):
+            # No Pong after our Close (wsproto would raise).
+            if self.connection.state is ConnectionState.OPEN:
+                self._write(self.connection.send(event.response()))
+        elif isinstance(event, Pong):
+            self.application.pongReceived(event.payload)
+        elif isinstance(event, CloseConnection):
+            self._closeReceived(event)
+
+    def _messagePart(self, event: TextMessage | BytesMessage) -> None:
+        if self._discarding:
+            return
+        data = event.data
+        self._messageSize += len(
+            data.encode("utf-8") if isinstance(data, str) else data
+        )
+        if self._messageSize > self.policy.maxMessageSize:
+            self._discarding = True
+            self._message = []
+            self._close(MESSAGE_TOO_BIG, "message too big")
+            return
+        self._message.append(data)
+        if not event.message_finished:
+            return
+        parts, self._message, self._messageSize = self._message, [], 0
+        if isinstance(data, str):
+            self.application.textMessageReceived("".join(cast(list[str], parts)))
+        else:
+            self.application.bytesMessageReceived(b"".join(cast(list[bytes], parts)))
+
+    def _closeReceived(self, event: CloseConnection) -> None:
+        state = self.connection.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer closes: answer with its code; the server closes TCP
+            # first (RFC 6455 section 7.1.1).
+            self._write(self.connection.send(event.response()))
+            self._closeTCP()
+        elif state is ConnectionState.CLOSED:
+            # The answer to our Close: the handshake is done.
+            self._closeTCP()
+        else:
+            # wsproto reports a protocol error as a Close without changing
+            # its state: fail the connection (RFC 6455 section 7.1.7).
+            self._fail(event.code, event.reason or "")
+
+    # Sending and closing.
+
+    def _send(self, event: Event) -> None:
+        if (
+            self._state is _OPEN or self._state is _GOING_AWAY
+        ) and self.connection.state is ConnectionState.OPEN:
+            self._write(self.connection.send(event))
+        else:
+            # RFC 6455 section 5.5.1: no data after a Close.
+            self.drain.longLived.sendDropped(KIND)
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _close(self, code: int, reason: str) -> None:
+        """
+        Begin the closing handshake, unless it has begun.
+        """
+        if not (self._state is _OPEN or self._state is _GOING_AWAY):
+            return
+        self._cancelTimer()
+        self._state = _CLOSE_SENT
+        self._write(self.connection.send(CloseConnection(code, reason)))
+        self._timer = self.drain.clock.callLater(
+            self.policy.closeTimeout, self._closeTimedOut
+        )
+
+    def _fail(self, code: int, reason: str) -> None:
+        """
+        Close at once, with a Close frame if none was sent.
+        """
+        if self.connection.state is ConnectionState.OPEN:
+            self._write(self.connection.send(CloseConnection(code, reason)))
+        self._closeTCP()
+
+    def _closeTCP(self) -> None:
+        """
+        The closing handshake is over: close TCP after the last bytes, and
+        abort if that takes longer than the close timeout (a peer that does
+        not read).
+        """
+        self._cancelTimer()
+        self._state = _CLOSING
+        if self._told:
+            self._ended("clean")
+        self._timer = self.drain.clock.callLater(
+            self.policy.closeTimeout, self._closeTimedOut
+        )
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def _closeTimedOut(self) -> None:
+        self._timer = None
+        if self._told:
+            self._ended("timeout")
+        self._abortTransport()
+
+    def _abortTransport(self) -> None:
+        self._cancelTimer()
+        if self._state is not _CLOSED:
+            self._state = _CLOSING
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # The drain's timeline.
+
+    def _goAway(self) -> None:
+        """
+        The drain goes away: the application's last message, then Close.
+        """
+        self._unsubscribe = None
+        if self._state is _CLOSED:
+            return
+        self._told = True
+        if self._state is not _OPEN:
+            return
+        self._state = _GOING_AWAY
+        result = None
+        goingAway = getattr(self.application, "goingAway", None)
+        if goingAway is not None:
+            try:
+                result = goingAway()
+            except Exception:
+                self.log.failure("WebSocket application failed in goingAway")
+        if hasattr(result, "__await__"):
+            result = ensureDeferred(result)  # type: ignore[arg-type]
+        if isinstance(result, Deferred) and not result.called:
+            self._timer = self.drain.clock.callLater(
+                self.policy.closeTimeout / 2, self._goodbyeSaid
+            )
+            result.addErrback(
+                lambda f: self.log.failure(
+                    "WebSocket application failed in goingAway", failure=f
+                )
+            ).addBoth(lambda _: self._goodbyeSaid())
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(
+                lambda f: self.log.failure(
+                    "WebSocket application failed in goingAway", failure=f
+                )
+            )
+        self._goodbyeSaid()
+
+    def _goodbyeSaid(self) -> None:
+        if self._state is _GOING_AWAY:
+            self._close(self.policy.closeCode, self.policy.closeReason)
+
+    # Helpers.
+
+    def _ended(self, outcome: LongLivedOutcome) -> None:
+        """
+        Count how it ended, once.
+        """
+        if self._outcome is None:
+            self._outcome = outcome
+            self.drain.longLived.ended(KIND, outcome)
+
+    def _cancelTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+
+def isWebSocketUpgrade(request: IRequest) -> bool:
+    """
+    @return: whether C{request} asks to upgrade to a WebSocket.
+    """
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and b"websocket" in upgrade.lower()
