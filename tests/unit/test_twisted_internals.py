@@ -295,6 +295,4 @@ class WebSocketUpgradeTests(SynchronousTestCase):
         self.assertIs(connection.state, ConnectionState.OPEN)
         self.assertEqual(type(application).__name__, "Application")
         with self.assertRaises(TypeError):
-            _twisted.webSocketParts(
-                type("Wire", (), {"_wsconn": None, "_wsp": None})()  # type: ignore[arg-type]
-            )
+            _twisted.webSocketParts(type("Wire", (), {"_wsconn": None, "_wsp": None})())

@@ -503,13 +503,14 @@ class ClosingHandshakeTests(SynchronousTestCase):
 
 class PolicyTests(SynchronousTestCase):
     def test_checked(self) -> None:
-        for kwargs, message in [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"closeCode": 1005}, "not a close code a server may send"),
             ({"closeCode": 2999}, "not a close code"),
             ({"closeTimeout": 0}, "close timeout must be > 0"),
             ({"maxMessageSize": 0}, "largest message must be >= 1"),
             ({"closeReason": "x" * 124}, "123 bytes"),
-        ]:
+        ]
+        for kwargs, message in cases:
             with self.assertRaises(ValueError) as e:
                 WebSocketPolicy(**kwargs)
             self.assertIn(message, str(e.exception))
