@@ -4,9 +4,12 @@ gracesvc: a Twisted/Klein web service that stops without losing work.
 The drain library: L{Drain} runs the shutdown timeline, L{DrainingSite}
 makes a Twisted web site's connections take part in it, and
 L{GracefulService} listens on endpoints and drains on SIGINT/SIGTERM.
+L{EventStream} and L{LongPoll} are long-lived responses that end when the
+drain tells them to, cleanly.
 """
 
 from ._drain import Drain, IDrainableConnection
+from ._events import EventStream, LongPoll
 from ._http import DrainingChannel, DrainingSite, ResponseCutAtCap
 from ._service import GracefulService, ListenFailed
 
@@ -14,8 +17,10 @@ __all__ = [
     "Drain",
     "DrainingChannel",
     "DrainingSite",
+    "EventStream",
     "GracefulService",
     "IDrainableConnection",
     "ListenFailed",
+    "LongPoll",
     "ResponseCutAtCap",
 ]

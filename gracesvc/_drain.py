@@ -177,7 +177,8 @@ class IDrainableConnection(Interface):
 
     state = Attribute(
         "A short word for what the connection is doing, for metrics: "
-        "C{idle}, C{receiving}, C{busy} or C{closing} for HTTP/1.1."
+        "C{idle}, C{receiving}, C{busy}, C{stream} (an event stream), "
+        "C{poll} (a long poll) or C{closing} for HTTP/1.1."
     )
 
     def beginDrain() -> None:
@@ -252,6 +253,9 @@ class Drain:
         self.requestsCut = 0
         #: tracked Deferreds still pending when the drain gave up on them.
         self.abandoned = 0
+        #: long-lived responses (event streams, long polls, ...) ended after
+        #: the drain began, by kind and outcome (see L{longLivedEnded}).
+        self.longLived: dict[tuple[str, str], int] = {}
 
         self._listeners: list[IListeningPort] = []
         self._listenersClosing = 0
@@ -371,6 +375,19 @@ class Drain:
         """
         if self.phase is not Phase.SERVING:
             self.completedDuringDrain += 1
+
+    def longLivedEnded(self, kind: str, outcome: str) -> None:
+        """
+        A long-lived response in progress when the drain began ended.
+
+        @param kind: what it was: C{"stream"} (an event stream), C{"poll"}
+            (a long poll), ...
+        @param outcome: how it ended: C{"clean"} (wrapped up, with a complete
+            response), C{"cut"} (aborted or answered 503 at the cut, the cap
+            or a second signal), ...
+        """
+        key = (kind, outcome)
+        self.longLived[key] = self.longLived.get(key, 0) + 1
 
     def requestCut(self) -> None:
         """
@@ -634,9 +651,16 @@ class Drain:
         """
         subscribers, self._goingAway = list(self._goingAway.values()), {}
         if subscribers or self._hooks["goingAway"]:
+            states = self.connectionStates()
             self.log.info(
-                "Going away: {responses} long responses told to wrap up",
+                "Going away: {responses} long responses told to wrap up; "
+                "connections: {connectionStates}",
                 responses=len(subscribers),
+                connectionStates=", ".join(
+                    f"{n} {state}" for state, n in sorted(states.items())
+                )
+                or "none",
+                states=states,
                 step="going_away",
             )
         for callback in subscribers:
@@ -814,6 +838,16 @@ class Drain:
                 call.cancel()
         self._calls = []
         assert self.startedAt is not None
+        if self.longLived:
+            self.log.info(
+                "Long-lived responses ended during the drain: {outcomes}",
+                outcomes=", ".join(
+                    f"{n} {kind} {outcome}"
+                    for (kind, outcome), n in sorted(self.longLived.items())
+                ),
+                longLived={f"{k}_{o}": n for (k, o), n in self.longLived.items()},
+                step="longlived",
+            )
         self.log.info(
             "Server exiting ({outcome}): {completed} requests completed during "
             "the drain, {cut} cut, {abandoned} tracked tasks abandoned, drain "

@@ -42,7 +42,9 @@ from ._drain import Drain
 
 #: Paths reported as their own C{route} label when nothing recorded the
 #: request's route (the built-in app); anything else is L{OTHER_ROUTE}.
-ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics"])
+ROUTES = frozenset(
+    [b"/ping", b"/events", b"/poll", b"/healthz", b"/readyz", b"/metrics"]
+)
 
 #: The route label of a request that matched no route, or whose route
 #: cannot be known.
@@ -90,7 +92,14 @@ def routeOf(request: IRequest | Request) -> str:
 
 
 #: The connection states always reported, even when no connection is in one.
-CONNECTION_STATES = ("idle", "receiving", "busy", "closing")
+CONNECTION_STATES = ("idle", "receiving", "busy", "stream", "poll", "closing")
+
+#: The outcomes always reported for each kind of long-lived response (see
+#: L{Drain.longLivedEnded}), even before any ended so.
+LONG_LIVED_OUTCOMES = {
+    "stream": ("clean", "cut"),
+    "poll": ("clean", "cut"),
+}
 
 
 class _DrainCollector(Collector):
@@ -108,7 +117,8 @@ class _DrainCollector(Collector):
         connections = GaugeMetricFamily(
             "gracesvc_open_connections",
             "Open connections, by state: idle, receiving (a request arriving), "
-            "busy (a request being answered), closing.",
+            "busy (a request being answered), stream (answering with an event "
+            "stream), poll (a long poll waiting), closing.",
             labels=["state"],
         )
         states = dict.fromkeys(CONNECTION_STATES, 0)
@@ -142,6 +152,23 @@ class _DrainCollector(Collector):
             "second signal.",
             value=drain.requestsCut,
         )
+        longLived = CounterMetricFamily(
+            "gracesvc_drain_longlived",
+            "Long-lived responses in progress when a drain began, by kind "
+            "(stream, poll) and how they ended: clean (wrapped up with a "
+            "complete response), cut (aborted or answered 503 at the cut, the "
+            "cap or a second signal).",
+            labels=["kind", "outcome"],
+        )
+        ended = {
+            (kind, outcome): 0
+            for kind, outcomes in LONG_LIVED_OUTCOMES.items()
+            for outcome in outcomes
+        }
+        ended.update(drain.longLived)
+        for (kind, outcome), count in sorted(ended.items()):
+            longLived.add_metric([kind, outcome], count)
+        yield longLived
         duration = GaugeMetricFamily(
             "gracesvc_drain_duration_seconds",
             "How long the last drain took, or has taken so far.",

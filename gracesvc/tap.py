@@ -79,6 +79,13 @@ class Options(usage.Options):
             "Seconds GET /ping of the built-in app waits before answering.",
         ],
         [
+            "tick",
+            None,
+            "0.5",
+            "Seconds between two ticks of the built-in app's GET /events (an "
+            "event stream) and GET /poll (a long poll).",
+        ],
+        [
             "app",
             None,
             None,
@@ -145,6 +152,7 @@ class Options(usage.Options):
             "drain-delay", self["drain-delay"], allowZero=True
         )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
+        self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         try:
             self["policy"] = DrainPolicy(
                 shutdownTimeout=self["shutdown-timeout"],
@@ -255,7 +263,9 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         user = wsgiResource(options["wsgi-app"], drain, reactor, options["threads"])
         root = withOperationalRoutes(user, drain, routeMetrics)
     else:
-        root = GraceApp(reactor, drain, options["ping-delay"], routeMetrics).resource()
+        root = GraceApp(
+            reactor, drain, options["ping-delay"], routeMetrics, tick=options["tick"]
+        ).resource()
     site = DrainingSite(root, drain, metrics, reactor=reactor)
     stopSignals = StopSignals(reactor, drain, signals)
     stopSignals.catch()

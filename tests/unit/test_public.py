@@ -5,7 +5,7 @@ The public names are the private objects, re-exported.
 from twisted.trial.unittest import SynchronousTestCase
 
 import gracesvc
-from gracesvc import _drain, _http, _service
+from gracesvc import _drain, _events, _http, _service
 
 
 class PublicAPITests(SynchronousTestCase):
@@ -17,6 +17,8 @@ class PublicAPITests(SynchronousTestCase):
                 "IDrainableConnection": _drain.IDrainableConnection,
                 "DrainingChannel": _http.DrainingChannel,
                 "DrainingSite": _http.DrainingSite,
+                "EventStream": _events.EventStream,
+                "LongPoll": _events.LongPoll,
                 "ResponseCutAtCap": _http.ResponseCutAtCap,
                 "GracefulService": _service.GracefulService,
                 "ListenFailed": _service.ListenFailed,
