@@ -67,8 +67,21 @@ class BenchSmokeTests(SynchronousTestCase):
             "  last response -> process exit",
             "no traffic: SIGINT -> process exit",
             "second SIGINT during the drain -> process exit",
+            "  SIGINT -> last poll answered",
         ]:
             self.assertRegex(self.row(output, measure), r"\d+\.\d ms")
+        self.assertIn("2/2", self.row(output, "2 long polls at SIGINT"))
+        streams = self.row(output, "3 event streams (curl -N")
+        if shutil.which("curl") is None:
+            self.assertIn("skipped: curl is not installed", streams)
+        else:
+            self.assertIn("3/3", streams)
+            self.assertRegex(
+                self.row(output, "  SIGINT -> last curl exited"), r"\d+\.\d ms"
+            )
+            self.assertIn(
+                "5/5", self.row(output, "  ended cleanly (shutdown event + curl")
+            )
 
     def test_apps(self) -> None:
         """
