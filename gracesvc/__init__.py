@@ -5,11 +5,11 @@ The drain library: L{Drain} runs the shutdown timeline, L{DrainingSite}
 makes a Twisted web site's connections take part in it, and
 L{GracefulService} listens on endpoints and drains on SIGINT/SIGTERM.
 L{EventStream} and L{LongPoll} are long-lived responses that end when the
-drain tells them to, cleanly.
+drain tells them to, cleanly; L{drainOf} finds the drain serving a request.
 """
 
 from ._drain import Drain, IDrainableConnection
-from ._events import EventStream, LongPoll
+from ._events import EventStream, LongPoll, drainOf
 from ._http import DrainingChannel, DrainingSite, ResponseCutAtCap
 from ._service import GracefulService, ListenFailed
 
@@ -23,4 +23,5 @@ __all__ = [
     "ListenFailed",
     "LongPoll",
     "ResponseCutAtCap",
+    "drainOf",
 ]

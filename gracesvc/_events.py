@@ -94,6 +94,21 @@ def formatEvent(
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+def drainOf(request: IRequest) -> Drain:
+    """
+    @return: the drain of the L{DrainingSite} serving C{request}: what an
+        application served by C{twistd gracesvc --app} uses, since it never
+        made the drain itself.
+    @raise ValueError: if C{request} is not served by a L{DrainingSite}.
+    """
+    channel = getattr(request, "channel", None)
+    if not isinstance(channel, DrainingChannel):
+        raise ValueError(
+            f"{request!r} is not served by a DrainingSite: pass the drain explicitly"
+        )
+    return channel.site.drain
+
+
 def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
     channel = getattr(request, "channel", None)
     if isinstance(channel, DrainingChannel):
@@ -110,7 +125,7 @@ class _LongResponse:
     def __init__(
         self,
         request: IRequest,
-        drain: Drain,
+        drain: Drain | None,
         retry: int,
         jitter: int,
         random: Random | None,
@@ -122,7 +137,7 @@ class _LongResponse:
         self.request = request
         # What Twisted's and Klein's requests are; IRequest lacks notifyFinish.
         self._request = cast(Request, request)
-        self.drain = drain
+        self.drain = drainOf(request) if drain is None else drain
         self.retry = retry
         self.jitter = jitter
         self._random = _random if random is None else random
@@ -199,7 +214,7 @@ class EventStream(_LongResponse):
 
         @app.route("/events")
         def events(request):
-            stream = EventStream(request, drain)
+            stream = EventStream(request)  # or EventStream(request, drain)
             ...  # stream.send(...) as events happen
             return stream.whenEnded()  # a plain resource: NOT_DONE_YET
 
@@ -224,7 +239,7 @@ class EventStream(_LongResponse):
     def __init__(
         self,
         request: IRequest,
-        drain: Drain,
+        drain: Drain | None = None,
         retry: int = DEFAULT_RETRY,
         jitter: int = DEFAULT_JITTER,
         *,
@@ -233,7 +248,8 @@ class EventStream(_LongResponse):
     ) -> None:
         """
         @param request: the request to answer with the stream.
-        @param drain: the drain that says when to end it.
+        @param drain: the drain that says when to end it; the one of the
+            L{DrainingSite} serving C{request} if L{None} (see L{drainOf}).
         @param retry: the reconnection time told to the client when the
             stream ends for the drain, in milliseconds...
         @param jitter: ...plus a random part of this.
@@ -248,7 +264,7 @@ class EventStream(_LongResponse):
         self.lastEventId = (
             None if lastEventId is None else lastEventId.decode("utf-8", "replace")
         )
-        if drain.draining:
+        if self.drain.draining:
             answerEventStreamRetry(request, self.reconnectIn())
             self._end()
             return
@@ -313,7 +329,7 @@ class LongPoll(_LongResponse):
 
         @app.route("/poll")
         def poll(request):
-            return LongPoll(request, drain).answerWith(nextNews())
+            return LongPoll(request).answerWith(nextNews())
 
     When the drain goes away, a poll not answered yet is answered with
     200 and, by default, C{{"status": "reconnect", "retry": 1523}} (the
@@ -325,7 +341,7 @@ class LongPoll(_LongResponse):
     def __init__(
         self,
         request: IRequest,
-        drain: Drain,
+        drain: Drain | None = None,
         retry: int = DEFAULT_RETRY,
         jitter: int = DEFAULT_JITTER,
         *,
@@ -335,7 +351,9 @@ class LongPoll(_LongResponse):
     ) -> None:
         """
         @param request: the request to answer.
-        @param drain: the drain that says when to answer it at once.
+        @param drain: the drain that says when to answer it at once; the one
+            of the L{DrainingSite} serving C{request} if L{None} (see
+            L{drainOf}).
         @param retry: the milliseconds after which the client should poll
             again, when the drain answers...
         @param jitter: ...plus a random part of this.
@@ -348,7 +366,7 @@ class LongPoll(_LongResponse):
         self._reconnect = reconnect
         self._contentType = contentType
         self._cancel: Callable[[], None] = lambda: None
-        if drain.draining:
+        if self.drain.draining:
             self._goingAway()
         else:
             self._subscribe("poll")

@@ -99,6 +99,24 @@ class StreamTests(EventsTestCase):
         twistd.wait(10)
 
 
+class AppStreamTests(EventsTestCase):
+    def test_anAppsOwnStreamEndsCleanly(self) -> None:
+        """
+        A Klein app served with C{--app} makes an L{EventStream} from the
+        request alone; SIGTERM ends it with the C{shutdown} event.
+        """
+        twistd = self.startTwistd("--app", "tests.apps.kleinapp:app")
+        c = self.curl(twistd, "/feed")
+        self.assertTrue(c.waitFor(b"event: greeting\ndata: hello from klein\n\n"))
+        twistd.signal(signal.SIGTERM)
+        self.assertEqual(c.wait(), 0, c.stderr)
+        events = parseEventStream(c.output)
+        self.assertEqual(events[-1]["event"], "shutdown")
+        self.assertEqual(twistd.wait(10), -signal.SIGTERM)
+        self.assertIn("1 stream clean", twistd.log())
+        self.assertCleanLog(twistd)
+
+
 class LongPollTests(EventsTestCase):
     def test_tenLongPollsAnsweredAtSIGINT(self) -> None:
         twistd = self.startTwistd("--tick", "60")

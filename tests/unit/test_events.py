@@ -19,9 +19,10 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
+from twisted.web.test.requesthelper import DummyRequest
 
 from gracesvc._app import Ticker
-from gracesvc._events import EventStream, LongPoll, formatEvent
+from gracesvc._events import EventStream, LongPoll, drainOf, formatEvent
 from gracesvc._http import DrainingChannel
 from gracesvc.testing import Client, Response, Wire, get, parseEventStream
 
@@ -369,6 +370,50 @@ class EventStreamTests(SynchronousTestCase):
         self.assertIn(b"200 OK", client.protocol.data)
         self.assertIn(b"text/event-stream", client.protocol.data)
         self.assertEqual(client.server.state, "idle")
+
+
+class DrainOfTests(SynchronousTestCase):
+    def test_anAppServedByGracesvcFindsTheDrain(self) -> None:
+        """
+        An application served by C{twistd gracesvc --app} never sees the
+        drain: the helpers find it from the request.
+        """
+        app = Klein()
+        found: list[object] = []
+
+        @app.route("/events")
+        def events(request: IRequest) -> Deferred[None]:
+            found.append(drainOf(request))
+            stream = EventStream(request)
+            stream.send("hello")
+            return stream.whenEnded()
+
+        @app.route("/poll")
+        def poll(request: IRequest) -> Deferred[None]:
+            return LongPoll(request).answerWith(Deferred())
+
+        wire = Wire(resource=app.resource())
+        streamClient, pollClient = wire.connect(), wire.connect()
+        streamClient.send(get("/events"))
+        pollClient.send(get("/poll"))
+        self.assertEqual(
+            (streamClient.server.state, pollClient.server.state), ("stream", "poll")
+        )
+        self.assertEqual(found, [wire.drain])
+        done = wire.drain.start()
+        wire.flush()
+        self.successResultOf(done)
+        received = stream(streamClient)[1]
+        self.assertEqual(received[0], {"data": "hello"})
+        shutdownRetry(received[1])
+        [answer] = pollClient.responses
+        self.assertEqual(json.loads(answer.body)["status"], "reconnect")
+
+    def test_outsideADrainingSite(self) -> None:
+        request = DummyRequest([b"events"])
+        with self.assertRaises(ValueError) as caught:
+            EventStream(cast(IRequest, request))
+        self.assertIn("not served by a DrainingSite", str(caught.exception))
 
 
 class StreamAtTheCutTests(SynchronousTestCase):

@@ -20,6 +20,7 @@ class PublicAPITests(SynchronousTestCase):
                 "EventStream": _events.EventStream,
                 "LongPoll": _events.LongPoll,
                 "ResponseCutAtCap": _http.ResponseCutAtCap,
+                "drainOf": _events.drainOf,
                 "GracefulService": _service.GracefulService,
                 "ListenFailed": _service.ListenFailed,
             },
