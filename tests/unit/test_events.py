@@ -408,6 +408,8 @@ class DrainOfTests(SynchronousTestCase):
         shutdownRetry(received[1])
         [answer] = pollClient.responses
         self.assertEqual(json.loads(answer.body)["status"], "reconnect")
+        # Klein saw the requests finished: it did not finish them again.
+        self.assertEqual(self.flushWarnings(), [])
 
     def test_outsideADrainingSite(self) -> None:
         request = DummyRequest([b"events"])
@@ -513,6 +515,7 @@ class LongPollTests(SynchronousTestCase):
         self.assertEqual(response.headers[b"content-type"], b"application/json")
         self.assertEqual(client.server.state, "idle")
         self.assertEqual(ticking(wire), [])
+        self.assertEqual(self.flushWarnings(), [])
 
     def test_answeredAtOnceWhenTheListenersClose(self) -> None:
         """
