@@ -28,14 +28,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench._common import machine, raiseFileLimit, startGracesvc, summary, table
-from gracesvc.testing import get
+from gracesvc.testing import get, parseEventStream
 from gracesvc.testing.process import (
+    CURL,
     OP_CLOSE,
     OP_TEXT,
+    CurlStream,
     InFlight,
     RawClient,
     RawWebSocket,
     pingBackToBack,
+    waitForConnections,
     waitUntilRefused,
     wsClosePayload,
     wsFrame,
@@ -58,6 +61,8 @@ class Sizes:
     idleClients: int = 10
     webSockets: int = 500
     closedWebSockets: int = 250
+    streams: int = 20
+    polls: int = 10
 
 
 SMOKE = Sizes(
@@ -73,6 +78,8 @@ SMOKE = Sizes(
     idleClients=3,
     webSockets=20,
     closedWebSockets=20,
+    streams=3,
+    polls=2,
 )
 
 
@@ -831,6 +838,184 @@ def webSocketDrainDelay(s: Sizes) -> list[Row]:
     ]
 
 
+def endedWithShutdown(c: CurlStream) -> bool:
+    """
+    @return: whether curl exited 0 after a stream whose last event is the
+        C{shutdown} event: a jittered C{retry:}, no C{id:}.
+    """
+    if c.status != 0 or not c.output.endswith(b"\n\n"):
+        return False
+    events = parseEventStream(c.output)
+    if not events:
+        return False
+    last = events[-1]
+    return (
+        last.get("event") == "shutdown"
+        and "id" not in last
+        and last.get("retry", "").isdigit()
+    )
+
+
+def noCurl(label: str) -> list[Row]:
+    return [Row(label, "skipped: curl is not installed", "-", "-")]
+
+
+def eventStreams(s: Sizes) -> list[Row]:
+    """
+    C{s.streams} C{curl -N} reading C{/events} (a tick every 0.1 s) at
+    SIGINT: each should get the C{shutdown} event and end cleanly.
+    """
+    n = s.streams
+    label = f"{n} event streams (curl -N, tick 0.1 s) at SIGINT: shutdown event + curl exit 0"
+    if CURL is None:
+        return noCurl(label)
+    clean, lastEnd, toExit = [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--tick", "0.1")
+        streams: list[CurlStream] = []
+        try:
+            streams = [CurlStream(twistd.port) for _ in range(n)]
+            for c in streams:
+                c.waitFor(b"event: tick")
+            sentAt = twistd.signal(signal.SIGINT)
+            for c in streams:
+                c.wait(10)
+            twistd.wait(10)
+            clean.append(sum(endedWithShutdown(c) for c in streams))
+            lastEnd.append(max(c.exitedAt or sentAt + 10 for c in streams) - sentAt)
+            assert twistd.exitedAt is not None
+            toExit.append(twistd.exitedAt - sentAt)
+        finally:
+            for c in streams:
+                c.kill()
+            twistd.kill()
+    return [
+        Row(label, counts(clean, n), f"{n}/{n}", allOk([c == n for c in clean])),
+        Row(
+            "  SIGINT -> last curl exited",
+            summary(lastEnd),
+            "< 500 ms",
+            judge(lastEnd, 0.5),
+        ),
+        Row(
+            "  SIGINT -> process exit", summary(toExit), "< 500 ms", judge(toExit, 0.5)
+        ),
+    ]
+
+
+def longPolls(s: Sizes) -> list[Row]:
+    """
+    C{s.polls} long polls waiting on C{/poll} (no tick due for 60 s) at
+    SIGINT: each should be answered at once.
+    """
+    n = s.polls
+    answered, lastAnswer = [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc("--tick", "60")
+        try:
+            polls = [InFlight(twistd.port, get("/poll")) for _ in range(n)]
+            waitForConnections(twistd.port, poll=n)
+            sentAt = twistd.signal(signal.SIGINT)
+            for p in polls:
+                p.join(10)
+            twistd.wait(10)
+            answered.append(
+                sum(
+                    p.response is not None
+                    and p.response.code == 200
+                    and p.response.headers.get(b"connection") == b"close"
+                    and json.loads(p.response.body).get("status") == "reconnect"
+                    for p in polls
+                )
+            )
+            lastAnswer.append(max(p.doneAt or sentAt + 10 for p in polls) - sentAt)
+        finally:
+            twistd.kill()
+    return [
+        Row(
+            f"{n} long polls at SIGINT: 200 reconnect + Connection: close",
+            counts(answered, n),
+            f"{n}/{n}",
+            allOk([a == n for a in answered]),
+        ),
+        Row(
+            "  SIGINT -> last poll answered",
+            summary(lastAnswer),
+            "< 500 ms",
+            judge(lastAnswer, 0.5),
+        ),
+    ]
+
+
+def longLivedDrainDelay(s: Sizes) -> list[Row]:
+    """
+    Streams and polls open at SIGINT with a drain delay: nothing ends
+    before the listeners close.
+    """
+    delay = s.drainDelay
+    label = (
+        f"--drain-delay {delay:g}, {s.streams} streams + {s.polls} polls: "
+        "SIGINT -> first one ended"
+    )
+    if CURL is None:
+        return noCurl(label)
+    firstEnd, lastEnd, clean = [], [], []
+    for _ in range(s.repeats):
+        twistd = startGracesvc(
+            "--tick",
+            "60",
+            "--drain-delay",
+            repr(delay),
+            "--shutdown-timeout",
+            repr(delay + 2),
+        )
+        streams: list[CurlStream] = []
+        try:
+            streams = [CurlStream(twistd.port) for _ in range(s.streams)]
+            polls = [InFlight(twistd.port, get("/poll")) for _ in range(s.polls)]
+            waitForConnections(twistd.port, stream=s.streams, poll=s.polls)
+            sentAt = twistd.signal(signal.SIGINT)
+            for c in streams:
+                c.wait(10)
+            for p in polls:
+                p.join(10)
+            twistd.wait(10)
+            ends = [c.exitedAt or sentAt + 10 for c in streams] + [
+                p.doneAt or sentAt + 10 for p in polls
+            ]
+            firstEnd.append(min(ends) - sentAt)
+            lastEnd.append(max(ends) - sentAt)
+            clean.append(
+                sum(endedWithShutdown(c) for c in streams)
+                + sum(p.response is not None and p.response.code == 200 for p in polls)
+            )
+        finally:
+            for c in streams:
+                c.kill()
+            twistd.kill()
+    n = s.streams + s.polls
+    return [
+        Row(
+            label,
+            summary(firstEnd, "s"),
+            f"{delay:g}-{delay + 0.1:g} s",
+            judge(firstEnd, delay + 0.1, above=delay - 0.005),
+        ),
+        Row(
+            "  SIGINT -> last one ended",
+            summary(lastEnd, "s"),
+            f"< {delay + 0.5:g} s",
+            judge(lastEnd, delay + 0.5),
+        ),
+        Row(
+            "  ended cleanly (shutdown event + curl exit 0; poll 200)",
+            counts(clean, n),
+            f"{n}/{n}",
+            allOk([c == n for c in clean]),
+        ),
+    ]
+
+
 SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("in flight at SIGINT", inFlightAtSignal),
     ("cap", capAnswers503),
@@ -852,6 +1037,9 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
     ("websocket never reads", nonReadingWebSocket),
     ("websockets closed", closedWebSocketsThenSignal),
     ("websocket drain delay", webSocketDrainDelay),
+    ("event streams", eventStreams),
+    ("long polls", longPolls),
+    ("long-lived with drain delay", longLivedDrainDelay),
 ]
 
 

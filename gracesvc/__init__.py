@@ -3,12 +3,15 @@ gracesvc: a Twisted/Klein web service that stops without losing work.
 
 The drain library: L{Drain} runs the shutdown timeline, L{DrainingSite}
 makes a Twisted web site's connections take part in it, and
-L{GracefulService} listens on endpoints and drains on SIGINT/SIGTERM;
+L{GracefulService} listens on endpoints and drains on SIGINT/SIGTERM.
 L{DrainingWebSocket} closes the site's WebSockets as L{WebSocketPolicy}
-says.
+says; L{EventStream} and L{LongPoll} are long-lived responses that end when
+the drain tells them to, cleanly; L{drainOf} finds the drain serving a
+request.
 """
 
 from ._drain import Drain, IDrainableConnection
+from ._events import EventStream, LongPoll, drainOf
 from ._http import DrainingChannel, DrainingSite, ResponseCutAtCap
 from ._service import GracefulService, ListenFailed
 from ._websocket import DrainingWebSocket, WebSocketPolicy
@@ -18,9 +21,12 @@ __all__ = [
     "DrainingChannel",
     "DrainingSite",
     "DrainingWebSocket",
+    "EventStream",
     "GracefulService",
     "IDrainableConnection",
     "ListenFailed",
+    "LongPoll",
     "ResponseCutAtCap",
     "WebSocketPolicy",
+    "drainOf",
 ]

@@ -5,20 +5,27 @@ The routes gracesvc serves.
 from __future__ import annotations
 
 import json
+import math
 import random
+from collections.abc import Callable
 
 from klein import Klein
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from ._drain import Drain
+from ._events import EventStream, LongPoll
 from ._metrics import Metrics, MetricsResource
 from ._websocket import isWebSocketUpgrade
+
+#: How long C{GET /poll} waits for a tick before it answers C{timeout}.
+POLL_TIMEOUT = 30.0
 
 
 def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
@@ -101,10 +108,95 @@ class EchoFactory:
         return EchoWebSocket(self.reconnectMs, self.rng)
 
 
+class Ticker:
+    """
+    A tick every C{interval} seconds, counted from 1, while anyone listens:
+    what C{/events} streams and C{/poll} waits for.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, interval: float) -> None:
+        self.clock = clock
+        self.interval = interval
+        #: the ticks so far.
+        self.count = 0
+        self._listeners: dict[object, Callable[[int], object]] = {}
+        self._call: IDelayedCall | None = None
+        self._lastTick = -math.inf
+
+    def subscribe(self, listener: Callable[[int], object]) -> Callable[[], None]:
+        """
+        Call C{listener} with the tick's number on every tick.
+
+        @return: a function that ends the subscription.
+        """
+        key = object()
+        self._listeners[key] = listener
+        self._schedule()
+
+        def unsubscribe() -> None:
+            self._listeners.pop(key, None)
+            if not self._listeners and self._call is not None:
+                self._call.cancel()
+                self._call = None
+
+        return unsubscribe
+
+    def nextTick(self) -> Deferred[int]:
+        """
+        @return: a Deferred that fires with the next tick's number;
+            cancelling it ends its subscription.
+        """
+
+        def tick(n: int) -> None:
+            unsubscribe()
+            d.callback(n)
+
+        unsubscribe = self.subscribe(tick)
+        d: Deferred[int] = Deferred(lambda _: unsubscribe())
+        return d
+
+    def _schedule(self) -> None:
+        if self._call is None and self._listeners:
+            # One interval after the last tick, so that ticks do not drift;
+            # a tick missed (the reactor was busy, nobody listened) is not
+            # made up for.
+            now = self.clock.seconds()
+            due = self._lastTick + self.interval
+            if due <= now:
+                due = now + self.interval
+            self._call = self.clock.callLater(due - now, self._tick)
+
+    def _tick(self) -> None:
+        assert self._call is not None
+        self._lastTick = self._call.getTime()
+        self._call = None
+        self.count += 1
+        for listener in list(self._listeners.values()):
+            try:
+                listener(self.count)
+            except Exception:
+                self.log.failure("a tick listener failed")
+        self._schedule()
+
+
+def _lastEventId(stream: EventStream) -> int:
+    """
+    @return: the tick a reconnecting client last got, from its
+        C{Last-Event-ID}; 0 for a new client or an id that is not one of
+        ours.
+    """
+    text = stream.lastEventId
+    if text is not None and text.isascii() and text.isdigit():
+        return int(text)
+    return 0
+
+
 class GraceApp:
     """
-    The Klein application: C{/ping}, C{/healthz}, C{/readyz} and the C{/ws}
-    WebSocket echo.
+    The Klein application: C{/ping}, C{/events}, C{/poll}, C{/healthz},
+    C{/readyz} and the C{/ws} WebSocket echo.
 
     @ivar router: the routes, shared by every instance; state lives on the
         instance.
@@ -118,19 +210,23 @@ class GraceApp:
         drain: Drain,
         pingDelay: float,
         metrics: Metrics | None = None,
+        tick: float = 0.5,
     ) -> None:
         """
-        @param clock: schedules the C{/ping} delay.
-        @param drain: tells C{/readyz} whether the service is draining.
+        @param clock: schedules the C{/ping} delay and the ticks.
+        @param drain: tells C{/readyz} whether the service is draining, and
+            C{/events} and C{/poll} when to wrap up.
         @param pingDelay: seconds C{/ping} waits before answering.
         @param metrics: served on C{/metrics} if given (L{None} when they are
             served on an endpoint of their own).
+        @param tick: seconds between two ticks of C{/events} and C{/poll}.
         """
         self.clock = clock
         self.drain = drain
         self.pingDelay = pingDelay
         self.metrics = metrics
         self.echo = WebSocketResource(EchoFactory())
+        self.ticker = Ticker(clock, tick)
 
     def resource(self) -> IResource:
         """
@@ -148,6 +244,48 @@ class GraceApp:
         return deferLater(
             self.clock, self.pingDelay, _json, request, 200, {"message": "pong"}
         )
+
+    @router.route("/events", methods=["GET"])
+    def events(self, request: IRequest) -> Deferred[None]:
+        """
+        A server-sent event stream: C{event: tick} every tick, C{data:
+        {"tick": n}} and C{id: n}, n counting on from the client's
+        C{Last-Event-ID} (from 1 for a new client), so that a client that
+        reconnects, here or to another instance, resumes where it was.
+        Ends with a C{shutdown} event when the drain goes away (see
+        L{EventStream}).
+        """
+        stream = EventStream(request, self.drain)
+        if stream.ended:
+            return stream.whenEnded()
+        lastId = _lastEventId(stream)
+
+        def tick(_: int) -> None:
+            nonlocal lastId
+            lastId += 1
+            stream.send(json.dumps({"tick": lastId}), event="tick", id=str(lastId))
+
+        unsubscribe = self.ticker.subscribe(tick)
+        stream.whenEnded().addCallback(lambda _: unsubscribe())
+        return stream.whenEnded()
+
+    @router.route("/poll", methods=["GET"])
+    def poll(self, request: IRequest) -> Deferred[None]:
+        """
+        A long poll: answers C{{"status": "tick", "tick": n}} at the next
+        tick, C{{"status": "timeout"}} if none comes within
+        L{POLL_TIMEOUT}, or C{{"status": "reconnect", "retry": ms}} at once
+        when the drain goes away (see L{LongPoll}).
+        """
+        news = self.ticker.nextTick().addCallback(
+            lambda n: json.dumps({"status": "tick", "tick": n}).encode("utf-8")
+        )
+        news.addTimeout(
+            POLL_TIMEOUT,
+            self.clock,
+            onTimeoutCancel=lambda _, __: b'{"status": "timeout"}',
+        )
+        return LongPoll(request, self.drain).answerWith(news)
 
     @router.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:

@@ -234,7 +234,8 @@ class IDrainableConnection(Interface):
 
     state = Attribute(
         "A short word for what the connection is doing, for metrics: "
-        "C{idle}, C{receiving}, C{busy} or C{closing} for HTTP/1.1."
+        "C{idle}, C{receiving}, C{busy}, C{stream} (an event stream), "
+        "C{poll} (a long poll) or C{closing} for HTTP/1.1."
     )
 
     def beginDrain() -> None:
@@ -693,9 +694,16 @@ class Drain:
         """
         subscribers, self._goingAway = list(self._goingAway.values()), {}
         if subscribers or self._hooks["goingAway"]:
+            states = self.connectionStates()
             self.log.info(
-                "Going away: {responses} long responses told to wrap up",
+                "Going away: {responses} long responses told to wrap up; "
+                "connections: {connectionStates}",
                 responses=len(subscribers),
+                connectionStates=", ".join(
+                    f"{n} {state}" for state, n in sorted(states.items())
+                )
+                or "none",
+                states=states,
                 step="going_away",
             )
         for callback in subscribers:

@@ -22,13 +22,15 @@ The Twisted internals this needs are in L{gracesvc._twisted}.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from random import Random
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request as SiteRequest
 from twisted.web.server import Site
@@ -50,6 +52,12 @@ if TYPE_CHECKING:
 
 SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
 
+#: What a long-lived response is, for the connection's state and the
+#: metrics: an event stream or a long poll.
+LongLivedKind = Literal["stream", "poll"]
+
+_random = Random()
+
 
 class ResponseCutAtCap(CancelledError):
     """
@@ -59,9 +67,42 @@ class ResponseCutAtCap(CancelledError):
     """
 
 
+def acceptsEventStream(request: Request) -> bool:
+    """
+    @return: whether C{request} asks for a server-sent event stream, as a
+        browser's C{EventSource} does (C{Accept: text/event-stream}).
+    """
+    accept = request.requestHeaders.getRawHeaders(b"accept")
+    return accept is not None and any(b"text/event-stream" in a for a in accept)
+
+
+def answerEventStreamRetry(request: IRequest | Request, retry: int) -> None:
+    """
+    Answer C{request} with an event stream made only of a C{retry:} field,
+    and end it: the client reconnects in C{retry} milliseconds, to another
+    instance by then.  A 503 instead would make C{EventSource} give up for
+    good.
+
+    @param retry: the reconnection time, in milliseconds.
+    """
+    body = b"retry: %d\n\n" % (retry,)
+    request.setResponseCode(200)
+    # Headers the application set stay: without its CORS headers, a
+    # cross-origin EventSource would give up for good too.
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Content-Type", [b"text/event-stream"])
+    headers.setRawHeaders(b"Cache-Control", [b"no-cache"])
+    headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+    headers.removeHeader(b"Content-Encoding")
+    request.write(body)
+    request.finish()
+
+
 def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
     """
-    Cancel the handler of C{request} and answer it with a 503.
+    Cancel the handler of C{request} and answer it with a 503; or, if it
+    asks for an event stream, with a stream of only a C{retry:} field (see
+    L{answerEventStreamRetry}) of about C{retryAfter}.
 
     The handler is told first, through the Deferreds of
     L{Request.notifyFinish}: that is how Klein (and well-behaved resources)
@@ -69,13 +110,16 @@ def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
     handler's Deferred instead of writing a 500.
 
     @param retryAfter: seconds for the C{Retry-After} header.
-    @return: whether the 503 was written (a handler may still have answered
-        when it was cancelled).
+    @return: whether the answer was written (a handler may still have
+        answered when it was cancelled).
     """
     for d in takeNotifications(request):
         d.errback(Failure(ResponseCutAtCap()))
     if request.finished or request.startedWriting:
         return False
+    if acceptsEventStream(request):
+        answerEventStreamRetry(request, retryAfter * 1000 + _random.randrange(1000))
+        return True
     request.setResponseCode(503)
     request.responseHeaders = Headers(
         {
@@ -138,11 +182,18 @@ class _State(Enum):
     #: handed over to another protocol (a WebSocket), which now has the
     #: drain's duties (see L{DrainingChannel.upgrade}); until it is lost.
     UPGRADED = "upgraded"
+    #: a request being answered with an event stream: busy, and told to wrap
+    #: up when the drain goes away (see L{gracesvc.EventStream}).
+    STREAM = "stream"
+    #: a long poll waiting for something to answer: busy, and answered at
+    #: once when the drain goes away (see L{gracesvc.LongPoll}).
+    POLL = "poll"
     #: closing or aborted; nothing more is read or answered.
     CLOSING = "closing"
 
 
-_IDLE, _RECEIVING, _BUSY, _UPGRADED, _CLOSING = _State
+_IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = _State
+_LONG_LIVED = frozenset([_STREAM, _POLL])
 
 
 class UpgradedProtocol(Protocol):
@@ -240,13 +291,25 @@ class DrainingChannel(HTTPChannel):
             headers.setRawHeaders(b"Connection", [b"close"])
         super().writeHeaders(version, code, reason, headers)
 
+    def longResponseStarted(self, request: Request, kind: LongLivedKind) -> None:
+        """
+        C{request}, the one being answered, is a long-lived response: the
+        connection's state is C{kind} until it ends, and the drain counts how
+        it ends (see L{Drain.longLived}).
+        """
+        if self._state is _BUSY and self.requests and self.requests[0] is request:
+            self._state = _State(kind)
+
     def requestDone(self, request: Request) -> None:
         drain = self._drain
         self.lastActivity = drain.clock.seconds()
         metrics = self.site.metrics
         if metrics is not None:
             metrics.requestDone(request, self.lastActivity - self._requestReceivedAt)
-        if self._state is _BUSY:
+        state = self._state
+        if state is _BUSY or state in _LONG_LIVED:
+            if state is not _BUSY and drain.draining:
+                drain.longLived.ended(state.value, "clean")
             # Before Twisted parses what was pipelined behind it, which may
             # make the channel busy again.
             self._state = _IDLE
@@ -363,7 +426,8 @@ class DrainingChannel(HTTPChannel):
     def inFlight(self) -> int:
         if self._upgraded is not None:
             return self._upgraded.inFlight
-        return 1 if self._state is _BUSY else 0
+        state = self._state
+        return 1 if state is _BUSY or state in _LONG_LIVED else 0
 
     @property
     def state(self) -> str:
@@ -388,10 +452,15 @@ class DrainingChannel(HTTPChannel):
         state = self._state
         if state is _CLOSING:
             return 0
-        if state is _BUSY:
-            if self.requests[0].startedWriting:
+        if state is _BUSY or state in _LONG_LIVED:
+            if state is _STREAM or self.requests[0].startedWriting:
+                # Never a 503 into a response under way: an event stream the
+                # drain could not wrap up in time, a body being written.
                 self.abort()
                 return 1
+            if state is _POLL:
+                self._drain.longLived.ended(state.value, "cut")
+                self._state = _BUSY
             answerServiceUnavailable(self.requests[0], retryAfter)
             if self._state is not _CLOSING:
                 self.loseConnection()
@@ -408,6 +477,8 @@ class DrainingChannel(HTTPChannel):
         if self._upgraded is not None:
             self._upgraded.abort()
             return
+        if self._state in _LONG_LIVED:
+            self._drain.longLived.ended(self._state.value, "cut")
         self.abortConnection()
 
     # Idle connections while draining.

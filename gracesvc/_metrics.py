@@ -42,7 +42,9 @@ from ._drain import LONGLIVED_OUTCOMES, Drain
 
 #: Paths reported as their own C{route} label when nothing recorded the
 #: request's route (the built-in app); anything else is L{OTHER_ROUTE}.
-ROUTES = frozenset([b"/ping", b"/healthz", b"/readyz", b"/metrics", b"/ws"])
+ROUTES = frozenset(
+    [b"/ping", b"/events", b"/poll", b"/ws", b"/healthz", b"/readyz", b"/metrics"]
+)
 
 #: The route label of a request that matched no route, or whose route
 #: cannot be known.
@@ -90,11 +92,23 @@ def routeOf(request: IRequest | Request) -> str:
 
 
 #: The connection states always reported, even when no connection is in one.
-CONNECTION_STATES = ("idle", "receiving", "busy", "closing", "websocket")
+CONNECTION_STATES = (
+    "idle",
+    "receiving",
+    "busy",
+    "stream",
+    "poll",
+    "websocket",
+    "closing",
+)
 
-#: The kinds of long-lived connection always reported in
-#: C{gracesvc_drain_longlived_total}, even before any was counted.
-LONGLIVED_KINDS = ("websocket",)
+#: The outcomes always reported for each kind of long-lived connection in
+#: C{gracesvc_drain_longlived_total}, even before any ended so.
+LONG_LIVED_OUTCOMES = {
+    "websocket": LONGLIVED_OUTCOMES,
+    "stream": ("clean", "cut"),
+    "poll": ("clean", "cut"),
+}
 
 
 class _DrainCollector(Collector):
@@ -112,7 +126,8 @@ class _DrainCollector(Collector):
         connections = GaugeMetricFamily(
             "gracesvc_open_connections",
             "Open connections, by state: idle, receiving (a request arriving), "
-            "busy (a request being answered), closing, websocket (upgraded).",
+            "busy (a request being answered), stream (answering with an event "
+            "stream), poll (a long poll waiting), websocket (upgraded), closing.",
             labels=["state"],
         )
         states = dict.fromkeys(CONNECTION_STATES, 0)
@@ -148,18 +163,21 @@ class _DrainCollector(Collector):
         )
         longLived = CounterMetricFamily(
             "gracesvc_drain_longlived",
-            "Long-lived connections the drain ended, by kind (websocket, "
-            "stream) and outcome: clean (closed in time after being told to "
-            "go away), timeout (aborted at its close timeout), cut (aborted "
-            "at the cut, the cap or a second signal).",
+            "Long-lived connections in progress when a drain began, by kind "
+            "(websocket, stream, poll) and how they ended: clean (wrapped up in "
+            "time after being told to go away), timeout (aborted at its close "
+            "timeout), cut (aborted or answered 503 at the cut, the cap or a "
+            "second signal).",
             labels=["kind", "outcome"],
         )
-        kinds = drain.longLived.byKind()
-        for kind in LONGLIVED_KINDS:
-            kinds.setdefault(kind, dict.fromkeys(LONGLIVED_OUTCOMES, 0))
-        for kind, outcomes in sorted(kinds.items()):
-            for outcome, n in outcomes.items():
-                longLived.add_metric([kind, outcome], n)
+        ended = {
+            (kind, outcome): 0
+            for kind, outcomes in LONG_LIVED_OUTCOMES.items()
+            for outcome in outcomes
+        }
+        ended.update(drain.longLived.outcomes)
+        for (kind, outcome), count in sorted(ended.items()):
+            longLived.add_metric([kind, outcome], count)
         yield longLived
         yield CounterMetricFamily(
             "gracesvc_ws_sends_dropped_after_close",

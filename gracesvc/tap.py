@@ -102,6 +102,13 @@ class Options(usage.Options):
             "is closed with 1009.",
         ],
         [
+            "tick",
+            None,
+            "0.5",
+            "Seconds between two ticks of the built-in app's GET /events (an "
+            "event stream) and GET /poll (a long poll).",
+        ],
+        [
             "app",
             None,
             None,
@@ -169,6 +176,7 @@ class Options(usage.Options):
         )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
         self._webSocketOptions()
+        self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         try:
             self["policy"] = DrainPolicy(
                 shutdownTimeout=self["shutdown-timeout"],
@@ -307,7 +315,9 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         user = wsgiResource(options["wsgi-app"], drain, reactor, options["threads"])
         root = withOperationalRoutes(user, drain, routeMetrics)
     else:
-        root = GraceApp(reactor, drain, options["ping-delay"], routeMetrics).resource()
+        root = GraceApp(
+            reactor, drain, options["ping-delay"], routeMetrics, tick=options["tick"]
+        ).resource()
     site = DrainingSite(
         root,
         drain,

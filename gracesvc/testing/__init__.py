@@ -59,22 +59,36 @@ _RESPONSE = re.compile(
 class Response:
     """
     One parsed response: status, headers (lower-cased names) and body.
+
+    @ivar complete: whether the whole body arrived (see L{parseResponses}'s
+        C{partial}).
     """
 
-    def __init__(self, code: int, headers: dict[bytes, bytes], body: bytes) -> None:
+    def __init__(
+        self,
+        code: int,
+        headers: dict[bytes, bytes],
+        body: bytes,
+        complete: bool = True,
+    ) -> None:
         self.code = code
         self.headers = headers
         self.body = body
+        self.complete = complete
 
     def __repr__(self) -> str:
-        return f"<Response {self.code} {self.headers!r} {self.body!r}>"
+        more = "" if self.complete else " (incomplete)"
+        return f"<Response {self.code} {self.headers!r} {self.body!r}{more}>"
 
 
-def parseResponses(data: bytes) -> list[Response]:
+def parseResponses(data: bytes, partial: bool = False) -> list[Response]:
     """
     Parse complete HTTP/1.1 responses, with a C{Content-Length} or chunked
-    (as Twisted sends a body whose length it does not know), in order.  A
-    trailing partial response is left out.
+    (as Twisted sends a body whose length it does not know), in order.
+
+    @param partial: whether to include a trailing response whose headers
+        arrived and whose body has not ended (an event stream, say), with
+        the body so far and C{complete} false; otherwise it is left out.
     """
     parsed: list[Response] = []
     while data:
@@ -86,27 +100,59 @@ def parseResponses(data: bytes) -> list[Response]:
             if line:
                 name, value = line.split(b":", 1)
                 headers[name.strip().lower()] = value.strip()
+        code = int(match.group(1))
         rest = data[match.end() :]
         if headers.get(b"transfer-encoding") == b"chunked":
             body = b""
             while True:
-                size, crlf, rest = rest.partition(b"\r\n")
-                if not crlf or not size:
+                size, crlf, after = rest.partition(b"\r\n")
+                length = int(size, 16) if crlf and size else -1
+                if length < 0 or len(after) < length + 2:
+                    if partial:
+                        parsed.append(Response(code, headers, body, complete=False))
                     return parsed
-                length = int(size, 16)
-                if len(rest) < length + 2:
-                    return parsed
-                body, rest = body + rest[:length], rest[length + 2 :]
+                body, rest = body + after[:length], after[length + 2 :]
                 if length == 0:
                     break
         else:
             length = int(headers.get(b"content-length", b"0"))
             if len(rest) < length:
+                if partial:
+                    parsed.append(Response(code, headers, rest, complete=False))
                 break
             body, rest = rest[:length], rest[length:]
-        parsed.append(Response(int(match.group(1)), headers, body))
+        parsed.append(Response(code, headers, body))
         data = rest
     return parsed
+
+
+def parseEventStream(body: bytes) -> list[dict[str, str]]:
+    """
+    Parse the body of a C{text/event-stream} as a client does, keeping every
+    field: each block up to a blank line is one dictionary of field names
+    to values (C{data} lines joined by newlines), a C{retry:}-only block
+    included; comments are skipped, and a trailing block without its blank
+    line is left out (a client drops it too).
+    """
+    blocks: list[dict[str, str]] = []
+    block: dict[str, str] = {}
+    text = body.decode("utf-8", "replace")
+    lines = re.split(r"\r\n|\r|\n", text)
+    # The last piece follows the last line break: not a whole line yet.
+    for line in lines[:-1]:
+        if not line:
+            if block:
+                blocks.append(block)
+            block = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data" and "data" in block:
+            value = block["data"] + "\n" + value
+        block[name] = value
+    return blocks
 
 
 def get(path: str, *headers: str) -> bytes:
@@ -182,6 +228,14 @@ class Client:
         The complete responses received so far, in order.
         """
         return parseResponses(self.protocol.data)
+
+    @property
+    def received(self) -> list[Response]:
+        """
+        The responses received so far, in order, the last one perhaps still
+        arriving (its C{complete} false): an event stream under way, say.
+        """
+        return parseResponses(self.protocol.data, partial=True)
 
     @property
     def closed(self) -> bool:
@@ -344,6 +398,7 @@ class Wire:
         resource: IResource | Callable[[Wire], IResource] | None = None,
         clock: Clock | None = None,
         webSocketPolicy: WebSocketPolicy | None = None,
+        tick: float = 0.5,
     ) -> None:
         """
         @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
@@ -353,11 +408,13 @@ class Wire:
         @param idleGrace: see L{gracesvc.DrainPolicy}.
         @param resource: the root resource to serve, or a callable that makes
             it from this wire (for a resource that needs its clock, drain or
-            metrics); gracesvc's own routes (C{/ping}, C{/healthz},
-            C{/readyz}, C{/metrics}) if L{None}.
+            metrics); gracesvc's own routes (C{/ping}, C{/events}, C{/poll},
+            C{/healthz}, C{/readyz}, C{/metrics}) if L{None}.
         @param clock: the clock to run on; a new one if L{None}.
         @param webSocketPolicy: how the site's WebSockets close; the
             defaults if L{None}.
+        @param tick: the seconds between two ticks of gracesvc's own
+            C{/events} and C{/poll}, when C{resource} is not given.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -368,7 +425,7 @@ class Wire:
         )
         self.metrics = Metrics(self.drain)
         if resource is None:
-            app = GraceApp(self.clock, self.drain, pingDelay, self.metrics)
+            app = GraceApp(self.clock, self.drain, pingDelay, self.metrics, tick)
             resource = app.resource()
         elif not IResource.providedBy(resource):
             resource = resource(self)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from . import Response, get, parseResponses
+from . import Response, get, parseResponses, samples
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -258,6 +258,37 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def openConnections(port: int) -> dict[str, float]:
+    """
+    @return: the server's open connections by state, from its C{/metrics}.
+    """
+    with RawClient(port) as client:
+        client.send(get("/metrics", "Connection: close"))
+        scraped = samples(client.readResponse().body)
+    return {
+        dict(labels)["state"]: value
+        for (name, labels), value in scraped.items()
+        if name == "gracesvc_open_connections"
+    }
+
+
+def waitForConnections(port: int, timeout: float = 10.0, **states: int) -> None:
+    """
+    Wait until the server counts at least so many open connections in each
+    state, e.g. C{waitForConnections(port, stream=20)}.
+
+    @raise AssertionError: if it does not within C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    counts: dict[str, float] = {}
+    while time.monotonic() < deadline:
+        counts = openConnections(port)
+        if all(counts.get(s, 0) >= n for s, n in states.items()):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"open connections never reached {states}: {counts}")
 
 
 def connectRefused(port: int) -> bool:
@@ -535,3 +566,103 @@ class RawWebSocket:
 
     def disconnect(self) -> None:
         self.sock.close()
+
+
+#: Where C{curl} is, if it is installed.
+CURL = shutil.which("curl")
+
+
+class CurlStream:
+    """
+    C{curl -sS -N} reading an event stream (or any response) from a
+    loopback port, its output gathered in the background, its exit watched.
+
+    @ivar output: what curl has written to its standard output so far.
+    @ivar exitedAt: C{time.monotonic()} when curl exited.
+    @ivar status: curl's exit status, once it exited (0 for a clean end;
+        56 for a connection reset, 18 for a body cut short).
+    """
+
+    def __init__(
+        self, port: int, path: str = "/events", *headers: str, maxTime: float = 30
+    ) -> None:
+        """
+        @param headers: more request headers, C{"Name: value"}.
+        @param maxTime: curl gives up after this many seconds (a test never
+            hangs on it).
+        @raise RuntimeError: if curl is not installed.
+        """
+        if CURL is None:
+            raise RuntimeError("curl is not installed")
+        argv = [CURL, "-sS", "-N", "--max-time", repr(maxTime)]
+        for header in ("Accept: text/event-stream", *headers):
+            argv += ["-H", header]
+        argv.append(f"http://127.0.0.1:{port}{path}")
+        self.output = b""
+        self.stderr = b""
+        self.exitedAt: float | None = None
+        self.status: int | None = None
+        self._lock = threading.Lock()
+        self._exited = threading.Event()
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None and self.process.stderr is not None
+        fd = self.process.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            with self._lock:
+                self.output += chunk
+        self.stderr = self.process.stderr.read()
+        self.status = self.process.wait()
+        self.exitedAt = time.monotonic()
+        self._exited.set()
+
+    def waitFor(self, data: bytes, timeout: float = 10.0) -> bool:
+        """
+        Wait until the output holds C{data}.
+
+        @return: whether it does (C{False} if curl exited or the time ran
+            out first).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if data in self.output:
+                    return True
+            if self._exited.is_set():
+                return data in self.output
+            time.sleep(0.005)
+        return False
+
+    def wait(self, timeout: float = 10.0) -> int:
+        """
+        Wait for curl to exit.
+
+        @return: its exit status.
+        @raise AssertionError: if it still runs after C{timeout}.
+        """
+        if not self._exited.wait(timeout):
+            raise AssertionError(f"curl still running after {timeout}s")
+        assert self.status is not None
+        return self.status
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    def kill(self) -> None:
+        """
+        Kill curl (by its pid) if it still runs.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

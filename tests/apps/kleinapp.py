@@ -9,9 +9,12 @@ import asyncio
 from typing import Any
 
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.iweb import IRequest
+
+from gracesvc import EventStream
 
 
 class Greeter:
@@ -58,6 +61,16 @@ class Greeter:
         """
         await asyncio.sleep(seconds)
         return b"slept on asyncio\n"
+
+    @router.route("/feed")
+    def feed(self, request: IRequest) -> Deferred[None]:
+        """
+        An event stream of one greeting, open until the drain ends it: the
+        app never sees the drain, L{EventStream} finds it.
+        """
+        stream = EventStream(request)
+        stream.send("hello from klein", event="greeting")
+        return stream.whenEnded()
 
     @router.route("/slow")
     async def slow(self, request: IRequest) -> bytes:

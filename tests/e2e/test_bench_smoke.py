@@ -69,6 +69,7 @@ class BenchSmokeTests(SynchronousTestCase):
             "second SIGINT during the drain -> process exit",
             "  last closing handshake done (the server's TCP close) -> process exit",
             "20 WebSockets opened and closed, then SIGINT: process exit",
+            "  SIGINT -> last poll answered",
         ]:
             self.assertRegex(self.row(output, measure), r"\d+\.\d ms")
         self.assertIn("20/20", self.row(output, "20 WebSockets at SIGINT"))
@@ -79,6 +80,18 @@ class BenchSmokeTests(SynchronousTestCase):
             self.row(output, "WebSocket client that never reads"), r"\d\.\d{3} s; reset"
         )
         self.assertIn("503 + Retry-After", self.row(output, "  new upgrade at 0.15 s"))
+        self.assertIn("2/2", self.row(output, "2 long polls at SIGINT"))
+        streams = self.row(output, "3 event streams (curl -N")
+        if shutil.which("curl") is None:
+            self.assertIn("skipped: curl is not installed", streams)
+        else:
+            self.assertIn("3/3", streams)
+            self.assertRegex(
+                self.row(output, "  SIGINT -> last curl exited"), r"\d+\.\d ms"
+            )
+            self.assertIn(
+                "5/5", self.row(output, "  ended cleanly (shutdown event + curl")
+            )
 
     def test_apps(self) -> None:
         """

@@ -3,11 +3,11 @@ The drain's invariants on generated client programs, in memory.
 
 The in-memory twin of C{tests/e2e/test_property.py}: Hypothesis drives
 clients of a L{DrainingSite} on a L{Clock} (connect, send a whole request,
-part of one, pipeline two, close, let time pass; open a WebSocket to
-C{/ws}, send on it, close it or drop it, with a client that answers the
-server's Close or one that never does) with the drain starting, and
-sometimes forced, in between, and checks after every step and at the end
-what a user relies on:
+part of one, pipeline two, open an event stream, long poll, close, let time
+pass; open a WebSocket to C{/ws}, send on it, close it or drop it, with a
+client that answers the server's Close or one that never does) with the
+drain starting, and sometimes forced, in between, and checks after every
+step and at the end what a user relies on:
 
   1. every request sent whole on a connection the server had not closed
      gets exactly one complete response, its normal answer or a 503 with
@@ -24,6 +24,12 @@ what a user relies on:
      if it never does, and never later than the cut;
   6. a WebSocket upgrade asked for after the signal gets a 503 with
      C{Retry-After} and C{Connection: close}.
+  7. an event stream is 200 C{text/event-stream}, never a 503; its ticks
+     are numbered 1, 2, ...; one opened before the drain goes on until the
+     listeners close, then ends with a C{shutdown} event (a C{retry:}, no
+     C{id:}) and a complete response, unless forced; one the server began
+     to answer after the drain began (sent after it, or pipelined behind a
+     slower response) is only a C{retry:}.
 
 An example takes milliseconds, so the default run tries many, derandomized
 so that C{make check} gives the same verdict every time;
@@ -48,7 +54,14 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._websocket import DrainingWebSocket, WebSocketPolicy
-from gracesvc.testing import Client, WebSocketClient, Wire, get
+from gracesvc.testing import (
+    Client,
+    Response,
+    WebSocketClient,
+    Wire,
+    get,
+    parseEventStream,
+)
 
 EXAMPLES = int(os.environ.get("GRACESVC_PROPERTY_EXAMPLES") or 0)
 
@@ -58,22 +71,27 @@ REQUESTS = {
     "healthz": (get("/healthz"), 200),
     "missing": (get("/missing"), 404),
     "close": (get("/ping", "Connection: close"), 200),
+    "poll": (get("/poll"), 200),
 }
+
+#: What an event stream is owed.
+STREAM = "stream"
 
 
 class Conversation:
     """
     One client connection and what the server owes it.
 
-    @ivar owed: the normal answer's status for each request sent whole.
+    @ivar owed: the normal answer's status for each request sent whole, or
+        L{STREAM} for an event stream.
     @ivar done: the client sends nothing more (it sent part of a request,
-        or asked for the connection to close).
-    @ivar beforeDrain: how many responses it had when the drain began.
+        asked for the connection to close, or opened an event stream).
+    @ivar beforeDrain: how many responses had begun when the drain began.
     """
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.owed: list[int] = []
+        self.owed: list[int | str] = []
         self.done = False
         self.beforeDrain: int | None = None
 
@@ -113,6 +131,7 @@ class DrainMachine(RuleBasedStateMachine):
         drainDelay=st.sampled_from([0, 0.4, 1.5]),
         shutdownTimeout=st.sampled_from([1.0, 2.0, 5.0]),
         closeTimeout=st.sampled_from([0.3, 1.0, 3.0]),
+        tick=st.sampled_from([0.3, 10.0]),
     )
     def configure(
         self,
@@ -120,12 +139,14 @@ class DrainMachine(RuleBasedStateMachine):
         drainDelay: float,
         shutdownTimeout: float,
         closeTimeout: float,
+        tick: float,
     ) -> None:
         self.wire = Wire(
             shutdownTimeout=shutdownTimeout,
             drainDelay=min(drainDelay, shutdownTimeout / 2),
             pingDelay=pingDelay,
             webSocketPolicy=WebSocketPolicy(closeTimeout=closeTimeout),
+            tick=tick,
         )
 
         def observe(event: dict[str, Any]) -> None:
@@ -171,6 +192,14 @@ class DrainMachine(RuleBasedStateMachine):
         if c is not None:
             c.owed += [200, 200]
             c.client.send(get("/healthz") + get("/ping"))
+
+    @rule(index=st.integers(0, 3))
+    def openStream(self, index: int) -> None:
+        c = self.sender(index)
+        if c is not None:
+            c.owed.append(STREAM)
+            c.done = True
+            c.client.send(get("/events", "Accept: text/event-stream"))
 
     @rule(index=st.integers(0, 3), length=st.integers(1, 30))
     def sendPart(self, index: int, length: int) -> None:
@@ -236,7 +265,7 @@ class DrainMachine(RuleBasedStateMachine):
     def startDrain(self) -> None:
         self.startedAt = self.wire.clock.seconds()
         for c in self.conversations:
-            c.beforeDrain = len(c.client.responses)
+            c.beforeDrain = len(c.client.received)
         self.wire.drain.start("SIGTERM", "SIGTERM")
 
     @precondition(lambda self: self.startedAt is not None and not self.forced)
@@ -253,8 +282,14 @@ class DrainMachine(RuleBasedStateMachine):
         for c in self.conversations:
             responses = c.client.responses
             assert len(responses) <= len(c.owed), (c.owed, responses)
-            for response, code in zip(responses, c.owed, strict=False):
-                if response.code == 503:
+            received = c.client.received
+            for index, (response, code) in enumerate(
+                zip(received, c.owed, strict=False)
+            ):
+                if code == STREAM:
+                    late = c.beforeDrain is not None and index >= c.beforeDrain
+                    self.checkStream(response, late)
+                elif response.code == 503:
                     assert b"retry-after" in response.headers, response
                 else:
                     assert response.code == code, (code, response)
@@ -309,6 +344,34 @@ class DrainMachine(RuleBasedStateMachine):
                 assert c.closedAt is not None
                 assert c.closedAt <= self.startedAt + drain.shutdownTimeout + 1e-6
 
+    def checkStream(self, response: Response, late: bool) -> None:
+        """
+        Invariant 5, for one event stream received so far.
+
+        @param late: whether the server began to answer it after the drain
+            began.
+        """
+        assert response.code == 200, response
+        assert response.headers[b"content-type"] == b"text/event-stream"
+        events = parseEventStream(response.body)
+        if late:
+            assert response.complete, response
+            [event] = events
+            assert list(event) == ["retry"] and event["retry"].isdigit(), events
+            return
+        drain = self.wire.drain
+        ticks = [e for e in events if e.get("event") == "tick"]
+        assert [e["id"] for e in ticks] == [str(n) for n in range(1, len(ticks) + 1)]
+        if not drain.listenersClosed and not self.forced:
+            assert not response.complete, "a stream ended before going away"
+        if drain.listenersClosed and not self.forced:
+            assert response.complete, "a stream not ended at going away"
+        if response.complete:
+            assert events[:-1] == ticks, events
+            last = events[-1]
+            assert last.get("event") == "shutdown" and "id" not in last, last
+            assert last["retry"].isdigit(), last
+
     def teardown(self) -> None:
         DrainingWebSocket.log = self.savedLog
         if self.startedAt is None:
@@ -325,7 +388,11 @@ class DrainMachine(RuleBasedStateMachine):
             assert s.client.closed, "every WebSocket closed by the end"
         self.answeredAsOwed()
         self.webSocketsAsOwed()
-        outcomes = sum(drain.longLived.outcomes.values())
+        outcomes = sum(
+            n
+            for (kind, _), n in drain.longLived.outcomes.items()
+            if kind == "websocket"
+        )
         assert outcomes <= len(self.sockets), drain.longLived.outcomes
         assert not self.failures, self.failures
 

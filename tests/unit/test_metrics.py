@@ -93,9 +93,25 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         self.assertEqual(
             {
                 state: scraped[("gracesvc_open_connections", (("state", state),))]
-                for state in ("idle", "receiving", "busy", "closing", "websocket")
+                for state in (
+                    "idle",
+                    "receiving",
+                    "busy",
+                    "stream",
+                    "poll",
+                    "websocket",
+                    "closing",
+                )
             },
-            {"idle": 2, "receiving": 1, "busy": 0, "closing": 0, "websocket": 0},
+            {
+                "idle": 2,
+                "receiving": 1,
+                "busy": 0,
+                "stream": 0,
+                "poll": 0,
+                "websocket": 0,
+                "closing": 0,
+            },
         )
 
     def test_longLivedOutcomesByKind(self) -> None:
@@ -135,6 +151,56 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         )
         self.assertEqual(
             scraped[("gracesvc_ws_sends_dropped_after_close_total", ())], 0
+        )
+
+    def test_longLivedResponsesCountedByKindAndOutcome(self) -> None:
+        """
+        An event stream and a long poll are connections of their own state
+        while open; once the drain has ended them, each is counted under its
+        kind and outcome, every pair reported, zeros too.
+        """
+        wire = Wire(tick=60)
+        wire.connect().send(get("/events"))
+        wire.connect().send(get("/poll"))
+        wire.connect().send(get("/poll"))
+        scraped = self.scrape(wire)
+        self.assertEqual(
+            [
+                scraped[("gracesvc_open_connections", (("state", state),))]
+                for state in ("stream", "poll", "busy")
+            ],
+            [1, 2, 0],
+        )
+        self.assertEqual(scraped[("gracesvc_requests_in_flight", ())], 3)
+
+        def ended() -> dict[tuple[str, str], float]:
+            return {
+                (dict(labels)["kind"], dict(labels)["outcome"]): value
+                for (name, labels), value in self.scrape(wire).items()
+                if name == "gracesvc_drain_longlived_total"
+                and dict(labels)["kind"] != "websocket"
+            }
+
+        self.assertEqual(
+            ended(),
+            {
+                ("stream", "clean"): 0,
+                ("stream", "cut"): 0,
+                ("poll", "clean"): 0,
+                ("poll", "cut"): 0,
+            },
+        )
+        wire.drain.start()
+        wire.flush()
+        self.assertTrue(wire.drain.finished)
+        self.assertEqual(
+            ended(),
+            {
+                ("stream", "clean"): 1,
+                ("stream", "cut"): 0,
+                ("poll", "clean"): 2,
+                ("poll", "cut"): 0,
+            },
         )
 
     def test_unknownPathsShareOneRoute(self) -> None:

@@ -34,6 +34,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["shutdown-timeout"], 5.0)
         self.assertEqual(options["ping-delay"], 5.0)
         self.assertEqual(options["drain-delay"], 0.0)
+        self.assertEqual(options["tick"], 0.5)
         [(description, endpoint)] = options["endpoints"]
         self.assertEqual(description, "tcp:8080")
         self.assertEqual(endpoint._port, 8080)
@@ -46,6 +47,8 @@ class OptionsTests(SynchronousTestCase):
             "0",
             "--drain-delay",
             "1",
+            "--tick",
+            "2",
             "--listen",
             "tcp:0:interface=127.0.0.1",
             "--listen",
@@ -54,6 +57,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["shutdown-timeout"], 1.5)
         self.assertEqual(options["ping-delay"], 0.0)
         self.assertEqual(options["drain-delay"], 1.0)
+        self.assertEqual(options["tick"], 2.0)
         self.assertEqual(
             [d for d, _ in options["endpoints"]],
             ["tcp:0:interface=127.0.0.1", "unix:/tmp/g.sock"],
@@ -81,6 +85,10 @@ class OptionsTests(SynchronousTestCase):
             ("--ping-delay", "-0.5"),
             ("--ping-delay", "nan"),
             ("--drain-delay", "soon"),
+            ("--tick", "0"),
+            ("--tick", "-1"),
+            ("--tick", "often"),
+            ("--tick", "inf"),
         ]:
             self.assertRejected(
                 f"{option}: expected a number of seconds", option, value
