@@ -83,7 +83,8 @@ class StreamTests(EventsTestCase):
         log = twistd.log()
         self.assertIn("Going away: 20 long responses told to wrap up", log)
         self.assertIn(
-            "Long-lived responses ended during the drain: 20 stream clean", log
+            "Long-lived connections told to go away: stream 20 clean, 0 timed out, 0 cut",
+            log,
         )
         self.assertIn("0 cut", log)
         self.assertCleanLog(twistd)
@@ -113,7 +114,7 @@ class AppStreamTests(EventsTestCase):
         events = parseEventStream(c.output)
         self.assertEqual(events[-1]["event"], "shutdown")
         self.assertEqual(twistd.wait(10), -signal.SIGTERM)
-        self.assertIn("1 stream clean", twistd.log())
+        self.assertIn("stream 1 clean, 0 timed out, 0 cut", twistd.log())
         self.assertCleanLog(twistd)
 
 
@@ -135,7 +136,7 @@ class LongPollTests(EventsTestCase):
         lastAnswer = max(p.doneAt for p in polls if p.doneAt)
         self.assertLess(lastAnswer - sentAt, 2.0)
         self.assertEqual(twistd.wait(10), -signal.SIGINT)
-        self.assertIn("10 poll clean", twistd.log())
+        self.assertIn("poll 10 clean, 0 timed out, 0 cut", twistd.log())
         self.assertCleanLog(twistd)
 
 
