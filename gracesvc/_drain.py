@@ -326,6 +326,7 @@ class Drain:
         }
         self._goingAway: dict[object, Callable[[], object]] = {}
         self._cleanupCall: IDelayedCall | None = None
+        self._cutAt: float | None = None
 
     @property
     def shutdownTimeout(self) -> float:
@@ -663,6 +664,18 @@ class Drain:
 
     def _capReached(self) -> None:
         self._cutDue()
+        assert self._cutAt is not None
+        # A reactor late for the cut (a loaded machine) runs the cut and the
+        # cap in one turn: the 503s are still in Twisted's write buffers, and
+        # aborting now would throw them away.  Give them the cut's lead,
+        # counted from when the cut ran.
+        flushing = self._cutAt + self.policy.cutLead - self.clock.seconds()
+        if flushing > 0:
+            self._later(flushing, self._abortAtCap)
+            return
+        self._abortAtCap()
+
+    def _abortAtCap(self) -> None:
         if self.phase in (Phase.CUT, Phase.CLEANUP):
             self._abortAll()
             self._enter(Phase.DONE, "cap")
@@ -854,6 +867,7 @@ class Drain:
         ).addCallback(closed)
 
     def _cut(self) -> None:
+        self._cutAt = self.clock.seconds()
         retryAfter = self.policy.retryAfter
         cut = sum(self._forEach(lambda c: c.cut(retryAfter), default=0))
         self.requestsCut += cut

@@ -36,6 +36,12 @@ if TYPE_CHECKING:
     from wsproto.connection import Connection
 
 
+#: More connections than an accept queue holds (Twisted listens with a
+#: backlog of 50; Linux caps any backlog at C{net.core.somaxconn}, 4096 by
+#: default): see L{acceptPending}.
+ACCEPT_ALL = 65536
+
+
 def acceptPending(port: IListeningPort) -> None:
     """
     Accept the connections waiting in C{port}'s kernel accept queue.
@@ -45,11 +51,22 @@ def acceptPending(port: IListeningPort) -> None:
     Accepting them first makes them ordinary connections of the drain,
     served if a request arrives within the idle grace.
 
+    C{doRead} accepts at most C{numberAccepts} connections a call, a number
+    Twisted adapts to what the previous call accepted (1 after a quiet
+    spell), so one call could leave most of the queue to be reset: it is
+    raised above any accept queue's length first, and the call then accepts
+    until the queue is empty.
+
     Internals: L{twisted.internet.tcp.Port}'s C{doRead} (accepts what is
-    queued) and C{connected}.
+    queued), C{numberAccepts} and C{connected}.
     """
     doRead = getattr(port, "doRead", None)
     if doRead is not None and getattr(port, "connected", False):
+        numberAccepts = getattr(port, "numberAccepts", None)
+        if isinstance(numberAccepts, int):
+            port.numberAccepts = max(  # type: ignore[attr-defined]
+                numberAccepts, ACCEPT_ALL
+            )
         doRead()
 
 

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import error
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
@@ -176,6 +177,29 @@ def samples(exposition: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     }
 
 
+class _ServerTransport(iosim.FakeTransport):
+    """
+    The server's end of a connection, aborting as a socket does.
+
+    L{iosim.FakeTransport.abortConnection} is a C{loseConnection}: the bytes
+    written before it are still delivered.  A real abort throws away what
+    is still in Twisted's write buffer (here, what the pump has not moved
+    yet) and resets the connection.
+    """
+
+    #: the client's end.
+    peer: iosim.FakeTransport | None = None
+
+    def abortConnection(self) -> None:
+        # Even after loseConnection: what is not flushed yet is lost.
+        if not self.disconnected:
+            self.stream = []
+            if self.peer is not None:
+                reset = error.ConnectionLost("Connection reset")
+                self.peer.disconnectReason = reset  # type: ignore[assignment]
+        super().abortConnection()
+
+
 class Client:
     """
     One client connection: write bytes, read what the server sent.
@@ -193,12 +217,13 @@ class Client:
         client = IPv4Address("TCP", "127.0.0.1", 40000)
         # TCP addresses at both ends, as a WSGI environ needs (REMOTE_ADDR,
         # SERVER_PORT).
-        self.serverTransport = iosim.FakeTransport(
+        self.serverTransport = _ServerTransport(
             self.server, isServer=True, hostAddress=server, peerAddress=client
         )
         self.clientTransport = iosim.FakeTransport(
             self.protocol, isServer=False, hostAddress=client, peerAddress=server
         )
+        self.serverTransport.peer = self.clientTransport
         self.pump = iosim.connect(
             self.server,
             self.serverTransport,
@@ -243,6 +268,14 @@ class Client:
         Whether the connection is closed.
         """
         return bool(self.protocol.closed)
+
+    @property
+    def reset(self) -> bool:
+        """
+        Whether the server aborted the connection.
+        """
+        reason = self.protocol.closedReason
+        return reason is not None and reason.check(error.ConnectionLost) is not None
 
 
 class _WebSocketClientProtocol(AccumulatingProtocol):

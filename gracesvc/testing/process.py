@@ -293,12 +293,17 @@ def waitForConnections(port: int, timeout: float = 10.0, **states: int) -> None:
 
 def connectRefused(port: int) -> bool:
     """
-    @return: whether a connection to C{port} is refused right now.
+    @return: whether a connection to C{port} is refused right now.  A
+        connect that times out is not refused: its SYN found the accept
+        queue full (the probes of L{waitUntilRefused} fill it when the
+        server is slow to accept) and waits for a retransmission.
     """
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
     except ConnectionRefusedError:
         return True
+    except TimeoutError:
+        return False
     s.close()
     return False
 

@@ -78,6 +78,37 @@ class DrainTests(EndToEndTestCase):
         )
         self.assertCleanLog(twistd)
 
+    def test_connectionsQueuedAtTheSignalAreServed(self) -> None:
+        """
+        Connections still in the kernel's accept queue when the drain begins
+        are all accepted and answered, none reset.  A loaded machine is
+        played with SIGSTOP: the reactor accepts nothing while 40 clients
+        connect and send their request and the signal arrives.
+        """
+        twistd = self.startTwistd("--ping-delay", "0.1")
+        clients = []
+        twistd.signal(signal.SIGSTOP)
+        try:
+            for _ in range(40):
+                c = RawClient(twistd.port, timeout=10)
+                self.addCleanup(c.close)
+                c.send(get("/ping"))
+                clients.append(c)
+            twistd.signal(signal.SIGINT)
+        finally:
+            twistd.signal(signal.SIGCONT)
+        outcomes = []
+        for c in clients:
+            try:
+                response = c.readResponse()
+            except ConnectionError as e:
+                outcomes.append(str(e))
+            else:
+                outcomes.append(f"{response.code} {response.body.decode()}")
+        self.assertEqual(outcomes, ['200 {"message": "pong"}'] * 40)
+        self.assertEqual(twistd.wait(10), -signal.SIGINT)
+        self.assertIn("40 requests completed during the drain, 0 cut", twistd.log())
+
     def test_SIGTERMDrainsLikeSIGINT(self) -> None:
         twistd = self.startTwistd("--ping-delay", "1")
         request = InFlight(twistd.port, get("/ping"))
@@ -104,6 +135,32 @@ class DrainTests(EndToEndTestCase):
         self.assertEqual(request.response.code, 503)
         self.assertEqual(request.response.headers[b"retry-after"], b"1")
         self.assertLess(twistd.exitedAt - sentAt, 1.5)
+        self.assertIn("1 cut", twistd.log())
+        self.assertCleanLog(twistd)
+
+    def test_capAnswers503WhenTheReactorIsLateForTheCut(self) -> None:
+        """
+        A reactor that gets no CPU from before the cut until after the cap
+        (a loaded machine, played with SIGSTOP) runs both in one turn: the
+        client still gets its 503, and the process exits soon after.
+        """
+        twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "1")
+        request = InFlight(twistd.port, get("/ping"))
+        time.sleep(0.2)
+        sentAt = twistd.signal(signal.SIGINT)
+        # The cut is due 0.9 s after the signal, the cap 1 s after it.
+        time.sleep(max(0.0, sentAt + 0.8 - time.monotonic()))
+        twistd.signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.4)
+        finally:
+            twistd.signal(signal.SIGCONT)
+        self.assertEqual(twistd.wait(10), -signal.SIGINT)
+        request.join(5)
+        self.assertIsNone(request.error)
+        assert request.response is not None and twistd.exitedAt is not None
+        self.assertEqual(request.response.code, 503)
+        self.assertLess(twistd.exitedAt - sentAt, 2.0)
         self.assertIn("1 cut", twistd.log())
         self.assertCleanLog(twistd)
 

@@ -362,12 +362,18 @@ class PipelinedFloodTests(HostileTestCase):
         past a 1 s cap (the drain counted its cap from when the reactor got
         to the signal, and its cut waited for another batch); with the fix
         proposed in issue 7's report, 0.01 s.
+
+        Another client is answered once the batch in progress is done: 0.4
+        to 0.8 s on an idle 2-core machine, 3.3 to 4 s (a timeout once) with
+        two CPU hogs running beside the suite, where the 3 s this allowed
+        failed one run in four.  The bound only shows that the flood does
+        not shut others out.
         """
         twistd = self.startTwistd()
         sock = self.socketTo(twistd)
         sent = sendUntilBlocked(sock, get("/healthz"), limit=20000)
         self.assertGreater(sent, 5000)
-        self.assertServes(twistd, within=3.0)
+        self.assertServes(twistd, within=10.0)
         sentAt = twistd.signal(signal.SIGTERM)
         self.assertEqual(twistd.wait(self.cap + 10), -signal.SIGTERM)
         assert twistd.exitedAt is not None

@@ -85,6 +85,45 @@ class DrainLifecycleTests(SynchronousTestCase):
         self.successResultOf(wire.drain.start())
         self.assertEqual(calls, ["accept", "close"])
 
+    def test_wholeAcceptQueueAcceptedBeforeTheListenerCloses(self) -> None:
+        """
+        Every connection in the accept queue is accepted before the listener
+        closes, however few Twisted's port last accepted at once.
+
+        C{tcp.Port.doRead} accepts at most C{numberAccepts} connections a
+        call, a number it adapts to what the previous call accepted: 1 after
+        a quiet spell.  A reactor that is slow to accept (a loaded machine)
+        can have many connections queued when the signal arrives, each with
+        its request sent; one C{doRead} left all but the first to be reset.
+        """
+        wire = Wire()
+        closedWith: list[int] = []
+
+        class Port(FakePort):
+            """
+            Accepts the way C{tcp.Port.doRead} does.
+            """
+
+            connected = True
+            numberAccepts = 1
+            queued = 30
+
+            def doRead(self) -> None:
+                accepted = min(self.numberAccepts, self.queued)
+                self.queued -= accepted
+                if accepted == self.numberAccepts:
+                    self.numberAccepts += 20
+                else:
+                    self.numberAccepts = max(1, accepted)
+
+            def stopListening(self) -> Deferred[None] | None:
+                closedWith.append(self.queued)
+                return None
+
+        wire.drain.addListener(Port(wire.clock))
+        self.successResultOf(wire.drain.start())
+        self.assertEqual(closedWith, [0])
+
     def test_listenersCloseBeforeIdleConnections(self) -> None:
         """
         Without a drain delay, the listeners are closed first and idle
@@ -227,6 +266,28 @@ class CapTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual(wire.drain.requestsCut, 1)
         self.assertEqual(wire.drain.completedDuringDrain, 0)
+
+    def test_503SurvivesAReactorLateForTheCut(self) -> None:
+        """
+        A reactor that gets to the cut late (a loaded machine: no CPU from
+        before the cut until after the cap) runs the cut and the cap in one
+        turn.  The 503 the cut writes is still in Twisted's write buffer
+        then: the cap must not abort the connection before it is flushed.
+        """
+        wire = Wire(pingDelay=10, shutdownTimeout=1)
+        client = wire.connect()
+        client.send(get("/ping"))
+        done = wire.drain.start()
+        wire.advance(0.8)
+        # The stall: the cut's and the cap's timers run together, with no
+        # I/O in between.
+        wire.clock.advance(0.3)
+        wire.flush()
+        self.assertEqual([r.code for r in client.responses], [503])
+        self.assertFalse(client.reset)
+        self.assertTrue(client.closed)
+        self.successResultOf(done)
+        self.assertEqual(wire.drain.requestsCut, 1)
 
     def test_cutHandlerIsCancelledNotAnswered(self) -> None:
         """

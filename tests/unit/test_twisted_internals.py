@@ -166,6 +166,7 @@ class TransportTests(SynchronousTestCase):
         self.assertTrue(callable(Port.doRead))
         self.assertIn("_accept", Port.doRead.__code__.co_names)
         self.assertIn("buildProtocol", Port.doRead.__code__.co_names)
+        self.assertIn("numberAccepts", Port.doRead.__code__.co_names)
         self.assertFalse(Port.connected)
         calls: list[str] = []
 
