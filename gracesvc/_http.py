@@ -248,14 +248,38 @@ class DrainingChannel(HTTPChannel):
     to that protocol, which never gets an HTTP response written into it.
     """
 
+    # The channel's own fields are slots, not entries of its __dict__.
+    # CPython 3.11 shares the keys of the instance dicts of a class up to 29
+    # attribute names; past that, every instance gets a plain dict of its
+    # own and every attribute access on a channel is slower (about 6k more
+    # instructions per request under callgrind).  HTTPChannel's instances
+    # use 26 names (_command, _path and _version come and go with each
+    # request): these fields in the dict would cross the limit.
+    __slots__ = (
+        "_drain",
+        "_state",
+        "lastActivity",
+        "_requestReceivedAt",
+        "_idleCall",
+        "_resumeCall",
+        "_upgraded",
+    )
+
     site: DrainingSite
     _drain: Drain
-    _state = _IDLE
-    lastActivity = 0.0
-    _requestReceivedAt = 0.0
-    _idleCall: IDelayedCall | None = None
-    _resumeCall: IDelayedCall | None = None
-    _upgraded: UpgradedProtocol | None = None
+    _state: _State
+    lastActivity: float
+    _requestReceivedAt: float
+    _idleCall: IDelayedCall | None
+    _resumeCall: IDelayedCall | None
+    _upgraded: UpgradedProtocol | None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state = _IDLE
+        self.lastActivity = self._requestReceivedAt = 0.0
+        self._idleCall = self._resumeCall = None
+        self._upgraded = None
 
     def connectionMade(self) -> None:
         super().connectionMade()

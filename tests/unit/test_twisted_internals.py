@@ -297,3 +297,29 @@ class WebSocketUpgradeTests(SynchronousTestCase):
         self.assertEqual(type(application).__name__, "Application")
         with self.assertRaises(TypeError):
             _twisted.webSocketParts(type("Wire", (), {"_wsconn": None, "_wsp": None})())
+
+
+class InstanceLayoutTests(SynchronousTestCase):
+    def test_drainingChannelAddsNoInstanceDictKeys(self) -> None:
+        """
+        CPython shares the keys of a class's instance dicts up to 29 names,
+        and a channel past that is slower on every attribute access.
+        HTTPChannel uses most of them: DrainingChannel keeps its own fields
+        in slots, so a channel that served a request has no name in its
+        dict that Twisted's own channel lacks.
+        """
+        from twisted.web.server import Site
+
+        from gracesvc.testing import Wire
+
+        wire = Wire(pingDelay=0)
+        client = wire.connect()
+        client.send(get("/ping") + get("/healthz"))
+        self.assertEqual(len(client.responses), 2)
+        plain = Site(wire.site.resource).buildProtocol(None)
+        assert plain is not None
+        plain.makeConnection(StringTransport())
+        plain.dataReceived(get("/ping") + get("/healthz"))
+        extra = set(vars(client.server)) - set(vars(plain._channel))
+        self.assertEqual(extra, set())
+        self.assertLessEqual(len(vars(client.server)), 29)
