@@ -73,6 +73,15 @@ class Options(usage.Options):
             "than --shutdown-timeout.",
         ],
         [
+            "cleanup-budget",
+            None,
+            "0",
+            "Seconds reserved inside --shutdown-timeout for the cleanup "
+            "hooks and child services, which stop after the last connection "
+            "closed: the cut comes this much earlier. 0 reserves nothing; the "
+            "cleanup may then use what is left of the cap.",
+        ],
+        [
             "ping-delay",
             None,
             "5",
@@ -174,6 +183,9 @@ class Options(usage.Options):
         self["drain-delay"] = _seconds(
             "drain-delay", self["drain-delay"], allowZero=True
         )
+        self["cleanup-budget"] = _seconds(
+            "cleanup-budget", self["cleanup-budget"], allowZero=True
+        )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
         self._webSocketOptions()
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
@@ -181,9 +193,11 @@ class Options(usage.Options):
             self["policy"] = DrainPolicy(
                 shutdownTimeout=self["shutdown-timeout"],
                 drainDelay=self["drain-delay"],
+                cleanupBudget=self["cleanup-budget"],
             )
         except ValueError as e:
-            raise usage.UsageError(f"--drain-delay: {e}") from None
+            option = "--cleanup-budget" if "cleanup" in str(e) else "--drain-delay"
+            raise usage.UsageError(f"{option}: {e}") from None
         self._loadApp()
         if self._reactor is None:
             from twisted.internet import reactor

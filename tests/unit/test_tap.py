@@ -151,6 +151,23 @@ class OptionsTests(SynchronousTestCase):
         ]:
             self.assertRejected(message, *argv)
 
+    def test_cleanupBudgetMustFitInTheCap(self) -> None:
+        """
+        The cleanup budget is reserved inside the cap, after the drain
+        delay; one that does not fit is a one-line error naming it.
+        """
+        self.assertRejected(
+            "--cleanup-budget: the cleanup budget (4s) must be >= 0 and fit",
+            "--cleanup-budget",
+            "4",
+            "--drain-delay",
+            "1",
+        )
+        options = tap.Options(reactor=MemoryReactorClock())
+        options.parseOptions(["--cleanup-budget", "0.5"])
+        self.assertEqual(options["policy"].cleanupBudget, 0.5)
+        self.assertAlmostEqual(options["policy"].cutAfter, 5 - 0.5 - 0.1)
+
     def test_badEndpoint(self) -> None:
         self.assertRejected(
             "--listen 'bogus:8080': not a usable endpoint", "--listen", "bogus:8080"
