@@ -96,7 +96,8 @@ class DrainTests(EndToEndTestCase):
                 clients.append(c)
             twistd.signal(signal.SIGINT)
         finally:
-            twistd.signal(signal.SIGCONT)
+            # (send_signal leaves alone a process already reaped.)
+            twistd.process.send_signal(signal.SIGCONT)
         outcomes = []
         for c in clients:
             try:
@@ -154,7 +155,8 @@ class DrainTests(EndToEndTestCase):
         try:
             time.sleep(0.4)
         finally:
-            twistd.signal(signal.SIGCONT)
+            # (send_signal leaves alone a process already reaped.)
+            twistd.process.send_signal(signal.SIGCONT)
         self.assertEqual(twistd.wait(10), -signal.SIGINT)
         request.join(5)
         self.assertIsNone(request.error)
