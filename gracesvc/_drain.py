@@ -298,6 +298,15 @@ class Drain:
             else policy
         )
         self.phase = Phase.SERVING
+        #: Whether the drain has begun (the phase is past SERVING): readiness
+        #: checks consult it, and connections on every response.  Kept as a
+        #: plain attribute by L{_enter}, not a property: it is read on the
+        #: per-request path.
+        self.draining = False
+        #: Whether the cut has come (the phase is CUT or later): a request
+        #: read from now on is answered with a 503 at once (see
+        #: L{answerCut}).  Kept by L{_enter}, as L{draining} is.
+        self.cutting = False
         self.startedAt: float | None = None
         #: when the cap is reached: C{startedAt + shutdownTimeout}.
         self.capAt: float | None = None
@@ -341,27 +350,11 @@ class Drain:
         return self.policy.idleGrace
 
     @property
-    def draining(self) -> bool:
-        """
-        Whether the drain has begun.  Readiness checks and connections
-        consult it.
-        """
-        return self.phase is not Phase.SERVING
-
-    @property
     def finished(self) -> bool:
         """
         Whether the drain is done.
         """
         return self.phase is Phase.DONE
-
-    @property
-    def cutting(self) -> bool:
-        """
-        Whether the cut has come: a request read from now on is answered
-        with a 503 at once (see L{answerCut}).
-        """
-        return self.phase.value >= Phase.CUT.value
 
     @property
     def listenersClosed(self) -> bool:
@@ -748,6 +741,8 @@ class Drain:
         """
         assert phase.value > self.phase.value, (self.phase, phase)
         self.phase = phase
+        self.draining = True
+        self.cutting = phase.value >= Phase.CUT.value
         if phase is Phase.DELAYING:
             self._beginDrainOnConnections()
         elif phase is Phase.DRAINING:

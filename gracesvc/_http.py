@@ -147,6 +147,11 @@ class DrainingRequest(SiteRequest):
 
     channel: DrainingChannel
 
+    #: The route label L{gracesvc._metrics.labelRoute} records; a class
+    #: default, so that reading it on a request nobody labelled raises no
+    #: AttributeError (L{gracesvc._metrics.routeOf} runs for every response).
+    _gracesvcRoute = None
+
     def process(self) -> None:
         channel = self.channel
         if channel is not None:
@@ -301,19 +306,19 @@ class DrainingChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._state is _IDLE and data.strip():
             self._state = _RECEIVING
-        super().dataReceived(data)
+        HTTPChannel.dataReceived(self, data)
 
     def allContentReceived(self) -> None:
         self._state = _BUSY
         self._requestReceivedAt = self._drain.clock.seconds()
-        super().allContentReceived()
+        HTTPChannel.allContentReceived(self)
 
     def writeHeaders(
         self, version: bytes, code: bytes, reason: bytes, headers: Headers
     ) -> None:
         if self._drain.draining:
             headers.setRawHeaders(b"Connection", [b"close"])
-        super().writeHeaders(version, code, reason, headers)
+        HTTPChannel.writeHeaders(self, version, code, reason, headers)
 
     def longResponseStarted(self, request: Request, kind: LongLivedKind) -> None:
         """
@@ -338,8 +343,7 @@ class DrainingChannel(HTTPChannel):
             # make the channel busy again.
             self._state = _IDLE
         if not drain.draining:
-            drain.requestCompleted()
-            super().requestDone(request)
+            HTTPChannel.requestDone(self, request)
             return
         cutting = drain.cutting
         if not cutting:
@@ -356,7 +360,7 @@ class DrainingChannel(HTTPChannel):
             # the cap among them, could not run meanwhile.
             pauseParsing(self)
             self._resumeCall = drain.clock.callLater(0, self._resumeParsing)
-        super().requestDone(request)
+        HTTPChannel.requestDone(self, request)
         if self.persistent:
             # Parsing the pipelined data may have left no request in
             # progress (it was only part of one, or blank lines).

@@ -50,6 +50,9 @@ ROUTES = frozenset(
 #: cannot be known.
 OTHER_ROUTE = "other"
 
+#: L{ROUTES}, each with its label, so that a request costs one lookup.
+_PATH_ROUTES = {path: path.decode("ascii") for path in ROUTES}
+
 #: A route label, or how to find it once the response is complete.
 RouteLabel = str | Callable[[Any], str]
 
@@ -80,8 +83,7 @@ def routeOf(request: IRequest | Request) -> str:
     """
     label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
     if label is None:
-        path: bytes = request.path
-        return path.decode("ascii") if path in ROUTES else OTHER_ROUTE
+        return _PATH_ROUTES.get(request.path, OTHER_ROUTE)
     if isinstance(label, str):
         return label
     try:
@@ -198,6 +200,7 @@ class _DrainCollector(Collector):
 
 #: The upper bounds of the request duration histogram's buckets, in seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_FIRST_BOUND = DURATION_BUCKETS[0]
 
 
 class _RequestCollector(Collector):
@@ -214,17 +217,21 @@ class _RequestCollector(Collector):
 
     def __init__(self) -> None:
         self._created = time.time()
-        self._counts: dict[tuple[str, int], int] = {}
-        # route -> a count per bucket (the last one +Inf), then the sum.
-        self._durations: dict[str, list[float]] = {}
+        # route -> (count by code, a count per bucket (the last one +Inf)
+        # then the sum): one lookup a request.
+        self._routes: dict[str, tuple[dict[int, int], list[float]]] = {}
 
     def count(self, route: str, code: int, seconds: float) -> None:
-        key = (route, code)
-        self._counts[key] = self._counts.get(key, 0) + 1
-        histogram = self._durations.get(route)
-        if histogram is None:
-            histogram = self._durations[route] = [0] * (len(DURATION_BUCKETS) + 2)
-        histogram[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        counts = self._routes.get(route)
+        if counts is None:
+            counts = self._routes[route] = ({}, [0] * (len(DURATION_BUCKETS) + 2))
+        byCode, histogram = counts
+        byCode[code] = byCode.get(code, 0) + 1
+        # Most responses fall in the first bucket: no bisection for them.
+        if seconds <= _FIRST_BOUND:
+            histogram[0] += 1
+        else:
+            histogram[bisect_left(DURATION_BUCKETS, seconds)] += 1
         histogram[-1] += seconds
 
     def collect(self) -> Iterator[Metric]:
@@ -233,8 +240,9 @@ class _RequestCollector(Collector):
             "HTTP responses completed, by route and status code.",
             labels=["route", "code"],
         )
-        for (route, code), n in sorted(self._counts.items()):
-            requests.add_metric([route, str(code)], n, created=self._created)
+        for route, (byCode, _) in sorted(self._routes.items()):
+            for code, n in sorted(byCode.items()):
+                requests.add_metric([route, str(code)], n, created=self._created)
         yield requests
         durations = HistogramMetricFamily(
             "gracesvc_request_duration_seconds",
@@ -242,7 +250,7 @@ class _RequestCollector(Collector):
             labels=["route"],
         )
         bounds = [floatToGoString(b) for b in DURATION_BUCKETS] + ["+Inf"]
-        for route, histogram in sorted(self._durations.items()):
+        for route, (_, histogram) in sorted(self._routes.items()):
             cumulative = list(accumulate(histogram[:-1]))
             durations.add_metric(
                 [route],
