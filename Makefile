@@ -24,7 +24,7 @@ run: $(BIN)/.installed
 check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
-	$(BIN)/mypy gracesvc
+	$(BIN)/mypy gracesvc tests bench
 	$(BIN)/trial --reporter=text tests.unit
 	$(BIN)/pytest -q tests/unit
 

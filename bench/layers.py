@@ -33,6 +33,7 @@ from bench._common import machine, table
 from gracesvc._app import GraceApp
 from gracesvc._drain import Drain
 from gracesvc._http import DrainingSite
+from gracesvc._service import GracefulService
 
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
@@ -59,7 +60,9 @@ def shippedSite(clock: Clock) -> Site:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    site: Site = service.factory
+    assert isinstance(service, GracefulService)
+    site = service.factory
+    assert isinstance(site, Site)
     return site
 
 

@@ -1,15 +1,25 @@
 """
-The cost of the drain layer: requests per second on C{GET /ping} with
-C{--ping-delay 0}, C{twistd -n gracesvc} against the same Klein routes
-served by a plain C{Site} with no drain layer (C{bench/plain.tac}), both
-under twistd and both logging access lines alike.  Rounds alternate
-gracesvc, plain, gracesvc, plain, ...; the figure is the ratio of the
-medians.
+The cost of the drain layer: server CPU time per request on C{GET /ping}
+with C{--ping-delay 0}, C{twistd -n gracesvc} against the same Klein
+routes served by a plain C{Site} with no drain layer (C{bench/plain.tac}),
+both under twistd and both logging access lines alike.
 
-    .venv/bin/python -m bench.throughput [--rounds 5] [--duration 5] [--smoke]
+    .venv/bin/python -m bench.throughput [--rounds 8] [--duration 2] [--smoke]
+
+Each round starts a fresh gracesvc and a fresh plain server side by side,
+pinned to the same core, warms both, then loads them in turn, ABBA
+(gracesvc, plain, plain, gracesvc; the next round plain first), for
+C{--duration} seconds each.  The figure is the median over rounds of
+plain's CPU time per request divided by gracesvc's, each taken from the
+server's own CPU time (C{/proc/PID/schedstat}, nanoseconds) over the
+requests the load generator counted: CPU time per request barely moves
+when another process competes for the machine, where requests per second
+(also printed) follow every change of load.  A fresh pair per round also
+samples a different CPython memory layout each time, which alone moves a
+process's cost by a few tenths of a percent (see C{bench.instructions}).
 
 Uses wrk (C{apt-get install wrk}) when installed, else a small Python load
-generator.  On a machine with two cores or more, the server is pinned to
+generator.  On a machine with two cores or more, the servers are pinned to
 core 0 and the load generator to core 1.
 """
 
@@ -23,7 +33,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from bench._common import cores, machine, startServer, stopServer, table
 from bench._net import pythonLoad
@@ -93,37 +104,103 @@ class Load:
         return answered / elapsed, answered, ""
 
 
-def measure(
-    kind: str, load: Load, warmup: float, duration: float, serverCpu: int | None
-) -> dict[str, object]:
-    twistd: Twistd = startServer(kind, 0.0)
+@dataclass
+class Run:
+    """
+    One load run against one server.
+    """
+
+    rps: float
+    requests: int
+    cpu: float
+    problems: str
+
+
+@dataclass
+class Round:
+    """
+    One fresh gracesvc and one fresh plain server, each loaded twice.
+    """
+
+    runs: dict[str, list[Run]] = field(
+        default_factory=lambda: {"gracesvc": [], "plain": []}
+    )
+    accessPerRequest: dict[str, float] = field(default_factory=dict)
+
+    def rps(self, kind: str) -> float:
+        return statistics.mean(r.rps for r in self.runs[kind])
+
+    def cpuPerRequest(self, kind: str) -> float:
+        requests = sum(r.requests for r in self.runs[kind])
+        return sum(r.cpu for r in self.runs[kind]) / requests if requests else 0.0
+
+    def cpuRatio(self) -> float:
+        """
+        @return: plain's CPU time per request / gracesvc's.
+        """
+        grace = self.cpuPerRequest("gracesvc")
+        return self.cpuPerRequest("plain") / grace if grace else 0.0
+
+    def rpsRatio(self) -> float:
+        plain = self.rps("plain")
+        return self.rps("gracesvc") / plain if plain else 0.0
+
+
+def measureRound(
+    load: Load,
+    warmup: float,
+    duration: float,
+    serverCpu: int | None,
+    plainFirst: bool,
+) -> Round:
+    """
+    Start both servers, warm both, load them ABBA, stop both.
+    """
+    kinds = ["gracesvc", "plain"]
+    servers: dict[str, Twistd] = {}
+    result = Round()
+    served = dict.fromkeys(kinds, 0)
     try:
-        if serverCpu is not None:
-            os.sched_setaffinity(twistd.pid, {serverCpu})
-        _, warmRequests, _ = load.run(twistd.port, warmup)
-        cpuBefore = cpuSeconds(twistd.pid)
-        rps, requests, problems = load.run(twistd.port, duration)
-        cpu = cpuSeconds(twistd.pid) - cpuBefore
+        for kind in kinds:
+            servers[kind] = startServer(kind, 0.0)
+            if serverCpu is not None:
+                os.sched_setaffinity(servers[kind].pid, {serverCpu})
+        for kind in kinds:
+            served[kind] += load.run(servers[kind].port, warmup)[1]
+        order = kinds[::-1] if plainFirst else kinds
+        for kind in order + order[::-1]:
+            twistd = servers[kind]
+            before = cpuSeconds(twistd.pid)
+            rps, requests, problems = load.run(twistd.port, duration)
+            cpu = cpuSeconds(twistd.pid) - before
+            served[kind] += requests
+            result.runs[kind].append(Run(rps, requests, cpu, problems))
     finally:
-        log = stopServer(twistd)
-    accessLines = len(ACCESS_LINE.findall(log.encode("utf-8")))
-    served = warmRequests + requests
-    return {
-        "rps": rps,
-        "requests": requests,
-        "problems": problems,
-        "accessPerRequest": accessLines / served if served else 0.0,
-        "cpuPerRequest": cpu / requests if requests else 0.0,
-    }
+        logs = {kind: stopServer(twistd) for kind, twistd in servers.items()}
+    for kind, log in logs.items():
+        lines = len(ACCESS_LINE.findall(log.encode("utf-8")))
+        result.accessPerRequest[kind] = lines / served[kind] if served[kind] else 0.0
+    return result
 
 
 def cpuSeconds(pid: int) -> float:
     """
-    @return: the user + system CPU time process C{pid} has used so far.
+    @return: the CPU time process C{pid} has used so far: from
+        C{/proc/PID/schedstat} (nanoseconds) where the kernel keeps it, else
+        user + system time from C{/proc/PID/stat} (clock ticks).
     """
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0]) / 1e9
+    except (OSError, IndexError, ValueError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else "-"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,19 +208,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bench.throughput", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
-        "--rounds", type=int, default=5, help="alternating rounds (default 5)"
+        "--rounds",
+        type=int,
+        default=8,
+        help="rounds, each with a fresh pair of servers (default 8)",
     )
     parser.add_argument(
         "--duration",
         type=float,
-        default=5.0,
-        help="seconds measured per run (default 5)",
+        default=2.0,
+        help="seconds of each of the four runs of a round (default 2)",
     )
     parser.add_argument(
         "--warmup",
         type=float,
         default=1.0,
-        help="seconds of load before each run (default 1)",
+        help="seconds of load on each fresh server before it is measured (default 1)",
     )
     parser.add_argument(
         "--connections",
@@ -153,13 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin server and load to cores"
+        "--no-pin", action="store_true", help="do not pin servers and load to cores"
     )
     parser.add_argument(
         "--smoke", action="store_true", help="one short round: does it still work?"
     )
     parser.add_argument(
-        "--check", action="store_true", help=f"exit 3 if the ratio is below {TARGET}"
+        "--check",
+        action="store_true",
+        help=f"exit 3 if the CPU-time ratio is below {TARGET}",
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -173,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"bench.throughput: {INSTALL_WRK}. Falling back to the Python load "
             "generator: it may saturate before the server does, which pulls the "
-            "ratio towards 1."
+            "req/s ratio towards 1 (the CPU-time ratio is still right)."
         )
         tool = "python"
     elif tool == "auto":
@@ -189,55 +271,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"GET /ping, --ping-delay 0, {args.connections} keep-alive connections, load: {tool}"
         + (" -t1" if tool == "wrk" else "")
-        + (f" on core {loadCpu}, server on core {serverCpu}" if pin else ", unpinned")
-        + f"; {args.rounds} round{'s' if args.rounds != 1 else ''} of {args.duration:g} s after {args.warmup:g} s warm-up, "
-        "alternating gracesvc, plain"
+        + (f" on core {loadCpu}, servers on core {serverCpu}" if pin else ", unpinned")
+        + f"; {args.rounds} round{'s' if args.rounds != 1 else ''}, each a fresh pair "
+        f"of servers loaded ABBA for {args.duration:g} s a run after {args.warmup:g} s "
+        "warm-up"
     )
     sys.stdout.flush()
-    results: dict[str, list[dict[str, object]]] = {"gracesvc": [], "plain": []}
     began = time.monotonic()
-    for _ in range(args.rounds):
-        for kind in ("gracesvc", "plain"):
-            results[kind].append(
-                measure(kind, load, args.warmup, args.duration, serverCpu)
-            )
-
-    def f(r: dict[str, object], key: str) -> float:
-        return float(r[key])  # type: ignore[arg-type]
+    rounds = [
+        measureRound(load, args.warmup, args.duration, serverCpu, i % 2 == 1)
+        for i in range(args.rounds)
+    ]
 
     def us(seconds: float) -> str:
-        return f"{seconds * 1e6:.0f}"
+        return f"{seconds * 1e6:.1f}"
 
-    rows = []
-    for i, (a, b) in enumerate(
-        zip(results["gracesvc"], results["plain"], strict=False), 1
-    ):
-        ratio = f(a, "rps") / f(b, "rps") if f(b, "rps") else 0.0
-        rows.append(
-            (
-                str(i),
-                f"{f(a, 'rps'):.0f}",
-                f"{f(b, 'rps'):.0f}",
-                f"{ratio:.3f}",
-                us(f(a, "cpuPerRequest")),
-                us(f(b, "cpuPerRequest")),
-            )
+    rows = [
+        (
+            str(i),
+            us(r.cpuPerRequest("gracesvc")),
+            us(r.cpuPerRequest("plain")),
+            f"{r.cpuRatio():.3f}",
+            f"{r.rps('gracesvc'):.0f}",
+            f"{r.rps('plain'):.0f}",
+            f"{r.rpsRatio():.3f}",
         )
-    medians = {k: statistics.median(f(r, "rps") for r in v) for k, v in results.items()}
-    cpu = {
-        k: statistics.median(f(r, "cpuPerRequest") for r in v)
-        for k, v in results.items()
-    }
-    ratio = medians["gracesvc"] / medians["plain"] if medians["plain"] else 0.0
+        for i, r in enumerate(rounds, 1)
+    ]
+    cpuRatios = [r.cpuRatio() for r in rounds]
+    rpsRatios = [r.rpsRatio() for r in rounds]
+    ratio = statistics.median(cpuRatios)
     ok = ratio >= TARGET
+
+    def median(f: Callable[[Round], float]) -> float:
+        return statistics.median(f(r) for r in rounds)
+
     rows.append(
         (
             "**median**",
-            f"**{medians['gracesvc']:.0f}**",
-            f"**{medians['plain']:.0f}**",
+            us(median(lambda r: r.cpuPerRequest("gracesvc"))),
+            us(median(lambda r: r.cpuPerRequest("plain"))),
             f"**{ratio:.3f}** (target >= {TARGET}: {'yes' if ok else 'NO'})",
-            us(cpu["gracesvc"]),
-            us(cpu["plain"]),
+            f"{median(lambda r: r.rps('gracesvc')):.0f}",
+            f"{median(lambda r: r.rps('plain')):.0f}",
+            f"{statistics.median(rpsRatios):.3f}",
         )
     )
     print()
@@ -245,50 +322,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(
             [
                 "round",
-                "gracesvc req/s",
-                "plain Klein req/s",
-                "gracesvc / plain",
                 "gracesvc CPU us/req",
                 "plain CPU us/req",
+                "plain / gracesvc (CPU)",
+                "gracesvc req/s",
+                "plain req/s",
+                "gracesvc / plain (req/s)",
             ],
             rows,
         )
     )
-    paired = (
-        statistics.median(
-            f(a, "rps") / f(b, "rps")
-            for a, b in zip(results["gracesvc"], results["plain"], strict=False)
-            if f(b, "rps")
-        )
-        if medians["plain"]
-        else 0.0
+    print(
+        f"\nserver CPU time per request, plain / gracesvc: median {ratio:.3f}, "
+        f"rounds {spread(cpuRatios)}"
     )
     print(
-        f"\nmedian of the per-round ratios (each pair run back to back): {paired:.3f}"
+        f"requests per second, gracesvc / plain: median "
+        f"{statistics.median(rpsRatios):.3f}, rounds {spread(rpsRatios)} (moves "
+        "with other load on the machine)"
     )
-    if cpu["gracesvc"] > 0:
-        print(
-            f"server CPU time per request, plain / gracesvc: {cpu['plain'] / cpu['gracesvc']:.3f} "
-            "(the same ratio measured by CPU time: less sensitive to other load on the machine)"
-        )
     access = {
-        k: statistics.median(float(r["accessPerRequest"]) for r in v)
-        for k, v in results.items()
-    }  # type: ignore[arg-type]
+        k: statistics.median(r.accessPerRequest[k] for r in rounds)
+        for k in ("gracesvc", "plain")
+    }
     print(
         f"access log lines per request: gracesvc {access['gracesvc']:.2f}, plain {access['plain']:.2f} "
         "(both should be 1.00: both log alike)"
     )
     problems = [
-        f"{k} round {i}: {r['problems']}"
-        for k, v in results.items()
-        for i, r in enumerate(v, 1)
-        if r["problems"]
+        f"{kind} round {i}: {run.problems}"
+        for i, r in enumerate(rounds, 1)
+        for kind, runs in r.runs.items()
+        for run in runs
+        if run.problems
     ]
     for p in problems:
         print(f"problem: {p}")
-    print(f"{args.rounds * 2} runs in {time.monotonic() - began:.0f} s")
-    if problems or min(medians.values()) <= 0:
+    print(f"{args.rounds * 4} runs in {time.monotonic() - began:.0f} s")
+    if (
+        problems
+        or min(r.requests for x in rounds for v in x.runs.values() for r in v) <= 0
+    ):
         return 1
     if args.check and not ok:
         return 3
