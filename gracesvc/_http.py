@@ -169,7 +169,7 @@ class DrainingRequest(SiteRequest):
                 if isWebSocketUpgrade(self):
                     answerServiceUnavailable(self, drain.policy.retryAfter)
                     return
-        super().process()
+        SiteRequest.process(self)
 
 
 class _State(Enum):
@@ -304,7 +304,7 @@ class DrainingChannel(HTTPChannel):
         self._drain.connectionClosed(self)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._state is _IDLE and data.strip():
+        if self._state is _IDLE and data and not data.isspace():
             self._state = _RECEIVING
         HTTPChannel.dataReceived(self, data)
 
