@@ -16,7 +16,7 @@ requests the load generator counted: CPU time per request barely moves
 when another process competes for the machine, where requests per second
 (also printed) follow every change of load.  A fresh pair per round also
 samples a different CPython memory layout each time, which alone moves a
-process's cost by a few tenths of a percent (see C{bench.instructions}).
+process's cost by a few tenths of a percent.
 
 Uses wrk (C{apt-get install wrk}) when installed, else a small Python load
 generator.  On a machine with two cores or more, the servers are pinned to
