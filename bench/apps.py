@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench._common import cores, machine, startGracesvc, stopServer, summary, table
-from bench.shutdown import Row, allOk, counts, inRuns, judge
+from bench.shutdown import Row, allOk, drainInFlight, inRuns, judge
 from bench.throughput import Load, cpuSeconds
 from gracesvc.testing import get
-from gracesvc.testing.process import InFlight, Twistd, waitUntilRefused
+from gracesvc.testing.process import InFlight, Twistd
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"
@@ -136,57 +136,18 @@ def inFlightAtSignal(
     C{s.inFlight} requests for C{path} (which answers C{body} after
     C{s.sleep} seconds) in flight at SIGINT.
     """
-    completed, refusal, toExit, statuses = [], [], [], []
-    for _ in range(s.repeats):
-        twistd = startGracesvc(*args, reactor=reactor)
-        try:
-            requests = [InFlight(twistd.port, get(path)) for _ in range(s.inFlight)]
-            time.sleep(s.settle)
-            sentAt = twistd.signal(signal.SIGINT)
-            refusedAt = waitUntilRefused(twistd.port)
-            statuses.append(twistd.wait(s.sleep + 10))
-            for r in requests:
-                r.join(5)
-            ok = [
-                r
-                for r in requests
-                if r.response and r.response.code == 200 and r.response.body == body
-            ]
-            completed.append(len(ok))
-            refusal.append(refusedAt - sentAt)
-            done = [r.doneAt for r in ok if r.doneAt is not None]
-            assert twistd.exitedAt is not None
-            if done:
-                toExit.append(twistd.exitedAt - max(done))
-        finally:
-            twistd.kill()
-    n = s.inFlight
-    return [
-        Row(
-            f"{label}: {n} requests ({s.sleep:g} s) in flight at SIGINT answered 200",
-            counts(completed, n),
-            f"{n}/{n}",
-            allOk([c == n for c in completed]),
-        ),
-        Row(
-            "  exit status",
-            ", ".join(sorted({str(x) for x in statuses})),
-            "-2 (SIGINT)",
-            allOk([x == -signal.SIGINT for x in statuses]),
-        ),
-        Row(
-            "  SIGINT -> first refused connect",
-            summary(refusal),
-            "< 20 ms",
-            judge(refusal, 0.020),
-        ),
-        Row(
-            "  last response -> process exit",
-            summary(toExit),
-            "< 25 ms",
-            judge(toExit, 0.025),
-        ),
-    ]
+    return drainInFlight(
+        f"{label}: {s.inFlight} requests ({s.sleep:g} s) in flight at SIGINT "
+        f"answered 200",
+        path,
+        body,
+        args,
+        repeats=s.repeats,
+        inFlight=s.inFlight,
+        settle=s.settle,
+        wait=s.sleep + 10,
+        reactor=reactor,
+    )
 
 
 def flaskInFlight(s: Sizes) -> list[Row]:

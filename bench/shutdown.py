@@ -169,21 +169,52 @@ def closeTimes(clients: Sequence[RawClient], timeout: float) -> tuple[list[float
 
 
 def inFlightAtSignal(s: Sizes) -> list[Row]:
+    return drainInFlight(
+        f"{s.inFlight} /ping ({s.pingDelay:g} s) in flight at SIGINT: complete "
+        f"with 200 pong",
+        "/ping",
+        PONG,
+        ["--ping-delay", repr(s.pingDelay)],
+        repeats=s.repeats,
+        inFlight=s.inFlight,
+        settle=s.settle,
+        wait=s.pingDelay + 10,
+    )
+
+
+def drainInFlight(
+    label: str,
+    path: str,
+    body: bytes,
+    args: Sequence[str],
+    repeats: int,
+    inFlight: int,
+    settle: float,
+    wait: float,
+    reactor: str | None = None,
+) -> list[Row]:
+    """
+    C{inFlight} requests for C{path} (each answered C{body}) in flight at
+    SIGINT, in C{repeats} fresh C{twistd -n gracesvc ARGS}: how many are
+    answered, with C{Connection: close}; the exit status; how soon new
+    connections are refused; how soon after the last response the process
+    is gone.
+    """
     completed, saidClose, refusal, toExit, statuses = [], [], [], [], []
-    for _ in range(s.repeats):
-        twistd = startGracesvc("--ping-delay", repr(s.pingDelay))
+    for _ in range(repeats):
+        twistd = startGracesvc(*args, reactor=reactor)
         try:
-            requests = [InFlight(twistd.port, get("/ping")) for _ in range(s.inFlight)]
-            time.sleep(s.settle)
+            requests = [InFlight(twistd.port, get(path)) for _ in range(inFlight)]
+            time.sleep(settle)
             sentAt = twistd.signal(signal.SIGINT)
             refusedAt = waitUntilRefused(twistd.port)
-            statuses.append(twistd.wait(s.pingDelay + 10))
+            statuses.append(twistd.wait(wait))
             for r in requests:
                 r.join(5)
             ok = [
                 r
                 for r in requests
-                if r.response and r.response.code == 200 and r.response.body == PONG
+                if r.response and r.response.code == 200 and r.response.body == body
             ]
             completed.append(len(ok))
             saidClose.append(
@@ -200,13 +231,10 @@ def inFlightAtSignal(s: Sizes) -> list[Row]:
                 toExit.append(twistd.exitedAt - max(done))
         finally:
             twistd.kill()
-    n = s.inFlight
+    n = inFlight
     return [
         Row(
-            f"{n} /ping ({s.pingDelay:g} s) in flight at SIGINT: complete with 200 pong",
-            counts(completed, n),
-            f"{n}/{n}",
-            allOk([c == n for c in completed]),
+            label, counts(completed, n), f"{n}/{n}", allOk([c == n for c in completed])
         ),
         Row(
             "  of which say Connection: close",
