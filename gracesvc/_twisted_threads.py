@@ -158,12 +158,14 @@ class WSGIResponse(_WSGIResponse):
         In a pool thread: run the application, unless the request has
         already ended.
         """
-        try:
-            if not self._requestFinished:
-                self.threadStarted = True
-                self._runApplication()
-        finally:
+        if self._requestFinished:
             self.reactor.callFromThread(self.threadDone.callback, None)
+            return
+        self.threadStarted = True
+        # The application's last hand-over to the reactor (_succeeded or
+        # _failed) also fires threadDone: one wake-up of the reactor fewer
+        # per request than a call of its own.
+        self._runApplication()
 
     def _runApplication(self) -> None:
         try:
@@ -216,18 +218,24 @@ class WSGIResponse(_WSGIResponse):
             self.request.finish()
 
     def _succeeded(self, started: bool) -> None:
-        if self._requestFinished:
-            return
-        if not started:
-            self._sendResponseHeaders()
-        self.request.finish()
+        try:
+            if self._requestFinished:
+                return
+            if not started:
+                self._sendResponseHeaders()
+            self.request.finish()
+        finally:
+            self.threadDone.callback(None)
 
     def _failed(self, started: bool, failure: Failure) -> None:
-        self._log.failure("WSGI application error", failure=failure)
-        if self._requestFinished:
-            return
-        if started:
-            self.request.loseConnection()
-        else:
-            self.request.setResponseCode(500)
-            self.request.finish()
+        try:
+            self._log.failure("WSGI application error", failure=failure)
+            if self._requestFinished:
+                return
+            if started:
+                self.request.loseConnection()
+            else:
+                self.request.setResponseCode(500)
+                self.request.finish()
+        finally:
+            self.threadDone.callback(None)
