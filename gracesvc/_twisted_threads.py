@@ -145,6 +145,8 @@ class WSGIResponse(_WSGIResponse):
         super().__init__(reactor, threadpool, application, request)
         self.threadStarted = False
         self.threadDone: Deferred[None] = Deferred()
+        #: the Content-Length the application declared, once it started.
+        self._length: int | None = None
 
     @property
     def requestFinished(self) -> bool:
@@ -204,13 +206,9 @@ class WSGIResponse(_WSGIResponse):
             return
         if not started:
             self._sendResponseHeaders()
+            self._length = _contentLength(self.headers)
         self.request.write(data)
-        length = self.request.responseHeaders.getRawHeaders(b"content-length")
-        if (
-            length
-            and length[-1].isdigit()
-            and self.request.sentLength >= int(length[-1])
-        ):
+        if self._length is not None and self.request.sentLength >= self._length:
             # The whole body is written: finish now, in this reactor turn,
             # not once the thread has closed the app's iterable.  A client
             # that has read the body may close at once, and the response
@@ -239,3 +237,14 @@ class WSGIResponse(_WSGIResponse):
                 self.request.finish()
         finally:
             self.threadDone.callback(None)
+
+
+def _contentLength(headers: Iterable[tuple[str, str]]) -> int | None:
+    """
+    @return: the C{Content-Length} among a WSGI application's response
+        headers, if it declared a valid one.
+    """
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            return int(value)
+    return None
