@@ -152,9 +152,13 @@ def measureRound(
     duration: float,
     serverCpu: int | None,
     plainFirst: bool,
+    start: Callable[[str], Twistd] | None = None,
 ) -> Round:
     """
     Start both servers, warm both, load them ABBA, stop both.
+
+    @param start: starts the server of a kind (C{"gracesvc"} or
+        C{"plain"}); L{startServer} with no ping delay if L{None}.
     """
     kinds = ["gracesvc", "plain"]
     servers: dict[str, Twistd] = {}
@@ -162,7 +166,7 @@ def measureRound(
     served = dict.fromkeys(kinds, 0)
     try:
         for kind in kinds:
-            servers[kind] = startServer(kind, 0.0)
+            servers[kind] = startServer(kind, 0.0) if start is None else start(kind)
             if serverCpu is not None:
                 os.sched_setaffinity(servers[kind].pid, {serverCpu})
         for kind in kinds:
