@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import selectors
 import signal
 import socket
@@ -27,7 +28,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import machine, raiseFileLimit, startGracesvc, summary, table
+from bench._common import (
+    DEFAULT_OUT,
+    machine,
+    raiseFileLimit,
+    startGracesvc,
+    summary,
+    table,
+)
 from gracesvc.testing import get, parseEventStream
 from gracesvc.testing.process import (
     CURL,
@@ -646,6 +654,47 @@ class Fleet:
             c.disconnect()
 
 
+#: Where L{plotWebSockets} draws.
+WEBSOCKET_PLOT = os.path.join(DEFAULT_OUT, "websocket-timeline.png")
+
+
+def plotWebSockets(
+    closes: Sequence[float], ends: Sequence[float], exitAt: float, n: int
+) -> None:
+    """
+    Draw, for one run, how the WebSockets open at SIGINT closed: when each
+    client received the server's Close frame and when the server closed TCP
+    (after the client's Close), and when the process exited.  Skipped
+    without matplotlib (the C{bench} extra).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for times, label, color in [
+        (closes, "Close 1001 frame received by the client", "tab:orange"),
+        (ends, "closing handshake done (server closed TCP)", "tab:blue"),
+    ]:
+        ms = sorted(t * 1000 for t in times)
+        ax.step(ms, range(1, len(ms) + 1), where="post", color=color, label=label)
+    ax.axvline(0, color="tab:red", lw=1.5)
+    ax.annotate("SIGINT", (0, n), color="tab:red", ha="right", va="top")
+    ax.axvline(exitAt * 1000, color="grey", ls=":")
+    ax.annotate("process exit", (exitAt * 1000, n / 2), color="grey", ha="left")
+    ax.set_xlabel("ms since SIGINT")
+    ax.set_ylabel("WebSockets")
+    ax.set_title(f"twistd -n gracesvc: {n} WebSockets open at SIGINT")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(WEBSOCKET_PLOT), exist_ok=True)
+    fig.savefig(WEBSOCKET_PLOT, dpi=100)
+    plt.close(fig)
+
+
 def webSocketsAtSignal(s: Sizes) -> list[Row]:
     n = s.webSockets
     raiseFileLimit(4 * n + 256)
@@ -670,6 +719,12 @@ def webSocketsAtSignal(s: Sizes) -> list[Row]:
                 toExit.append(twistd.exitedAt - max(ends))
             if len(fleet.answeredAt) == n:
                 fromAnswer.append(twistd.exitedAt - max(fleet.answeredAt.values()))
+            plotWebSockets(
+                [t - sentAt for t in closes],
+                [t - sentAt for t in ends],
+                twistd.exitedAt - sentAt,
+                n,
+            )
         finally:
             if fleet is not None:
                 fleet.close()
