@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import statistics
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import cores, machine, startGracesvc, summary, table
-from bench.shutdown import Row, allOk, drainInFlight, inRuns, judge
+from bench._common import cores, machine, table
+from bench.shutdown import Row, cutAtCap, drainInFlight, judge
 from bench.throughput import Load, measureRound
-from gracesvc.testing import get
-from gracesvc.testing.process import InFlight, Twistd
+from gracesvc.testing.process import Twistd
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"
@@ -167,36 +164,16 @@ def flaskStuckThread(s: Sizes) -> list[Row]:
     """
     A Flask view sleeping 60 s in its thread, with a short cap.
     """
-    got503, toExit = [], []
-    for _ in range(s.repeats):
-        twistd = startGracesvc("--wsgi", FLASK, "--shutdown-timeout", repr(s.cap))
-        try:
-            request = InFlight(twistd.port, get("/sleep/60.0"))
-            time.sleep(0.3)
-            sentAt = twistd.signal(signal.SIGINT)
-            twistd.wait(s.cap + 10)
-            request.join(5)
-            r = request.response
-            got503.append(bool(r and r.code == 503 and b"retry-after" in r.headers))
-            assert twistd.exitedAt is not None
-            toExit.append(twistd.exitedAt - sentAt)
-        finally:
-            twistd.kill()
-    limit = s.cap + 0.2
-    return [
-        Row(
-            f"Flask view sleeping 60 s, cap {s.cap:g} s: client gets 503 + Retry-After",
-            inRuns("503 + Retry-After", got503),
-            "503",
-            allOk(got503),
-        ),
-        Row(
-            "  SIGINT -> process exit, its thread abandoned",
-            summary(toExit, "s"),
-            f"< {limit:g} s",
-            judge(toExit, limit),
-        ),
-    ]
+    return cutAtCap(
+        f"Flask view sleeping 60 s, cap {s.cap:g} s: client gets 503 + Retry-After",
+        "  SIGINT -> process exit, its thread abandoned",
+        "/sleep/60.0",
+        ["--wsgi", FLASK, "--shutdown-timeout", repr(s.cap)],
+        repeats=s.repeats,
+        cap=s.cap,
+        settle=0.3,
+        limit=s.cap + 0.2,
+    )
 
 
 SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [

@@ -272,16 +272,41 @@ def drainInFlight(
 
 
 def capAnswers503(s: Sizes) -> list[Row]:
+    return cutAtCap(
+        f"/ping {s.cap * 10:g} s, cap {s.cap:g} s: client gets 503 + Retry-After",
+        "  SIGINT -> process exit",
+        "/ping",
+        ["--ping-delay", repr(s.cap * 10), "--shutdown-timeout", repr(s.cap)],
+        repeats=s.repeats,
+        cap=s.cap,
+        settle=0.2,
+        limit=s.cap + 0.15,
+    )
+
+
+def cutAtCap(
+    label: str,
+    exitLabel: str,
+    path: str,
+    args: Sequence[str],
+    repeats: int,
+    cap: float,
+    settle: float,
+    limit: float,
+) -> list[Row]:
+    """
+    One request for C{path} that outlasts the cap C{cap}, in C{repeats}
+    fresh C{twistd -n gracesvc ARGS}: does its client get the 503 with
+    C{Retry-After}, and how soon after SIGINT is the process gone?
+    """
     got503, toExit = [], []
-    for _ in range(s.repeats):
-        twistd = startGracesvc(
-            "--ping-delay", repr(s.cap * 10), "--shutdown-timeout", repr(s.cap)
-        )
+    for _ in range(repeats):
+        twistd = startGracesvc(*args)
         try:
-            request = InFlight(twistd.port, get("/ping"))
-            time.sleep(0.2)
+            request = InFlight(twistd.port, get(path))
+            time.sleep(settle)
             sentAt = twistd.signal(signal.SIGINT)
-            twistd.wait(s.cap + 10)
+            twistd.wait(cap + 10)
             request.join(5)
             r = request.response
             got503.append(bool(r and r.code == 503 and b"retry-after" in r.headers))
@@ -289,20 +314,9 @@ def capAnswers503(s: Sizes) -> list[Row]:
             toExit.append(twistd.exitedAt - sentAt)
         finally:
             twistd.kill()
-    limit = s.cap + 0.15
     return [
-        Row(
-            f"/ping {s.cap * 10:g} s, cap {s.cap:g} s: client gets 503 + Retry-After",
-            inRuns("503 + Retry-After", got503),
-            "503",
-            allOk(got503),
-        ),
-        Row(
-            "  SIGINT -> process exit",
-            summary(toExit, "s"),
-            f"< {limit:g} s",
-            judge(toExit, limit),
-        ),
+        Row(label, inRuns("503 + Retry-After", got503), "503", allOk(got503)),
+        Row(exitLabel, summary(toExit, "s"), f"< {limit:g} s", judge(toExit, limit)),
     ]
 
 
