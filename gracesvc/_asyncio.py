@@ -45,9 +45,20 @@ def ensureDeferredOnAsyncio(
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return ensureDeferred(coro)
-    task = loop.create_task(_awaitingDeferreds(coro, loop))
+    task = loop.create_task(_nativeAwaitingDeferreds(coro, loop))
     d: Deferred[_T] = Deferred.fromFuture(task)
     return d.addErrback(_asTwistedCancel)
+
+
+async def _nativeAwaitingDeferreds(
+    coro: Coroutine[Any, Any, _T], loop: asyncio.AbstractEventLoop
+) -> _T:
+    """
+    L{_awaitingDeferreds} as a native coroutine: since Python 3.12,
+    C{create_task} takes nothing else (a generator-based coroutine is
+    refused).
+    """
+    return await _awaitingDeferreds(coro, loop)
 
 
 def _asTwistedCancel(failure: Failure) -> Failure:
