@@ -29,9 +29,13 @@ check: $(BIN)/.installed
 	$(BIN)/pytest -q tests/unit
 
 # check, then the process-level suite (real twistd, real signals, real
-# clients) once, under pytest.
+# clients) once, under pytest, E2E_JOBS tests at a time (pytest-xdist).
+# Most of its time is spent waiting on timers and other processes, so three
+# at a time on two cores halves the wall clock; E2E_JOBS=0 runs them one by
+# one in this process.
+E2E_JOBS ?= 3
 test: check
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q -n $(E2E_JOBS) --dist loadgroup tests/e2e
 
 # The declared lower bounds: for each Python from python_requires' floor up
 # that this machine has, a fresh venv under .venv-floors/ with every

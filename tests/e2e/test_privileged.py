@@ -33,6 +33,7 @@ import time
 from typing import ClassVar
 from unittest import SkipTest
 
+import pytest
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.testing import get
@@ -174,6 +175,9 @@ def ids(pid: int) -> tuple[list[int], list[int]]:
     )
 
 
+# One pytest-xdist worker runs these: they share the nobody-readable venv,
+# and both take the first free port below 1024.
+@pytest.mark.xdist_group("privileged")
 class PrivilegedPortTests(SynchronousTestCase):
     """
     C{twistd -n --uid nobody --gid nogroup gracesvc} on a port below 1024.
