@@ -19,6 +19,11 @@ transport would, and adds what a drain needs and Twisted lacks:
     raises, and raised in a message handler it drops the connection);
   - a message-size limit (Twisted reassembles messages of any size): a
     larger message is closed with 1009;
+  - keepalive pings, as the C{websockets} library and uvicorn send them: a
+    ping every L{WebSocketPolicy.pingInterval} seconds, and a peer whose
+    pong does not come back within L{WebSocketPolicy.pingTimeout} (its
+    host gone, a NAT that forgot it) is closed with 1011 instead of being
+    held open until the next drain;
   - the drain's timeline.  When the drain goes away (the listeners have
     closed, after any drain delay) every WebSocket, in the same reactor
     turn, gives its application the chance to send a last message (an
@@ -45,6 +50,7 @@ connection, and tells it when to go.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -88,7 +94,8 @@ _MAX_CLOSE_REASON = 123
 
 #: Why a message too big is closed (RFC 6455 section 7.4.1).
 MESSAGE_TOO_BIG = 1009
-#: Why an application that raised is closed.
+#: Why an application that raised is closed, and a peer whose keepalive
+#: pong never came (as the C{websockets} library closes it).
 INTERNAL_ERROR = 1011
 
 
@@ -109,12 +116,19 @@ class WebSocketPolicy:
         message before the drain's Close may take half of it.
     @ivar maxMessageSize: the largest message received, in bytes (UTF-8 for
         text); a larger one is closed with 1009.
+    @ivar pingInterval: seconds between keepalive pings of an open
+        WebSocket, or L{None} for none (the C{websockets} library's and
+        uvicorn's default is 20).
+    @ivar pingTimeout: seconds a keepalive ping waits for its pong before
+        the WebSocket is closed with 1011.
     """
 
     closeCode: int = 1001
     closeReason: str = "server shutting down"
     closeTimeout: float = 1.0
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
+    pingInterval: float | None = 20.0
+    pingTimeout: float = 20.0
 
     def __post_init__(self) -> None:
         """
@@ -138,6 +152,14 @@ class WebSocketPolicy:
         if not self.maxMessageSize >= 1:
             raise ValueError(
                 f"the largest message must be >= 1 byte, got {self.maxMessageSize!r}"
+            )
+        if self.pingInterval is not None and not self.pingInterval > 0:
+            raise ValueError(
+                f"the ping interval must be > 0 seconds, got {self.pingInterval!r}"
+            )
+        if not self.pingTimeout > 0:
+            raise ValueError(
+                f"the ping timeout must be > 0 seconds, got {self.pingTimeout!r}"
             )
 
 
@@ -245,6 +267,8 @@ class DrainingWebSocket:
         self._messageSize = 0
         self._discarding = False
         self._timer: IDelayedCall | None = None
+        self._keepalive: IDelayedCall | None = None
+        self._pingPayload: bytes | None = None
         self._unsubscribe: Callable[[], object] | None = None
 
     @classmethod
@@ -275,6 +299,7 @@ class DrainingWebSocket:
             self._unsubscribe = self.drain.clock.callLater(0, self._goAway).cancel
         else:
             self._unsubscribe = self.drain.whenGoingAway(self._goAway)
+        self._scheduleKeepalive()
 
     def dataReceived(self, data: bytes) -> None:
         if self._state is _CLOSING or self._state is _CLOSED:
@@ -292,6 +317,7 @@ class DrainingWebSocket:
     def connectionLost(self, reason: Failure) -> None:
         self._state = _CLOSED
         self._cancelTimer()
+        self._stopKeepalive()
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
@@ -367,7 +393,12 @@ class DrainingWebSocket:
             if self.connection.state is ConnectionState.OPEN:
                 self._write(self.connection.send(event.response()))
         elif isinstance(event, Pong):
-            self.application.pongReceived(event.payload)
+            if self._pingPayload is not None and event.payload == self._pingPayload:
+                self._pingPayload = None
+                self._stopKeepalive()
+                self._scheduleKeepalive()
+            else:
+                self.application.pongReceived(event.payload)
         elif isinstance(event, CloseConnection):
             self._closeReceived(event)
 
@@ -429,6 +460,7 @@ class DrainingWebSocket:
         if not (self._state is _OPEN or self._state is _GOING_AWAY):
             return
         self._cancelTimer()
+        self._stopKeepalive()
         self._state = _CLOSE_SENT
         self._write(self.connection.send(CloseConnection(code, reason)))
         self._timer = self.drain.clock.callLater(
@@ -450,6 +482,7 @@ class DrainingWebSocket:
         not read).
         """
         self._cancelTimer()
+        self._stopKeepalive()
         self._state = _CLOSING
         if self._told:
             self._ended("clean")
@@ -467,6 +500,7 @@ class DrainingWebSocket:
 
     def _abortTransport(self) -> None:
         self._cancelTimer()
+        self._stopKeepalive()
         if self._state is not _CLOSED:
             self._state = _CLOSING
         if self.transport is not None:
@@ -515,6 +549,48 @@ class DrainingWebSocket:
     def _goodbyeSaid(self) -> None:
         if self._state is _GOING_AWAY:
             self._close(self.policy.closeCode, self.policy.closeReason)
+
+    # Keepalive.
+
+    def _scheduleKeepalive(self) -> None:
+        """
+        The next keepalive ping, one interval from now.
+        """
+        interval = self.policy.pingInterval
+        if interval is not None and self._state is _OPEN:
+            self._keepalive = self.drain.clock.callLater(interval, self._sendPing)
+
+    def _sendPing(self) -> None:
+        """
+        Ping the peer; its pong schedules the next ping, its silence closes.
+        """
+        self._keepalive = None
+        if (
+            self._state is not _OPEN
+            or self.connection.state is not ConnectionState.OPEN
+        ):
+            return
+        # A payload of our own, so that the pong is told apart from the
+        # answers to the application's pings.
+        self._pingPayload = os.urandom(4)
+        self._write(self.connection.send(Ping(self._pingPayload)))
+        self._keepalive = self.drain.clock.callLater(
+            self.policy.pingTimeout, self._pingTimedOut
+        )
+
+    def _pingTimedOut(self) -> None:
+        self._keepalive = None
+        self._pingPayload = None
+        self.log.info(
+            "WebSocket closed: no pong within {timeout} s of a keepalive ping",
+            timeout=self.policy.pingTimeout,
+        )
+        self._fail(INTERNAL_ERROR, "keepalive ping timeout")
+
+    def _stopKeepalive(self) -> None:
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None and keepalive.active():
+            keepalive.cancel()
 
     # Helpers.
 

@@ -111,6 +111,19 @@ class Options(usage.Options):
             "is closed with 1009.",
         ],
         [
+            "ws-ping-interval",
+            None,
+            "20",
+            "Seconds between keepalive pings of each open WebSocket; 0 sends none.",
+        ],
+        [
+            "ws-ping-timeout",
+            None,
+            "20",
+            "Seconds a keepalive ping waits for its pong before the WebSocket "
+            "is closed with 1011.",
+        ],
+        [
             "tick",
             None,
             "0.5",
@@ -231,13 +244,23 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--ws-max-message-size: expected a number of bytes >= 1, got {size!r}"
             )
+        pingInterval = _seconds(
+            "ws-ping-interval", self["ws-ping-interval"], allowZero=True
+        )
+        pingTimeout = _seconds(
+            "ws-ping-timeout", self["ws-ping-timeout"], allowZero=False
+        )
         self["close-timeout"] = closeTimeout
         self["ws-close-code"] = int(code)
         self["ws-max-message-size"] = maxMessageSize
+        self["ws-ping-interval"] = pingInterval
+        self["ws-ping-timeout"] = pingTimeout
         self["websocket-policy"] = WebSocketPolicy(
             closeCode=int(code),
             closeTimeout=closeTimeout,
             maxMessageSize=maxMessageSize,
+            pingInterval=pingInterval or None,
+            pingTimeout=pingTimeout,
         )
 
     def _loadApp(self) -> None:

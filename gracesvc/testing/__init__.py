@@ -298,7 +298,7 @@ class _WebSocketClientProtocol(AccumulatingProtocol):
 class WebSocketClient(Client):
     """
     A WebSocket client connection, parsed with wsproto: it sends the
-    handshake at once, answers pings, and (unless told not to) answers the
+    handshake at once and (unless told not to) answers pings and the
     server's Close.
 
     @ivar accepted: whether the server answered 101.
@@ -312,11 +312,20 @@ class WebSocketClient(Client):
     @ivar failures: protocol errors found in what the server sent (an HTTP
         response written into the WebSocket, say).
     @ivar closedAt: when the TCP connection closed, on the wire's clock.
+    @ivar pings: the payloads of the server's pings, with when each came.
     """
 
-    def __init__(self, wire: Wire, path: str = "/ws", answersClose: bool = True):
+    def __init__(
+        self,
+        wire: Wire,
+        path: str = "/ws",
+        answersClose: bool = True,
+        answersPings: bool = True,
+    ):
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.answersClose = answersClose
+        self.answersPings = answersPings
+        self.pings: list[tuple[float, bytes]] = []
         self.accepted = False
         self.rejected: int | None = None
         self.rejectedHeaders: dict[bytes, bytes] = {}
@@ -393,7 +402,8 @@ class WebSocketClient(Client):
                 else:
                     self.afterClose.append(message)
         elif isinstance(event, Ping):
-            if self.ws.state is ConnectionState.OPEN:
+            self.pings.append((self.wire.clock.seconds(), bytes(event.payload)))
+            if self.answersPings and self.ws.state is ConnectionState.OPEN:
                 self.clientTransport.write(self.ws.send(event.response()))
         elif isinstance(event, Pong):
             pass
@@ -478,15 +488,17 @@ class Wire:
         return Client(self)
 
     def connectWebSocket(
-        self, path: str = "/ws", answersClose: bool = True
+        self, path: str = "/ws", answersClose: bool = True, answersPings: bool = True
     ) -> WebSocketClient:
         """
         @param answersClose: whether the client answers the server's Close
             (one that does not stands for a client that stopped reading).
+        @param answersPings: whether the client answers the server's pings
+            (one that does not stands for a peer whose host is gone).
         @return: a new WebSocket client connection to the site, its
             handshake sent and answered.
         """
-        return WebSocketClient(self, path, answersClose)
+        return WebSocketClient(self, path, answersClose, answersPings)
 
     def flush(self) -> None:
         """

@@ -31,6 +31,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from gracesvc.testing import get, samples
 from gracesvc.testing.process import (
     OP_CLOSE,
+    OP_PING,
     OP_TEXT,
     RawClient,
     RawWebSocket,
@@ -144,6 +145,41 @@ class WebSocketsLibraryTests(EndToEndTestCase):
         self.assertEqual(
             scraped[("gracesvc_open_connections", (("state", "websocket"),))], 1
         )
+
+
+class KeepaliveTests(EndToEndTestCase):
+    def test_answeringClientStaysDeadClientIsClosed(self) -> None:
+        """
+        Keepalive pings every 0.2 s: the C{websockets} client answers them
+        and its WebSocket stays open and echoing; a raw client that never
+        answers gets Close 1011 one ping timeout after the first ping.
+        """
+        twistd = self.startTwistd(
+            "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3"
+        )
+        dead = RawWebSocket(twistd.port)
+        self.addCleanup(dead.disconnect)
+        openedAt = time.monotonic()
+
+        async def client() -> str:
+            async with websockets.connect(
+                f"ws://127.0.0.1:{twistd.port}/ws", ping_interval=None
+            ) as c:
+                await asyncio.sleep(1.0)
+                await c.send("still here")
+                return str(await c.recv())
+
+        self.assertEqual(run(client), "still here")
+        dead.readUntilClosed()
+        assert dead.closedAt is not None
+        self.assertEqual(dead.close, (1011, "keepalive ping timeout"))
+        self.assertEqual([op for _, op, _ in dead.frames], [OP_PING, OP_CLOSE])
+        self.assertGreater(dead.closedAt - openedAt, 0.45)
+        self.assertLess(dead.closedAt - openedAt, 2.5)
+        self.assertIn("no pong within 0.3 s of a keepalive ping", twistd.log())
+        twistd.signal(signal.SIGINT)
+        twistd.wait(10)
+        self.assertCleanLog(twistd)
 
 
 class SecureWebSocketTests(EndToEndTestCase):

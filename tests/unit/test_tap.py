@@ -118,11 +118,25 @@ class OptionsTests(SynchronousTestCase):
             "1012",
             "--ws-max-message-size",
             "4096",
+            "--ws-ping-interval",
+            "5",
+            "--ws-ping-timeout",
+            "2.5",
         )
         self.assertEqual(
             options["websocket-policy"],
-            WebSocketPolicy(closeCode=1012, closeTimeout=0.25, maxMessageSize=4096),
+            WebSocketPolicy(
+                closeCode=1012,
+                closeTimeout=0.25,
+                maxMessageSize=4096,
+                pingInterval=5,
+                pingTimeout=2.5,
+            ),
         )
+        self.assertEqual(WebSocketPolicy().pingInterval, 20)
+        self.assertEqual(WebSocketPolicy().pingTimeout, 20)
+        noPings = parse("--ws-ping-interval", "0")["websocket-policy"]
+        self.assertIsNone(noPings.pingInterval)
 
     def test_closeTimeoutMayReachPastTheCap(self) -> None:
         """
@@ -148,6 +162,14 @@ class OptionsTests(SynchronousTestCase):
                 ["--ws-max-message-size", "1M"],
             ),
             ("--ws-max-message-size: expected", ["--ws-max-message-size", "0"]),
+            (
+                "--ws-ping-interval: expected a number of seconds >= 0, got '-1'",
+                ["--ws-ping-interval", "-1"],
+            ),
+            (
+                "--ws-ping-timeout: expected a number of seconds > 0, got '0'",
+                ["--ws-ping-timeout", "0"],
+            ),
         ]:
             self.assertRejected(message, *argv)
 

@@ -70,6 +70,7 @@ class Recorder:
         self.lost: list[Failure] = []
         self.goodbye: object = None
         self.goingAwayCalls = 0
+        self.pongs: list[bytes] = []
 
     def negotiationStarted(self, transport: WebSocketTransport) -> None:
         self.transport = transport
@@ -84,7 +85,7 @@ class Recorder:
         self.received.append(bytes(data))
 
     def pongReceived(self, payload: bytes) -> None:
-        pass
+        self.pongs.append(payload)
 
     def connectionLost(self, reason: Failure) -> None:
         self.lost.append(reason)
@@ -501,6 +502,65 @@ class ClosingHandshakeTests(SynchronousTestCase):
         self.flushLoggedErrors(ZeroDivisionError)
 
 
+class KeepaliveTests(SynchronousTestCase):
+    def test_pingEveryIntervalWhileThePeerAnswers(self) -> None:
+        """
+        An open WebSocket is pinged every interval after the last pong; a
+        peer that answers stays open, and the application never sees the
+        keepalive's pongs.
+        """
+        wire, factory = recorderWire(
+            webSocketPolicy=WebSocketPolicy(pingInterval=20, pingTimeout=5)
+        )
+        client = wire.connectWebSocket("/app/ws")
+        for _ in range(7):
+            wire.advance(10)
+        self.assertEqual([round(at) for at, _ in client.pings], [20, 40, 60])
+        self.assertEqual(len({payload for _, payload in client.pings}), 3)
+        self.assertTrue(client.open)
+        self.assertEqual(factory.built[0].pongs, [])
+        factory.built[0].transport.ping(b"app")
+        wire.flush()
+        self.assertEqual(factory.built[0].pongs, [b"app"])
+
+    def test_peerThatStopsAnsweringIsClosedWith1011(self) -> None:
+        """
+        No pong within the timeout: Close 1011, and the connection is gone
+        at the close timeout at the latest, without a drain.
+        """
+        wire = Wire(webSocketPolicy=WebSocketPolicy(pingInterval=20, pingTimeout=5))
+        client = wire.connectWebSocket(answersPings=False, answersClose=False)
+        wire.advance(20)
+        self.assertEqual(len(client.pings), 1)
+        wire.advance(4.9)
+        self.assertIsNone(client.closeCode)
+        wire.advance(0.2)
+        self.assertEqual(
+            (client.closeCode, client.closeReason), (1011, "keepalive ping timeout")
+        )
+        wire.advance(1.0)
+        self.assertTrue(client.closed)
+        self.assertEqual(wire.drain.connections, 0)
+
+    def test_noPingsWhenDisabledOrClosing(self) -> None:
+        """
+        C{pingInterval=None} sends none; a WebSocket the drain closes sends
+        none after its Close.
+        """
+        wire = Wire(webSocketPolicy=WebSocketPolicy(pingInterval=None))
+        quiet = wire.connectWebSocket()
+        wire.advance(100)
+        self.assertEqual(quiet.pings, [])
+
+        wire = Wire(webSocketPolicy=WebSocketPolicy(pingInterval=1, closeTimeout=5))
+        client = wire.connectWebSocket(answersClose=False)
+        wire.drain.start()
+        wire.flush()
+        self.assertEqual(client.closeCode, 1001)
+        wire.advance(4.9)
+        self.assertEqual(client.pings, [])
+
+
 class PolicyTests(SynchronousTestCase):
     def test_checked(self) -> None:
         cases: list[tuple[dict[str, Any], str]] = [
@@ -509,6 +569,8 @@ class PolicyTests(SynchronousTestCase):
             ({"closeTimeout": 0}, "close timeout must be > 0"),
             ({"maxMessageSize": 0}, "largest message must be >= 1"),
             ({"closeReason": "x" * 124}, "123 bytes"),
+            ({"pingInterval": 0}, "ping interval must be > 0"),
+            ({"pingTimeout": 0}, "ping timeout must be > 0"),
         ]
         for kwargs, message in cases:
             with self.assertRaises(ValueError) as e:
