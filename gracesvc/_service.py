@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable, Sequence
 from enum import Enum
 from types import FrameType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -24,6 +24,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._drain import Drain
+
+if TYPE_CHECKING:
+    from ._watchdog import CapWatchdog
 
 #: A signal handler as C{signal.signal} takes and returns it: a callable, or
 #: C{SIG_DFL}/C{SIG_IGN}, or L{None} for one not installed from Python.
@@ -323,19 +326,30 @@ class StopSignals:
     SIGINT is taken only over Python's default handler, as Twisted does: an
     ignored SIGINT (a shell's background job) stays ignored, a debugger's
     stays the debugger's.
+
+    The first signal also arms the L{CapWatchdog}, if there is one: should
+    the application keep the reactor's thread from the reactor past the
+    cap, the watchdog ends the process then.
     """
 
     def __init__(
-        self, reactor: SignalReactor, drain: Drain, signals: SignalModule = signal
+        self,
+        reactor: SignalReactor,
+        drain: Drain,
+        signals: SignalModule = signal,
+        watchdog: CapWatchdog | None = None,
     ) -> None:
         """
         @param reactor: the reactor that a signal stops.
         @param drain: the drain that a signal starts, or forces.
         @param signals: the L{signal} module, or a stand-in in tests.
+        @param watchdog: what holds the cap if the reactor cannot, started
+            by L{catch} and armed by the first signal.
         """
         self._reactor = reactor
         self._drain = drain
         self._signals = signals
+        self._watchdog = watchdog
         self._phase = _Phase.STARTING
         #: What would handle each signal we own if we did not.
         self._saved: dict[int, SignalHandler] = {}
@@ -361,6 +375,8 @@ class StopSignals:
                     continue
             self._saved[signum] = self._signals.signal(signum, self._handler)
         self._drain.whenDone().addCallback(self._drainDone)
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def watch(self) -> None:
         """
@@ -396,6 +412,8 @@ class StopSignals:
         # can run this handler again between any two bytecodes of the first.
         if next(self._arrivals) == 0 and not self._drain.draining:
             at = self._drain.clock.seconds()
+            if self._watchdog is not None:
+                self._watchdog.arm(signum, at + self._drain.policy.shutdownTimeout)
             self._reactor.callFromThread(self._stop, signum, at)
         else:
             self._reactor.callFromThread(self._force, signum)

@@ -330,6 +330,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._metrics import Metrics, MetricsResource
     from ._service import StopSignals, TwistdService
     from ._threads import boundReactorThreads
+    from ._watchdog import CapWatchdog
     from ._wsgi import wsgiResource
 
     reactor = options["reactor"]
@@ -362,7 +363,14 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         webSocketPolicy=options["websocket-policy"],
         reactor=reactor,
     )
-    stopSignals = StopSignals(reactor, drain, signals)
+    # The watchdog goes with the process's real signals (a stand-in
+    # module is a test's, on a fake clock).
+    stopSignals = StopSignals(
+        reactor,
+        drain,
+        signals,
+        watchdog=CapWatchdog() if signals is signal else None,
+    )
     stopSignals.catch()
     return TwistdService(
         site,

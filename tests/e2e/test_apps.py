@@ -101,6 +101,26 @@ class DrainAppTests(EndToEndTestCase):
         self.assertIn("Giving up on 1 threads", twistd.log())
         self.assertCleanLog(twistd)
 
+    def test_handlerBlockingTheReactorCannotHoldTheExit(self) -> None:
+        """
+        A handler that blocks the reactor's thread for 30 s (C{time.sleep}
+        in C{render_GET}) with a 1 s cap: no timer of the drain can run, and
+        the watchdog ends the process just after the cap, by the signal,
+        saying where the reactor's thread was.
+        """
+        twistd = self.startTwistd("--app", TREE, "--shutdown-timeout", "1")
+        request = InFlight(twistd.port, get("/block/30"))
+        time.sleep(0.3)
+        sentAt = twistd.signal(signal.SIGINT)
+        self.assertEqual(twistd.wait(10), -signal.SIGINT)
+        request.join(5)
+        assert twistd.exitedAt is not None
+        self.assertGreater(twistd.exitedAt - sentAt, 1.0)
+        self.assertLess(twistd.exitedAt - sentAt, 1.5)
+        log = twistd.log()
+        self.assertIn("The process did not exit by the cap: exiting now", log)
+        self.assertRegex(log, r"thread was at resourceapp\.py:\d+ in render_GET")
+
 
 class ServeAppTests(EndToEndTestCase):
     def fetch(self, port: int, path: str) -> tuple[int, bytes]:

@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.unit.test_watchdog -*-
+"""
+The cap when the reactor cannot keep it.
+
+The drain keeps the cap with the reactor's own timers: they cut, abort and
+stop the reactor.  A timer runs only when the reactor's thread comes back to
+the reactor, and an application can keep it away: a handler that calls
+C{time.sleep(60)}, a blocking database driver, a drain hook that loops.
+A signal still gets through (Python runs its handler between two bytecodes
+of whatever runs, and interrupts a sleep for it), so the first stop signal
+arms L{CapWatchdog}: a thread of its own that, if the process is still there
+at the cap plus L{GRACE}, logs where the reactor's thread was stuck and ends
+the process by the same signal, as the drain would have.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
+
+from twisted.logger import Logger
+
+#: How long after the cap the watchdog waits for the reactor's own way out,
+#: which aborts what is left at the cap and exits a few milliseconds later.
+GRACE = 0.1
+
+
+def dieBySignal(signum: int) -> NoReturn:
+    """
+    End the process by C{signum} with its default action, from any thread:
+    the exit status a drain that ended on its own leaves (twistd re-raises
+    the stop signal).
+
+    Python only sets handlers from its main thread, which may be the stuck
+    one: the C library's C{signal} sets the default action from here.  If
+    that fails, C{os._exit} with the shell's status for death by C{signum}.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal(signum, None)  # SIG_DFL
+        os.kill(os.getpid(), signum)
+        time.sleep(1.0)
+    finally:
+        os._exit(128 + signum)
+
+
+def stuckAt(thread: threading.Thread | None = None) -> str:
+    """
+    @return: where C{thread} (the main thread, by default) is, as
+        C{file:line in function}, innermost first and at most three frames,
+        on one line.
+    """
+    ident = (thread or threading.main_thread()).ident
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    if frame is None:
+        return "unknown"
+    frames = traceback.extract_stack(frame)[::-1][:3]
+    return " <- ".join(
+        f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}" for f in frames
+    )
+
+
+class CapWatchdog:
+    """
+    A thread that ends the process at the cap if the reactor could not.
+
+    L{arm} is called from a signal handler, which may interrupt anything,
+    itself included: it only writes one byte to a pipe.  The thread, started
+    by L{start} before any signal, waits on that pipe.
+
+    @ivar deadline: when the process ends if it is still there, on
+        C{now}'s clock, once armed.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        exit: Callable[[int], object] = dieBySignal,
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] = time.sleep,
+        where: Callable[[], str] = stuckAt,
+    ) -> None:
+        """
+        @param exit: ends the process, given the signal.
+        @param now: the clock the deadline is on (the reactor's: C{time.time}).
+        @param sleep: waits, on the same clock.
+        @param where: says where the reactor's thread is stuck.
+        """
+        self._exit = exit
+        self._now = now
+        self._sleep = sleep
+        self._where = where
+        self._read, self._write = os.pipe()
+        self.deadline: float | None = None
+        self.signum = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """
+        Start the thread that waits to be armed; a daemon thread, so that a
+        process that exits on time is not held by it.
+        """
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.run, name="gracesvc cap watchdog", daemon=True
+            )
+            self._thread.start()
+
+    def arm(self, signum: int, deadline: float) -> None:
+        """
+        The first stop signal: end the process at C{deadline} (the cap) plus
+        L{GRACE} unless it has ended by then.  Safe in a signal handler; call
+        it once.
+        """
+        self.signum = signum
+        self.deadline = deadline
+        os.write(self._write, b"!")
+
+    def run(self) -> None:
+        """
+        Wait to be armed, then until the deadline and its grace, then end
+        the process.
+        """
+        os.read(self._read, 1)
+        assert self.deadline is not None
+        late = self.deadline + GRACE - self._now()
+        if late > 0:
+            self._sleep(late)
+        self.log.critical(
+            "The process did not exit by the cap: exiting now; the reactor's "
+            "thread was at {where}",
+            where=self._where(),
+            step="watchdog",
+        )
+        self._exit(self.signum)
