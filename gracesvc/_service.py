@@ -413,7 +413,8 @@ class StopSignals:
         if next(self._arrivals) == 0 and not self._drain.draining:
             at = self._drain.clock.seconds()
             if self._watchdog is not None:
-                self._watchdog.arm(signum, at + self._drain.policy.shutdownTimeout)
+                policy = self._drain.policy
+                self._watchdog.arm(signum, at + policy.shutdownTimeout, policy.cutLead)
             self._reactor.callFromThread(self._stop, signum, at)
         else:
             self._reactor.callFromThread(self._force, signum)

@@ -9,8 +9,13 @@ C{time.sleep(60)}, a blocking database driver, a drain hook that loops.
 A signal still gets through (Python runs its handler between two bytecodes
 of whatever runs, and interrupts a sleep for it), so the first stop signal
 arms L{CapWatchdog}: a thread of its own that, if the process is still there
-at the cap plus L{GRACE}, logs where the reactor's thread was stuck and ends
-the process by the same signal, as the drain would have.
+at the cap, asks the reactor for a sign of life.  A reactor that answers
+within L{PROBE} keeps the cap itself (one the machine starved until after
+the cap runs its cut and its cap in one turn, and needs the cut's lead to
+flush the 503s, see L{gracesvc._drain.DrainPolicy.cutLead}): it gets that
+lead.  One that does not answer is kept away by the application: the
+watchdog logs where the reactor's thread is and ends the process by the
+same signal, as the drain would have.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
-#: How long after the cap the watchdog waits for the reactor's own way out,
-#: which aborts what is left at the cap and exits a few milliseconds later.
-GRACE = 0.1
+#: How long the watchdog waits for the reactor's sign of life at the cap.
+PROBE = 0.05
 
 
 def dieBySignal(signum: int) -> NoReturn:
@@ -68,6 +73,20 @@ def stuckAt(thread: threading.Thread | None = None) -> str:
     )
 
 
+def reactorAnswers(reactor: IReactorThreads) -> Callable[[float], bool]:
+    """
+    @return: a function, called from another thread, that says whether
+        C{reactor}'s thread runs a call within so many seconds.
+    """
+
+    def answers(within: float) -> bool:
+        answered = threading.Event()
+        reactor.callFromThread(answered.set)
+        return answered.wait(within)
+
+    return answers
+
+
 class CapWatchdog:
     """
     A thread that ends the process at the cap if the reactor could not.
@@ -76,31 +95,37 @@ class CapWatchdog:
     itself included: it only writes one byte to a pipe.  The thread, started
     by L{start} before any signal, waits on that pipe.
 
-    @ivar deadline: when the process ends if it is still there, on
-        C{now}'s clock, once armed.
+    @ivar deadline: the cap, on C{now}'s clock, once armed.
+    @ivar lead: how long past the cap a live reactor may take: the cut's
+        lead, see L{gracesvc._drain.DrainPolicy.cutLead}.
     """
 
     log = Logger()
 
     def __init__(
         self,
+        answers: Callable[[float], bool],
         exit: Callable[[int], object] = dieBySignal,
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
         where: Callable[[], str] = stuckAt,
     ) -> None:
         """
+        @param answers: says whether the reactor runs a call within so many
+            seconds (see L{reactorAnswers}).
         @param exit: ends the process, given the signal.
         @param now: the clock the deadline is on (the reactor's: C{time.time}).
         @param sleep: waits, on the same clock.
         @param where: says where the reactor's thread is stuck.
         """
+        self._answers = answers
         self._exit = exit
         self._now = now
         self._sleep = sleep
         self._where = where
         self._read, self._write = os.pipe()
         self.deadline: float | None = None
+        self.lead = 0.0
         self.signum = 0
         self._thread: threading.Thread | None = None
 
@@ -115,26 +140,28 @@ class CapWatchdog:
             )
             self._thread.start()
 
-    def arm(self, signum: int, deadline: float) -> None:
+    def arm(self, signum: int, deadline: float, lead: float) -> None:
         """
-        The first stop signal: end the process at C{deadline} (the cap) plus
-        L{GRACE} unless it has ended by then.  Safe in a signal handler; call
-        it once.
+        The first stop signal: end the process at C{deadline} (the cap), or
+        C{lead} later if the reactor is alive then, unless it has ended by
+        then.  Safe in a signal handler; call it once.
         """
         self.signum = signum
         self.deadline = deadline
+        self.lead = lead
         os.write(self._write, b"!")
 
     def run(self) -> None:
         """
-        Wait to be armed, then until the deadline and its grace, then end
-        the process.
+        Wait to be armed, then until the cap; then end the process, at once
+        if the reactor does not answer, after the cut's lead if it does.
         """
         os.read(self._read, 1)
         assert self.deadline is not None
-        late = self.deadline + GRACE - self._now()
-        if late > 0:
-            self._sleep(late)
+        self._sleepUntil(self.deadline)
+        if self._answers(PROBE):
+            # Its way out takes a few milliseconds after the lead.
+            self._sleepUntil(self._now() + self.lead + PROBE)
         self.log.critical(
             "The process did not exit by the cap: exiting now; the reactor's "
             "thread was at {where}",
@@ -142,3 +169,8 @@ class CapWatchdog:
             step="watchdog",
         )
         self._exit(self.signum)
+
+    def _sleepUntil(self, when: float) -> None:
+        left = when - self._now()
+        if left > 0:
+            self._sleep(left)

@@ -330,7 +330,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._metrics import Metrics, MetricsResource
     from ._service import StopSignals, TwistdService
     from ._threads import boundReactorThreads
-    from ._watchdog import CapWatchdog
+    from ._watchdog import CapWatchdog, reactorAnswers
     from ._wsgi import wsgiResource
 
     reactor = options["reactor"]
@@ -369,7 +369,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         reactor,
         drain,
         signals,
-        watchdog=CapWatchdog() if signals is signal else None,
+        watchdog=CapWatchdog(reactorAnswers(reactor)) if signals is signal else None,
     )
     stopSignals.catch()
     return TwistdService(
