@@ -144,14 +144,14 @@ class DrainingRequest(SiteRequest):
     From the first signal on, a request to upgrade to a WebSocket is
     answered with a 503 too (with C{Retry-After} and C{Connection: close}):
     a new long-lived connection belongs on another instance.
+
+    A request is made one of these only when it is processed during a drain
+    (see L{DrainingChannel.allContentReceived}); before the signal it is a
+    plain L{twisted.web.server.Request}, whose C{process} costs no extra
+    call.
     """
 
     channel: DrainingChannel
-
-    #: The route label L{gracesvc._metrics.labelRoute} records; a class
-    #: default, so that reading it on a request nobody labelled raises no
-    #: AttributeError (L{gracesvc._metrics.routeOf} runs for every response).
-    _gracesvcRoute = None
 
     def process(self) -> None:
         channel = self.channel
@@ -324,6 +324,14 @@ class DrainingChannel(HTTPChannel):
     def allContentReceived(self) -> None:
         self._state = _BUSY
         self._requestReceivedAt = self._seconds()
+        if self._drain.draining:
+            request = self.requests[-1]
+            if type(request) is SiteRequest:
+                # Processed during the drain: answered as a DrainingRequest
+                # (whose process checks the drain), even if its first bytes
+                # came before the signal.  Before it, no request pays for
+                # that check.
+                request.__class__ = DrainingRequest
         HTTPChannel.allContentReceived(self)
 
     def writeHeaders(
@@ -557,7 +565,6 @@ class DrainingSite(Site):
     """
 
     protocol = DrainingChannel  # type: ignore[assignment]
-    requestFactory = DrainingRequest
 
     def __init__(
         self,

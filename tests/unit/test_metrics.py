@@ -277,17 +277,3 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual(routeOf(request), "/ping")
         request.path = b"/wp-admin"
         self.assertEqual(routeOf(request), "other")
-
-
-class RouteAttributeTests(SynchronousTestCase):
-    def test_requestsCarryTheRouteAttributeByDefault(self) -> None:
-        """
-        The requests of a L{DrainingSite} have the attribute L{labelRoute}
-        records, as a class default: reading it on every response raises no
-        AttributeError.
-        """
-        from gracesvc import _metrics
-        from gracesvc._http import DrainingRequest, DrainingSite
-
-        self.assertIs(DrainingSite.requestFactory, DrainingRequest)
-        self.assertIsNone(getattr(DrainingRequest, _metrics._ROUTE_ATTRIBUTE))
