@@ -10,16 +10,14 @@ C{twistd web --wsgi}, side by side.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import cores, machine, table
-from bench.shutdown import Row, cutAtCap, drainInFlight, judge
+from bench._common import cores
+from bench.shutdown import Row, cutAtCap, drainInFlight, judge, runScenarios
 from bench.throughput import Load, measureRound
 from gracesvc.testing.process import Twistd
 
@@ -187,46 +185,9 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.apps", description=__doc__.split("\n\n")[0]
+    return runScenarios(
+        argv, "python -m bench.apps", __doc__ or "", SCENARIOS, Sizes(), SMOKE
     )
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--check", action="store_true")
-    parser.add_argument("--only", action="append", default=[])
-    args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes()
-    if args.repeats is not None:
-        sizes.repeats = max(1, args.repeats)
-    print(
-        f"bench.apps: {machine()}"
-        + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else "")
-    )
-    sys.stdout.flush()
-    rows: list[Row] = []
-    errors = 0
-    for name, scenario in SCENARIOS:
-        if args.only and not any(o in name for o in args.only):
-            continue
-        try:
-            rows += scenario(sizes)
-        except Exception:
-            errors += 1
-            rows.append(Row(name, "ERROR (traceback on stderr)", "-", "**NO**"))
-            traceback.print_exc()
-    print()
-    print(
-        table(
-            ["measure", "figure", "target", "ok"],
-            [(r.measure, r.figure, r.target, r.ok) for r in rows],
-        )
-    )
-    print(f"\ntimings are median and max of {sizes.repeats} fresh processes each.")
-    if errors:
-        return 1
-    if args.check and any(r.ok not in ("yes", "-") for r in rows):
-        return 3
-    return 0
 
 
 if __name__ == "__main__":
