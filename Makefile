@@ -74,7 +74,8 @@ autobahn: .venv-autobahn/bin/wstest
 # The benchmarks: make bench prints their tables and writes
 # bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs
 # are, in tests/test_bench_smoke.py).  The throughput figures need wrk
-# (apt-get install wrk; without it a slower Python load generator is used).
+# (apt-get install wrk; without it a slower Python load generator is used),
+# the instruction counts valgrind (apt-get install valgrind; skipped without).
 # BENCH_ARGS is passed to each script, e.g. make bench BENCH_ARGS=--smoke
 BENCH_ARGS ?=
 
@@ -86,10 +87,12 @@ $(BIN)/.bench-installed: $(BIN)/.installed
 
 bench: $(BIN)/.bench-installed
 	@command -v wrk >/dev/null || echo "wrk not found: apt-get install wrk for the throughput figures"
+	@command -v valgrind >/dev/null || echo "valgrind not found: apt-get install valgrind for the instruction counts"
 	$(BIN)/python -m bench.shutdown $(BENCH_ARGS)
 	$(BIN)/python -m bench.apps $(BENCH_ARGS)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
+	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)
 
 # The property-based drain test with many random examples (make test runs a

@@ -10,16 +10,14 @@ C{twistd web --wsgi}, side by side.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench._common import cores, machine, table
-from bench.shutdown import Row, cutAtCap, drainInFlight, judge
+from bench._common import cores
+from bench.shutdown import Row, cutAtCap, drainInFlight, judge, runScenarios
 from bench.throughput import Load, measureRound
 from gracesvc.testing.process import Twistd
 
@@ -75,8 +73,9 @@ def wsgiThroughput(s: Sizes) -> list[Row]:
     """
     A trivial Flask route (C{/hello}) under C{gracesvc --wsgi} and under
     C{twistd web --wsgi}: each round a fresh pair pinned to core 0, loaded
-    ABBA by wrk on core 1 (L{bench.throughput.measureRound}); the server's
-    CPU time per request, and requests per second.
+    at the same time by one wrk each on core 1
+    (L{bench.throughput.measureRound}); the server's CPU time per request,
+    and requests per second.
     """
     tool = "wrk" if shutil.which("wrk") else "python"
     pin = cores() >= 2
@@ -87,8 +86,8 @@ def wsgiThroughput(s: Sizes) -> list[Row]:
         return startWSGI("gracesvc" if kind == "gracesvc" else "web")
 
     rounds = [
-        measureRound(load, s.warmup, s.duration, serverCpu, i % 2 == 1, start)
-        for i in range(s.rounds)
+        measureRound(load, s.warmup, s.duration, serverCpu, start)
+        for _ in range(s.rounds)
     ]
     cpuRatios = [r.cpuRatio() for r in rounds]
     rpsRatios = [r.rpsRatio() for r in rounds]
@@ -99,8 +98,8 @@ def wsgiThroughput(s: Sizes) -> list[Row]:
     return [
         Row(
             f"Flask /hello, twistd web --wsgi / gracesvc --wsgi ({tool}, {s.rounds} "
-            f"rounds of fresh pairs loaded ABBA, {s.duration:g} s a run): server "
-            f"CPU per request",
+            f"rounds of fresh pairs loaded at the same time, {s.duration:g} s each): "
+            "server CPU per request",
             f"{web * 1e6:.0f} / {grace * 1e6:.0f} µs: {cpuRatio:.3f} "
             f"(rounds {min(cpuRatios):.3f}-{max(cpuRatios):.3f})",
             f">= {THROUGHPUT_TARGET}",
@@ -186,46 +185,9 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.apps", description=__doc__.split("\n\n")[0]
+    return runScenarios(
+        argv, "python -m bench.apps", __doc__ or "", SCENARIOS, Sizes(), SMOKE
     )
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--check", action="store_true")
-    parser.add_argument("--only", action="append", default=[])
-    args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes()
-    if args.repeats is not None:
-        sizes.repeats = max(1, args.repeats)
-    print(
-        f"bench.apps: {machine()}"
-        + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else "")
-    )
-    sys.stdout.flush()
-    rows: list[Row] = []
-    errors = 0
-    for name, scenario in SCENARIOS:
-        if args.only and not any(o in name for o in args.only):
-            continue
-        try:
-            rows += scenario(sizes)
-        except Exception:
-            errors += 1
-            rows.append(Row(name, "ERROR (traceback on stderr)", "-", "**NO**"))
-            traceback.print_exc()
-    print()
-    print(
-        table(
-            ["measure", "figure", "target", "ok"],
-            [(r.measure, r.figure, r.target, r.ok) for r in rows],
-        )
-    )
-    print(f"\ntimings are median and max of {sizes.repeats} fresh processes each.")
-    if errors:
-        return 1
-    if args.check and any(r.ok not in ("yes", "-") for r in rows):
-        return 3
-    return 0
 
 
 if __name__ == "__main__":

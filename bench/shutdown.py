@@ -27,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from bench._common import (
     DEFAULT_OUT,
@@ -1140,15 +1141,43 @@ SCENARIOS: list[tuple[str, Callable[[Sizes], list[Row]]]] = [
 ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.shutdown", description=__doc__.split("\n\n")[0]
-    )
+class _HasRepeats(Protocol):
+    repeats: int
+
+
+_Sizes = TypeVar("_Sizes", bound=_HasRepeats)
+
+
+def runScenarios(
+    argv: Sequence[str] | None,
+    prog: str,
+    doc: str,
+    scenarios: Sequence[tuple[str, Callable[[_Sizes], list[Row]]]],
+    sizes: _Sizes,
+    smoke: _Sizes,
+) -> int:
+    """
+    The command line of a benchmark made of scenarios (this one,
+    C{bench.apps}): parse C{--repeats}, C{--smoke}, C{--check} and
+    C{--only}, run the scenarios chosen, and print their rows as one table.
+    A scenario that raises is one C{ERROR} row, its traceback on standard
+    error.
+
+    @param prog: the command, for C{--help}.
+    @param doc: the benchmark's module docstring; its first paragraph is
+        the description.
+    @param scenarios: (name, scenario) pairs, run in this order.
+    @param sizes: what the scenarios are run with.
+    @param smoke: what they are run with under C{--smoke}.
+    @return: the exit status: 1 if a scenario raised, 3 under C{--check}
+        if a target was missed, else 0.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument(
         "--repeats",
         type=int,
         default=None,
-        help="runs of each timing figure (default 5)",
+        help=f"runs of each timing figure (default {sizes.repeats})",
     )
     parser.add_argument(
         "--smoke",
@@ -1165,19 +1194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run only scenarios whose name contains this",
     )
     args = parser.parse_args(argv)
-    sizes = SMOKE if args.smoke else Sizes()
+    if args.smoke:
+        sizes = smoke
     if args.repeats is not None:
         sizes.repeats = max(1, args.repeats)
 
     print(
-        f"bench.shutdown: {machine()}"
+        f"{prog.split()[-1]}: {machine()}"
         + (" [smoke: tiny sizes, targets not meaningful]" if args.smoke else "")
     )
     sys.stdout.flush()
     rows: list[Row] = []
     errors = 0
     began = time.monotonic()
-    for name, scenario in SCENARIOS:
+    for name, scenario in scenarios:
         if args.only and not any(o in name for o in args.only):
             continue
         try:
@@ -1194,14 +1224,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     print(
-        f"\n{len(rows)} figures in {time.monotonic() - began:.0f} s; timings are median and max of "
-        f"{sizes.repeats} fresh processes each."
+        f"\n{len(rows)} figures in {time.monotonic() - began:.0f} s; timings are "
+        f"median and max of {sizes.repeats} fresh processes each."
     )
     if errors:
         return 1
     if args.check and any(r.ok not in ("yes", "-") for r in rows):
         return 3
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return runScenarios(
+        argv, "python -m bench.shutdown", __doc__ or "", SCENARIOS, Sizes(), SMOKE
+    )
 
 
 if __name__ == "__main__":

@@ -4,23 +4,28 @@ with C{--ping-delay 0}, C{twistd -n gracesvc} against the same Klein
 routes served by a plain C{Site} with no drain layer (C{bench/plain.tac}),
 both under twistd and both logging access lines alike.
 
-    .venv/bin/python -m bench.throughput [--rounds 8] [--duration 2] [--smoke]
+    .venv/bin/python -m bench.throughput [--rounds 10] [--duration 4] [--smoke]
 
 Each round starts a fresh gracesvc and a fresh plain server side by side,
-pinned to the same core, warms both, then loads them in turn, ABBA
-(gracesvc, plain, plain, gracesvc; the next round plain first), for
-C{--duration} seconds each.  The figure is the median over rounds of
-plain's CPU time per request divided by gracesvc's, each taken from the
-server's own CPU time (C{/proc/PID/schedstat}, nanoseconds) over the
-requests the load generator counted: CPU time per request barely moves
-when another process competes for the machine, where requests per second
-(also printed) follow every change of load.  A fresh pair per round also
-samples a different CPython memory layout each time, which alone moves a
-process's cost by a few tenths of a percent.
+pinned to the same core, and loads both at the same time, one load
+generator each, for C{--duration} seconds after C{--warmup}: whatever
+else runs on the machine meanwhile falls on both alike.  (Loading them in
+turn, even ABBA, let a disturbance that came and went with the rounds'
+rhythm, another agent's test suite here, tilt whole runs either way.)
+A round's figure is plain's CPU time per request divided by gracesvc's,
+each from the server's own CPU time (C{/proc/PID/schedstat}, nanoseconds)
+over the requests its load generator counted; the headline is the median
+over rounds.  A fresh pair per round also samples another CPython memory
+layout each time, which alone moves a process's cost by a few tenths of a
+percent (see C{bench.instructions}).
+
+Requests per second are printed too: with both servers on one core they
+share it, and their ratio follows the CPU-time ratio, but the rate itself
+follows every change of the machine's load.
 
 Uses wrk (C{apt-get install wrk}) when installed, else a small Python load
 generator.  On a machine with two cores or more, the servers are pinned to
-core 0 and the load generator to core 1.
+core 0 and the load generators to core 1.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +51,13 @@ INSTALL_WRK = (
     "wrk is not installed; for figures worth publishing install it "
     "(Debian/Ubuntu: sudo apt-get install wrk; macOS: brew install wrk)"
 )
-ACCESS_LINE = re.compile(rb'"GET /ping HTTP/1\.1" 200 ')
+
+
+def accessLine(path: str) -> re.Pattern[bytes]:
+    """
+    @return: what matches the access log line of a C{GET path} answered 200.
+    """
+    return re.compile(b'"GET ' + re.escape(path.encode("ascii")) + b' HTTP/1\\.1" 200 ')
 
 
 class Load:
@@ -68,6 +80,26 @@ class Load:
         if self.tool == "wrk":
             return self._wrk(port, duration)
         return self._python(port, duration)
+
+    def runTogether(
+        self, ports: Sequence[int], duration: float
+    ) -> list[tuple[float, int, str]]:
+        """
+        Load every port in C{ports} at the same time, one generator each.
+
+        @return: what L{run} returns, for each port.
+        """
+        results: list[tuple[float, int, str]] = [(0.0, 0, "not run")] * len(ports)
+
+        def one(i: int) -> None:
+            results[i] = self.run(ports[i], duration)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(ports))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
 
     def _wrk(self, port: int, duration: float) -> tuple[float, int, str]:
         argv = [
@@ -105,34 +137,20 @@ class Load:
 
 
 @dataclass
-class Run:
-    """
-    One load run against one server.
-    """
-
-    rps: float
-    requests: int
-    cpu: float
-    problems: str
-
-
-@dataclass
 class Round:
     """
-    One fresh gracesvc and one fresh plain server, each loaded twice.
+    One fresh gracesvc and one fresh plain server, loaded at the same time.
     """
 
-    runs: dict[str, list[Run]] = field(
-        default_factory=lambda: {"gracesvc": [], "plain": []}
-    )
+    rps: dict[str, float] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
     accessPerRequest: dict[str, float] = field(default_factory=dict)
 
-    def rps(self, kind: str) -> float:
-        return statistics.mean(r.rps for r in self.runs[kind])
-
     def cpuPerRequest(self, kind: str) -> float:
-        requests = sum(r.requests for r in self.runs[kind])
-        return sum(r.cpu for r in self.runs[kind]) / requests if requests else 0.0
+        requests = self.requests.get(kind, 0)
+        return self.cpu[kind] / requests if requests else 0.0
 
     def cpuRatio(self) -> float:
         """
@@ -142,8 +160,11 @@ class Round:
         return self.cpuPerRequest("plain") / grace if grace else 0.0
 
     def rpsRatio(self) -> float:
-        plain = self.rps("plain")
-        return self.rps("gracesvc") / plain if plain else 0.0
+        plain = self.rps.get("plain", 0.0)
+        return self.rps.get("gracesvc", 0.0) / plain if plain else 0.0
+
+
+KINDS = ("gracesvc", "plain")
 
 
 def measureRound(
@@ -151,38 +172,38 @@ def measureRound(
     warmup: float,
     duration: float,
     serverCpu: int | None,
-    plainFirst: bool,
     start: Callable[[str], Twistd] | None = None,
 ) -> Round:
     """
-    Start both servers, warm both, load them ABBA, stop both.
+    Start both servers, warm both, load both at once, stop both.
 
     @param start: starts the server of a kind (C{"gracesvc"} or
         C{"plain"}); L{startServer} with no ping delay if L{None}.
     """
-    kinds = ["gracesvc", "plain"]
     servers: dict[str, Twistd] = {}
     result = Round()
-    served = dict.fromkeys(kinds, 0)
+    served = dict.fromkeys(KINDS, 0)
     try:
-        for kind in kinds:
+        for kind in KINDS:
             servers[kind] = startServer(kind, 0.0) if start is None else start(kind)
             if serverCpu is not None:
                 os.sched_setaffinity(servers[kind].pid, {serverCpu})
-        for kind in kinds:
-            served[kind] += load.run(servers[kind].port, warmup)[1]
-        order = kinds[::-1] if plainFirst else kinds
-        for kind in order + order[::-1]:
-            twistd = servers[kind]
-            before = cpuSeconds(twistd.pid)
-            rps, requests, problems = load.run(twistd.port, duration)
-            cpu = cpuSeconds(twistd.pid) - before
+        ports = [servers[kind].port for kind in KINDS]
+        for kind, (_, requests, _) in zip(
+            KINDS, load.runTogether(ports, warmup), strict=True
+        ):
             served[kind] += requests
-            result.runs[kind].append(Run(rps, requests, cpu, problems))
+        before = {kind: cpuSeconds(servers[kind].pid) for kind in KINDS}
+        runs = load.runTogether(ports, duration)
+        for kind, (rps, requests, problems) in zip(KINDS, runs, strict=True):
+            result.cpu[kind] = cpuSeconds(servers[kind].pid) - before[kind]
+            result.rps[kind], result.requests[kind] = rps, requests
+            result.problems[kind] = problems
+            served[kind] += requests
     finally:
         logs = {kind: stopServer(twistd) for kind, twistd in servers.items()}
     for kind, log in logs.items():
-        lines = len(ACCESS_LINE.findall(log.encode("utf-8")))
+        lines = len(accessLine(load.path).findall(log.encode("utf-8")))
         result.accessPerRequest[kind] = lines / served[kind] if served[kind] else 0.0
     return result
 
@@ -214,14 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=8,
-        help="rounds, each with a fresh pair of servers (default 8)",
+        default=10,
+        help="rounds, each with a fresh pair of servers (default 10)",
     )
     parser.add_argument(
         "--duration",
         type=float,
-        default=2.0,
-        help="seconds of each of the four runs of a round (default 2)",
+        default=4.0,
+        help="seconds measured per round (default 4)",
     )
     parser.add_argument(
         "--warmup",
@@ -276,15 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"GET /ping, --ping-delay 0, {args.connections} keep-alive connections, load: {tool}"
         + (" -t1" if tool == "wrk" else "")
         + (f" on core {loadCpu}, servers on core {serverCpu}" if pin else ", unpinned")
-        + f"; {args.rounds} round{'s' if args.rounds != 1 else ''}, each a fresh pair "
-        f"of servers loaded ABBA for {args.duration:g} s a run after {args.warmup:g} s "
-        "warm-up"
+        + f" (one generator per server); {args.rounds} round"
+        f"{'s' if args.rounds != 1 else ''}, each a fresh pair of servers loaded at "
+        f"the same time for {args.duration:g} s after {args.warmup:g} s warm-up"
     )
     sys.stdout.flush()
     began = time.monotonic()
     rounds = [
-        measureRound(load, args.warmup, args.duration, serverCpu, i % 2 == 1)
-        for i in range(args.rounds)
+        measureRound(load, args.warmup, args.duration, serverCpu)
+        for _ in range(args.rounds)
     ]
 
     def us(seconds: float) -> str:
@@ -296,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             us(r.cpuPerRequest("gracesvc")),
             us(r.cpuPerRequest("plain")),
             f"{r.cpuRatio():.3f}",
-            f"{r.rps('gracesvc'):.0f}",
-            f"{r.rps('plain'):.0f}",
+            f"{r.rps['gracesvc']:.0f}",
+            f"{r.rps['plain']:.0f}",
             f"{r.rpsRatio():.3f}",
         )
         for i, r in enumerate(rounds, 1)
@@ -316,8 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             us(median(lambda r: r.cpuPerRequest("gracesvc"))),
             us(median(lambda r: r.cpuPerRequest("plain"))),
             f"**{ratio:.3f}** (target >= {TARGET}: {'yes' if ok else 'NO'})",
-            f"{median(lambda r: r.rps('gracesvc')):.0f}",
-            f"{median(lambda r: r.rps('plain')):.0f}",
+            f"{median(lambda r: r.rps['gracesvc']):.0f}",
+            f"{median(lambda r: r.rps['plain']):.0f}",
             f"{statistics.median(rpsRatios):.3f}",
         )
     )
@@ -354,19 +375,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(both should be 1.00: both log alike)"
     )
     problems = [
-        f"{kind} round {i}: {run.problems}"
+        f"{kind} round {i}: {problem}"
         for i, r in enumerate(rounds, 1)
-        for kind, runs in r.runs.items()
-        for run in runs
-        if run.problems
+        for kind, problem in r.problems.items()
+        if problem
     ]
     for p in problems:
         print(f"problem: {p}")
-    print(f"{args.rounds * 4} runs in {time.monotonic() - began:.0f} s")
-    if (
-        problems
-        or min(r.requests for x in rounds for v in x.runs.values() for r in v) <= 0
-    ):
+    print(f"{args.rounds} rounds in {time.monotonic() - began:.0f} s")
+    if problems or min(n for r in rounds for n in r.requests.values()) <= 0:
         return 1
     if args.check and not ok:
         return 3

@@ -21,6 +21,7 @@ The Twisted internals this needs are in L{gracesvc._twisted}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from random import Random
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -143,14 +144,14 @@ class DrainingRequest(SiteRequest):
     From the first signal on, a request to upgrade to a WebSocket is
     answered with a 503 too (with C{Retry-After} and C{Connection: close}):
     a new long-lived connection belongs on another instance.
+
+    A request is made one of these only when it is processed during a drain
+    (see L{DrainingChannel.allContentReceived}); before the signal it is a
+    plain L{twisted.web.server.Request}, whose C{process} costs no extra
+    call.
     """
 
     channel: DrainingChannel
-
-    #: The route label L{gracesvc._metrics.labelRoute} records; a class
-    #: default, so that reading it on a request nobody labelled raises no
-    #: AttributeError (L{gracesvc._metrics.routeOf} runs for every response).
-    _gracesvcRoute = None
 
     def process(self) -> None:
         channel = self.channel
@@ -262,6 +263,8 @@ class DrainingChannel(HTTPChannel):
     # request): these fields in the dict would cross the limit.
     __slots__ = (
         "_drain",
+        "_seconds",
+        "_metrics",
         "_state",
         "lastActivity",
         "_requestReceivedAt",
@@ -272,6 +275,8 @@ class DrainingChannel(HTTPChannel):
 
     site: DrainingSite
     _drain: Drain
+    _seconds: Callable[[], float]
+    _metrics: Metrics | None
     _state: _State
     lastActivity: float
     _requestReceivedAt: float
@@ -288,9 +293,12 @@ class DrainingChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._drain = self.site.drain
-        self.lastActivity = self._drain.clock.seconds()
-        self._drain.connectionOpened(self)
+        drain = self._drain = self.site.drain
+        # Looked up once here, not on every request.
+        self._seconds = drain.clock.seconds
+        self._metrics = self.site.metrics
+        self.lastActivity = self._seconds()
+        drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._state = _CLOSING
@@ -303,6 +311,11 @@ class DrainingChannel(HTTPChannel):
         super().connectionLost(reason)
         self._drain.connectionClosed(self)
 
+    # The overrides below run for every request: they call HTTPChannel's
+    # methods directly (a super() object per call costs more than the rest
+    # of their work when not draining), and keep the drain's work for when
+    # it runs.
+
     def dataReceived(self, data: bytes) -> None:
         if self._state is _IDLE and data and not data.isspace():
             self._state = _RECEIVING
@@ -310,7 +323,15 @@ class DrainingChannel(HTTPChannel):
 
     def allContentReceived(self) -> None:
         self._state = _BUSY
-        self._requestReceivedAt = self._drain.clock.seconds()
+        self._requestReceivedAt = self._seconds()
+        if self._drain.draining:
+            request = self.requests[-1]
+            if type(request) is SiteRequest:
+                # Processed during the drain: answered as a DrainingRequest
+                # (whose process checks the drain), even if its first bytes
+                # came before the signal.  Before it, no request pays for
+                # that check.
+                request.__class__ = DrainingRequest
         HTTPChannel.allContentReceived(self)
 
     def writeHeaders(
@@ -331,10 +352,10 @@ class DrainingChannel(HTTPChannel):
 
     def requestDone(self, request: Request) -> None:
         drain = self._drain
-        self.lastActivity = drain.clock.seconds()
-        metrics = self.site.metrics
+        now = self.lastActivity = self._seconds()
+        metrics = self._metrics
         if metrics is not None:
-            metrics.requestDone(request, self.lastActivity - self._requestReceivedAt)
+            metrics.requestDone(request, now - self._requestReceivedAt)
         state = self._state
         if state is _BUSY or state in _LONG_LIVED:
             if state is not _BUSY and drain.draining:
@@ -544,7 +565,6 @@ class DrainingSite(Site):
     """
 
     protocol = DrainingChannel  # type: ignore[assignment]
-    requestFactory = DrainingRequest
 
     def __init__(
         self,

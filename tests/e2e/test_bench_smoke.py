@@ -5,8 +5,9 @@ benchmarks cannot rot.  They measure nothing worth reading here: like the
 end-to-end tests they start real twistd processes on loopback ports, and
 each run is bounded in time.
 
-They need neither wrk nor matplotlib: without wrk the throughput benchmark
-falls back to its Python load generator, and without matplotlib the scale
+They need neither wrk, valgrind nor matplotlib: without wrk the throughput
+benchmark falls back to its Python load generator, without valgrind the
+instructions benchmark says it skipped, and without matplotlib the scale
 benchmark says it skipped the plot.
 """
 
@@ -163,3 +164,14 @@ class BenchSmokeTests(SynchronousTestCase):
             "as twistd -n gracesvc builds it",
         ]:
             self.assertRegex(self.row(output, server), r"\| \d+\.\d +\| [+-]\d+\.\d ")
+
+    def test_instructions(self) -> None:
+        """
+        Both servers are counted under callgrind where valgrind is installed;
+        without it the benchmark says it skipped.
+        """
+        output = self.runBench("instructions")
+        if shutil.which("valgrind") is None:
+            self.assertIn("skipped", output)
+            return
+        self.assertRegex(self.row(output, "**mean**"), r"\*\*\d\.\d{4}\*\*")

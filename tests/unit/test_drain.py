@@ -18,10 +18,14 @@ from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Request as SiteRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gracesvc._drain import Drain, DrainPolicy, IDrainableConnection, Phase
+from gracesvc._http import DrainingRequest
 from gracesvc.testing import Wire, get
 
 
@@ -623,6 +627,37 @@ class ForcedStopTests(SynchronousTestCase):
         self.assertTrue(client.closed)
         self.assertEqual(client.responses, [])
         self.assertEqual(wire.drain.requestsCut, 1)
+
+
+class RequestClassTests(SynchronousTestCase):
+    def test_drainingRequestsOnlyDuringTheDrain(self) -> None:
+        """
+        Before the signal a request is a plain Twisted request, whose
+        C{process} costs nothing more than in a plain L{Site}; one processed
+        during the drain is a L{DrainingRequest}, however early its first
+        bytes came.
+        """
+        seen: list[type] = []
+
+        class Recording(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: IRequest) -> bytes:
+                seen.append(type(request))
+                return b"ok"
+
+        wire = Wire(drainDelay=1.0, resource=Recording())
+        early = wire.connect()
+        early.send(get("/"))
+        straddling = wire.connect()
+        straddling.send(b"GET / HTTP/1.1\r\n")
+        wire.drain.start()
+        straddling.send(b"Host: test\r\n\r\n")
+        early.send(get("/"))
+        self.assertEqual(seen, [SiteRequest, DrainingRequest, DrainingRequest])
+        self.assertEqual(
+            [r.code for r in early.responses + straddling.responses], [200, 200, 200]
+        )
 
 
 class AccessLogTests(SynchronousTestCase):

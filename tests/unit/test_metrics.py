@@ -9,7 +9,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
-from twisted.web.test.requesthelper import DummyRequest
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
 from gracesvc._metrics import labelRoute, routeOf
 from gracesvc.testing import Wire, get, samples
@@ -213,6 +214,34 @@ class MetricsThroughADrainTests(SynchronousTestCase):
             2,
         )
 
+    def test_anyStatusCodeCounted(self) -> None:
+        """
+        Codes are counted in a list indexed by the code: those outside it
+        are counted too, and each response once in the histogram.
+        """
+        wire = Wire()
+        for code in (200, 599, 600, 999, -1, 200):
+            request = Request(DummyChannel())
+            request.path, request.code = b"/ping", code
+            wire.metrics.requestDone(request, 0.001)
+        scraped = self.scrape(wire)
+        counts = {
+            labels: n
+            for (name, labels), n in scraped.items()
+            if name == "gracesvc_requests_total"
+        }
+        self.assertEqual(
+            counts,
+            {
+                (("code", str(code)), ("route", "/ping")): n
+                for code, n in [(200, 2), (599, 1), (600, 1), (999, 1), (-1, 1)]
+            },
+        )
+        self.assertEqual(
+            scraped[("gracesvc_request_duration_seconds_count", (("route", "/ping"),))],
+            6,
+        )
+
     def test_servedOnTheMainPort(self) -> None:
         wire = Wire()
         c = wire.connect()
@@ -248,17 +277,3 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual(routeOf(request), "/ping")
         request.path = b"/wp-admin"
         self.assertEqual(routeOf(request), "other")
-
-
-class RouteAttributeTests(SynchronousTestCase):
-    def test_requestsCarryTheRouteAttributeByDefault(self) -> None:
-        """
-        The requests of a L{DrainingSite} have the attribute L{labelRoute}
-        records, as a class default: reading it on every response raises no
-        AttributeError.
-        """
-        from gracesvc import _metrics
-        from gracesvc._http import DrainingRequest, DrainingSite
-
-        self.assertIs(DrainingSite.requestFactory, DrainingRequest)
-        self.assertIsNone(getattr(DrainingRequest, _metrics._ROUTE_ATTRIBUTE))

@@ -15,7 +15,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
+from wsproto import ConnectionType, WSConnection
 from wsproto.events import Ping, TextMessage
+from wsproto.events import Request as WebSocketRequest
 from zope.interface.verify import verifyObject
 
 from gracesvc._drain import IDrainableConnection
@@ -346,6 +348,25 @@ class GoingAwayTests(SynchronousTestCase):
         self.assertEqual(client.rejectedHeaders[b"retry-after"], b"5")
         self.assertEqual(client.rejectedHeaders[b"connection"], b"close")
         self.assertTrue(client.closed)
+
+    def test_upgradeBegunBeforeTheSignalIsRefused(self) -> None:
+        """
+        An upgrade request whose first line arrived before the signal, and
+        the rest after it, is refused too: it is processed during the drain.
+        """
+        wire = Wire(drainDelay=1.0)
+        wire.drain.addListener(FakePort(wire.clock))
+        handshake = WSConnection(ConnectionType.CLIENT).send(
+            WebSocketRequest(host="test", target="/ws")
+        )
+        firstLine, rest = handshake.split(b"\r\n", 1)
+        client = wire.connect()
+        client.send(firstLine + b"\r\n")
+        wire.drain.start()
+        client.send(rest)
+        [response] = client.responses
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers[b"connection"], b"close")
 
     def test_sendsAfterTheCloseAreDroppedAndCounted(self) -> None:
         """
