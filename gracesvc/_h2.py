@@ -461,12 +461,15 @@ class DrainingH2Connection(H2Connection):
         self._state = _CLOSED
         transport: Any = self.transport
         flushControlBytes(self)
+        # Closing TLS flushes the writes it aggregates; then into the socket
+        # now, since the reactor's shutdown, which follows at once, throws
+        # away what is still in Twisted's buffers.  An orderly close, not an
+        # abort: an abort resets the connection (SO_LINGER 0), and a client
+        # that had not read the GOAWAY yet would lose it to the reset.
+        transport.unregisterProducer()
+        transport.loseConnection()
         flushToSocket(transport)
-        abortConnection = getattr(transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        else:
-            transport.loseConnection()
+        closeBeneathTLS(transport)
 
 
 class NegotiatingProtocol(Protocol):
