@@ -316,7 +316,8 @@ class DrainingH2Connection(H2Connection):
         # Twisted's closes h2's state machine, with PROTOCOL_ERROR if a
         # stream is open: a handler slower than the timeout lost its answer.
         if self.streams:
-            self.resetTimeout()
+            # (The timer has fired: resetTimeout would not re-arm it.)
+            self.setTimeout(self.timeOut)
             return
         self._finalGoAway()
 

@@ -346,3 +346,65 @@ class DrainTests(SynchronousTestCase):
         w.flush()
         c.send(PingFrame(0, opaque_data=b"12345678", flags=["ACK"]).serialize())
         self.assertEqual(len(c.frames.goAways), 1)
+
+
+class HostileClientTests(SynchronousTestCase):
+    def test_floodOfStreams(self) -> None:
+        """
+        More streams at once than the connection allows (100): that client
+        is closed with a GOAWAY; the drain forgets it and drains the rest.
+        """
+        w = wire(pingDelay=1)
+        good = H2WireClient(w)
+        sid = good.request("/ping")
+        flood = H2WireClient(w)
+        data = b"".join(flood.frames.request("/ping")[1] for _ in range(150))
+        flood.send(data)
+        self.assertTrue(flood.closed)
+        self.assertTrue(flood.frames.goAways)
+        self.assertEqual((w.drain.connections, w.drain.inFlight), (1, 1))
+        w.drain.start()
+        w.advance(1.0)
+        self.assertEqual(good.streams[sid].status, 200)
+        self.assertTrue(w.drain.finished)
+
+    def test_garbageAfterThePreface(self) -> None:
+        """
+        A frame the protocol forbids after the preface (DATA on stream 0):
+        a GOAWAY, closed.
+        """
+        w = wire()
+        c = H2WireClient(w)
+        c.send(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        self.assertTrue(c.closed)
+        self.assertEqual(w.drain.connections, 0)
+
+    def test_idleTimeoutIsGraceful(self) -> None:
+        """
+        Twisted's idle timeout no longer sends GOAWAY(PROTOCOL_ERROR) over
+        a stream in flight: a slow stream is answered; an idle connection
+        gets its final GOAWAY and closes.
+        """
+        w = wire(pingDelay=90)
+        c = H2WireClient(w)
+        sid = c.request("/ping")
+        w.clock.advance(61)
+        w.flush()
+        self.assertEqual(c.frames.goAways, [])
+        w.clock.advance(30)
+        w.flush()
+        self.assertEqual(c.streams[sid].status, 200)
+        w.clock.advance(61)
+        w.flush()
+        self.assertEqual(c.frames.goAways, [(sid, 0)])
+        self.assertTrue(c.closed)
+
+
+class SiteTests(SynchronousTestCase):
+    def test_alpnOffersH2OnlyWhenServed(self) -> None:
+        """
+        A site that does not serve HTTP/2 offers only http/1.1 through
+        ALPN (Twisted's Site offers h2 whenever h2 is installed).
+        """
+        self.assertEqual(Wire().site.acceptableProtocols(), [b"http/1.1"])
+        self.assertEqual(wire().site.acceptableProtocols(), [b"h2", b"http/1.1"])
