@@ -406,6 +406,11 @@ class DrainingH2Connection(H2Connection):
     def beginDrain(self) -> None:
         if self._state is not _OPEN:
             return
+        if self._drain.cutting:
+            # Switched to HTTP/2 after the cut (a late TLS handshake): no
+            # stream of it may reach the application now.
+            self._finalGoAway()
+            return
         self._state = _NOTICE
         writeControlBytes(self, goAwayFrame(MAX_STREAM_ID, 0, b"graceful shutdown"))
         self._tally.goAways["notice"] += 1

@@ -408,3 +408,82 @@ class SiteTests(SynchronousTestCase):
         """
         self.assertEqual(Wire().site.acceptableProtocols(), [b"http/1.1"])
         self.assertEqual(wire().site.acceptableProtocols(), [b"h2", b"http/1.1"])
+
+
+class TogetherTests(SynchronousTestCase):
+    def test_streamsWebSocketsAndHTTP11(self) -> None:
+        """
+        An HTTP/2 stream, a WebSocket and an HTTP/1.1 request on one site
+        drain together: the stream and the request are answered, the
+        WebSocket says goodbye, and the drain ends with no connection left.
+        """
+        w = wire(pingDelay=1)
+        h2 = H2WireClient(w)
+        sid = h2.request("/ping")
+        h1 = w.connect()
+        h1.send(get("/ping"))
+        ws = w.connectWebSocket()
+        self.assertEqual((w.drain.connections, w.drain.inFlight), (3, 2))
+        w.drain.start()
+        w.advance(1.0)
+        self.assertEqual(h2.streams[sid].status, 200)
+        self.assertEqual([r.code for r in h1.responses], [200])
+        self.assertEqual(ws.closeCode, 1001)
+        self.assertTrue(w.drain.finished)
+        self.assertEqual(w.drain.connections, 0)
+
+    def test_eventStreamWrapsUpUnderH2(self) -> None:
+        """
+        An event stream served over HTTP/2 is told to wrap up when the
+        listeners close, as over HTTP/1.1, and ends its stream.
+        """
+        w = wire()
+        c = H2WireClient(w)
+        sid = c.request("/events")
+        w.advance(0.6)
+        self.assertIn(b"event: tick", c.streams[sid].body)
+        w.drain.start()
+        w.advance(0.1)
+        self.assertIn(b"event: shutdown", c.streams[sid].body)
+        self.assertTrue(c.streams[sid].ended)
+        self.assertTrue(w.drain.finished)
+
+    def test_drainOfUnderH2(self) -> None:
+        """
+        L{gracesvc.drainOf} finds the drain of a request served over HTTP/2.
+        """
+        from gracesvc import drainOf
+
+        found: list[object] = []
+
+        class Finder(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: object) -> bytes:
+                found.append(drainOf(request))  # type: ignore[arg-type]
+                return b"ok"
+
+        w = wire(resource=Finder())
+        c = H2WireClient(w)
+        sid = c.request("/")
+        self.assertEqual(c.streams[sid].status, 200)
+        self.assertEqual(found, [w.drain])
+
+    def test_switchedAfterTheCutRefusesEverything(self) -> None:
+        """
+        A connection that switches to HTTP/2 after the cut (its TLS
+        handshake was late) says GOAWAY(0) and closes: no stream of it
+        reaches the app.
+        """
+        held = Held()
+        w = wire(resource=held, shutdownTimeout=2)
+        early = w.connect()
+        w.drain.start()
+        w.clock.advance(1.95)
+        self.assertTrue(w.drain.cutting)
+        early.close()
+        c = H2WireClient(w)
+        c.request("/held")
+        self.assertEqual(c.frames.goAways, [(0, 0)])
+        self.assertTrue(c.closed)
+        self.assertEqual(held.requests, [])
