@@ -26,8 +26,9 @@ import twisted.test
 from hyperframe.frame import GoAwayFrame
 from twisted.trial.unittest import SkipTest
 
+from gracesvc.testing import get
 from gracesvc.testing.h2 import H2SocketClient
-from gracesvc.testing.process import Twistd, freePort
+from gracesvc.testing.process import InFlight, RawWebSocket, Twistd, freePort
 
 from .test_endtoend import EndToEndTestCase
 
@@ -335,6 +336,33 @@ class FrameTests(H2TestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - secondAt, 0.5)
         self.assertIn("cutting 2 requests in flight", twistd.log())
+
+
+class TogetherTests(H2TestCase):
+    def test_h2cWebSocketAndHTTP11OnOneListener(self) -> None:
+        """
+        On one cleartext listener with --h2c: an HTTP/2 stream and an
+        HTTP/1.1 request in flight are answered, a WebSocket gets its Close,
+        and the process exits soon after.
+        """
+        twistd, _ = self.startH2("--ping-delay", "1")
+        h2 = self.frameClient(twistd.port, tls=False)
+        sid = h2.request("/ping")
+        h1 = InFlight(twistd.port, get("/ping"))
+        ws = RawWebSocket(twistd.port)
+        self.addCleanup(ws.disconnect)
+        time.sleep(0.3)
+        twistd.signal(signal.SIGTERM)
+        wsReader = threading.Thread(target=ws.readUntilClosed, daemon=True)
+        wsReader.start()
+        h2.readUntil(lambda: h2.closedAt is not None, 5)
+        h1.join(5)
+        wsReader.join(5)
+        self.assertEqual(h2.frames.streams[sid].status, 200)
+        self.assertEqual(h1.response and h1.response.code, 200)
+        self.assertEqual(ws.close and ws.close[0], 1001)
+        self.assertEqual(twistd.wait(5), -signal.SIGTERM)
+        self.assertIn("2 requests completed during the drain, 0 cut", twistd.log())
 
 
 class HttpxTests(H2TestCase):
