@@ -187,8 +187,9 @@ class DrainingH2Connection(H2Connection):
         self._lastStreamID: int | None = None
         self._noticeCall: IDelayedCall | None = None
         self._lingerCall: IDelayedCall | None = None
-        #: when each stream's request was received whole, for the metrics.
-        self._receivedAt: dict[int, float] = {}
+        #: when each stream's request was received whole (and handed to the
+        #: application), for the metrics; None once its response is counted.
+        self._receivedAt: dict[int, float | None] = {}
         self._reported = False
 
     # IProtocol
@@ -294,13 +295,14 @@ class DrainingH2Connection(H2Connection):
 
     def endRequest(self, streamID: int) -> None:
         stream = self.streams.get(streamID)
-        if stream is not None and streamID in self._receivedAt:
+        receivedAt = self._receivedAt.get(streamID)
+        if stream is not None and receivedAt is not None:
+            self._receivedAt[streamID] = None
             drain = self._drain
             metrics = self.site.metrics
             if metrics is not None:
                 metrics.requestDone(
-                    requestOf(stream),
-                    self._clock.seconds() - self._receivedAt[streamID],
+                    requestOf(stream), self._clock.seconds() - receivedAt
                 )
             if drain.draining and not drain.cutting:
                 drain.requestCompleted()
@@ -326,6 +328,8 @@ class DrainingH2Connection(H2Connection):
         self._tryToWriteControlData()
         self._close()
         H2Connection.connectionLost(self, reason, _cancelTimeouts=False)
+        # Nothing more is read: h2's state machine is closed.
+        self._state = _CLOSED
 
     # The drain
 
