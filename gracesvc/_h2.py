@@ -356,6 +356,12 @@ class DrainingH2Connection(H2Connection):
         self._lastStreamID = self.conn.highest_inbound_stream_id
         writeControlBytes(self, goAwayFrame(self._lastStreamID))
         self._tally.goAways["final"] += 1
+        self.log.debug(
+            "HTTP/2 final GOAWAY: last stream {lastStreamID}, {inFlight} "
+            "streams in flight",
+            lastStreamID=self._lastStreamID,
+            inFlight=len(self.streams),
+        )
         if not self.streams:
             self._close()
 
