@@ -297,6 +297,22 @@ class FrameTests(H2TestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - sentAt, 0.8)
 
+    def test_clientThatNeverClosesIsLingeredOut(self) -> None:
+        """
+        An idle client that answers the PING but never closes: TCP is
+        closed after the short linger (250 ms), not at the cap.
+        """
+        twistd, tlsPort = self.startH2("--shutdown-timeout", "10")
+        c = self.frameClient(tlsPort)
+        c.request("/healthz")
+        self.assertTrue(c.readUntil(lambda: c.frames.streams[1].ended))
+        sentAt = twistd.signal(signal.SIGTERM)
+        self.assertTrue(c.readUntil(lambda: len(c.frames.goAways) == 2, 3))
+        self.assertEqual(twistd.wait(5), -signal.SIGTERM)
+        assert twistd.exitedAt is not None
+        self.assertGreater(twistd.exitedAt - sentAt, 0.2)
+        self.assertLess(twistd.exitedAt - sentAt, 1.0)
+
     def test_cutAndCap(self) -> None:
         """
         A stream still unanswered at the cut gets a 503 with Retry-After;
