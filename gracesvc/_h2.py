@@ -46,7 +46,12 @@ from typing import TYPE_CHECKING, Any
 import h2.errors
 import h2.events
 import h2.exceptions
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
@@ -111,6 +116,17 @@ class H2Tally:
         self.open = 0
         self.goAways = {"notice": 0, "final": 0}
         self.refused = 0
+        #: how many drain PINGs were acknowledged, and their round trips'
+        #: sum, in seconds.
+        self.pingAcks = 0
+        self.pingRoundTrips = 0.0
+
+    def pingAcked(self, roundTrip: float) -> None:
+        """
+        The drain's PING came back after C{roundTrip} seconds.
+        """
+        self.pingAcks += 1
+        self.pingRoundTrips += roundTrip
 
 
 class H2Collector(Collector):
@@ -142,6 +158,14 @@ class H2Collector(Collector):
             "cut.  The client may retry them elsewhere.",
             value=tally.refused,
         )
+        roundTrips = SummaryMetricFamily(
+            "gracesvc_h2_ping_rtt_seconds",
+            "Round trips of the drain's PING (sent with the first GOAWAY; its "
+            "ACK brings the final GOAWAY).",
+            count_value=tally.pingAcks,
+            sum_value=tally.pingRoundTrips,
+        )
+        yield roundTrips
         byProtocol = GaugeMetricFamily(
             "gracesvc_open_connections_by_protocol",
             "Open connections, by protocol: http/1.1 (WebSockets included) or h2.",
@@ -185,6 +209,7 @@ class DrainingH2Connection(H2Connection):
         self._state = _OPEN
         self._clock = reactor
         self._lastStreamID: int | None = None
+        self._pingSentAt = 0.0
         self._noticeCall: IDelayedCall | None = None
         self._lingerCall: IDelayedCall | None = None
         #: when each stream's request was received whole (and handed to the
@@ -227,6 +252,7 @@ class DrainingH2Connection(H2Connection):
                 self._handlePriorityUpdate(event)
             elif isinstance(event, h2.events.PingAckReceived):
                 if event.ping_data == PING_DATA and self._state is _NOTICE:
+                    self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
                     self._finalGoAway()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._peerGoneAway(event)
@@ -380,7 +406,7 @@ class DrainingH2Connection(H2Connection):
         self.setTimeout(None)
         transport: Any = self.transport
         flushControlBytes(self)
-        transport.unregisterProducer()
+        _unregister(transport)
         if ISSLTransport.providedBy(transport) or not hasattr(
             transport, "loseWriteConnection"
         ):
@@ -425,6 +451,7 @@ class DrainingH2Connection(H2Connection):
         writeControlBytes(self, goAwayFrame(MAX_STREAM_ID, 0, b"graceful shutdown"))
         self._tally.goAways["notice"] += 1
         self.conn.ping(PING_DATA)
+        self._pingSentAt = self._clock.seconds()
         self._tryToWriteControlData()
         wait = NOTICE_WAIT
         deadline = self._drain.deadline
@@ -482,10 +509,22 @@ class DrainingH2Connection(H2Connection):
         # away what is still in Twisted's buffers.  An orderly close, not an
         # abort: an abort resets the connection (SO_LINGER 0), and a client
         # that had not read the GOAWAY yet would lose it to the reset.
-        transport.unregisterProducer()
+        _unregister(transport)
         transport.loseConnection()
         flushToSocket(transport)
         closeBeneathTLS(transport)
+
+
+def _unregister(transport: Any) -> None:
+    """
+    Stop being C{transport}'s producer, if still one: TLS will not shut
+    down while a producer is registered.
+    """
+    try:
+        transport.unregisterProducer()
+    except RuntimeError:
+        # StringTransport's way of saying none was registered.
+        pass
 
 
 class NegotiatingProtocol(Protocol):

@@ -333,6 +333,7 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(after[(goAways, (("phase", "notice"),))], 1)
         self.assertEqual(after[(goAways, (("phase", "final"),))], 1)
         self.assertEqual(after[("gracesvc_h2_streams_refused_total", ())], 1)
+        self.assertEqual(after[("gracesvc_h2_ping_rtt_seconds_count", ())], 1)
         self.assertEqual(after[("gracesvc_requests_in_flight", ())], 1)
 
     def test_pingAckOfAnotherPingIgnored(self) -> None:
