@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -352,6 +353,42 @@ class FrameTests(H2TestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - secondAt, 0.5)
         self.assertIn("cutting 2 requests in flight", twistd.log())
+
+
+class HostileTests(H2TestCase):
+    def test_misbehavingClientsBreakNothing(self) -> None:
+        """
+        A protocol error, bytes that are neither the preface nor HTTP/1.1 on
+        h2c, a flood of 300 streams at once and a client GOAWAY with an
+        error: each is closed.  A client that starts a 16 MiB frame of an
+        unknown type and stalls does not hold the drain.  A good stream in
+        flight is still answered through the drain, and the log has no
+        traceback.
+        """
+        twistd, tlsPort = self.startH2("--ping-delay", "1")
+        good = self.frameClient(tlsPort)
+        sid = good.request("/ping")
+        broken = self.frameClient(tlsPort)
+        broken.send(b"\x00\x00\x08\x06\x00\x00\x00\x00\x01" + b"x" * 8)
+        flood = self.frameClient(tlsPort)
+        flood.send(b"".join(flood.frames.request("/ping")[1] for _ in range(300)))
+        erring = self.frameClient(tlsPort)
+        erring.request("/ping")
+        erring.send(erring.frames.goAway(0, errorCode=2))
+        for c in (broken, flood, erring):
+            self.assertTrue(c.readUntil(lambda c=c: c.closedAt is not None, 5))
+        with socket.create_connection(("127.0.0.1", twistd.port), timeout=5) as raw:
+            raw.sendall(b"\x00" * 9 + b"GET / HTTP/1.1\r\n\r\n")
+            self.assertTrue(raw.recv(100).startswith(b"HTTP/1.1 400"))
+        stalled = self.frameClient(tlsPort)
+        stalled.send(b"\xff" * 64)
+        sentAt = twistd.signal(signal.SIGTERM)
+        self.assertTrue(good.readUntil(lambda: good.frames.streams[sid].ended, 5))
+        self.assertEqual(good.frames.streams[sid].status, 200)
+        self.assertEqual(twistd.wait(10), -signal.SIGTERM)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - sentAt, 3)
+        self.assertCleanLog(twistd)
 
 
 class TogetherTests(H2TestCase):
