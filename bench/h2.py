@@ -155,7 +155,7 @@ def nghttpFrames(tls: bool = True) -> list[Row]:
         at.setdefault(key, float(t))
         if kind == "DATA":
             at["lastData"] = float(t)
-    lastIDs = re.findall(r"last_stream_id=(\d+)", output)
+    lastIDs = re.findall(r"recv GOAWAY frame[^\n]*\n\s*\(last_stream_id=(\d+)", output)
     notice = at.get("notice")
 
     def after(key: str) -> str:
