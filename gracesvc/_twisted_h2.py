@@ -22,7 +22,11 @@ instead of losing streams during a drain.
     L{writeControlBytes}, L{flushControlBytes};
   - C{H2Stream._request}: the request a stream answers (L{requestOf});
   - h2's C{H2Connection._receive_goaway_frame}, through which every GOAWAY
-    received goes (L{PeerGoAwayTolerant}).
+    received goes (L{PeerGoAwayTolerant});
+  - Twisted's server-side TLS (C{BufferingTLSTransport}) holding small
+    writes until the next reactor turn and flushing them in
+    C{loseConnection}: how the last GOAWAY reaches the socket before an
+    abort (see L{flushToSocket}).
 """
 
 from __future__ import annotations

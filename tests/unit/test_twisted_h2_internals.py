@@ -232,3 +232,19 @@ class TransportTests(SynchronousTestCase):
         outer.transport = inner  # type: ignore[attr-defined]
         _twisted_h2.flushToSocket(outer)
         self.assertEqual(written, ["doWrite"])
+
+    def test_tlsFlushesAggregatedWritesOnLoseConnection(self) -> None:
+        """
+        twisted.protocols.tls.BufferingTLSTransport: TLS (the server's
+        default) holds small writes until the next reactor turn, which a
+        shutdown never gives, and flushes them in loseConnection:
+        DrainingH2Connection.abort closes TLS before pushing the final
+        GOAWAY into the socket.
+        """
+        from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+
+        self.assertIs(TLSMemoryBIOFactory.protocol, BufferingTLSTransport)
+        self.assertIn(
+            "_aggregator", BufferingTLSTransport.loseConnection.__code__.co_names
+        )
+        self.assertIn("flush", BufferingTLSTransport.loseConnection.__code__.co_names)
