@@ -121,6 +121,10 @@ def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
     channel = getattr(request, "channel", None)
     if isinstance(channel, DrainingChannel):
         channel.longResponseStarted(request, kind)
+    elif isinstance(getattr(channel, "site", None), DrainingSite):
+        from ._h2 import longStreamStarted
+
+        longStreamStarted(channel, kind)
 
 
 class _LongResponse:

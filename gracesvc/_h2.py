@@ -61,10 +61,11 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
-from ._drain import Drain, IDrainableConnection
+from ._drain import Drain, IDrainableConnection, LongLivedOutcome
 from ._http import ResponseCutAtCap, answerServiceUnavailable
 from ._twisted import closeBeneathTLS
 from ._twisted_h2 import (
+    connectionOf,
     flushControlBytes,
     flushToSocket,
     goAwayFrame,
@@ -216,6 +217,8 @@ class DrainingH2Connection(H2Connection):
         #: application), for the metrics; None once its response is counted.
         self._receivedAt: dict[int, float | None] = {}
         self._reported = False
+        #: the kind of each stream answered with a long-lived response.
+        self._longLived: dict[int, str] = {}
 
     # IProtocol
 
@@ -332,11 +335,16 @@ class DrainingH2Connection(H2Connection):
                 )
             if drain.draining and not drain.cutting:
                 drain.requestCompleted()
+                kind = self._longLived.pop(streamID, None)
+                if kind is not None:
+                    drain.longLived.ended(kind, "clean")
         super().endRequest(streamID)
 
     def _requestDone(self, streamID: int) -> None:
         super()._requestDone(streamID)
         self._receivedAt.pop(streamID, None)
+        if self._longLived:
+            self._longLived.pop(streamID, None)
         if self._state is _FINAL and not self.streams:
             self._close()
 
@@ -475,15 +483,30 @@ class DrainingH2Connection(H2Connection):
                 # Answered, its last bytes on their way.
                 continue
             elif request.startedWriting:
+                self._endedLongLived(streamID, "cut")
                 self._resetStream(streamID, _CANCEL, "cut mid-response")
                 cut += 1
             else:
+                self._endedLongLived(streamID, "cut")
                 answerServiceUnavailable(request, retryAfter)
                 cut += 1
         self._tryToWriteControlData()
         if self._state is _FINAL and not self.streams:
             self._close()
         return cut
+
+    def longStreamStarted(self, streamID: int, kind: str) -> None:
+        """
+        Stream C{streamID} is answered with a long-lived response (an event
+        stream, a long poll): the drain counts how it ends.
+        """
+        if streamID in self.streams:
+            self._longLived[streamID] = kind
+
+    def _endedLongLived(self, streamID: int, outcome: LongLivedOutcome) -> None:
+        kind = self._longLived.pop(streamID, None)
+        if kind is not None:
+            self._drain.longLived.ended(kind, outcome)
 
     def _resetStream(self, streamID: int, code: int, why: str) -> None:
         stream = self.streams[streamID]
@@ -497,6 +520,8 @@ class DrainingH2Connection(H2Connection):
     def abort(self) -> None:
         if self._state is _CLOSED:
             return
+        for streamID in list(self._longLived):
+            self._endedLongLived(streamID, "cut")
         if self._lastStreamID is None:
             self._lastStreamID = self.conn.highest_inbound_stream_id
             writeControlBytes(self, goAwayFrame(self._lastStreamID))
@@ -513,6 +538,17 @@ class DrainingH2Connection(H2Connection):
         transport.loseConnection()
         flushToSocket(transport)
         closeBeneathTLS(transport)
+
+
+def longStreamStarted(stream: Any, kind: str) -> None:
+    """
+    The request of C{stream}, an HTTP/2 stream of a L{DrainingSite}, is
+    answered with a long-lived response of C{kind} (see
+    L{gracesvc.EventStream}, L{gracesvc.LongPoll}).
+    """
+    connection = connectionOf(stream)
+    if isinstance(connection, DrainingH2Connection):
+        connection.longStreamStarted(stream.streamID, kind)
 
 
 def _unregister(transport: Any) -> None:

@@ -20,7 +20,8 @@ instead of losing streams during a drain.
     its C{dataReceived}, and the hooks it overrides;
   - C{H2Connection._consumerBlocked} and C{_bufferedControlFrames}: see
     L{writeControlBytes}, L{flushControlBytes};
-  - C{H2Stream._request}: the request a stream answers (L{requestOf});
+  - C{H2Stream._request} and C{_conn}: the request a stream answers
+    (L{requestOf}), the connection it belongs to (L{connectionOf});
   - h2's C{H2Connection._receive_goaway_frame}, through which every GOAWAY
     received goes (L{PeerGoAwayTolerant});
   - Twisted's server-side TLS (C{BufferingTLSTransport}) holding small
@@ -150,6 +151,16 @@ def requestOf(stream: H2Stream) -> Request:
     """
     request: Request = stream._request
     return request
+
+
+def connectionOf(stream: H2Stream) -> H2Connection:
+    """
+    @return: the connection C{stream} belongs to.
+
+    Internals: L{H2Stream}'s C{_conn}.
+    """
+    connection: H2Connection = stream._conn
+    return connection
 
 
 def goAwayFrame(lastStreamID: int, errorCode: int = 0, debug: bytes = b"") -> bytes:

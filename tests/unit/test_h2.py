@@ -448,6 +448,21 @@ class TogetherTests(SynchronousTestCase):
         self.assertIn(b"event: shutdown", c.streams[sid].body)
         self.assertTrue(c.streams[sid].ended)
         self.assertTrue(w.drain.finished)
+        self.assertEqual(w.drain.longLived.outcomes, {("stream", "clean"): 1})
+
+    def test_eventStreamCutUnderH2(self) -> None:
+        """
+        An event stream over HTTP/2 aborted by a second signal is counted as
+        a long-lived response cut.
+        """
+        w = wire(drainDelay=1)
+        c = H2WireClient(w)
+        c.request("/events")
+        w.advance(0.6)
+        w.drain.start()
+        w.flush()
+        w.drain.forceStop()
+        self.assertEqual(w.drain.longLived.outcomes, {("stream", "cut"): 1})
 
     def test_drainOfUnderH2(self) -> None:
         """
