@@ -134,7 +134,8 @@ class H2ConnectionTests(SynchronousTestCase):
 
     def test_streamRequest(self) -> None:
         """
-        H2Stream._request: the request a stream answers.
+        H2Stream._request and _conn: the request a stream answers, the
+        connection it belongs to.
         """
         w = Wire(h2c=True, pingDelay=1)
         c = H2WireClient(w)
@@ -146,6 +147,7 @@ class H2ConnectionTests(SynchronousTestCase):
         request = _twisted_h2.requestOf(stream)
         self.assertIsInstance(request, Request)
         self.assertEqual(request.path, b"/ping")
+        self.assertIs(_twisted_h2.connectionOf(stream), connection)
 
 
 class H2StateMachineTests(SynchronousTestCase):
