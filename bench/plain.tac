@@ -8,6 +8,10 @@ gracesvc, so that both log access lines alike::
     GRACESVC_BENCH_PORT=8081 GRACESVC_BENCH_PING_DELAY=0 \\
         .venv/bin/twistd --pidfile= -n -y bench/plain.tac
 
+With C{GRACESVC_BENCH_TLS=ssl:PORT:privateKey=PEM} it listens there too:
+Twisted's own ALPN switch then serves HTTP/2 with its stock
+C{H2Connection} (the baseline of C{bench/h2.py}).
+
 On SIGINT it does what any Twisted web app does: stops listening and drops
 every connection, answered or not.
 """
@@ -31,3 +35,7 @@ application = service.Application("plain-klein")
 strports.service(f"tcp:{port}:interface=127.0.0.1", site, reactor).setServiceParent(
     application
 )
+if os.environ.get("GRACESVC_BENCH_TLS"):
+    strports.service(os.environ["GRACESVC_BENCH_TLS"], site, reactor).setServiceParent(
+        application
+    )

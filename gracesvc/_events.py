@@ -40,7 +40,12 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 
 from ._drain import Drain
-from ._http import DrainingChannel, LongLivedKind, answerEventStreamRetry
+from ._http import (
+    DrainingChannel,
+    DrainingSite,
+    LongLivedKind,
+    answerEventStreamRetry,
+)
 
 #: Default reconnection time told to clients, in milliseconds, before
 #: jitter.
@@ -102,17 +107,24 @@ def drainOf(request: IRequest) -> Drain:
     @raise ValueError: if C{request} is not served by a L{DrainingSite}.
     """
     channel = getattr(request, "channel", None)
-    if not isinstance(channel, DrainingChannel):
+    # Under HTTP/2 the channel is the request's stream, which knows its site.
+    site = getattr(channel, "site", None)
+    if not isinstance(channel, DrainingChannel) and not isinstance(site, DrainingSite):
         raise ValueError(
             f"{request!r} is not served by a DrainingSite: pass the drain explicitly"
         )
-    return channel.site.drain
+    assert channel is not None
+    return channel.site.drain  # type: ignore[no-any-return]
 
 
 def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
     channel = getattr(request, "channel", None)
     if isinstance(channel, DrainingChannel):
         channel.longResponseStarted(request, kind)
+    elif isinstance(getattr(channel, "site", None), DrainingSite):
+        from ._h2 import longStreamStarted
+
+        longStreamStarted(channel, kind)
 
 
 class _LongResponse:

@@ -572,6 +572,9 @@ class DrainingSite(Site):
         drain: Drain,
         metrics: Metrics | None = None,
         webSocketPolicy: WebSocketPolicy | None = None,
+        *,
+        http2: bool = False,
+        h2c: bool = False,
         **kwargs: Any,
     ) -> None:
         """
@@ -580,6 +583,10 @@ class DrainingSite(Site):
         @param metrics: counts every completed response, if given.
         @param webSocketPolicy: how its WebSockets close (whatever
             C{WebSocketResource} serves them); the defaults if L{None}.
+        @param http2: whether to serve HTTP/2 where TLS negotiates it
+            (ALPN C{h2}), through L{gracesvc._h2}.
+        @param h2c: whether to serve cleartext HTTP/2 too, to clients that
+            open with its connection preface (implies C{http2}).
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
@@ -588,6 +595,29 @@ class DrainingSite(Site):
         self.webSocketPolicy = (
             WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
         )
+        self.http2 = http2 or h2c
+        self.h2c = h2c
+        if self.http2:
+            from ._h2 import H2Tally
+
+            #: what its HTTP/2 connections did, for the metrics.
+            self.h2Tally = H2Tally()
+
+    def buildProtocol(self, addr: object) -> Any:
+        channel = super().buildProtocol(addr)
+        if not self.http2:
+            return channel
+        from ._h2 import NegotiatingProtocol
+
+        return NegotiatingProtocol(channel, self.h2c)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocols offered through ALPN: Twisted's L{Site} offers C{h2}
+        whenever h2 is installed, and an HTTP/1.1 channel would then be
+        spoken to in HTTP/2.
+        """
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def stopFactory(self) -> None:
         if self.drain.draining and not self.drain.finished:

@@ -10,6 +10,10 @@ needed, and is pinned by C{tests/unit/test_twisted_internals.py}: a Twisted
 upgrade that changes any of them fails there, with the name of the internal,
 instead of silently losing responses during a drain.
 
+HTTP/2's internals (Twisted's private C{H2Connection}, h2's GOAWAY
+handling) are in L{gracesvc._twisted_h2}, pinned by
+C{tests/unit/test_twisted_h2_internals.py}.
+
 Elsewhere, and pinned in the same test module: L{gracesvc._service}'s
 C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
 C{sigTerm}, which stop it and record the signal that twistd re-raises at

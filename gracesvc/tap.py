@@ -154,6 +154,16 @@ class Options(usage.Options):
         ],
     ]
 
+    optFlags = [
+        [
+            "h2c",
+            None,
+            "Also serve cleartext HTTP/2 on tcp: and unix: listeners, to "
+            "clients that open with its preface (prior knowledge). HTTP/2 is "
+            "always offered on ssl: listeners, through ALPN.",
+        ],
+    ]
+
     def __init__(self, reactor: Any = None) -> None:
         """
         @param reactor: the reactor endpoints are made for; the global one
@@ -362,7 +372,12 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         metrics,
         webSocketPolicy=options["websocket-policy"],
         reactor=reactor,
+        http2=True,
+        h2c=bool(options["h2c"]),
     )
+    from ._h2 import H2Collector
+
+    metrics.registry.register(H2Collector(drain, site.h2Tally))
     # The watchdog goes with the process's real signals (a stand-in
     # module is a test's, on a fake clock).
     stopSignals = StopSignals(

@@ -190,6 +190,13 @@ class _ServerTransport(iosim.FakeTransport):
     #: the client's end.
     peer: iosim.FakeTransport | None = None
 
+    def loseWriteConnection(self) -> None:
+        """
+        Half-close, as an HTTP/2 connection closes: the client reads the
+        end and closes its side, as clients do (a no-op in iosim).
+        """
+        self.loseConnection()
+
     def abortConnection(self) -> None:
         # Even after loseConnection: what is not flushed yet is lost.
         if not self.disconnected:
@@ -442,8 +449,12 @@ class Wire:
         clock: Clock | None = None,
         webSocketPolicy: WebSocketPolicy | None = None,
         tick: float = 0.5,
+        h2c: bool = False,
     ) -> None:
         """
+        @param h2c: whether the site serves HTTP/2 too (to clients that open
+            with its preface, or whose transport says ALPN chose C{h2}): see
+            L{gracesvc.testing.h2.H2WireClient}.
         @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
         @param drainDelay: see L{gracesvc.DrainPolicy}.
         @param pingDelay: how long gracesvc's own C{/ping} waits, when
@@ -478,6 +489,7 @@ class Wire:
             self.metrics,
             webSocketPolicy=webSocketPolicy,
             reactor=self.clock,
+            h2c=h2c,
         )
         self.clients: list[Client] = []
 

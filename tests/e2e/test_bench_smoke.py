@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -175,3 +175,17 @@ class BenchSmokeTests(SynchronousTestCase):
             self.assertIn("skipped", output)
             return
         self.assertRegex(self.row(output, "**mean**"), r"\*\*\d\.\d{4}\*\*")
+
+    def test_h2(self) -> None:
+        """
+        The HTTP/2 drain's figures are measured; what they count is right
+        even at smoke size (their times are not judged here).
+        """
+        for tool in ("h2load", "nghttp"):
+            if shutil.which(tool) is None:
+                raise SkipTest(f"{tool} not found: apt-get install nghttp2-client")
+        output = self.runBench("h2")
+        self.assertIn("8 succeeded, 0 failed, 0 errored", output)
+        self.assertIn("RST_STREAM(7)", output)
+        self.assertIn("streams [200, 200]", output)
+        self.assertIn("cutting 2 requests in flight", output)

@@ -216,6 +216,9 @@ class OptionsTests(SynchronousTestCase):
     def test_unknownOption(self) -> None:
         self.assertRejected("--bogus", "--bogus")
 
+    def test_h2cTakesNoValue(self) -> None:
+        self.assertRejected("h2c", "--h2c=yes")
+
     def test_postOptionsRaisesUsageError(self) -> None:
         """
         The checks themselves raise L{UsageError}, as twistd expects of
@@ -335,6 +338,21 @@ class MakeServiceTests(SynchronousTestCase):
         site = service.factory
         assert isinstance(site, DrainingSite)
         self.assertEqual(site.webSocketPolicy.closeCode, 1012)
+
+    def test_http2(self) -> None:
+        """
+        The site serves HTTP/2 where TLS negotiates it; cleartext HTTP/2
+        only with C{--h2c}; its metrics are exposed.
+        """
+        service, _, _ = self.makeService()
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertEqual((site.http2, site.h2c), (True, False))
+        self.assertEqual(site.acceptableProtocols(), [b"h2", b"http/1.1"])
+        service, _, _ = self.makeService("--h2c")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertEqual((site.http2, site.h2c), (True, True))
 
     def test_metricsOnTheirOwnEndpoint(self) -> None:
         service, reactor, _ = self.makeService(

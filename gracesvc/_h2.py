@@ -1,0 +1,636 @@
+# -*- test-case-name: tests.unit.test_h2 -*-
+"""
+HTTP/2: serve it beside HTTP/1.1, and drain it without losing a stream.
+
+L{NegotiatingProtocol} is what a L{DrainingSite} built with C{http2=True}
+gives each connection: an HTTP/1.1 L{DrainingChannel} first, switched to a
+L{DrainingH2Connection} when TLS negotiated C{h2} through ALPN or, with
+C{h2c=True} on a cleartext listener, when the client opened with HTTP/2's
+24-byte preface (prior knowledge; no C{Upgrade: h2c}, which RFC 9113
+deprecates).
+
+L{DrainingH2Connection} is one L{IDrainableConnection}, whose C{inFlight}
+counts its streams, and it drains in two phases (RFC 9113 section 6.8), as
+grpc-go and hyper do::
+
+    OPEN ─── serving
+      │ beginDrain: GOAWAY(2^31-1, NO_ERROR) and a PING
+    NOTICE ─ streams that arrive are still served: the client may have sent
+      │      them before it read the GOAWAY
+      │ the PING's ACK (every stream sent before the client read the GOAWAY
+      │ has arrived before it), or min(1 s, half the time to the cut)
+    FINAL ── GOAWAY(the highest stream accepted); a later stream gets
+      │      RST_STREAM(REFUSED_STREAM) and never reaches the application
+      │ no stream left
+    CLOSING  the last frames flushed, the transport closed (TLS
+      │      close_notify); TCP closes when the client closes, or after a
+      │      short linger
+    CLOSED
+
+A client's GOAWAY(NO_ERROR) moves it to FINAL too: its open streams finish,
+then it closes.  At the cut, a stream whose request never reached the
+application is refused, one with no response started gets a 503 with
+C{Retry-After}, one mid-response gets RST_STREAM(CANCEL); at the cap, or on
+a second signal, it sends the final GOAWAY with the true last stream id
+and aborts.
+
+The Twisted and h2 internals this needs are in L{gracesvc._twisted_h2}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import h2.errors
+import h2.events
+import h2.exceptions
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection
+from zope.interface import implementer
+
+from ._drain import Drain, IDrainableConnection, LongLivedOutcome
+from ._http import ResponseCutAtCap, answerServiceUnavailable
+from ._twisted import closeBeneathTLS
+from ._twisted_h2 import (
+    connectionOf,
+    flushControlBytes,
+    flushToSocket,
+    goAwayFrame,
+    requestOf,
+    tolerantStateMachine,
+    writeControlBytes,
+)
+
+if TYPE_CHECKING:
+    from ._http import DrainingChannel, DrainingSite
+
+#: The client connection preface (RFC 9113 section 3.4), which a
+#: prior-knowledge cleartext HTTP/2 client opens with.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+#: The largest stream id: the first GOAWAY's last stream id, which refuses
+#: nothing.
+MAX_STREAM_ID = 2**31 - 1
+
+#: The most the final GOAWAY waits for the PING's ACK, in seconds.
+NOTICE_WAIT = 1.0
+
+#: How long a closed connection waits for the client to close TCP before
+#: closing it itself, in seconds: a client still writing (a WINDOW_UPDATE,
+#: a stream it sent before reading the GOAWAY) into a closed socket would
+#: get a reset, and could lose the last response with it.
+LINGER = 0.25
+
+#: The opaque data of the drain's PING.
+PING_DATA = b"gracesvc"
+
+_REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
+_CANCEL = h2.errors.ErrorCodes.CANCEL
+
+
+class H2Tally:
+    """
+    What the HTTP/2 connections of one site did, for the metrics.
+
+    @ivar open: the HTTP/2 connections open now.
+    @ivar goAways: GOAWAY frames sent, by phase: C{notice} (the first, last
+        stream id 2^31-1) and C{final} (the highest stream accepted).
+    @ivar refused: streams answered RST_STREAM(REFUSED_STREAM): opened
+        after the final GOAWAY, or whose request had not reached the
+        application at the cut.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.goAways = {"notice": 0, "final": 0}
+        self.refused = 0
+        #: how many drain PINGs were acknowledged, and their round trips'
+        #: sum, in seconds.
+        self.pingAcks = 0
+        self.pingRoundTrips = 0.0
+
+    def pingAcked(self, roundTrip: float) -> None:
+        """
+        The drain's PING came back after C{roundTrip} seconds.
+        """
+        self.pingAcks += 1
+        self.pingRoundTrips += roundTrip
+
+
+class H2Collector(Collector):
+    """
+    The HTTP/2 metrics, read from an L{H2Tally} and the L{Drain} when
+    Prometheus scrapes.
+    """
+
+    def __init__(self, drain: Drain, tally: H2Tally) -> None:
+        self.drain = drain
+        self.tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        tally = self.tally
+        goAways = CounterMetricFamily(
+            "gracesvc_h2_goaway_sent",
+            "HTTP/2 GOAWAY frames sent, by phase: notice (last stream id "
+            "2^31-1, at the drain's start), final (the highest stream "
+            "accepted).",
+            labels=["phase"],
+        )
+        for phase, n in sorted(tally.goAways.items()):
+            goAways.add_metric([phase], n)
+        yield goAways
+        yield CounterMetricFamily(
+            "gracesvc_h2_streams_refused",
+            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM): opened after "
+            "the final GOAWAY, or not yet handed to the application at the "
+            "cut.  The client may retry them elsewhere.",
+            value=tally.refused,
+        )
+        roundTrips = SummaryMetricFamily(
+            "gracesvc_h2_ping_rtt_seconds",
+            "Round trips of the drain's PING (sent with the first GOAWAY; its "
+            "ACK brings the final GOAWAY).",
+            count_value=tally.pingAcks,
+            sum_value=tally.pingRoundTrips,
+        )
+        yield roundTrips
+        byProtocol = GaugeMetricFamily(
+            "gracesvc_open_connections_by_protocol",
+            "Open connections, by protocol: http/1.1 (WebSockets included) or h2.",
+            labels=["protocol"],
+        )
+        h2open = min(tally.open, self.drain.connections)
+        byProtocol.add_metric(["http/1.1"], self.drain.connections - h2open)
+        byProtocol.add_metric(["h2"], h2open)
+        yield byProtocol
+
+
+class _State(Enum):
+    """
+    Where a L{DrainingH2Connection} is; see the module docstring.
+    """
+
+    OPEN = "open"
+    NOTICE = "notice"
+    FINAL = "final"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_OPEN, _NOTICE, _FINAL, _CLOSING, _CLOSED = _State
+
+
+@implementer(IDrainableConnection)
+class DrainingH2Connection(H2Connection):
+    """
+    An HTTP/2 connection that tells its site's L{Drain} when it opens,
+    answers and closes, counts its streams as requests in flight, and
+    drains with a two-phase GOAWAY (see the module docstring).
+    """
+
+    log = Logger()
+    site: DrainingSite  # type: ignore[assignment]
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        super().__init__(reactor)
+        tolerantStateMachine(self)
+        self._state = _OPEN
+        self._clock = reactor
+        self._lastStreamID: int | None = None
+        self._pingSentAt = 0.0
+        self._noticeCall: IDelayedCall | None = None
+        self._lingerCall: IDelayedCall | None = None
+        #: when each stream's request was received whole (and handed to the
+        #: application), for the metrics; None once its response is counted.
+        self._receivedAt: dict[int, float | None] = {}
+        self._reported = False
+        #: the kind of each stream answered with a long-lived response.
+        self._longLived: dict[int, str] = {}
+
+    # IProtocol
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._drain = self.site.drain
+        self._tally = self.site.h2Tally
+        self._tally.open += 1
+        self._drain.connectionOpened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Twisted's own, with the PING's ACK and the client's GOAWAY handled
+        # here: Twisted drops the first and aborts every stream on the second.
+        if self._state is _CLOSED:
+            return
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self._terminate(Failure())
+            return
+        self.resetTimeout()
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._requestReceived(event)
+            elif isinstance(event, h2.events.DataReceived):
+                self._requestDataReceived(event)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._requestEnded(event)
+            elif isinstance(event, h2.events.StreamReset):
+                self._requestAborted(event)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._handleWindowUpdate(event)
+            elif isinstance(event, h2.events.PriorityUpdated):
+                self._handlePriorityUpdate(event)
+            elif isinstance(event, h2.events.PingAckReceived):
+                if event.ping_data == PING_DATA and self._state is _NOTICE:
+                    self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
+                    self._finalGoAway()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self._peerGoneAway(event)
+            if self._state is _CLOSED:
+                return
+        self._tryToWriteControlData()
+
+    def transportLost(self, reason: Failure) -> None:
+        """
+        The transport is closed (L{connectionLost} is also called by Twisted
+        for a lost stream producer or a GOAWAY): tell the drain, once.
+        """
+        self._state = _CLOSED
+        for call in (self._noticeCall, self._lingerCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._noticeCall = self._lingerCall = None
+        self.connectionLost(reason)
+        if not self._reported:
+            self._reported = True
+            self._tally.open -= 1
+            self._drain.connectionClosed(self)
+
+    # Streams
+
+    def _refuses(self, streamID: int) -> bool:
+        last = self._lastStreamID
+        return (
+            self._state is not _OPEN
+            and self._state is not _NOTICE
+            and (last is None or streamID > last)
+        )
+
+    def _requestReceived(self, event: h2.events.RequestReceived) -> None:
+        streamID = event.stream_id
+        if self._refuses(streamID):
+            try:
+                self.conn.reset_stream(streamID, _REFUSED)
+            except h2.exceptions.StreamClosedError:
+                return
+            self._tally.refused += 1
+            return
+        super()._requestReceived(event)
+
+    def _requestDataReceived(self, event: h2.events.DataReceived) -> None:
+        if event.stream_id not in self.streams:
+            # A refused stream's body, read in the same chunk as its headers:
+            # give the connection's flow-control credit back.
+            self.conn.acknowledge_received_data(
+                event.flow_controlled_length, event.stream_id
+            )
+            return
+        super()._requestDataReceived(event)
+
+    def _requestEnded(self, event: h2.events.StreamEnded) -> None:
+        streamID = event.stream_id
+        if streamID not in self.streams:
+            return
+        self._receivedAt[streamID] = self._clock.seconds()
+        super()._requestEnded(event)
+
+    def _requestAborted(self, event: h2.events.StreamReset) -> None:
+        if event.stream_id not in self.streams:
+            return
+        super()._requestAborted(event)
+
+    def endRequest(self, streamID: int) -> None:
+        stream = self.streams.get(streamID)
+        receivedAt = self._receivedAt.get(streamID)
+        if stream is not None and receivedAt is not None:
+            self._receivedAt[streamID] = None
+            drain = self._drain
+            metrics = self.site.metrics
+            if metrics is not None:
+                metrics.requestDone(
+                    requestOf(stream), self._clock.seconds() - receivedAt
+                )
+            if drain.draining and not drain.cutting:
+                drain.requestCompleted()
+                kind = self._longLived.pop(streamID, None)
+                if kind is not None:
+                    drain.longLived.ended(kind, "clean")
+        super().endRequest(streamID)
+
+    def _requestDone(self, streamID: int) -> None:
+        super()._requestDone(streamID)
+        self._receivedAt.pop(streamID, None)
+        if self._longLived:
+            self._longLived.pop(streamID, None)
+        if self._state is _FINAL and not self.streams:
+            self._close()
+
+    def timeoutConnection(self) -> None:
+        # Twisted's closes h2's state machine, with PROTOCOL_ERROR if a
+        # stream is open: a handler slower than the timeout lost its answer.
+        if self.streams:
+            # (The timer has fired: resetTimeout would not re-arm it.)
+            self.setTimeout(self.timeOut)
+            return
+        self._finalGoAway()
+
+    def _terminate(self, reason: Failure) -> None:
+        # A protocol error (h2 has queued its GOAWAY) or too many resets.
+        self._tryToWriteControlData()
+        self._close()
+        H2Connection.connectionLost(self, reason, _cancelTimeouts=False)
+        # Nothing more is read: h2's state machine is closed.
+        self._state = _CLOSED
+
+    # The drain
+
+    def _peerGoneAway(self, event: h2.events.ConnectionTerminated) -> None:
+        if event.error_code == h2.errors.ErrorCodes.NO_ERROR:
+            # It opens no more streams, and wants the open ones answered.
+            self._finalGoAway()
+            return
+        self._terminate(
+            Failure(ConnectionLost(f"Remote peer sent GOAWAY ({event.error_code!r})"))
+        )
+
+    def _finalGoAway(self) -> None:
+        """
+        Send the final GOAWAY, with the highest stream accepted, if not
+        sent yet; close if no stream is left.
+        """
+        if self._state is not _OPEN and self._state is not _NOTICE:
+            return
+        if self._noticeCall is not None and self._noticeCall.active():
+            self._noticeCall.cancel()
+        self._noticeCall = None
+        self._state = _FINAL
+        self._lastStreamID = self.conn.highest_inbound_stream_id
+        writeControlBytes(self, goAwayFrame(self._lastStreamID))
+        self._tally.goAways["final"] += 1
+        self.log.debug(
+            "HTTP/2 final GOAWAY: last stream {lastStreamID}, {inFlight} "
+            "streams in flight",
+            lastStreamID=self._lastStreamID,
+            inFlight=len(self.streams),
+        )
+        if not self.streams:
+            self._close()
+
+    def _close(self) -> None:
+        """
+        Flush, stop producing for the transport (TLS will not shut down
+        while a producer is registered), close it, and close TCP after a
+        linger if the client has not.
+        """
+        if self._state is _CLOSING or self._state is _CLOSED:
+            return
+        self._state = _CLOSING
+        if self._noticeCall is not None and self._noticeCall.active():
+            self._noticeCall.cancel()
+        self._noticeCall = None
+        self.setTimeout(None)
+        transport: Any = self.transport
+        flushControlBytes(self)
+        _unregister(transport)
+        if ISSLTransport.providedBy(transport) or not hasattr(
+            transport, "loseWriteConnection"
+        ):
+            transport.loseConnection()
+        else:
+            # Half-close: the client reads the end, then closes its side.
+            transport.loseWriteConnection()
+        linger = LINGER
+        capAt = self._drain.capAt
+        if capAt is not None:
+            linger = max(0.0, min(linger, capAt - self._clock.seconds()))
+        self._lingerCall = self._clock.callLater(linger, self._lingered)
+
+    def _lingered(self) -> None:
+        self._lingerCall = None
+        transport: Any = self.transport
+        if transport is not None:
+            transport.loseConnection()
+            closeBeneathTLS(transport)
+
+    # IDrainableConnection
+
+    @property
+    def inFlight(self) -> int:
+        return len(self.streams)
+
+    @property
+    def state(self) -> str:
+        if self.streams:
+            return "busy"
+        return "idle" if self._state is _OPEN else "closing"
+
+    def beginDrain(self) -> None:
+        if self._state is not _OPEN:
+            return
+        if self._drain.cutting:
+            # Switched to HTTP/2 after the cut (a late TLS handshake): no
+            # stream of it may reach the application now.
+            self._finalGoAway()
+            return
+        self._state = _NOTICE
+        writeControlBytes(self, goAwayFrame(MAX_STREAM_ID, 0, b"graceful shutdown"))
+        self._tally.goAways["notice"] += 1
+        self.conn.ping(PING_DATA)
+        self._pingSentAt = self._clock.seconds()
+        self._tryToWriteControlData()
+        wait = NOTICE_WAIT
+        deadline = self._drain.deadline
+        if deadline is not None:
+            wait = max(0.0, min(wait, (deadline - self._clock.seconds()) / 2))
+        self._noticeCall = self._clock.callLater(wait, self._finalGoAway)
+
+    def cut(self, retryAfter: int) -> int:
+        if self._state is _CLOSING or self._state is _CLOSED:
+            return 0
+        cut = 0
+        self._finalGoAway()
+        for streamID, stream in list(self.streams.items()):
+            request = requestOf(stream)
+            if streamID not in self._receivedAt:
+                # Its request never reached the application: the client may
+                # send it again, elsewhere.
+                self._resetStream(streamID, _REFUSED, "refused at the cut")
+                self._tally.refused += 1
+            elif request.finished:
+                # Answered, its last bytes on their way.
+                continue
+            elif request.startedWriting:
+                self._endedLongLived(streamID, "cut")
+                self._resetStream(streamID, _CANCEL, "cut mid-response")
+                cut += 1
+            else:
+                self._endedLongLived(streamID, "cut")
+                answerServiceUnavailable(request, retryAfter)
+                cut += 1
+        self._tryToWriteControlData()
+        if self._state is _FINAL and not self.streams:
+            self._close()
+        return cut
+
+    def longStreamStarted(self, streamID: int, kind: str) -> None:
+        """
+        Stream C{streamID} is answered with a long-lived response (an event
+        stream, a long poll): the drain counts how it ends.
+        """
+        if streamID in self.streams:
+            self._longLived[streamID] = kind
+
+    def _endedLongLived(self, streamID: int, outcome: LongLivedOutcome) -> None:
+        kind = self._longLived.pop(streamID, None)
+        if kind is not None:
+            self._drain.longLived.ended(kind, outcome)
+
+    def _resetStream(self, streamID: int, code: int, why: str) -> None:
+        stream = self.streams[streamID]
+        try:
+            self.conn.reset_stream(streamID, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        stream.connectionLost(Failure(ResponseCutAtCap(why)))
+        self._requestDone(streamID)
+
+    def abort(self) -> None:
+        if self._state is _CLOSED:
+            return
+        for streamID in list(self._longLived):
+            self._endedLongLived(streamID, "cut")
+        if self._lastStreamID is None:
+            self._lastStreamID = self.conn.highest_inbound_stream_id
+            writeControlBytes(self, goAwayFrame(self._lastStreamID))
+            self._tally.goAways["final"] += 1
+        self._state = _CLOSED
+        transport: Any = self.transport
+        flushControlBytes(self)
+        # Closing TLS flushes the writes it aggregates; then into the socket
+        # now, since the reactor's shutdown, which follows at once, throws
+        # away what is still in Twisted's buffers.  An orderly close, not an
+        # abort: an abort resets the connection (SO_LINGER 0), and a client
+        # that had not read the GOAWAY yet would lose it to the reset.
+        _unregister(transport)
+        transport.loseConnection()
+        flushToSocket(transport)
+        closeBeneathTLS(transport)
+
+
+def longStreamStarted(stream: Any, kind: str) -> None:
+    """
+    The request of C{stream}, an HTTP/2 stream of a L{DrainingSite}, is
+    answered with a long-lived response of C{kind} (see
+    L{gracesvc.EventStream}, L{gracesvc.LongPoll}).
+    """
+    connection = connectionOf(stream)
+    if isinstance(connection, DrainingH2Connection):
+        connection.longStreamStarted(stream.streamID, kind)
+
+
+def _unregister(transport: Any) -> None:
+    """
+    Stop being C{transport}'s producer, if still one: TLS will not shut
+    down while a producer is registered.
+    """
+    try:
+        transport.unregisterProducer()
+    except RuntimeError:
+        # StringTransport's way of saying none was registered.
+        pass
+
+
+class NegotiatingProtocol(Protocol):
+    """
+    The protocol of one connection of a L{DrainingSite} that serves HTTP/2:
+    an HTTP/1.1 L{DrainingChannel} until the first bytes say the client
+    speaks HTTP/2 (C{h2} negotiated through ALPN, or, with C{h2c}, the
+    connection preface on a cleartext connection); then a
+    L{DrainingH2Connection}.
+
+    Twisted's own switch (C{_GenericHTTPChannelProtocol}) would leave the
+    HTTP/1.1 channel registered with the drain, which would then wait for it
+    until the cap.
+    """
+
+    def __init__(self, channel: DrainingChannel, h2c: bool) -> None:
+        self._current: Any = channel
+        self._channel = channel
+        self._sniffing = h2c
+        self._decided = False
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self._channel.makeConnection(self.transport)
+        if self._sniffing and ISSLTransport.providedBy(self.transport):
+            self._sniffing = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._decided:
+            self._current.dataReceived(data)
+            return
+        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            self._switch(data)
+            return
+        if self._sniffing:
+            self._buffer += data
+            data = self._buffer
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                return
+            self._buffer = b""
+            if data.startswith(PREFACE):
+                self._switch(data)
+                return
+        self._decided = True
+        self._channel.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        current = self._current
+        if isinstance(current, DrainingH2Connection):
+            current.transportLost(reason)
+        else:
+            current.connectionLost(reason)
+
+    def _switch(self, data: bytes) -> None:
+        """
+        Hand the connection to a new L{DrainingH2Connection}, which joins the
+        drain before the HTTP/1.1 channel leaves it.
+        """
+        self._decided = True
+        channel = self._channel
+        transport: Any = self.transport
+        transport.unregisterProducer()
+        h2 = DrainingH2Connection(channel.factory.reactor)
+        h2.requestFactory = channel.requestFactory  # type: ignore[attr-defined]
+        h2.site = channel.site
+        h2.factory = channel.factory
+        h2.timeOut = channel.timeOut
+        h2.callLater = channel.callLater  # type: ignore[method-assign]
+        self._current = h2
+        h2.makeConnection(transport)
+        transport.registerProducer(h2, True)
+        channel.connectionLost(Failure(ConnectionDone("switched to HTTP/2")))
+        h2.dataReceived(data)

@@ -1,0 +1,357 @@
+"""
+A frame-level HTTP/2 client, for the races no ready-made client produces:
+a stream sent after the server's first GOAWAY but before reading it, a
+PING never acknowledged, a GOAWAY from the client with streams open.
+
+L{H2Frames} is the client's state, with no I/O: it makes frames and reads
+them.  L{H2WireClient} runs it over an in-memory connection of a
+L{gracesvc.testing.Wire}; L{H2SocketClient} over a real socket, TLS with
+ALPN C{h2} or cleartext with prior knowledge.
+
+h2's own client state machine cannot be used: after a GOAWAY it refuses to
+read a PING or to send a stream (python-hyper/h2 #1181, #1199).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from hpack import Decoder, Encoder
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+from twisted.internet.testing import AccumulatingProtocol
+
+from . import Client, Wire
+
+#: The client connection preface (RFC 9113 section 3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+@dataclass
+class StreamResult:
+    """
+    What came back on one stream.
+
+    @ivar status: the response's status, once its headers arrived.
+    @ivar reset: the error code of the server's RST_STREAM, if it sent one.
+    """
+
+    status: int | None = None
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: bytes = b""
+    ended: bool = False
+    reset: int | None = None
+
+
+class H2Frames:
+    """
+    A frame-level HTTP/2 client's state: the frames to send, and what the
+    server sent back.
+
+    @ivar received: every frame read, with when (from C{clock}) it was read.
+    @ivar streams: by stream id, what came back on it.
+    @ivar goAways: the server's GOAWAYs, as (last stream id, error code).
+    @ivar outbox: bytes this client owes the server (SETTINGS and PING
+        ACKs): L{takeOutbox} them and send them.
+    """
+
+    def __init__(self, ackPings: bool = True, clock: object = time.monotonic) -> None:
+        """
+        @param ackPings: whether to acknowledge the server's PINGs (a client
+            that does not stands for one that stopped reading).
+        @param clock: a function of no argument giving the time.
+        """
+        self.ackPings = ackPings
+        self._clock = clock
+        self._encoder = Encoder()
+        self._decoder = Decoder()
+        self._buffer = b""
+        self.received: list[tuple[float, Frame]] = []
+        self.streams: dict[int, StreamResult] = {}
+        self.goAways: list[tuple[int, int]] = []
+        self.pings: list[bytes] = []
+        self.outbox = b""
+        self.nextStreamID = 1
+
+    def preface(self) -> bytes:
+        """
+        @return: the connection preface and this client's SETTINGS.
+        """
+        return PREFACE + SettingsFrame(0).serialize()
+
+    def request(
+        self,
+        path: str = "/ping",
+        method: str = "GET",
+        body: bytes | None = None,
+        endStream: bool = True,
+        scheme: str = "https",
+    ) -> tuple[int, bytes]:
+        """
+        Open a stream with a request.
+
+        @param body: a body, sent in one DATA frame after the headers.
+        @param endStream: whether the request ends there (else the client
+            sends the rest with L{data}).
+        @return: the stream id, and the frames to send.
+        """
+        streamID = self.nextStreamID
+        self.nextStreamID += 2
+        self.streams[streamID] = StreamResult()
+        headers = [
+            (":method", method),
+            (":scheme", scheme),
+            (":authority", "localhost"),
+            (":path", path),
+        ]
+        if body is not None:
+            headers.append(("content-length", str(len(body))))
+        frame = HeadersFrame(streamID, self._encoder.encode(headers))
+        frame.flags.add("END_HEADERS")
+        if endStream and not body:
+            frame.flags.add("END_STREAM")
+        data = frame.serialize()
+        if body:
+            data += self.data(streamID, body, endStream)
+        return streamID, data
+
+    def data(self, streamID: int, data: bytes, endStream: bool = True) -> bytes:
+        """
+        @return: DATA frames on C{streamID} carrying C{data}, of the
+            default largest frame size at most.
+        """
+        chunks = [data[i : i + 16384] for i in range(0, len(data), 16384)] or [b""]
+        serialized = b""
+        for i, chunk in enumerate(chunks):
+            frame = DataFrame(streamID, chunk)
+            if endStream and i == len(chunks) - 1:
+                frame.flags.add("END_STREAM")
+            serialized += frame.serialize()
+        return serialized
+
+    def goAway(self, lastStreamID: int = 0, errorCode: int = 0) -> bytes:
+        """
+        @return: a GOAWAY from the client.
+        """
+        serialized: bytes = GoAwayFrame(
+            0, last_stream_id=lastStreamID, error_code=errorCode
+        ).serialize()
+        return serialized
+
+    def takeOutbox(self) -> bytes:
+        """
+        @return: the bytes owed to the server, which are now sent.
+        """
+        data, self.outbox = self.outbox, b""
+        return data
+
+    def feed(self, data: bytes) -> None:
+        """
+        Read what the server sent.
+        """
+        self._buffer += data
+        while len(self._buffer) >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(self._buffer[:9]))
+            if len(self._buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(self._buffer[9 : 9 + length]))
+            self._buffer = self._buffer[9 + length :]
+            self._frameReceived(frame)
+
+    def _frameReceived(self, frame: Frame) -> None:
+        self.received.append((self._clock(), frame))  # type: ignore[operator]
+        stream = self.streams.get(frame.stream_id)
+        if isinstance(frame, SettingsFrame):
+            if "ACK" not in frame.flags:
+                self.outbox += SettingsFrame(0, flags=["ACK"]).serialize()
+        elif isinstance(frame, PingFrame):
+            if "ACK" not in frame.flags:
+                self.pings.append(frame.opaque_data)
+                if self.ackPings:
+                    self.outbox += PingFrame(
+                        0, opaque_data=frame.opaque_data, flags=["ACK"]
+                    ).serialize()
+        elif isinstance(frame, GoAwayFrame):
+            self.goAways.append((frame.last_stream_id, frame.error_code))
+        elif isinstance(frame, HeadersFrame) and stream is not None:
+            for name, value in self._decoder.decode(frame.data, raw=True):
+                if name == b":status":
+                    stream.status = int(value)
+                else:
+                    stream.headers[name] = value
+            stream.ended = "END_STREAM" in frame.flags
+        elif isinstance(frame, DataFrame) and stream is not None:
+            stream.body += frame.data
+            stream.ended = "END_STREAM" in frame.flags
+            if frame.flow_controlled_length:
+                # Keep the server's windows open.
+                self.outbox += (
+                    WindowUpdateFrame(
+                        0, window_increment=frame.flow_controlled_length
+                    ).serialize()
+                    + WindowUpdateFrame(
+                        frame.stream_id, window_increment=frame.flow_controlled_length
+                    ).serialize()
+                )
+        elif isinstance(frame, RstStreamFrame) and stream is not None:
+            stream.reset = frame.error_code
+
+    def firstAt(self, kind: type[Frame], **attributes: object) -> float | None:
+        """
+        @return: when the first frame of C{kind} with C{attributes} was
+            read, or L{None}.
+        """
+        for at, frame in self.received:
+            if isinstance(frame, kind) and all(
+                getattr(frame, name) == value for name, value in attributes.items()
+            ):
+                return at
+        return None
+
+
+class _FramesProtocol(AccumulatingProtocol):
+    def __init__(self, frames: H2Frames) -> None:
+        self.frames = frames
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        self.frames.feed(data)
+        owed = self.frames.takeOutbox()
+        if owed and self.transport is not None:
+            self.transport.write(owed)
+
+
+class H2WireClient(Client):
+    """
+    An HTTP/2 client connection to a L{Wire} whose site serves HTTP/2
+    (C{Wire(..., h2c=True)}), speaking through L{H2Frames}.  The preface
+    is sent on connecting.
+
+    @ivar frames: the client's state.
+    """
+
+    def __init__(self, wire: Wire, ackPings: bool = True, tls: bool = False) -> None:
+        self.frames = H2Frames(ackPings, clock=wire.clock.seconds)
+        super().__init__(wire, _FramesProtocol(self.frames))
+        if tls:
+            # What the TLS transport says when ALPN chose h2.
+            self.serverTransport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
+        self.send(self.frames.preface())
+
+    def request(self, path: str = "/ping", **kwargs: object) -> int:
+        """
+        Send a request; see L{H2Frames.request}.
+
+        @return: its stream id.
+        """
+        streamID, data = self.frames.request(path, **kwargs)  # type: ignore[arg-type]
+        self.send(data)
+        return streamID
+
+    @property
+    def streams(self) -> dict[int, StreamResult]:
+        return self.frames.streams
+
+
+class H2SocketClient:
+    """
+    A frame-level HTTP/2 client on a real socket: TLS with ALPN C{h2}, or
+    cleartext with prior knowledge.  It reads only when told to.
+
+    @ivar frames: the client's state; frames are timed with
+        L{time.monotonic}.
+    @ivar closedAt: when the server closed the connection, if it did.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        tls: bool = True,
+        ackPings: bool = True,
+        timeout: float = 10.0,
+    ) -> None:
+        self.frames = H2Frames(ackPings)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(sock)
+            if sock.selected_alpn_protocol() != "h2":
+                raise AssertionError("the server did not negotiate h2")
+        self.sock: socket.socket = sock
+        self.closedAt: float | None = None
+        self.send(self.frames.preface())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, path: str = "/ping", **kwargs: object) -> int:
+        """
+        Send a request; see L{H2Frames.request}.
+
+        @return: its stream id.
+        """
+        streamID, data = self.frames.request(path, **kwargs)  # type: ignore[arg-type]
+        self.send(data)
+        return streamID
+
+    def read(self, timeout: float = 0.05) -> bool:
+        """
+        Read what has arrived, waiting at most C{timeout} for something, and
+        send what is owed (ACKs).
+
+        @return: whether the connection is still open.
+        """
+        if self.closedAt is not None:
+            return False
+        pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+        if not pending and not select.select([self.sock], [], [], timeout)[0]:
+            return True
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionError, OSError):
+            data = b""
+        if not data:
+            self.closedAt = time.monotonic()
+            return False
+        self.frames.feed(data)
+        owed = self.frames.takeOutbox()
+        if owed:
+            try:
+                self.send(owed)
+            except OSError:
+                pass
+        return True
+
+    def readUntil(self, done: object, timeout: float = 10.0) -> bool:
+        """
+        Read until C{done()} is true, the connection closes or C{timeout}
+        passes.
+
+        @return: C{done()}.
+        """
+        giveUpAt = time.monotonic() + timeout
+        while not done() and time.monotonic() < giveUpAt:  # type: ignore[operator]
+            if not self.read(min(0.05, max(0.0, giveUpAt - time.monotonic()))):
+                break
+        return bool(done())  # type: ignore[operator]
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
