@@ -14,6 +14,7 @@ benchmark says it skipped the plot.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,13 +118,17 @@ class BenchSmokeTests(SynchronousTestCase):
         output = self.runBench("throughput")
         self.assertRegex(self.row(output, "**median**"), r"\*\*\d+\.\d{3}\*\*")
         self.assertIn("load: wrk" if shutil.which("wrk") else "load: python", output)
-        # Both log alike (a request still in flight when wrk stops may add
-        # a line to one side).
-        self.assertRegex(
+        # Both log alike: one line per request.  A request still in flight
+        # when wrk stops adds a line on one side, up to one per connection
+        # (10): at smoke size, on a loaded machine, 150 requests a round
+        # make that up to 7 %.
+        match = re.search(
+            r"access log lines per request: gracesvc (\d+\.\d+), plain (\d+\.\d+)",
             output,
-            r"access log lines per request: gracesvc (0\.99|1\.0[01]), "
-            r"plain (0\.99|1\.0[01])",
         )
+        assert match is not None, output
+        for side in match.groups():
+            self.assertTrue(0.99 <= float(side) <= 1.10, match.group(0))
 
     def test_throughputWithoutWrk(self) -> None:
         """

@@ -23,6 +23,7 @@ import errno
 import grp
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -148,9 +149,12 @@ def _readableByAll(top: str) -> None:
 
 def privilegedPort() -> int:
     """
-    @return: the first port below 1024 (from 81) free on 127.0.0.1 now.
+    @return: a port below 1024 (from 81) free on 127.0.0.1 now, tried in
+        random order, so that two runs at once seldom pick the same.
     """
-    for port in range(81, 1024):
+    ports = list(range(81, 1024))
+    random.shuffle(ports)
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -175,8 +179,7 @@ def ids(pid: int) -> tuple[list[int], list[int]]:
     )
 
 
-# One pytest-xdist worker runs these: they share the nobody-readable venv,
-# and both take the first free port below 1024.
+# One pytest-xdist worker runs these: they share the nobody-readable venv.
 @pytest.mark.xdist_group("privileged")
 class PrivilegedPortTests(SynchronousTestCase):
     """
