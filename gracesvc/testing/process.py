@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,13 +26,37 @@ from . import Response, get, parseResponses, samples
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
+#: Where L{freePort} picks from: below Linux's ephemeral ports (32768 and
+#: up), which the kernel hands to clients' sockets and to C{bind(0)}, so
+#: that a client connecting elsewhere never holds a port a server is about
+#: to listen on.
+PORTS = range(20000, 32000)
+
+
 def freePort() -> int:
     """
-    @return: a loopback TCP port nobody is listening on right now.
+    @return: a loopback TCP port nobody is listening on right now, drawn at
+        random from L{PORTS}.  Under pytest-xdist each worker draws from
+        its own share of them (its subprocesses too, through the
+        environment), so that two tests running at once never pick the
+        same port in the moment between picking and listening.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    ports = PORTS
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker.startswith("gw") and worker[2:].isdigit() and workers > 0:
+        share = len(PORTS) // workers
+        first = PORTS.start + int(worker[2:]) % workers * share
+        ports = range(first, first + share)
+    for _ in range(100):
+        port = random.choice(ports)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {ports}")
 
 
 def _defaultSigint() -> None:
