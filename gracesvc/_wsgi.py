@@ -92,6 +92,38 @@ class _RouteWatch:
         return self.found if self.found is not None else wsgiRoute(self.environ)
 
 
+class _DrainedWSGIResponse(WSGIResponse):
+    """
+    The response to one request to a WSGI application under the drain: the
+    drain waits for the thread of a request that ended unanswered.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorThreads,
+        threadpool: ThreadPool,
+        application: WSGIApplication,
+        request: Request,
+        drain: Drain,
+    ) -> None:
+        super().__init__(reactor, threadpool, application, request)
+        self.drain = drain
+
+    def requestFailed(self, reason: Failure) -> None:
+        """
+        The request ended unanswered: cut at the cap, or its connection
+        lost.  A thread cut at the cap is given up on with the drain; one
+        serving a client that went away is waited for.
+        """
+        if (
+            reason.check(ResponseCutAtCap) is None
+            and not self.drain.cutting
+            and self.threadStarted
+            and not self.threadDone
+        ):
+            self.drain.track(self.whenThreadDone())
+
+
 @implementer(IResource)
 class DrainedWSGIResource:
     """
@@ -124,30 +156,18 @@ class DrainedWSGIResource:
         self.drain = drain
 
     def render(self, request: IRequest) -> object:
-        httpRequest = cast(Request, request)
         route = _RouteWatch()
-        response = WSGIResponse(
-            self.reactor, self.threadpool, route.watch(self.application), httpRequest
+        response = _DrainedWSGIResponse(
+            self.reactor,
+            self.threadpool,
+            route.watch(self.application),
+            cast(Request, request),
+            self.drain,
         )
         route.environ = response.environ
         labelRoute(request, route)
-        httpRequest.notifyFinish().addErrback(self._ended, response)
         response.start()
         return NOT_DONE_YET
-
-    def _ended(self, reason: Failure, response: WSGIResponse) -> None:
-        """
-        The request ended unanswered: cut at the cap, or its connection
-        lost.  A thread cut at the cap is given up on with the drain; one
-        serving a client that went away is waited for.
-        """
-        if (
-            reason.check(ResponseCutAtCap) is None
-            and not self.drain.cutting
-            and response.threadStarted
-            and not response.threadDone.called
-        ):
-            self.drain.track(response.threadDone)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         """
