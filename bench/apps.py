@@ -32,8 +32,8 @@ class Sizes:
     sleep: float = 2.0
     settle: float = 0.5
     cap: float = 1.0
-    rounds: int = 8
-    duration: float = 2.0
+    rounds: int = 10
+    duration: float = 4.0
     warmup: float = 1.0
 
 

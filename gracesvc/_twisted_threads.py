@@ -112,19 +112,20 @@ class WSGIResponse(_WSGIResponse):
         the application with an error and logs a traceback.
       - The application's iterable is closed whatever happens, as PEP 3333
         asks (Twisted closes it only on success).
-      - L{threadDone} fires in the reactor thread once the thread is done
-        with the request, so that its work can be waited for.
+      - L{whenThreadDone} fires in the reactor thread once the thread is
+        done with the request, so that its work can be waited for.
+      - L{requestFailed} is called when the request ends unanswered.
 
     Internals: L{_WSGIResponse}'s constructor and C{start} (which queues
     C{run} in the pool), C{environ}, C{application}, C{startResponse},
     C{_sendResponseHeaders}, C{started} (whether the status and headers were
-    sent; thread-owned) and C{_requestFinished} (set by its
-    C{notifyFinish} callback, in the reactor thread, on success and failure
-    alike).
+    sent; thread-owned), C{_requestFinished} and C{_finished} (the
+    C{notifyFinish} callback that sets it, in the reactor thread, on
+    success and failure alike, with what C{notifyFinish} fired with).
 
     @ivar threadStarted: whether a thread began running the application.
-    @ivar threadDone: fires with L{None} in the reactor thread once the
-        thread is done with this request (or skipped it).
+    @ivar threadDone: whether the thread is done with this request (or
+        skipped it); set in the reactor thread.
     """
 
     _log = Logger()
@@ -135,18 +136,51 @@ class WSGIResponse(_WSGIResponse):
     started: bool
     _requestFinished: bool
 
-    def __init__(
-        self,
-        reactor: IReactorThreads,
-        threadpool: ThreadPool,
-        application: Callable[..., Iterable[bytes]],
-        request: Request,
-    ) -> None:
-        super().__init__(reactor, threadpool, application, request)
-        self.threadStarted = False
-        self.threadDone: Deferred[None] = Deferred()
-        #: the Content-Length the application declared, once it started.
-        self._length: int | None = None
+    threadStarted = False
+    threadDone = False
+    # Made only for those who wait (see whenThreadDone): most requests end
+    # with nobody waiting, and then need no Deferred.
+    _threadWaiters: list[Deferred[None]] | None = None
+    #: the Content-Length the application declared, once it started.
+    _length: int | None = None
+
+    def whenThreadDone(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires with L{None} in the reactor thread
+            once the thread is done with this request (or skipped it); at
+            once if it is.
+        """
+        done: Deferred[None] = Deferred()
+        if self.threadDone:
+            done.callback(None)
+        elif self._threadWaiters is None:
+            self._threadWaiters = [done]
+        else:
+            self._threadWaiters.append(done)
+        return done
+
+    def _threadEnded(self) -> None:
+        """
+        In the reactor thread: the thread is done with this request.
+        """
+        self.threadDone = True
+        waiters, self._threadWaiters = self._threadWaiters, None
+        for done in waiters or ():
+            done.callback(None)
+
+    def _finished(self, result: object) -> None:
+        self._requestFinished = True
+        if isinstance(result, Failure):
+            self.requestFailed(result)
+
+    def requestFailed(self, reason: Failure) -> None:
+        """
+        In the reactor thread: the request ended without being answered
+        (L{Request.notifyFinish} failed with C{reason}: its connection was
+        lost, or the drain cut it).  Does nothing here; a subclass may.
+        It sees the one C{notifyFinish} Deferred the response has, where
+        another per request would cost a Deferred and a callback.
+        """
 
     @property
     def requestFinished(self) -> bool:
@@ -161,12 +195,12 @@ class WSGIResponse(_WSGIResponse):
         already ended.
         """
         if self._requestFinished:
-            self.reactor.callFromThread(self.threadDone.callback, None)
+            self.reactor.callFromThread(self._threadEnded)
             return
         self.threadStarted = True
         # The application's last hand-over to the reactor (_succeeded or
-        # _failed) also fires threadDone: one wake-up of the reactor fewer
-        # per request than a call of its own.
+        # _failed) also ends the thread's part: one wake-up of the reactor
+        # fewer per request than a call of its own.
         self._runApplication()
 
     def _runApplication(self) -> None:
@@ -223,7 +257,7 @@ class WSGIResponse(_WSGIResponse):
                 self._sendResponseHeaders()
             self.request.finish()
         finally:
-            self.threadDone.callback(None)
+            self._threadEnded()
 
     def _failed(self, started: bool, failure: Failure) -> None:
         try:
@@ -236,7 +270,7 @@ class WSGIResponse(_WSGIResponse):
                 self.request.setResponseCode(500)
                 self.request.finish()
         finally:
-            self.threadDone.callback(None)
+            self._threadEnded()
 
 
 def _contentLength(headers: Iterable[tuple[str, str]]) -> int | None:

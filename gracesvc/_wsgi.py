@@ -60,36 +60,69 @@ def wsgiRoute(environ: dict[str, Any]) -> str:
     return str(environ.get("SCRIPT_NAME", "")) + str(rule.rule)
 
 
-class _RouteWatch:
+class _WSGIRoute:
     """
-    Finds the route of one WSGI request in its thread, when the application
-    calls C{start_response}: by then it has matched its route, and Flask
-    forgets its request object as its handler returns.
+    The route label of one WSGI request (see L{labelRoute}), found in the
+    thread when the application calls C{start_response}: by then it has
+    matched its route, and Flask forgets its request object as its handler
+    returns.
 
     Calling it (in the reactor thread, once the response is complete) gives
-    the label: what was found, or what can be found now if the
-    application never started a response (cut at the cap, say).
+    the label: what was found, or what can be found now if the application
+    never started a response (cut at the cap, say).  It keeps the WSGI
+    environment, not the response: the request keeps its label, and a label
+    that led back to the request would make each request a reference cycle
+    for the garbage collector to find.
     """
 
-    def __init__(self) -> None:
+    __slots__ = ("environ", "found")
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self.environ = environ
         self.found: str | None = None
-        self.environ: dict[str, Any] = {}
-
-    def watch(self, application: WSGIApplication) -> WSGIApplication:
-        def watched(
-            environ: dict[str, Any], startResponse: Callable[..., Any]
-        ) -> Iterable[bytes]:
-            def startWatched(*args: Any) -> Any:
-                if self.found is None:
-                    self.found = wsgiRoute(environ)
-                return startResponse(*args)
-
-            return application(environ, startWatched)
-
-        return watched
 
     def __call__(self, request: IRequest) -> str:
         return self.found if self.found is not None else wsgiRoute(self.environ)
+
+
+class _DrainedWSGIResponse(WSGIResponse):
+    """
+    The response to one request to a WSGI application under the drain: it
+    finds the route label of its request (L{route}), and has the drain wait
+    for the thread of a request that ended unanswered.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorThreads,
+        threadpool: ThreadPool,
+        application: WSGIApplication,
+        request: Request,
+        drain: Drain,
+    ) -> None:
+        super().__init__(reactor, threadpool, application, request)
+        self.drain = drain
+        self.route = _WSGIRoute(self.environ)
+
+    def startResponse(self, *args: Any) -> Any:
+        route = self.route
+        if route.found is None:
+            route.found = wsgiRoute(self.environ)
+        return WSGIResponse.startResponse(self, *args)
+
+    def requestFailed(self, reason: Failure) -> None:
+        """
+        The request ended unanswered: cut at the cap, or its connection
+        lost.  A thread cut at the cap is given up on with the drain; one
+        serving a client that went away is waited for.
+        """
+        if (
+            reason.check(ResponseCutAtCap) is None
+            and not self.drain.cutting
+            and self.threadStarted
+            and not self.threadDone
+        ):
+            self.drain.track(self.whenThreadDone())
 
 
 @implementer(IResource)
@@ -124,30 +157,16 @@ class DrainedWSGIResource:
         self.drain = drain
 
     def render(self, request: IRequest) -> object:
-        httpRequest = cast(Request, request)
-        route = _RouteWatch()
-        response = WSGIResponse(
-            self.reactor, self.threadpool, route.watch(self.application), httpRequest
+        response = _DrainedWSGIResponse(
+            self.reactor,
+            self.threadpool,
+            self.application,
+            cast(Request, request),
+            self.drain,
         )
-        route.environ = response.environ
-        labelRoute(request, route)
-        httpRequest.notifyFinish().addErrback(self._ended, response)
+        labelRoute(request, response.route)
         response.start()
         return NOT_DONE_YET
-
-    def _ended(self, reason: Failure, response: WSGIResponse) -> None:
-        """
-        The request ended unanswered: cut at the cap, or its connection
-        lost.  A thread cut at the cap is given up on with the drain; one
-        serving a client that went away is waited for.
-        """
-        if (
-            reason.check(ResponseCutAtCap) is None
-            and not self.drain.cutting
-            and response.threadStarted
-            and not response.threadDone.called
-        ):
-            self.drain.track(response.threadDone)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         """

@@ -179,6 +179,39 @@ class WSGIResponseTests(SynchronousTestCase):
         request.connectionLost(Failure(ConnectionLost()))
         self.assertTrue(response.requestFinished)
 
+    def test_finishedHearsHowTheRequestEnded(self) -> None:
+        """
+        C{_WSGIResponse._finished}: the C{notifyFinish} callback, called
+        with L{None} when the request is answered and with the L{Failure}
+        when it ends unanswered; only the failure reaches C{requestFailed}.
+        """
+        failed: list[Failure] = []
+        response, request = self.response()
+        self.patch(response, "requestFailed", failed.append)
+        request.finish()
+        self.assertEqual(failed, [])
+        response, request = self.response()
+        self.patch(response, "requestFailed", failed.append)
+        request.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(failed), 1)
+        self.assertIsInstance(failed[0].value, ConnectionLost)
+
+    def test_whenThreadDone(self) -> None:
+        """
+        L{WSGIResponse.whenThreadDone} fires once the thread is done with the
+        request, or at once if it is already.
+        """
+        response, _ = self.response()
+        pool = cast(ManualThreadPool, response.threadpool)
+        response.start()
+        waiting = [response.whenThreadDone(), response.whenThreadDone()]
+        for d in waiting:
+            self.assertNoResult(d)
+        pool.runNext()
+        for d in waiting:
+            self.assertIsNone(self.successResultOf(d))
+        self.assertIsNone(self.successResultOf(response.whenThreadDone()))
+
     def test_startQueuesRun(self) -> None:
         """
         C{_WSGIResponse.start}: queues C{self.run} in the thread pool.
@@ -189,7 +222,7 @@ class WSGIResponseTests(SynchronousTestCase):
         self.assertEqual(len(pool.queue), 1)
         pool.runNext()
         self.assertTrue(response.threadStarted)
-        self.assertTrue(response.threadDone.called)
+        self.assertTrue(response.threadDone)
 
     def test_startResponseAndSendHeaders(self) -> None:
         """
