@@ -326,14 +326,23 @@ class StopSignals:
     """
 
     def __init__(
-        self, reactor: SignalReactor, drain: Drain, signals: SignalModule = signal
+        self,
+        reactor: SignalReactor,
+        drain: Drain,
+        signals: SignalModule = signal,
+        joinStartedDrain: bool = False,
     ) -> None:
         """
         @param reactor: the reactor that a signal stops.
         @param drain: the drain that a signal starts, or forces.
         @param signals: the L{signal} module, or a stand-in in tests.
+        @param joinStartedDrain: whether a first signal that finds the drain
+            started already (by a worker's master) is the same stop rather
+            than a second one: a signal to the process group reaches the
+            master and its workers alike.
         """
         self._reactor = reactor
+        self._joinStartedDrain = joinStartedDrain
         self._drain = drain
         self._signals = signals
         self._phase = _Phase.STARTING
@@ -394,9 +403,12 @@ class StopSignals:
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
         # Decided with one call, not a flag tested then set: a second signal
         # can run this handler again between any two bytecodes of the first.
-        if next(self._arrivals) == 0 and not self._drain.draining:
+        first = next(self._arrivals) == 0
+        if first and not self._drain.draining:
             at = self._drain.clock.seconds()
             self._reactor.callFromThread(self._stop, signum, at)
+        elif first and self._joinStartedDrain:
+            self._reactor.callFromThread(self._joined, signum)
         else:
             self._reactor.callFromThread(self._force, signum)
 
@@ -411,6 +423,16 @@ class StopSignals:
         self._reactorHandlers()[signum](signum, None)
         name = signal.Signals(signum).name
         self._drain.start(name, name, startedAt=at)
+
+    def _joined(self, signum: int) -> None:
+        """
+        The first signal, when the drain had started already: the same stop.
+        """
+        self._phase = _Phase.FORCING
+        self._drain.log.info(
+            "{signal} joins the drain already under way",
+            signal=signal.Signals(signum).name,
+        )
 
     def _force(self, signum: int) -> None:
         """

@@ -5,6 +5,7 @@ twistd glue: C{twistd gracesvc} options and the service they make.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from collections.abc import Sequence
@@ -139,7 +140,34 @@ class Options(usage.Options):
             f"With --wsgi: the most requests its thread pool runs at once "
             f"[default: {DEFAULT_THREADS}]",
         ],
+        [
+            "workers",
+            None,
+            "0",
+            "Serve with this many worker processes, each a gracesvc, under a "
+            "master that owns the listening sockets: SIGHUP to the master "
+            "reloads them (the new ones ready before the old ones drain), "
+            "SIGINT/SIGTERM drains them all within one --shutdown-timeout. "
+            "0 serves in this one process.",
+        ],
+        [
+            "worker-boot-timeout",
+            None,
+            "60",
+            "With --workers: seconds a generation of workers has to become "
+            "ready (at start, or on SIGHUP) before the start or the reload "
+            "fails.",
+        ],
+        [
+            "worker-spec",
+            None,
+            None,
+            "Internal: what the master tells a worker it starts (JSON).",
+        ],
     ]
+
+    #: The options a master does not hand on to its workers.
+    masterOnly = frozenset(["workers", "worker-boot-timeout", "worker-spec"])
 
     def __init__(self, reactor: Any = None) -> None:
         """
@@ -177,6 +205,14 @@ class Options(usage.Options):
         Check every value and parse every endpoint, so that a mistake is a
         usage error now rather than a traceback later.
         """
+        # As given, for the workers' command line (see workerArguments).
+        names = [str(parameter[0]) for parameter in self.optParameters]
+        self["given"] = {
+            name: self[name]
+            for name in names
+            if self[name] is not None and name not in self.masterOnly
+        }
+        self._workerOptions()
         self["shutdown-timeout"] = _seconds(
             "shutdown-timeout", self["shutdown-timeout"], allowZero=False
         )
@@ -198,19 +234,87 @@ class Options(usage.Options):
         except ValueError as e:
             option = "--cleanup-budget" if "cleanup" in str(e) else "--drain-delay"
             raise usage.UsageError(f"{option}: {e}") from None
-        self._loadApp()
+        if self["workers"]:
+            # The workers import the app, each generation anew.
+            self._checkAppOptions()
+        else:
+            self._loadApp()
         if self._reactor is None:
             from twisted.internet import reactor
 
             self._reactor = reactor
-        self["endpoints"] = [
-            (d, self._endpoint("listen", d)) for d in self["listen"] or [DEFAULT_LISTEN]
-        ]
+        if self["worker-spec"] is not None:
+            self["endpoints"] = self._adoptedEndpoints()
+        else:
+            self["endpoints"] = [
+                (d, self._endpoint("listen", d))
+                for d in self["listen"] or [DEFAULT_LISTEN]
+            ]
+        if self["workers"]:
+            self["listening-specs"] = self._listeningSpecs()
         if self["metrics-listen"] is not None:
             self["metrics-endpoint"] = self._endpoint(
                 "metrics-listen", self["metrics-listen"]
             )
         self["reactor"] = self._reactor
+
+    def _workerOptions(self) -> None:
+        given = self["workers"]
+        try:
+            workers = int(given)
+        except (TypeError, ValueError):
+            workers = -1
+        if workers < 0:
+            raise usage.UsageError(
+                f"--workers: expected a number of processes >= 0, got {given!r}"
+            )
+        self["workers"] = workers
+        self["worker-boot-timeout"] = _seconds(
+            "worker-boot-timeout", self["worker-boot-timeout"], allowZero=False
+        )
+        spec = self["worker-spec"]
+        if spec is not None:
+            if workers:
+                raise usage.UsageError("--worker-spec: not with --workers")
+            self["worker-spec"] = _parseWorkerSpec(spec)
+            if self["listen"] or self["metrics-listen"] is not None:
+                raise usage.UsageError(
+                    "--worker-spec: a worker listens on its master's sockets only"
+                )
+        if workers and self["metrics-listen"] is not None:
+            raise usage.UsageError(
+                "--metrics-listen: not supported with --workers yet (each "
+                "worker serves its own /metrics on the main listeners)"
+            )
+
+    def _adoptedEndpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        return [
+            (description, AdoptedStreamServerEndpoint(self._reactor, fd, family))
+            for description, fd, family in self["worker-spec"]["listeners"]
+        ]
+
+    def _listeningSpecs(self) -> list[tuple[str, Any]]:
+        from ._twisted import listeningSpec
+
+        specs = []
+        for description, endpoint in self["endpoints"]:
+            spec = listeningSpec(endpoint)
+            if spec is None:
+                raise usage.UsageError(
+                    f"--listen {description!r}: --workers serves tcp:, tcp6:, "
+                    f"unix: and systemd: endpoints only"
+                )
+            specs.append((description, spec))
+        return specs
+
+    def workerArguments(self) -> list[str]:
+        """
+        @return: the plugin options a worker of C{--workers} is started
+            with: the ones given, except the master's own and C{--listen}.
+        """
+        return [f"--{name}={value}" for name, value in self["given"].items()]
 
     def _webSocketOptions(self) -> None:
         from ._websocket import WebSocketPolicy
@@ -248,10 +352,7 @@ class Options(usage.Options):
         """
         from ._load import AppLoadError, loadApp, loadWSGI, parseThreads
 
-        if self["app"] is not None and self["wsgi"] is not None:
-            raise usage.UsageError("--app and --wsgi cannot be used together")
-        if self["threads"] is not None and self["wsgi"] is None:
-            raise usage.UsageError("--threads: only with --wsgi")
+        self._checkAppOptions()
         try:
             self["threads"] = (
                 DEFAULT_THREADS
@@ -262,6 +363,12 @@ class Options(usage.Options):
             self["wsgi-app"] = None if self["wsgi"] is None else loadWSGI(self["wsgi"])
         except AppLoadError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _checkAppOptions(self) -> None:
+        if self["app"] is not None and self["wsgi"] is not None:
+            raise usage.UsageError("--app and --wsgi cannot be used together")
+        if self["threads"] is not None and self["wsgi"] is None:
+            raise usage.UsageError("--threads: only with --wsgi")
 
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
@@ -282,6 +389,26 @@ def _describe(e: Exception) -> str:
     elif isinstance(e, KeyError):
         text = f"unknown endpoint type or parameter {text}"
     return text
+
+
+def _parseWorkerSpec(text: str) -> dict[str, Any]:
+    """
+    @return: the worker spec a master wrote: C{generation}, C{slot},
+        C{acceptLimit}, and C{listeners}, a list of (description, fd,
+        address family).
+    @raise usage.UsageError: it is not one.
+    """
+    try:
+        spec = json.loads(text)
+        listeners = [(str(d), int(fd), int(f)) for d, fd, f in spec["listeners"]]
+        return {
+            "generation": int(spec["generation"]),
+            "slot": int(spec["slot"]),
+            "acceptLimit": int(spec.get("acceptLimit", 0)),
+            "listeners": listeners,
+        }
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"--worker-spec: not a worker spec: {e}") from None
 
 
 def makeService(options: Options, signals: SignalModule = signal) -> IService:
@@ -310,6 +437,10 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._wsgi import wsgiResource
 
     reactor = options["reactor"]
+    if options["workers"]:
+        from ._workers import makeMaster
+
+        return makeMaster(options, signals)
     drain = Drain(reactor, policy=options["policy"])
     if IReactorThreads.providedBy(reactor):
         boundReactorThreads(reactor, drain)
@@ -339,9 +470,12 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         webSocketPolicy=options["websocket-policy"],
         reactor=reactor,
     )
-    stopSignals = StopSignals(reactor, drain, signals)
+    worker = options["worker-spec"]
+    stopSignals = StopSignals(
+        reactor, drain, signals, joinStartedDrain=worker is not None
+    )
     stopSignals.catch()
-    return TwistdService(
+    service = TwistdService(
         site,
         options["endpoints"],
         drain,
@@ -349,3 +483,18 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         stopSignals,
         auxiliaryEndpoints=auxiliary,
     )
+    if worker is not None:
+        from ._control import WorkerControl
+
+        # SIGHUP reloads the master; sent to the process group (a closing
+        # terminal), it must not kill the workers, whose default it is.
+        signals.signal(signal.SIGHUP, signal.SIG_IGN)
+        WorkerControl(
+            reactor,
+            drain,
+            service.ports,
+            worker["generation"],
+            worker["slot"],
+            worker["acceptLimit"],
+        ).setServiceParent(service)
+    return service
