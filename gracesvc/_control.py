@@ -186,8 +186,10 @@ class WorkerControl(Service):
                 keepDrainDelay=bool(message.get("drainDelay", True)),
             )
         elif command == "force":
+            draining = self.drain.draining
             self.drain.forceStop(f"master: {message.get('reason', 'force')}")
-            self._stopReactor()
+            if not draining:
+                self._stopReactor()
         else:
             self.log.warn(
                 "gracesvc worker: ignoring an unknown control command {command!r}",
@@ -208,14 +210,15 @@ class WorkerControl(Service):
     def _drainNow(
         self, reason: str, startedAt: float | None, keepDrainDelay: bool
     ) -> None:
-        if not self.drain.draining:
-            if not keepDrainDelay:
-                # A reload: the new generation already accepts on the same
-                # sockets, so there is nothing for a load balancer to notice.
-                self.drain.policy = dataclasses.replace(
-                    self.drain.policy, drainDelay=0.0
-                )
-            self.drain.start(reason, startedAt=startedAt)
+        # Whatever started a drain already (a signal to this process, the
+        # service stopping) stops the reactor too.
+        if self.drain.draining:
+            return
+        if not keepDrainDelay:
+            # A reload: the new generation already accepts on the same
+            # sockets, so there is nothing for a load balancer to notice.
+            self.drain.policy = dataclasses.replace(self.drain.policy, drainDelay=0.0)
+        self.drain.start(reason, startedAt=startedAt)
         self._stopReactor()
 
     def _stopReactor(self) -> None:

@@ -402,6 +402,8 @@ class Master(Service):
         self.workers: list[WorkerProcess] = []
         self.slots = [Slot(i) for i in range(workers)]
         self.generation = 1
+        #: the newest generation started, ready or not: never reused.
+        self.newest = 1
         self.booting: int | None = None
         self.reloadQueued = False
         self.reloads = {"ok": 0, "failed": 0}
@@ -446,7 +448,7 @@ class Master(Service):
         self.reactor.callFromThread(self.reload)
 
     def _startGeneration(self, generation: int) -> None:
-        self.booting = generation
+        self.booting = self.newest = generation
         self.log.info(
             "gracesvc master: starting generation {generation}: {workers} workers",
             generation=generation,
@@ -577,7 +579,7 @@ class Master(Service):
             "gracesvc master: SIGHUP: reloading", step="reload", outcome="start"
         )
         self.phase = MasterPhase.RELOADING
-        self._startGeneration(self.generation + 1)
+        self._startGeneration(self.newest + 1)
 
     def _reloadFailed(self, generation: int, why: str) -> None:
         if self._bootTimer is not None and self._bootTimer.active():
