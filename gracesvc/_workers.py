@@ -197,7 +197,6 @@ class WorkerProcess(ProcessProtocol):
         own requests.
     """
 
-    log = Logger()
     inFlight = 0
 
     def __init__(self, master: Master, generation: int, slot: int) -> None:
@@ -233,7 +232,7 @@ class WorkerProcess(ProcessProtocol):
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
         if len(self._buffer) > MAX_LINE:
-            self.log.warn(
+            self.master.log.warn(
                 "gracesvc master: {worker} wrote an overlong control line",
                 worker=repr(self),
             )
@@ -241,7 +240,7 @@ class WorkerProcess(ProcessProtocol):
         for line in lines:
             message = decode(line)
             if message is None:
-                self.log.warn(
+                self.master.log.warn(
                     "gracesvc master: ignoring a malformed control line from "
                     "{worker}: {line!r}",
                     worker=repr(self),
