@@ -25,8 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client.core import GaugeMetricFamily, Metric
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
@@ -35,7 +37,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from ._drain import Drain
-from ._twisted import limitAccepts
+from ._twisted import exitSignal, limitAccepts
 
 #: The worker's ends of the control pipes.
 WORKER_WRITES = 3
@@ -43,6 +45,31 @@ WORKER_READS = 4
 
 #: The longest control line either side accepts.
 MAX_LINE = 65536
+
+
+def exitAtOnce(reactor: object, signals: Any, status: int = 0) -> None:
+    """
+    Leave now that the reactor has stopped (call it from an 'after'
+    'shutdown' trigger): with the signal that stopped the reactor, as
+    twistd would re-raise it, else with C{status}.  Without the
+    interpreter's teardown, which takes longer (60-100 ms) than the last
+    steps of a drain; the workers' master waits for this.
+
+    @param signals: the L{signal} module, or a stand-in.
+    """
+    import signal
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    signum = exitSignal(reactor)
+    if signum is not None:
+        signals.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    os._exit(status)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -122,12 +149,17 @@ class WorkerControl(Service):
         acceptLimit: int,
         writeFd: int = WORKER_WRITES,
         readFd: int = WORKER_READS,
+        signals: Any = None,
+        exitFast: bool = False,
     ) -> None:
         """
         @param ports: the service's drained ports, filled in as it listens.
         @param acceptLimit: accept at most this many connections per
             wake-up on each port (0: Twisted's default), so that the
             workers share the connections.
+        @param signals: the L{signal} module, or a stand-in.
+        @param exitFast: whether to exit at once when the reactor has
+            stopped (see L{exitAtOnce}): so twistd runs it, not tests.
         """
         self.reactor = reactor
         self.drain = drain
@@ -137,6 +169,8 @@ class WorkerControl(Service):
         self.acceptLimit = acceptLimit
         self.writeFd = writeFd
         self.readFd = readFd
+        self.signals = signals
+        self.exitFast = exitFast
         self.protocol: ControlProtocol | None = None
         self._masterGone = False
 
@@ -152,6 +186,10 @@ class WorkerControl(Service):
             reactor=self.reactor,
         )
         self.reactor.callWhenRunning(self._ready)
+        if self.exitFast:
+            self.reactor.addSystemEventTrigger(
+                "after", "shutdown", exitAtOnce, self.reactor, self.signals
+            )
 
     def _ready(self) -> None:
         if self.acceptLimit:
@@ -226,3 +264,24 @@ class WorkerControl(Service):
             self.reactor.stop()
         except ReactorNotRunning:
             pass
+
+
+class WorkerCollector:
+    """
+    C{gracesvc_worker_info{generation, slot, pid} 1} on a worker's
+    C{/metrics}: which worker of the tree answered the scrape (each has a
+    registry of its own; the master does not aggregate them yet).
+    """
+
+    def __init__(self, generation: int, slot: int) -> None:
+        self.generation = generation
+        self.slot = slot
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "gracesvc_worker_info",
+            "The worker of --workers that answered this scrape.",
+            labels=["generation", "slot", "pid"],
+        )
+        info.add_metric([str(self.generation), str(self.slot), str(os.getpid())], 1)
+        yield info

@@ -46,7 +46,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._control import MAX_LINE, WORKER_READS, WORKER_WRITES, decode, encode
+from ._control import (
+    MAX_LINE,
+    WORKER_READS,
+    WORKER_WRITES,
+    decode,
+    encode,
+    exitAtOnce,
+)
 from ._drain import Drain, IDrainableConnection
 from ._service import SignalModule
 from ._twisted import ListeningSpec, exitSignal
@@ -749,22 +756,10 @@ class Master(Service):
 
     def _exit(self) -> None:
         """
-        The reactor has stopped: leave as soon as possible, every worker is
-        gone.  After a stop signal, the exit status is the signal's (as
-        twistd would make it, without the interpreter's teardown); after a
-        failed start, 1.
+        The reactor has stopped and every worker is gone: leave at once,
+        with the stop signal's status, or 1 after a failed start.
         """
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        if self.exitStatus is not None:
-            os._exit(self.exitStatus)
-        signum = exitSignal(self.reactor)
-        if signum is not None:
-            self.signals.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        exitAtOnce(self.reactor, self.signals, self.exitStatus or 0)
 
 
 #: How a worker is started: twistd's own entry point, so that the worker

@@ -484,7 +484,9 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         auxiliaryEndpoints=auxiliary,
     )
     if worker is not None:
-        from ._control import WorkerControl
+        from ._control import WorkerCollector, WorkerControl
+
+        metrics.registry.register(WorkerCollector(worker["generation"], worker["slot"]))
 
         # SIGHUP reloads the master; sent to the process group (a closing
         # terminal), it must not kill the workers, whose default it is.
@@ -496,5 +498,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
             worker["generation"],
             worker["slot"],
             worker["acceptLimit"],
+            signals=signals,
+            exitFast=True,
         ).setServiceParent(service)
     return service

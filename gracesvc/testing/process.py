@@ -232,7 +232,8 @@ class Master(Twistd):
         """
         pids = childPids(self.pid)
         self.workerPids.update(pids)
-        return pids
+        # An exited worker stays a child until the master reaps it.
+        return [pid for pid in pids if alive(pid)]
 
     def waitUntilReady(self, timeout: float = 20.0, generation: int = 1) -> Master:
         """
