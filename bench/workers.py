@@ -185,33 +185,53 @@ class NewConnections(threading.Thread):
                 self.failed[result] = self.failed.get(result, 0) + 1
 
 
-def reloadFigures(reloads: int, connections: int) -> tuple[list[str], str]:
+def loadRun(
+    master: Master, seconds: float, connections: int, reloads: int
+) -> list[str]:
+    """
+    Load C{master} with wrk and a new-connection client for C{seconds},
+    sending C{reloads} SIGHUPs meanwhile, each once the last one is done.
+
+    @return: the table row.
+    """
+    load = wrk(master.port, seconds, connections)
+    fresh = NewConnections(master.port)
+    time.sleep(1)
+    began = time.monotonic()
+    for _ in range(reloads):
+        generation = master.log().count("gracesvc master: SIGHUP") + 2
+        master.signal(signal.SIGHUP)
+        master.waitUntilReady(generation=generation)
+        time.sleep(0.4)
+    took = time.monotonic() - began
+    out, _ = load.communicate(timeout=seconds + 60)
+    fresh.stopping.set()
+    fresh.join(10)
+    figures = wrkFigures(out)
+    failed = master.log().count("reload failed")
+    return [
+        f"{reloads} in {took:.1f} s, {failed} failed" if reloads else "none",
+        f"{seconds:g} s",
+        figures["requests"],
+        figures["errors"],
+        figures["p99"],
+        figures["max"],
+        f"{fresh.ok} ok, failed {fresh.failed or 0}",
+    ]
+
+
+def reloadFigures(reloads: int, connections: int) -> list[list[str]]:
+    """
+    @return: a row without reloads, then one with C{reloads}, on one master.
+    """
     master = start()
     try:
-        seconds = reloads * 1.2 + 3
-        load = wrk(master.port, seconds, connections)
-        fresh = NewConnections(master.port)
-        time.sleep(1)
-        began = time.monotonic()
-        for generation in range(2, reloads + 2):
-            master.signal(signal.SIGHUP)
-            master.waitUntilReady(generation=generation)
-            master.workers()
-            time.sleep(0.4)
-        took = time.monotonic() - began
-        out, _ = load.communicate(timeout=seconds + 30)
-        fresh.stopping.set()
-        fresh.join(10)
-        figures = wrkFigures(out)
-        failed = master.log().count("reload failed")
+        # About how long the reloads take on a loaded 2-core machine.
+        seconds = reloads * 2.5 + 3
         return [
-            f"{reloads} ({took:.1f} s, {failed} failed)",
-            figures["requests"],
-            figures["errors"],
-            figures["p99"],
-            figures["max"],
-            f"{fresh.ok} ok, failed {fresh.failed or 0}",
-        ], out
+            loadRun(master, seconds, connections, 0),
+            loadRun(master, seconds, connections, reloads),
+        ]
     finally:
         stop(master)
 
@@ -355,6 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes")
+    parser.add_argument(
+        "--only",
+        default="stop,reload,throughput,kills",
+        help="the sections to run, comma-separated (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.reloads, args.rounds, args.duration = 1, 1, 1.0
@@ -366,6 +391,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench.workers: {machine()}", flush=True)
     socket.setdefaulttimeout(15)
 
+    sections = set(args.only.split(","))
+    if "stop" in sections:
+        stopSection()
+    if "reload" in sections:
+        reloadSection(args.reloads)
+    if "throughput" in sections:
+        throughputSection(args.rounds, args.duration)
+    if "kills" in sections:
+        print("\n## Kills\n")
+        print(table(["what", "figure"], killFigures()))
+    return 0
+
+
+def stopSection() -> None:
     print("\n## Stop: --workers 2, 20 /ping (2 s) in flight, SIGTERM\n")
     stops = [stopFigures(False), stopFigures(True)]
     print(
@@ -381,31 +420,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
 
+
+def reloadSection(reloads: int) -> None:
     print(
-        f"\n## Reload: --workers 2, {args.reloads} SIGHUPs under wrk -t1 -c20 "
+        f"\n## Reload: --workers 2, {reloads} SIGHUPs under wrk -t1 -c20 "
         "--latency plus one client opening a connection per request\n"
     )
-    row, _ = reloadFigures(args.reloads, 20)
+    rows = reloadFigures(reloads, 20)
     print(
         table(
             [
                 "SIGHUPs",
+                "wrk run",
                 "wrk requests",
                 "wrk errors",
                 "p99",
                 "max",
                 "new-connection client",
             ],
-            [row],
+            rows,
         ),
         flush=True,
     )
 
+
+def throughputSection(rounds: int, duration: float) -> None:
     print(
-        f"\n## Throughput: wrk -t1 -c50 -d{args.duration:g}s on /ping, --workers 0 "
+        f"\n## Throughput: wrk -t1 -c50 -d{duration:g}s on /ping, --workers 0 "
         "and --workers 2 alternately\n"
     )
-    rows = throughputFigures(args.rounds, args.duration, 50)
+    throughput = throughputFigures(rounds, duration, 50)
     print(
         table(
             [
@@ -416,14 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "worker shares",
                 "server CPU µs/request (0 / 2)",
             ],
-            rows,
+            throughput,
         ),
         flush=True,
     )
-
-    print("\n## Kills\n")
-    print(table(["what", "figure"], killFigures()))
-    return 0
 
 
 if __name__ == "__main__":

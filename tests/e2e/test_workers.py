@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import collections
 import os
+import shlex
 import signal
 import socket
+import sys
 import tempfile
 import time
 
@@ -18,8 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.testing import get
 from gracesvc.testing.process import (
+    TWISTD,
     InFlight,
     Master,
+    Process,
     RawClient,
     alive,
     childPids,
@@ -29,11 +33,15 @@ from gracesvc.testing.process import (
 )
 
 from .test_deploy import (
+    _SYSTEMD_EXEC,
+    DEPLOY,
+    SYSTEMD_SERVICE,
     SYSTEMD_SOCKET,
     Load,
     SocketActivated,
     SystemdSocketTests,
     failures,
+    gracesvcOptions,
     systemdUnit,
     waitFor,
 )
@@ -288,20 +296,64 @@ class WorkerOptionsTests(SynchronousTestCase):
             self.assertNotIn("Traceback", result.stderr)
 
 
+#: The unit of C{--workers} under systemd.
+WORKERS_SERVICE = os.path.join(DEPLOY, "gracesvc-workers.service")
+
+
+class WorkersUnitTests(SynchronousTestCase):
+    def test_reloadStopAndTimeout(self) -> None:
+        """
+        C{systemctl reload} sends SIGHUP to the master; C{systemctl stop}
+        SIGTERM to the master alone, waiting longer than its cap and the
+        exits before SIGKILL; the command is the single-process one with
+        C{--workers}.
+        """
+        service = systemdUnit(WORKERS_SERVICE)["Service"]
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
+        self.assertEqual(service["KillMode"], "mixed")
+        self.assertEqual(service["KillSignal"], "SIGTERM")
+        options = gracesvcOptions(shlex.split(service["ExecStart"])[1:])
+        self.assertEqual(options["workers"], 2)
+        self.assertGreater(
+            float(service["TimeoutStopSec"]), options["shutdown-timeout"] + 1.5
+        )
+        single = shlex.split(systemdUnit(SYSTEMD_SERVICE)["Service"]["ExecStart"])
+        workers = shlex.split(service["ExecStart"])
+        self.assertEqual([a for a in workers if a not in ("--workers", "2")], single)
+
+
+class WorkersSocketActivated(SocketActivated):
+    """
+    C{deploy/gracesvc-workers.service}'s command, started as systemd starts
+    it from C{deploy/gracesvc.socket}.
+    """
+
+    def __init__(self, listening: socket.socket, fdName: str, *extraArgs: str) -> None:
+        argv = shlex.split(systemdUnit(WORKERS_SERVICE)["Service"]["ExecStart"])
+        argv[0] = TWISTD
+        argv += list(extraArgs)
+        fd = listening.fileno()
+        Process.__init__(
+            self,
+            [sys.executable, "-c", _SYSTEMD_EXEC, str(fd), *argv],
+            prefix="gracesvc-systemd-",
+            env=dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES=fdName),
+            passFds=(fd,),
+        )
+
+
 class SystemdWorkersTests(SystemdSocketTests):
     """
-    C{deploy/gracesvc.service}'s command with C{--workers 2} on a socket
-    the test owns, as systemd would hand it over: replacements under load
-    lose nothing.
+    test_deploy's replacement test with C{deploy/gracesvc-workers.service}
+    on a socket the test owns, as systemd would hand it over: replacements
+    under load lose nothing.
     """
 
     def start(self, listening: socket.socket) -> SocketActivated:
         fdName = systemdUnit(SYSTEMD_SOCKET)["Socket"].get(
             "FileDescriptorName", "gracesvc.socket"
         )
-        process = SocketActivated(
-            listening, fdName, "--ping-delay", "0.05", "--workers", "2"
-        )
+        process = WorkersSocketActivated(listening, fdName, "--ping-delay", "0.05")
         workers: set[int] = set()
 
         def killWorkers() -> None:
