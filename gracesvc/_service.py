@@ -417,7 +417,14 @@ class StopSignals:
         The first signal: the reactor's handler stops the reactor (on its
         next turn) and records the exit status; the drain starts now, with
         its cap counted from C{at}, when the signal arrived.
+
+        A worker's master may have started the drain since the signal
+        arrived (its command was read first, on the same turn): then the
+        signal joins it, and the reactor, stopped already, is left alone.
         """
+        if self._joinStartedDrain and self._drain.draining:
+            self._joined(signum)
+            return
         if self._phase is not _Phase.RESTORED:
             self._phase = _Phase.FORCING
         self._reactorHandlers()[signum](signum, None)

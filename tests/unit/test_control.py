@@ -150,6 +150,21 @@ class JoinedSignalTests(SynchronousTestCase):
         self.reactor.turn()
         self.assertTrue(self.drain.finished)
 
+    def test_commandReadBetweenSignalAndItsHandling(self) -> None:
+        """
+        The signal arrives, then the reactor reads the master's command
+        (started the drain, stopped the reactor) before it runs the
+        signal's work: the signal joins that drain and does not stop the
+        reactor again (C{ReactorNotRunning}, logged with a traceback).
+        """
+        self.signals.deliver(SIGTERM)
+        self.drain.start("SIGTERM")
+        self.reactor.stop()
+        self.reactor.turn()
+        self.reactor.turn()
+        self.assertEqual(self.reactor.stops, 1)
+        self.assertFalse(self.drain.finished)
+
     def test_withoutJoiningItForces(self) -> None:
         """
         A process that is no worker counts it as a second stop, as before.
