@@ -199,7 +199,7 @@ def loadRun(
     time.sleep(1)
     began = time.monotonic()
     for _ in range(reloads):
-        generation = master.log().count("gracesvc master: SIGHUP") + 2
+        generation = master.masterLog().count("gracesvc master: SIGHUP") + 2
         master.signal(signal.SIGHUP)
         master.waitUntilReady(generation=generation)
         time.sleep(0.4)
@@ -208,7 +208,7 @@ def loadRun(
     fresh.stopping.set()
     fresh.join(10)
     figures = wrkFigures(out)
-    failed = master.log().count("reload failed")
+    failed = master.masterLog().count("reload failed")
     return [
         f"{reloads} in {took:.1f} s, {failed} failed" if reloads else "none",
         f"{seconds:g} s",
@@ -349,10 +349,10 @@ def killFigures() -> list[list[str]]:
     master = start()
     try:
         victim = master.workers()[0]
-        ready = master.log().count(" ready> ready")
+        ready = master.masterLog().count(" ready> ready")
         killedAt = time.monotonic()
         os.kill(victim, signal.SIGKILL)
-        while master.log().count(" ready> ready") == ready:
+        while master.masterLog().count(" ready> ready") == ready:
             if time.monotonic() > killedAt + 10:
                 break
             time.sleep(0.005)

@@ -216,6 +216,9 @@ class Master(Twistd):
 
     def __init__(self, *args: str, workers: int = 2, **kwargs: object) -> None:
         self.workerPids: set[int] = set()
+        self._masterLines: list[str] = []
+        self._logOffset = 0
+        self._partial = b""
         super().__init__(
             "--workers",
             str(workers),
@@ -235,6 +238,26 @@ class Master(Twistd):
         # An exited worker stays a child until the master reaps it.
         return [pid for pid in pids if alive(pid)]
 
+    def masterLog(self) -> str:
+        """
+        @return: the master's own log lines so far (C{gracesvc master...}),
+            read incrementally: under load the whole log, access lines
+            included, grows by megabytes, and reading it all on every poll
+            would load the machine the figures are measured on.
+        """
+        self._log.flush()
+        with open(self.logPath, "rb") as f:
+            f.seek(self._logOffset)
+            chunk = f.read()
+        self._logOffset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        self._masterLines += [
+            line.decode("utf-8", "replace")
+            for line in lines
+            if b"gracesvc master" in line or b"gracesvc:" in line
+        ]
+        return "\n".join(self._masterLines)
+
     def waitUntilReady(self, timeout: float = 20.0, generation: int = 1) -> Master:
         """
         Wait until the master logs that a generation is serving, and it
@@ -246,7 +269,7 @@ class Master(Twistd):
             else f"reloaded: generation {generation} ready"
         )
         deadline = time.monotonic() + timeout
-        while marker not in self.log():
+        while marker not in self.masterLog():
             if self.exited:
                 raise AssertionError(f"twistd exited early:\n{self.log()}")
             if time.monotonic() > deadline:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -163,3 +163,16 @@ class BenchSmokeTests(SynchronousTestCase):
             "as twistd -n gracesvc builds it",
         ]:
             self.assertRegex(self.row(output, server), r"\| \d+\.\d +\| [+-]\d+\.\d ")
+
+    def test_workers(self) -> None:
+        """
+        C{bench.workers}: every section prints its table; with 20 in flight
+        at each SIGTERM, all 20 are answered.
+        """
+        if shutil.which("wrk") is None:
+            raise SkipTest("bench.workers needs wrk (apt-get install wrk)")
+        output = self.runBench("workers")
+        self.assertIn("20/20", self.row(output, "master"))
+        self.assertIn("20/20", self.row(output, "process group"))
+        self.assertIn("0 failed", self.row(output, "1 in"))
+        self.assertIn("replacement ready after", self.row(output, "SIGKILL one worker"))
