@@ -141,6 +141,28 @@ class WorkersTestCase(SynchronousTestCase):
             request.join(5)
             self.assertIsNone(request.response)
 
+    def test_oneCapForTheTree(self) -> None:
+        """
+        Requests longer than the cap: each worker answers them 503 with
+        C{Retry-After} just before the cap, and the whole tree is gone
+        within it (and a little for the exits), counted from the signal.
+        """
+        master = self.start("--ping-delay", "10", "--shutdown-timeout", "1")
+        workers = master.workers()
+        requests = [InFlight(master.port, get("/ping")) for _ in range(6)]
+        time.sleep(0.3)
+        sentAt = master.signal(signal.SIGTERM)
+        master.wait(5)
+        assert master.exitedAt is not None
+        for request in requests:
+            request.join(5)
+            assert request.response is not None, request.error
+            self.assertEqual(request.response.code, 503)
+            self.assertIn(b"retry-after", request.response.headers)
+        print(f"\ncap 1 s, 10 s requests: tree gone {master.exitedAt - sentAt:.3f}s")
+        self.assertLess(master.exitedAt - sentAt, 1.15)
+        self.assertEqual([p for p in workers if alive(p)], [])
+
     def test_reloadsUnderLoadLoseNothing(self) -> None:
         """
         Three SIGHUPs under load: every request answered, a new generation
