@@ -13,6 +13,7 @@ Down, master to worker::
     {"command": "drain", "startedAt": 1700000000.123, "reason": "SIGTERM",
      "drainDelay": true}
     {"command": "force", "reason": "second signal, SIGTERM"}
+    {"command": "ping"}                 (answered with {"event": "pong"})
 
 C{startedAt} is wall-clock time (what a reactor's C{seconds()} gives), so
 that every process of the tree counts its cap from the master's signal.
@@ -223,6 +224,8 @@ class WorkerControl(Service):
                 startedAt if isinstance(startedAt, int | float) else None,
                 keepDrainDelay=bool(message.get("drainDelay", True)),
             )
+        elif command == "ping":
+            self.send({"event": "pong"})
         elif command == "force":
             draining = self.drain.draining
             self.drain.forceStop(f"master: {message.get('reason', 'force')}")

@@ -71,6 +71,9 @@ MAX_RESTART_DELAY = 5.0
 #: How long a worker told to stop at once has before it is killed.
 KILL_AFTER = 0.25
 
+#: The longest time between two liveness pings to a ready worker.
+PING_INTERVAL = 5.0
+
 #: Connections accepted per wake-up in a worker (see
 #: L{gracesvc._twisted.limitAccepts}).
 ACCEPT_LIMIT = 1
@@ -214,6 +217,8 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.startedAt = master.reactor.seconds()
         self.readyAt: float | None = None
+        #: when the worker last wrote a control line (see L{Master.ping}).
+        self.lastHeard = self.startedAt
         self._buffer = b""
         self._kill: IDelayedCall | None = None
 
@@ -254,6 +259,7 @@ class WorkerProcess(ProcessProtocol):
                     line=line[:200],
                 )
                 continue
+            self.lastHeard = self.master.reactor.seconds()
             self.master.messageReceived(self, message)
 
     def processEnded(self, reason: Failure) -> None:
@@ -381,6 +387,7 @@ class Master(Service):
         bootTimeout: float = 60.0,
         signals: SignalModule = signal,
         executable: str = sys.executable,
+        workerTimeout: float = 30.0,
     ) -> None:
         """
         @param reactor: provides L{IReactorProcess}, L{IReactorCore} and
@@ -393,6 +400,8 @@ class Master(Service):
             slot and the sockets.
         @param workers: how many.
         @param bootTimeout: how long a generation has to become ready.
+        @param workerTimeout: how long a ready worker may leave the
+            master's pings unanswered before it is killed and replaced.
         """
         super().__init__()
         self.reactor = reactor
@@ -401,6 +410,9 @@ class Master(Service):
         self.workerCommand = workerCommand
         self.workerCount = workers
         self.bootTimeout = bootTimeout
+        self.workerTimeout = workerTimeout
+        self.pingInterval = min(PING_INTERVAL, workerTimeout / 3)
+        self._pinging: IDelayedCall | None = None
         self.signals = signals
         self.executable = executable
         self.phase = MasterPhase.STARTING
@@ -449,6 +461,7 @@ class Master(Service):
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit)
         self.signals.signal(signal.SIGHUP, self._sighup)
         self._startGeneration(self.generation)
+        self._pinging = self.reactor.callLater(self.pingInterval, self.ping)
 
     def _sighup(self, signum: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.reload)
@@ -499,14 +512,46 @@ class Master(Service):
         """
         A control message from C{worker}.
         """
-        if message.get("event") == "ready":
+        event = message.get("event")
+        if event == "ready":
             self._workerReady(worker)
+        elif event == "pong":
+            pass
         else:
             self.log.warn(
                 "gracesvc master: ignoring {message!r} from {worker}",
                 message=message,
                 worker=repr(worker),
             )
+
+    def ping(self) -> None:
+        """
+        Ping every ready worker; kill one that has said nothing for
+        C{workerTimeout} (stuck in a loop, say): it is then replaced as a
+        crashed one is.  Workers starting or draining are left alone: the
+        boot timeout and the cap bound those.
+        """
+        self._pinging = None
+        if self.drain.draining:
+            return
+        now = self.reactor.seconds()
+        for worker in list(self.workers):
+            if worker.workerState is not WorkerState.READY:
+                continue
+            silent = now - worker.lastHeard
+            if silent > self.workerTimeout:
+                self.log.warn(
+                    "gracesvc master: {worker} silent for {silent:.1f}s: killing it",
+                    worker=repr(worker),
+                    silent=silent,
+                    generation=worker.generation,
+                    slot=worker.slot,
+                    step="worker_timeout",
+                )
+                worker.kill()
+            else:
+                worker.send({"command": "ping"})
+        self._pinging = self.reactor.callLater(self.pingInterval, self.ping)
 
     def _workerReady(self, worker: WorkerProcess) -> None:
         if worker.workerState is not WorkerState.STARTING:
@@ -716,6 +761,8 @@ class Master(Service):
         """
         self.phase = MasterPhase.STOPPING
         self.stopReason = self._stopReasonNow()
+        if self._pinging is not None and self._pinging.active():
+            self._pinging.cancel()
         if self._bootTimer is not None and self._bootTimer.active():
             self._bootTimer.cancel()
         for slot in self.slots:
@@ -844,6 +891,7 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         options["workers"],
         bootTimeout=options["worker-boot-timeout"],
         signals=signals,
+        workerTimeout=options["worker-timeout"],
     )
     reactor.callWhenRunning(stopSignals.watch)
     return master

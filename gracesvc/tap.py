@@ -159,6 +159,14 @@ class Options(usage.Options):
             "fails.",
         ],
         [
+            "worker-timeout",
+            None,
+            "30",
+            "With --workers: seconds a ready worker may leave the master's "
+            "pings unanswered (stuck in a loop, say) before it is killed and "
+            "replaced.",
+        ],
+        [
             "worker-spec",
             None,
             None,
@@ -167,7 +175,9 @@ class Options(usage.Options):
     ]
 
     #: The options a master does not hand on to its workers.
-    masterOnly = frozenset(["workers", "worker-boot-timeout", "worker-spec"])
+    masterOnly = frozenset(
+        ["workers", "worker-boot-timeout", "worker-timeout", "worker-spec"]
+    )
 
     def __init__(self, reactor: Any = None) -> None:
         """
@@ -271,6 +281,9 @@ class Options(usage.Options):
         self["workers"] = workers
         self["worker-boot-timeout"] = _seconds(
             "worker-boot-timeout", self["worker-boot-timeout"], allowZero=False
+        )
+        self["worker-timeout"] = _seconds(
+            "worker-timeout", self["worker-timeout"], allowZero=False
         )
         spec = self["worker-spec"]
         if spec is not None:

@@ -291,6 +291,26 @@ class WorkersTestCase(SynchronousTestCase):
         self.assertLessEqual(sum(failed.values()), 4)
         self.assertTrue(alive(survivor))
 
+    def test_stuckWorkerIsReplaced(self) -> None:
+        """
+        A worker that stops answering the master (SIGSTOP here, a loop that
+        never returns to the reactor in real life) is killed after
+        C{--worker-timeout} and replaced.
+        """
+        master = self.start("--worker-timeout", "1")
+        stuck, other = master.workers()
+        os.kill(stuck, signal.SIGSTOP)
+        waitFor(
+            lambda: not alive(stuck) and len(master.workers()) == 2,
+            5,
+            lambda: f"not replaced:\n{master.log()}",
+        )
+        self.assertIn("silent for", master.masterLog())
+        self.assertIn(other, master.workers())
+        with RawClient(master.port) as client:
+            client.send(get("/healthz", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+
     def test_workerThatCannotStart(self) -> None:
         """
         A worker that cannot start (an app that does not import) stops the

@@ -81,6 +81,11 @@ class WorkerControlTests(SynchronousTestCase):
         self.assertEqual(self.reactor.stops, 1)
         self.assertFalse(self.drain.finished)
 
+    def test_pingIsAnswered(self) -> None:
+        self.command({"command": "ping"})
+        self.assertEqual(json.loads(self.transport.value()), {"event": "pong"})
+        self.assertFalse(self.drain.draining)
+
     def test_force(self) -> None:
         self.command({"command": "drain", "startedAt": 100})
         self.command({"command": "force", "reason": "second signal"})

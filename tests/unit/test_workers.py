@@ -52,6 +52,14 @@ class FakeProcessTransport:
         self.signals.append(name)
 
     def commands(self) -> list[dict[str, Any]]:
+        """
+        @return: what the master told the worker, liveness pings left out.
+        """
+        return [
+            command for command in self.allCommands() if command != {"command": "ping"}
+        ]
+
+    def allCommands(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in b"".join(self.written).splitlines()]
 
 
@@ -404,3 +412,36 @@ class ControlLineTests(MasterTestCase):
         worker.childDataReceived(3, b"x" * 70000)
         worker.childDataReceived(3, b'\n{"event": "ready"}\n')
         self.assertEqual(worker.workerState, WorkerState.READY)
+
+
+class LivenessTests(MasterTestCase):
+    def test_readyWorkersArePinged(self) -> None:
+        workers = self.serving()
+        self.reactor.advance(5)
+        for worker in workers:
+            self.assertEqual(transportOf(worker).allCommands(), [{"command": "ping"}])
+
+    def test_aSilentWorkerIsKilledAndReplaced(self) -> None:
+        """
+        A worker that answers no ping for C{workerTimeout} is killed, and
+        replaced as a crashed one is; one that answers is left alone.
+        """
+        stuck, answering = self.serving()
+        for _ in range(7):
+            self.reactor.advance(5)
+            answering.childDataReceived(3, b'{"event": "pong"}\n')
+        self.assertEqual(transportOf(stuck).signals, ["KILL"])
+        self.assertEqual(transportOf(answering).signals, [])
+        self.assertIn(("worker_timeout", None), self.steps())
+        exits(stuck, status=None, sig=signal.SIGKILL)
+        self.reactor.advance(0)
+        self.assertEqual([w.slot for w in self.generation(1)[2:]], [stuck.slot])
+
+    def test_noPingsOnceDraining(self) -> None:
+        workers = self.serving()
+        self.drain.start("SIGTERM")
+        self.reactor.advance(4.5)
+        for worker in workers:
+            self.assertEqual(
+                [c["command"] for c in transportOf(worker).allCommands()], ["drain"]
+            )
