@@ -31,7 +31,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import FrameType
@@ -88,6 +88,29 @@ def restartDelay(youngDeaths: int) -> float:
     if youngDeaths <= 1:
         return 0.0
     return float(min(MAX_RESTART_DELAY, 0.1 * 2 ** (youngDeaths - 2)))
+
+
+def systemdNotifier(environ: MutableMapping[str, str]) -> Callable[[str], None]:
+    """
+    @return: what tells systemd the service's state (C{READY=1},
+        C{RELOADING=1}, C{STOPPING=1}) on C{NOTIFY_SOCKET} under
+        C{Type=notify}; without it, what does nothing.  C{NOTIFY_SOCKET} is
+        taken out of C{environ}, so that the workers do not inherit it.
+    """
+    path = environ.pop("NOTIFY_SOCKET", "")
+    if not path:
+        return lambda state: None
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+
+    def notify(state: str) -> None:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(state.encode("utf-8"), path)
+        except OSError:
+            pass
+
+    return notify
 
 
 class SharedSocket:
@@ -388,6 +411,7 @@ class Master(Service):
         signals: SignalModule = signal,
         executable: str = sys.executable,
         workerTimeout: float = 30.0,
+        notify: Callable[[str], None] = lambda state: None,
     ) -> None:
         """
         @param reactor: provides L{IReactorProcess}, L{IReactorCore} and
@@ -402,6 +426,8 @@ class Master(Service):
         @param bootTimeout: how long a generation has to become ready.
         @param workerTimeout: how long a ready worker may leave the
             master's pings unanswered before it is killed and replaced.
+        @param notify: tells the service manager the state (see
+            L{systemdNotifier}).
         """
         super().__init__()
         self.reactor = reactor
@@ -411,6 +437,7 @@ class Master(Service):
         self.workerCount = workers
         self.bootTimeout = bootTimeout
         self.workerTimeout = workerTimeout
+        self.notify = notify
         self.pingInterval = min(PING_INTERVAL, workerTimeout / 3)
         self._pinging: IDelayedCall | None = None
         self.signals = signals
@@ -582,6 +609,7 @@ class Master(Service):
         self.booting = None
         previous = self.generation
         self.generation = generation
+        self.notify("READY=1")
         if self.phase is MasterPhase.STARTING:
             self.phase = MasterPhase.SERVING
             self.log.info(
@@ -630,6 +658,7 @@ class Master(Service):
             "gracesvc master: SIGHUP: reloading", step="reload", outcome="start"
         )
         self.phase = MasterPhase.RELOADING
+        self.notify("RELOADING=1")
         self._startGeneration(self.newest + 1)
 
     def _reloadFailed(self, generation: int, why: str) -> None:
@@ -638,6 +667,7 @@ class Master(Service):
         self._bootTimer = None
         self.booting = None
         self.phase = MasterPhase.SERVING
+        self.notify("READY=1")
         self.reloads["failed"] += 1
         now = self.reactor.seconds()
         for w in list(self.workers):
@@ -760,6 +790,7 @@ class Master(Service):
         drain when the shared sockets are closed (L{WorkerProcess.beginDrain}).
         """
         self.phase = MasterPhase.STOPPING
+        self.notify("STOPPING=1")
         self.stopReason = self._stopReasonNow()
         if self._pinging is not None and self._pinging.active():
             self._pinging.cancel()
@@ -892,6 +923,7 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         bootTimeout=options["worker-boot-timeout"],
         signals=signals,
         workerTimeout=options["worker-timeout"],
+        notify=systemdNotifier(os.environ),
     )
     reactor.callWhenRunning(stopSignals.watch)
     return master

@@ -311,6 +311,30 @@ class WorkersTestCase(SynchronousTestCase):
             client.send(get("/healthz", "Connection: close"))
             self.assertEqual(client.readResponse().code, 200)
 
+    def test_systemdNotify(self) -> None:
+        """
+        With C{NOTIFY_SOCKET} (C{Type=notify}): READY=1 once the workers
+        are, RELOADING=1 and READY=1 around a reload, STOPPING=1 at the
+        drain; the workers do not inherit the socket.
+        """
+        directory = tempfile.mkdtemp(prefix="gracesvc-e2e-notify-")
+        path = os.path.join(directory, "notify")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(path)
+        receiver.settimeout(15)
+        master = self.start(env=dict(os.environ, NOTIFY_SOCKET=path))
+        self.assertEqual(receiver.recv(100), b"READY=1")
+        worker = master.workers()[0]
+        with open(f"/proc/{worker}/environ", "rb") as f:
+            self.assertNotIn(b"NOTIFY_SOCKET", f.read())
+        master.signal(signal.SIGHUP)
+        self.assertEqual(receiver.recv(100), b"RELOADING=1")
+        self.assertEqual(receiver.recv(100), b"READY=1")
+        master.signal(signal.SIGTERM)
+        self.assertEqual(receiver.recv(100), b"STOPPING=1")
+        master.wait(10)
+
     def test_workerThatCannotStart(self) -> None:
         """
         A worker that cannot start (an app that does not import) stops the
@@ -351,6 +375,7 @@ class WorkersUnitTests(SynchronousTestCase):
         C{--workers}.
         """
         service = systemdUnit(WORKERS_SERVICE)["Service"]
+        self.assertEqual(service["Type"], "notify")
         self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
         self.assertEqual(service["KillMode"], "mixed")
         self.assertEqual(service["KillSignal"], "SIGTERM")

@@ -27,6 +27,7 @@ from gracesvc._workers import (
     WorkerProcess,
     WorkerState,
     restartDelay,
+    systemdNotifier,
     workerCommand,
 )
 
@@ -118,6 +119,7 @@ class MasterTestCase(SynchronousTestCase):
         self.reactor.advance(1000)
         self.signals = FakeSignals()
         self.drain = Drain(self.reactor, shutdownTimeout=self.shutdownTimeout)
+        self.states: list[str] = []
         self.shared = SharedSocket("tcp:0", socket.socket())
         self.addCleanup(self.shared.stopListening)
         self.master = Master(
@@ -129,6 +131,7 @@ class MasterTestCase(SynchronousTestCase):
             bootTimeout=10,
             signals=self.signals,
             executable="python",
+            notify=self.states.append,
         )
         self.events: list[dict[str, Any]] = []
         self.master.log = Logger(observer=cast(ILogObserver, self.events.append))
@@ -445,3 +448,41 @@ class LivenessTests(MasterTestCase):
             self.assertEqual(
                 [c["command"] for c in transportOf(worker).allCommands()], ["drain"]
             )
+
+
+class NotifyTests(MasterTestCase):
+    def test_readyReloadingStopping(self) -> None:
+        """
+        Under systemd's C{Type=notify}: ready once every worker is, reloading
+        until the next generation is ready (or failed), stopping at the drain.
+        """
+        self.assertEqual(self.states, [])
+        self.serving()
+        self.assertEqual(self.states, ["READY=1"])
+        self.master.reload()
+        self.assertEqual(self.states[-1], "RELOADING=1")
+        for worker in self.generation(2):
+            ready(worker)
+        self.assertEqual(self.states[-1], "READY=1")
+        self.master.reload()
+        exits(self.generation(3)[0], status=1)
+        self.assertEqual(self.states[-2:], ["RELOADING=1", "READY=1"])
+        self.drain.start("SIGTERM")
+        self.assertEqual(self.states[-1], "STOPPING=1")
+
+    def test_systemdNotifier(self) -> None:
+        """
+        The state goes to C{NOTIFY_SOCKET} as one datagram, and the
+        variable is taken out of the environment the workers inherit.
+        """
+        self.assertIsNone(systemdNotifier({})("READY=1"))
+        path = os.path.join(self.mktemp() + "-notify")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(path)
+        self.addCleanup(os.unlink, path)
+        environ = {"NOTIFY_SOCKET": path, "HOME": "/"}
+        notify = systemdNotifier(environ)
+        self.assertEqual(environ, {"HOME": "/"})
+        notify("READY=1")
+        self.assertEqual(receiver.recv(100), b"READY=1")
