@@ -14,6 +14,8 @@ Down, master to worker::
      "drainDelay": true}
     {"command": "force", "reason": "second signal, SIGTERM"}
     {"command": "ping"}                 (answered with {"event": "pong"})
+    {"command": "metrics", "id": 7}     (answered with {"event": "metrics",
+                                         "id": 7, "text": "<exposition>"})
 
 C{startedAt} is wall-clock time (what a reactor's C{seconds()} gives), so
 that every process of the tree counts its cap from the master's signal.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -152,6 +154,7 @@ class WorkerControl(Service):
         readFd: int = WORKER_READS,
         signals: Any = None,
         exitFast: bool = False,
+        exposition: Callable[[], bytes] | None = None,
     ) -> None:
         """
         @param ports: the service's drained ports, filled in as it listens.
@@ -161,6 +164,7 @@ class WorkerControl(Service):
         @param signals: the L{signal} module, or a stand-in.
         @param exitFast: whether to exit at once when the reactor has
             stopped (see L{exitAtOnce}): so twistd runs it, not tests.
+        @param exposition: the worker's metrics, for the master's scrapes.
         """
         self.reactor = reactor
         self.drain = drain
@@ -172,6 +176,7 @@ class WorkerControl(Service):
         self.readFd = readFd
         self.signals = signals
         self.exitFast = exitFast
+        self.exposition = exposition
         self.protocol: ControlProtocol | None = None
         self._masterGone = False
 
@@ -226,6 +231,15 @@ class WorkerControl(Service):
             )
         elif command == "ping":
             self.send({"event": "pong"})
+        elif command == "metrics":
+            text = b"" if self.exposition is None else self.exposition()
+            self.send(
+                {
+                    "event": "metrics",
+                    "id": message.get("id"),
+                    "text": text.decode("utf-8"),
+                }
+            )
         elif command == "force":
             draining = self.drain.draining
             self.drain.forceStop(f"master: {message.get('reason', 'force')}")

@@ -25,6 +25,7 @@ start, g keeps serving.  A worker that crashes is replaced, with backoff.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -47,7 +48,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._control import (
-    MAX_LINE,
     WORKER_READS,
     WORKER_WRITES,
     decode,
@@ -70,6 +70,9 @@ MAX_RESTART_DELAY = 5.0
 
 #: How long a worker told to stop at once has before it is killed.
 KILL_AFTER = 0.25
+
+#: The longest control line a worker may write (its metrics are one line).
+MAX_UP_LINE = 1 << 22
 
 #: The longest time between two liveness pings to a ready worker.
 PING_INTERVAL = 5.0
@@ -266,7 +269,7 @@ class WorkerProcess(ProcessProtocol):
             return
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
-        if len(self._buffer) > MAX_LINE:
+        if len(self._buffer) > MAX_UP_LINE:
             self.master.log.warn(
                 "gracesvc master: {worker} wrote an overlong control line",
                 worker=repr(self),
@@ -433,6 +436,8 @@ class Master(Service):
         self.reactor = reactor
         self.drain = drain
         self._openSockets = sockets
+        #: (description, endpoint) to serve the tree's metrics on, if any.
+        self.metricsEndpoint: tuple[str, Any] | None = None
         self.workerCommand = workerCommand
         self.workerCount = workers
         self.bootTimeout = bootTimeout
@@ -440,6 +445,8 @@ class Master(Service):
         self.notify = notify
         self.pingInterval = min(PING_INTERVAL, workerTimeout / 3)
         self._pinging: IDelayedCall | None = None
+        self._metricsRequests: dict[int, Deferred[str]] = {}
+        self._metricsIds = itertools.count()
         self.signals = signals
         self.executable = executable
         self.phase = MasterPhase.STARTING
@@ -472,6 +479,8 @@ class Master(Service):
         if self.sockets:
             return
         self.sockets = list(self._openSockets())
+        if self.metricsEndpoint is not None:
+            self._serveMetrics(*self.metricsEndpoint)
         for shared in self.sockets:
             self.drain.addListener(shared)  # type: ignore[arg-type]
             self.log.info(
@@ -479,6 +488,34 @@ class Master(Service):
                 description=shared.description,
                 address=shared.address(),
             )
+
+    def _serveMetrics(self, description: str, endpoint: Any) -> None:
+        """
+        Serve the tree's metrics (see L{gracesvc._treemetrics}) on
+        C{endpoint}, until the master exits.
+        """
+        from twisted.web.server import Site
+
+        from ._treemetrics import TreeMetrics, TreeMetricsResource
+
+        site = Site(TreeMetricsResource(TreeMetrics(self)), reactor=self.reactor)
+        site.noisy = False
+        failures: list[Failure] = []
+        endpoint.listen(site).addCallbacks(
+            lambda port: self.log.info(
+                "gracesvc master serving metrics on {description} ({address})",
+                description=description,
+                address=str(port.getHost()),
+            ),
+            failures.append,
+        )
+        if failures:
+            self.log.critical(
+                "gracesvc: cannot listen on {description}: {error}",
+                description=description,
+                error=failures[0].getErrorMessage(),
+            )
+            raise SystemExit(1)
 
     def startService(self) -> None:
         super().startService()
@@ -544,12 +581,36 @@ class Master(Service):
             self._workerReady(worker)
         elif event == "pong":
             pass
+        elif event == "metrics":
+            key = message.get("id")
+            waiting = self._metricsRequests.pop(
+                key if isinstance(key, int) else -1, None
+            )
+            if waiting is not None:
+                waiting.callback(str(message.get("text", "")))
         else:
             self.log.warn(
                 "gracesvc master: ignoring {message!r} from {worker}",
                 message=message,
                 worker=repr(worker),
             )
+
+    def requestMetrics(self, worker: WorkerProcess) -> Deferred[str]:
+        """
+        Ask C{worker} for its metrics.
+
+        @return: a Deferred firing with its exposition text; cancel it to
+            stop waiting.
+        """
+        key = next(self._metricsIds)
+
+        def cancel(d: Deferred[str]) -> None:
+            self._metricsRequests.pop(key, None)
+
+        d: Deferred[str] = Deferred(cancel)
+        self._metricsRequests[key] = d
+        worker.send({"command": "metrics", "id": key})
+        return d
 
     def ping(self) -> None:
         """
@@ -846,10 +907,15 @@ TWISTD_ENTRY = "from twisted.scripts.twistd import run; run()"
 
 
 def workerCommand(
-    pluginArguments: Sequence[str], executable: str = sys.executable
+    pluginArguments: Sequence[str],
+    executable: str = sys.executable,
+    metricsRoute: bool = True,
 ) -> Callable[[int, int, Sequence[SharedSocket]], list[str]]:
     """
     @param pluginArguments: the plugin options every worker gets.
+    @param metricsRoute: whether the workers serve C{/metrics} on the main
+        listeners (not when the master serves the tree's on
+        C{--metrics-listen}).
     @return: what makes the argv of a worker from its generation, slot and
         the shared sockets (adopted as fds 5...).
     """
@@ -861,6 +927,7 @@ def workerCommand(
             "generation": generation,
             "slot": slot,
             "acceptLimit": ACCEPT_LIMIT,
+            "metricsRoute": metricsRoute,
             "listeners": [
                 [shared.description, FIRST_SOCKET_FD + i, shared.family]
                 for i, shared in enumerate(sockets)
@@ -918,7 +985,10 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         reactor,
         drain,
         sockets,
-        workerCommand(options.workerArguments()),
+        workerCommand(
+            options.workerArguments(),
+            metricsRoute=options["metrics-listen"] is None,
+        ),
         options["workers"],
         bootTimeout=options["worker-boot-timeout"],
         signals=signals,
@@ -926,4 +996,9 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         notify=systemdNotifier(os.environ),
     )
     reactor.callWhenRunning(stopSignals.watch)
+    if options["metrics-listen"] is not None:
+        master.metricsEndpoint = (
+            options["metrics-listen"],
+            options["metrics-endpoint"],
+        )
     return master

@@ -294,11 +294,6 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--worker-spec: a worker listens on its master's sockets only"
                 )
-        if workers and self["metrics-listen"] is not None:
-            raise usage.UsageError(
-                "--metrics-listen: not supported with --workers yet (each "
-                "worker serves its own /metrics on the main listeners)"
-            )
 
     def _adoptedEndpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
         from twisted.internet.endpoints import AdoptedStreamServerEndpoint
@@ -418,6 +413,7 @@ def _parseWorkerSpec(text: str) -> dict[str, Any]:
             "generation": int(spec["generation"]),
             "slot": int(spec["slot"]),
             "acceptLimit": int(spec.get("acceptLimit", 0)),
+            "metricsRoute": bool(spec.get("metricsRoute", True)),
             "listeners": listeners,
         }
     except (ValueError, TypeError, KeyError) as e:
@@ -467,6 +463,12 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
             (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
         )
     routeMetrics = None if options["metrics-listen"] is not None else metrics
+    if (
+        options["worker-spec"] is not None
+        and not options["worker-spec"]["metricsRoute"]
+    ):
+        # The master serves the tree's metrics on its --metrics-listen.
+        routeMetrics = None
     if options["app-resource"] is not None:
         root = withOperationalRoutes(options["app-resource"], drain, routeMetrics)
     elif options["wsgi-app"] is not None:
@@ -513,5 +515,6 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
             worker["acceptLimit"],
             signals=signals,
             exitFast=True,
+            exposition=metrics.exposition,
         ).setServiceParent(service)
     return service

@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc.testing import get
+from gracesvc.testing import get, samples
 from gracesvc.testing.process import (
     TWISTD,
     InFlight,
@@ -28,6 +28,7 @@ from gracesvc.testing.process import (
     alive,
     childPids,
     connectRefused,
+    freePort,
     run,
     waitUntilRefused,
 )
@@ -334,6 +335,37 @@ class WorkersTestCase(SynchronousTestCase):
         master.signal(signal.SIGTERM)
         self.assertEqual(receiver.recv(100), b"STOPPING=1")
         master.wait(10)
+
+    def test_treeMetrics(self) -> None:
+        """
+        The master serves the whole tree's metrics on C{--metrics-listen}:
+        every worker's requests, labelled with the worker, and its own.
+        """
+        metricsPort = freePort()
+        master = self.start(
+            "--ping-delay",
+            "0",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        for _ in range(20):
+            with RawClient(master.port) as client:
+                client.send(get("/ping", "Connection: close"))
+                self.assertEqual(client.readResponse().code, 200)
+        with RawClient(metricsPort) as client:
+            client.send(get("/metrics", "Connection: close"))
+            scraped = samples(client.readResponse().body)
+        served = {
+            dict(labels)["worker"]: value
+            for (name, labels), value in scraped.items()
+            if name == "gracesvc_requests_total" and dict(labels)["route"] == "/ping"
+        }
+        print(f"\ntree metrics: /ping by worker {served}")
+        self.assertEqual(sum(served.values()), 20)
+        self.assertEqual(scraped[("gracesvc_workers", (("state", "ready"),))], 2)
+        with RawClient(master.port) as client:
+            client.send(get("/metrics", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 404)
 
     def test_workerThatCannotStart(self) -> None:
         """

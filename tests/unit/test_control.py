@@ -86,6 +86,14 @@ class WorkerControlTests(SynchronousTestCase):
         self.assertEqual(json.loads(self.transport.value()), {"event": "pong"})
         self.assertFalse(self.drain.draining)
 
+    def test_metricsForTheMaster(self) -> None:
+        self.control.exposition = lambda: b"# metrics\n"
+        self.command({"command": "metrics", "id": 7})
+        self.assertEqual(
+            json.loads(self.transport.value()),
+            {"event": "metrics", "id": 7, "text": "# metrics\n"},
+        )
+
     def test_force(self) -> None:
         self.command({"command": "drain", "startedAt": 100})
         self.command({"command": "force", "reason": "second signal"})

@@ -396,14 +396,13 @@ class WorkersOptionTests(SynchronousTestCase):
             f"ssl:8443:privateKey={SERVER_PEM}",
         )
 
-    def test_metricsListenNotYet(self) -> None:
-        self.assertRejected(
-            "--metrics-listen: not supported with --workers",
-            "--workers",
-            "2",
-            "--metrics-listen",
-            "tcp:9100",
-        )
+    def test_metricsListenIsTheMasters(self) -> None:
+        """
+        With C{--workers}, C{--metrics-listen} is served by the master (the
+        whole tree's metrics), and not handed on to the workers.
+        """
+        options = parse("--workers", "2", "--metrics-listen", "tcp:9100")
+        self.assertFalse([a for a in options.workerArguments() if "metrics" in a])
 
     def test_masterDoesNotImportTheApp(self) -> None:
         """
