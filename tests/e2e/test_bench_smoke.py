@@ -175,4 +175,6 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn("20/20", self.row(output, "master"))
         self.assertIn("20/20", self.row(output, "process group"))
         self.assertIn("0 failed", self.row(output, "1 in"))
-        self.assertIn("replacement ready after", self.row(output, "SIGKILL one worker"))
+        self.assertIn(
+            "replacement started after", self.row(output, "SIGKILL one worker")
+        )
