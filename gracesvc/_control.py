@@ -35,9 +35,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
+from zope.interface import provider
 
 from ._drain import Drain
 from ._twisted import exitSignal, limitAccepts
@@ -302,3 +303,31 @@ class WorkerCollector:
         )
         info.add_metric([str(self.generation), str(self.slot), str(os.getpid())], 1)
         yield info
+
+
+def workerLogLabeller(generation: int, slot: int) -> ILogObserver:
+    """
+    @return: a log observer that names the worker in every event it sees:
+        C{worker} and C{generation} fields for structured observers (the
+        JSON log), and a system such as C{worker 0 g2
+        gracesvc._drain.Drain#info} for twistd's text log, so that the lines
+        of several workers on one output can be told apart.  Add it to the
+        publisher before the observers that write, which see the event
+        after it.
+    """
+    label = f"worker {slot} g{generation}"
+
+    @provider(ILogObserver)
+    def labelEvent(event: dict[str, Any]) -> None:
+        event.setdefault("worker", slot)
+        event.setdefault("generation", generation)
+        system = event.get("log_system")
+        if system == "-":
+            event["log_system"] = label
+        elif system is None:
+            level = getattr(event.get("log_level"), "name", "-")
+            namespace = event.get("log_namespace", "-")
+            event["log_system"] = f"{label} {namespace}#{level}"
+
+    observer: ILogObserver = labelEvent
+    return observer

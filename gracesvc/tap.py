@@ -499,7 +499,13 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         auxiliaryEndpoints=auxiliary,
     )
     if worker is not None:
-        from ._control import WorkerCollector, WorkerControl
+        from twisted.logger import globalLogPublisher
+
+        from ._control import WorkerCollector, WorkerControl, workerLogLabeller
+
+        globalLogPublisher.addObserver(
+            workerLogLabeller(worker["generation"], worker["slot"])
+        )
 
         metrics.registry.register(WorkerCollector(worker["generation"], worker["slot"]))
 

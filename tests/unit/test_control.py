@@ -188,3 +188,30 @@ class JoinedSignalTests(SynchronousTestCase):
         self.signals.deliver(SIGTERM)
         self.reactor.turn()
         self.assertTrue(self.drain.finished)
+
+
+class WorkerLogTests(SynchronousTestCase):
+    def test_eventsNameTheWorker(self) -> None:
+        """
+        Every event names the worker: fields for structured observers, and
+        the system of twistd's text log.
+        """
+        from twisted.logger import LogLevel, formatEventAsClassicLogText
+
+        from gracesvc._control import workerLogLabeller
+
+        label = workerLogLabeller(generation=2, slot=1)
+        event: dict[str, Any] = {
+            "log_namespace": "gracesvc._drain.Drain",
+            "log_level": LogLevel.info,
+            "log_format": "drained",
+            "log_time": 0,
+        }
+        label(event)
+        self.assertEqual((event["worker"], event["generation"]), (1, 2))
+        text = formatEventAsClassicLogText(event)
+        assert text is not None
+        self.assertIn("[worker 1 g2 gracesvc._drain.Drain#info] drained", text)
+        legacy: dict[str, Any] = {"log_system": "-", "log_format": "x"}
+        label(legacy)
+        self.assertEqual(legacy["log_system"], "worker 1 g2")
