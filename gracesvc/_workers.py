@@ -906,13 +906,38 @@ class Master(Service):
 TWISTD_ENTRY = "from twisted.scripts.twistd import run; run()"
 
 
+#: twistd's own options a worker gets as its master got them: the rest
+#: (--pidfile, --logfile, --uid, daemonizing...) are the master's alone.
+INHERITED_TWISTD_OPTIONS = {"--reactor": "-r", "--logger": None}
+
+
+def twistdArguments(argv: Sequence[str], plugin: str = "gracesvc") -> list[str]:
+    """
+    @param argv: the master's command line after the program name.
+    @return: the twistd options (before C{plugin}) in
+        L{INHERITED_TWISTD_OPTIONS}, to give every worker.
+    """
+    options = list(argv[: list(argv).index(plugin)]) if plugin in argv else []
+    inherited: list[str] = []
+    for i, arg in enumerate(options):
+        for long, short in INHERITED_TWISTD_OPTIONS.items():
+            if arg.startswith(long + "="):
+                inherited.append(arg)
+            elif arg in (long, short) and i + 1 < len(options):
+                inherited += [long, options[i + 1]]
+    return inherited
+
+
 def workerCommand(
     pluginArguments: Sequence[str],
     executable: str = sys.executable,
     metricsRoute: bool = True,
+    twistd: Sequence[str] = (),
 ) -> Callable[[int, int, Sequence[SharedSocket]], list[str]]:
     """
     @param pluginArguments: the plugin options every worker gets.
+    @param twistd: twistd's own options every worker gets (see
+        L{twistdArguments}).
     @param metricsRoute: whether the workers serve C{/metrics} on the main
         listeners (not when the master serves the tree's on
         C{--metrics-listen}).
@@ -939,6 +964,7 @@ def workerCommand(
             TWISTD_ENTRY,
             "--pidfile=",
             "--nodaemon",
+            *twistd,
             "gracesvc",
             *pluginArguments,
             f"--worker-spec={json.dumps(spec, separators=(',', ':'))}",
@@ -988,6 +1014,7 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         workerCommand(
             options.workerArguments(),
             metricsRoute=options["metrics-listen"] is None,
+            twistd=twistdArguments(sys.argv[1:]),
         ),
         options["workers"],
         bootTimeout=options["worker-boot-timeout"],

@@ -367,6 +367,16 @@ class WorkersTestCase(SynchronousTestCase):
             client.send(get("/metrics", "Connection: close"))
             self.assertEqual(client.readResponse().code, 404)
 
+    def test_workersRunOnTheMastersReactor(self) -> None:
+        master = self.start("--ping-delay", "0", reactor="asyncio")
+        for pid in master.workers():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                self.assertIn(b"\0--reactor\0asyncio\0gracesvc\0", f.read())
+        self.assertEqual(master.log().count("AsyncioSelectorReactor"), 3)
+        with RawClient(master.port) as client:
+            client.send(get("/ping", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+
     def test_workerThatCannotStart(self) -> None:
         """
         A worker that cannot start (an app that does not import) stops the

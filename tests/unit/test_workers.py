@@ -28,6 +28,7 @@ from gracesvc._workers import (
     WorkerState,
     restartDelay,
     systemdNotifier,
+    twistdArguments,
     workerCommand,
 )
 
@@ -486,3 +487,36 @@ class NotifyTests(MasterTestCase):
         self.assertEqual(environ, {"HOME": "/"})
         notify("READY=1")
         self.assertEqual(receiver.recv(100), b"READY=1")
+
+
+class CommandTests(SynchronousTestCase):
+    def test_twistdOptionsInherited(self) -> None:
+        """
+        A worker runs on the master's reactor and logger; the pid file, log
+        file, user and daemonizing stay the master's.
+        """
+        argv = [
+            "--pidfile=/run/g.pid",
+            "-r",
+            "asyncio",
+            "--logger=gracesvc.jsonlog.observer",
+            "--logfile",
+            "/var/log/g.log",
+            "--uid",
+            "nobody",
+            "-n",
+            "gracesvc",
+            "--reactor",
+            "poll",
+        ]
+        self.assertEqual(
+            twistdArguments(argv),
+            ["--reactor", "asyncio", "--logger=gracesvc.jsonlog.observer"],
+        )
+        self.assertEqual(twistdArguments(["gracesvc"]), [])
+        self.assertEqual(twistdArguments(["-m"]), [])
+        command = workerCommand([], executable="python", twistd=["-r", "poll"])
+        self.assertEqual(
+            command(1, 0, [])[3:8],
+            ["--pidfile=", "--nodaemon", "-r", "poll", "gracesvc"],
+        )
