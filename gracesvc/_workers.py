@@ -20,7 +20,13 @@ second signal forces, as in a single process.
 
 SIGHUP reloads: generation g+1 is started on the same sockets, and only
 once all of it is ready is generation g told to drain.  If g+1 cannot
-start, g keeps serving.  A worker that crashes is replaced, with backoff.
+start, g keeps serving.  A worker that crashes, or answers no ping for
+the worker timeout, is replaced, with backoff.  With C{--metrics-listen}
+the master serves the whole tree's metrics (L{gracesvc._treemetrics});
+under systemd's C{Type=notify} it reports READY/RELOADING/STOPPING.
+
+(The master's drain logs its workers as "connections": that is what they
+are to it.)
 """
 
 from __future__ import annotations
