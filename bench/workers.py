@@ -42,6 +42,7 @@ from gracesvc.testing.process import (
     Twistd,
     alive,
     connectRefused,
+    freePort,
     waitUntilRefused,
 )
 
@@ -239,29 +240,19 @@ def reloadFigures(reloads: int, connections: int) -> list[list[str]]:
 # 3. Throughput.
 
 
-def workerRequests(
-    port: int, pids: Sequence[int], tries: int = 200
-) -> dict[int, float]:
+def workerRequests(metricsPort: int) -> dict[str, float]:
     """
-    @return: by worker pid, the requests it has completed, from its
-        C{/metrics} (scraped on new connections until each worker answered).
+    @return: by worker slot, the requests it has completed, from the
+        master's metrics of the whole tree (C{--metrics-listen}).
     """
-    counts: dict[int, float] = {}
-    for _ in range(tries):
-        with RawClient(port) as client:
-            client.send(get("/metrics", "Connection: close"))
-            scraped = samples(client.readResponse().body)
-        pid = None
-        total = 0.0
-        for (name, labels), value in scraped.items():
-            if name == "gracesvc_worker_info":
-                pid = int(dict(labels)["pid"])
-            elif name == "gracesvc_requests_total":
-                total += value
-        if pid is not None:
-            counts[pid] = total
-        if all(p in counts for p in pids):
-            break
+    with RawClient(metricsPort) as client:
+        client.send(get("/metrics", "Connection: close"))
+        scraped = samples(client.readResponse().body)
+    counts: dict[str, float] = {}
+    for (name, labels), value in scraped.items():
+        if name == "gracesvc_requests_total":
+            slot = dict(labels)["worker"]
+            counts[slot] = counts.get(slot, 0) + value
     return counts
 
 
@@ -270,26 +261,27 @@ def treeCpu(pid: int, children: Sequence[int]) -> float:
 
 
 def throughputFigures(rounds: int, seconds: float, connections: int) -> list[list[str]]:
-    workers = start()
+    metricsPort = freePort()
+    workers = start("--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1")
     single = Twistd("--ping-delay", "0", newSession=True)
     rows = []
     try:
         single.waitUntilServing()
         pids = workers.workers()
         for i in range(rounds):
-            figures: dict[str, tuple[float, float]] = {}
+            figures: dict[str, tuple[float, float, float]] = {}
             shares = ""
             order = ["2", "0"] if i % 2 == 0 else ["0", "2"]
             for which in order:
                 if which == "2":
-                    before = workerRequests(workers.port, pids)
+                    before = workerRequests(metricsPort)
                     cpu = treeCpu(workers.pid, pids)
                     out, _ = wrk(workers.port, seconds, connections).communicate()
                     cpu = treeCpu(workers.pid, pids) - cpu
-                    after = workerRequests(workers.port, pids)
-                    served = {p: after.get(p, 0) - before.get(p, 0) for p in pids}
+                    after = workerRequests(metricsPort)
+                    served = {w: n - before.get(w, 0) for w, n in sorted(after.items())}
                     allServed = sum(served.values()) or 1
-                    shares = " / ".join(f"{served[p] / allServed:.0%}" for p in pids)
+                    shares = " / ".join(f"{n / allServed:.0%}" for n in served.values())
                 else:
                     cpu = cpuSeconds(single.pid)
                     out, _ = wrk(single.port, seconds, connections).communicate()
@@ -300,6 +292,7 @@ def throughputFigures(rounds: int, seconds: float, connections: int) -> list[lis
                 figures[which] = (
                     float(rps.group(1)) if rps else 0.0,
                     cpu / n * 1e6 if n else 0.0,
+                    cpu / seconds,
                 )
             rows.append(
                 [
@@ -309,6 +302,7 @@ def throughputFigures(rounds: int, seconds: float, connections: int) -> list[lis
                     f"{figures['2'][0] / (figures['0'][0] or 1):.2f}x",
                     shares,
                     f"{figures['0'][1]:.0f} / {figures['2'][1]:.0f}",
+                    f"{figures['0'][2]:.2f} / {figures['2'][2]:.2f}",
                 ]
             )
             print(f"  throughput round {i + 1}: {rows[-1]}", flush=True)
@@ -465,6 +459,7 @@ def throughputSection(rounds: int, duration: float) -> None:
                 "ratio",
                 "worker shares",
                 "server CPU µs/request (0 / 2)",
+                "server cores busy (0 / 2)",
             ],
             throughput,
         ),
