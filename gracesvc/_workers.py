@@ -990,6 +990,8 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
     reactor = options["reactor"]
     policy = options["policy"]
     drain = Drain(reactor, policy=DrainPolicy(shutdownTimeout=policy.shutdownTimeout))
+    # Its lines count the workers as "connections": say whose drain it is.
+    drain.log = Logger(namespace="gracesvc master drain")
     specs = options["listening-specs"]
 
     def sockets() -> list[SharedSocket]:

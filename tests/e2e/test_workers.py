@@ -392,6 +392,29 @@ class WorkersTestCase(SynchronousTestCase):
 
 
 class WorkerOptionsTests(SynchronousTestCase):
+    def test_portInUse(self) -> None:
+        """
+        A port in use is one line from the master and exit status 1, before
+        any worker starts.
+        """
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            result = run(
+                "--pidfile=",
+                "-n",
+                "gracesvc",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--workers",
+                "2",
+            )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Address already in use", result.stdout)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertNotIn("started <worker", result.stdout)
+
     def test_badWorkers(self) -> None:
         """
         A bad C{--workers} is one line on standard error and exit status 1.
