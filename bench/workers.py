@@ -260,9 +260,13 @@ def treeCpu(pid: int, children: Sequence[int]) -> float:
     return cpuSeconds(pid) + sum(cpuSeconds(c) for c in children)
 
 
-def throughputFigures(rounds: int, seconds: float, connections: int) -> list[list[str]]:
+def throughputFigures(
+    rounds: int, seconds: float, connections: int, extra: Sequence[str] = ()
+) -> list[list[str]]:
     metricsPort = freePort()
-    workers = start("--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1")
+    workers = start(
+        "--metrics-listen", f"tcp:{metricsPort}:interface=127.0.0.1", *extra
+    )
     single = Twistd("--ping-delay", "0", newSession=True)
     rows = []
     try:
@@ -376,6 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes")
     parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="throughput: the workers with --reuse-port",
+    )
+    parser.add_argument(
         "--only",
         default="stop,reload,throughput,kills",
         help="the sections to run, comma-separated (default: all)",
@@ -397,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "reload" in sections:
         reloadSection(args.reloads)
     if "throughput" in sections:
-        throughputSection(args.rounds, args.duration)
+        throughputSection(
+            args.rounds, args.duration, ["--reuse-port"] if args.reuse_port else []
+        )
     if "kills" in sections:
         print("\n## Kills\n")
         print(table(["what", "figure"], killFigures()))
@@ -444,12 +455,12 @@ def reloadSection(reloads: int) -> None:
     )
 
 
-def throughputSection(rounds: int, duration: float) -> None:
+def throughputSection(rounds: int, duration: float, extra: Sequence[str]) -> None:
     print(
         f"\n## Throughput: wrk -t1 -c50 -d{duration:g}s on /ping, --workers 0 "
-        "and --workers 2 alternately\n"
+        f"and --workers 2 {' '.join(extra)} alternately\n"
     )
-    throughput = throughputFigures(rounds, duration, 50)
+    throughput = throughputFigures(rounds, duration, 50, extra)
     print(
         table(
             [

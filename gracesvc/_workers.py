@@ -136,8 +136,14 @@ class SharedSocket:
         description: str,
         sock: socket.socket,
         unlinkPath: str | None = None,
+        slot: int | None = None,
     ) -> None:
+        """
+        @param slot: the one worker slot that adopts it (a C{--reuse-port}
+            socket of that slot's own), or L{None} for every worker.
+        """
         self.description = description
+        self.slot = slot
         self.socket = sock
         self.family = int(sock.family)
         self.unlinkPath = unlinkPath
@@ -174,11 +180,15 @@ class SharedSocket:
         return self.address()
 
 
-def openSharedSocket(description: str, spec: ListeningSpec) -> SharedSocket:
+def openSharedSocket(
+    description: str, spec: ListeningSpec, slot: int | None = None
+) -> SharedSocket:
     """
     Create the socket C{spec} describes (see
     L{gracesvc._twisted.listeningSpec}), listening.
 
+    @param slot: with C{SO_REUSEPORT}, for this worker slot alone (TCP
+        only); L{None}: one socket for every worker.
     @raise OSError: it cannot be created (a port in use, say).
     """
     if spec[0] == "tcp":
@@ -186,6 +196,8 @@ def openSharedSocket(description: str, spec: ListeningSpec) -> SharedSocket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if slot is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             host = interface or ("::" if family == socket.AF_INET6 else "")
@@ -194,7 +206,7 @@ def openSharedSocket(description: str, spec: ListeningSpec) -> SharedSocket:
         except OSError:
             sock.close()
             raise
-        return SharedSocket(description, sock)
+        return SharedSocket(description, sock, slot=slot)
     if spec[0] == "unix":
         _, path, backlog, mode = spec  # type: ignore[misc]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -553,7 +565,8 @@ class Master(Service):
     def _spawn(self, generation: int, slot: Slot) -> WorkerProcess:
         slot.restart = None
         worker = WorkerProcess(self, generation, slot.index)
-        argv = self.workerCommand(generation, slot.index, self.sockets)
+        sockets = [s for s in self.sockets if s.slot in (None, slot.index)]
+        argv = self.workerCommand(generation, slot.index, sockets)
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDWR)
         childFDs: dict[int, int | str] = {
@@ -563,7 +576,7 @@ class Master(Service):
             WORKER_WRITES: "r",
             WORKER_READS: "w",
         }
-        for i, shared in enumerate(self.sockets):
+        for i, shared in enumerate(sockets):
             childFDs[FIRST_SOCKET_FD + i] = shared.fileno()
         self.workers.append(worker)
         self.drain.connectionOpened(worker)
@@ -939,11 +952,14 @@ def workerCommand(
     executable: str = sys.executable,
     metricsRoute: bool = True,
     twistd: Sequence[str] = (),
+    acceptLimit: int = ACCEPT_LIMIT,
 ) -> Callable[[int, int, Sequence[SharedSocket]], list[str]]:
     """
     @param pluginArguments: the plugin options every worker gets.
     @param twistd: twistd's own options every worker gets (see
         L{twistdArguments}).
+    @param acceptLimit: connections a worker accepts per wake-up (0:
+        Twisted's default, when no other worker shares its sockets).
     @param metricsRoute: whether the workers serve C{/metrics} on the main
         listeners (not when the master serves the tree's on
         C{--metrics-listen}).
@@ -957,7 +973,7 @@ def workerCommand(
         spec = {
             "generation": generation,
             "slot": slot,
-            "acceptLimit": ACCEPT_LIMIT,
+            "acceptLimit": acceptLimit,
             "metricsRoute": metricsRoute,
             "listeners": [
                 [shared.description, FIRST_SOCKET_FD + i, shared.family]
@@ -979,6 +995,34 @@ def workerCommand(
     return command
 
 
+def reusePortSockets(
+    description: str, spec: ListeningSpec, workers: int
+) -> list[SharedSocket]:
+    """
+    One C{SO_REUSEPORT} socket per worker slot on the TCP address C{spec}
+    describes: the kernel spreads new connections over them by hash, so
+    every worker gets its share however busy the machine (a worker that is
+    not scheduled when connections arrive misses them on a shared socket).
+    A slot's socket outlives its workers (the master holds it), so a
+    reload or a replacement loses none of its queue; but while a slot has
+    no worker ready, its connections wait.
+
+    @raise OSError: one cannot be created; those made are closed.
+    """
+    opened = [openSharedSocket(description, spec, slot=0)]
+    try:
+        # Port 0 picks a port: the other slots share the one picked.
+        port = opened[0].socket.getsockname()[1]
+        rest = (*spec[:3], port, *spec[4:])
+        for slot in range(1, workers):
+            opened.append(openSharedSocket(description, rest, slot=slot))
+    except OSError:
+        for shared in opened:
+            shared.stopListening()
+        raise
+    return opened
+
+
 def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
     """
     Make the master of C{--workers N} from parsed L{gracesvc.tap.Options},
@@ -998,7 +1042,10 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
         opened: list[SharedSocket] = []
         for description, spec in specs:
             try:
-                opened.append(openSharedSocket(description, spec))
+                if options["reuse-port"] and spec[0] == "tcp":
+                    opened += reusePortSockets(description, spec, options["workers"])
+                else:
+                    opened.append(openSharedSocket(description, spec))
             except OSError as e:
                 for shared in opened:
                     shared.stopListening()
@@ -1023,6 +1070,7 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
             options.workerArguments(),
             metricsRoute=options["metrics-listen"] is None,
             twistd=twistdArguments(sys.argv[1:]),
+            acceptLimit=0 if options["reuse-port"] else ACCEPT_LIMIT,
         ),
         options["workers"],
         bootTimeout=options["worker-boot-timeout"],

@@ -174,6 +174,18 @@ class Options(usage.Options):
         ],
     ]
 
+    optFlags = [
+        [
+            "reuse-port",
+            None,
+            "With --workers: give each worker slot a TCP socket of its own "
+            "(SO_REUSEPORT) instead of one shared by all, so that the kernel "
+            "spreads connections evenly however busy the machine; but a "
+            "slot's connections wait while it has no worker ready (a crash, "
+            "a stuck worker). Any process of the same user can join the port.",
+        ],
+    ]
+
     #: The options a master does not hand on to its workers.
     masterOnly = frozenset(
         ["workers", "worker-boot-timeout", "worker-timeout", "worker-spec"]
@@ -285,6 +297,8 @@ class Options(usage.Options):
         self["worker-timeout"] = _seconds(
             "worker-timeout", self["worker-timeout"], allowZero=False
         )
+        if self["reuse-port"] and not workers:
+            raise usage.UsageError("--reuse-port: only with --workers")
         spec = self["worker-spec"]
         if spec is not None:
             if workers:

@@ -142,6 +142,41 @@ class WorkersTestCase(SynchronousTestCase):
             request.join(5)
             self.assertIsNone(request.response)
 
+    def test_reusePort(self) -> None:
+        """
+        C{--reuse-port}: a socket per worker slot; every worker serves, a
+        reload under load loses nothing, and the tree stops as usual.
+        """
+        metricsPort = freePort()
+        master = self.start(
+            "--reuse-port",
+            "--ping-delay",
+            "0.01",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        load = Load(master.port, clients=8, requestsPerConnection=1)
+        self.addCleanup(load.stop)
+        time.sleep(0.5)
+        master.signal(signal.SIGHUP)
+        master.waitUntilReady(generation=2)
+        time.sleep(0.5)
+        outcomes = load.stop()
+        with RawClient(metricsPort) as client:
+            client.send(get("/metrics", "Connection: close"))
+            scraped = samples(client.readResponse().body)
+        slots = {
+            dict(labels)["worker"]
+            for (name, labels), value in scraped.items()
+            if name == "gracesvc_requests_total" and value > 0
+        }
+        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertGreater(len(outcomes), 50)
+        self.assertEqual(slots, {"0", "1"})
+        master.signal(signal.SIGTERM)
+        self.assertEqual(master.wait(10), -signal.SIGTERM)
+        self.assertTrue(connectRefused(master.port))
+
     def test_oneCapForTheTree(self) -> None:
         """
         Requests longer than the cap: each worker answers them 503 with

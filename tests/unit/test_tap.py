@@ -404,6 +404,10 @@ class WorkersOptionTests(SynchronousTestCase):
         options = parse("--workers", "2", "--metrics-listen", "tcp:9100")
         self.assertFalse([a for a in options.workerArguments() if "metrics" in a])
 
+    def test_reusePortOnlyWithWorkers(self) -> None:
+        self.assertRejected("--reuse-port: only with --workers", "--reuse-port")
+        self.assertTrue(parse("--workers", "2", "--reuse-port")["reuse-port"])
+
     def test_masterDoesNotImportTheApp(self) -> None:
         """
         The app is the workers' to import, each generation anew: a master

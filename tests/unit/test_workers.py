@@ -520,3 +520,54 @@ class CommandTests(SynchronousTestCase):
             command(1, 0, [])[3:8],
             ["--pidfile=", "--nodaemon", "-r", "poll", "gracesvc"],
         )
+
+
+class ReusePortTests(SynchronousTestCase):
+    def test_eachSlotAdoptsItsOwnSocket(self) -> None:
+        """
+        With C{--reuse-port} sockets (one per slot), a worker gets its slot's
+        and the shared ones, numbered from fd 5 in the order given; the
+        worker that replaces it gets the same.
+        """
+        reactor = ProcessReactor()
+        sockets = [
+            SharedSocket("tcp:8080", socket.socket(), slot=0),
+            SharedSocket("tcp:8080", socket.socket(), slot=1),
+            SharedSocket("unix:/s", socket.socket(socket.AF_UNIX)),
+        ]
+        for shared in sockets:
+            self.addCleanup(shared.stopListening)
+        master = Master(
+            reactor,
+            Drain(reactor),
+            lambda: sockets,
+            workerCommand([], executable="python", acceptLimit=0),
+            2,
+            signals=FakeSignals(),
+        )
+        master.startService()
+
+        def closeDevnull() -> None:
+            if master._devnull is not None:
+                os.close(master._devnull)
+
+        self.addCleanup(closeDevnull)
+        for slot, (_worker, args, childFDs) in enumerate(reactor.spawned):
+            self.assertEqual(
+                (childFDs[5], childFDs[6]),
+                (sockets[slot].fileno(), sockets[2].fileno()),
+            )
+            self.assertNotIn(7, childFDs)
+            spec = json.loads(args[-1].split("=", 1)[1])
+            self.assertEqual(spec["acceptLimit"], 0)
+            self.assertEqual([fd for _, fd, _ in spec["listeners"]], [5, 6])
+        for worker, _, _ in reactor.spawned:
+            ready(worker)
+        first = reactor.spawned[1][0]
+        reactor.advance(60)
+        exits(first, status=None, sig=signal.SIGKILL)
+        reactor.advance(0)
+        self.assertEqual(reactor.spawned[2][2][5], sockets[1].fileno())
+        # The drain closes every one.
+        master.drain.start("SIGTERM")
+        self.assertTrue(all(shared.closed for shared in sockets))
