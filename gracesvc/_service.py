@@ -338,6 +338,7 @@ class StopSignals:
         drain: Drain,
         signals: SignalModule = signal,
         watchdog: CapWatchdog | None = None,
+        joinStartedDrain: bool = False,
     ) -> None:
         """
         @param reactor: the reactor that a signal stops.
@@ -345,8 +346,13 @@ class StopSignals:
         @param signals: the L{signal} module, or a stand-in in tests.
         @param watchdog: what holds the cap if the reactor cannot, started
             by L{catch} and armed by the first signal.
+        @param joinStartedDrain: whether a first signal that finds the drain
+            started already (by a worker's master) is the same stop rather
+            than a second one: a signal to the process group reaches the
+            master and its workers alike.
         """
         self._reactor = reactor
+        self._joinStartedDrain = joinStartedDrain
         self._drain = drain
         self._signals = signals
         self._watchdog = watchdog
@@ -410,12 +416,15 @@ class StopSignals:
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
         # Decided with one call, not a flag tested then set: a second signal
         # can run this handler again between any two bytecodes of the first.
-        if next(self._arrivals) == 0 and not self._drain.draining:
+        first = next(self._arrivals) == 0
+        if first and not self._drain.draining:
             at = self._drain.clock.seconds()
             if self._watchdog is not None:
                 policy = self._drain.policy
                 self._watchdog.arm(signum, at + policy.shutdownTimeout, policy.cutLead)
             self._reactor.callFromThread(self._stop, signum, at)
+        elif first and self._joinStartedDrain:
+            self._reactor.callFromThread(self._joined, signum)
         else:
             self._reactor.callFromThread(self._force, signum)
 
@@ -424,12 +433,29 @@ class StopSignals:
         The first signal: the reactor's handler stops the reactor (on its
         next turn) and records the exit status; the drain starts now, with
         its cap counted from C{at}, when the signal arrived.
+
+        A worker's master may have started the drain since the signal
+        arrived (its command was read first, on the same turn): then the
+        signal joins it, and the reactor, stopped already, is left alone.
         """
+        if self._joinStartedDrain and self._drain.draining:
+            self._joined(signum)
+            return
         if self._phase is not _Phase.RESTORED:
             self._phase = _Phase.FORCING
         self._reactorHandlers()[signum](signum, None)
         name = signal.Signals(signum).name
         self._drain.start(name, name, startedAt=at)
+
+    def _joined(self, signum: int) -> None:
+        """
+        The first signal, when the drain had started already: the same stop.
+        """
+        self._phase = _Phase.FORCING
+        self._drain.log.info(
+            "{signal} joins the drain already under way",
+            signal=signal.Signals(signum).name,
+        )
 
     def _force(self, signum: int) -> None:
         """

@@ -200,3 +200,97 @@ def webSocketParts(wire: IProtocol) -> tuple[Connection, WebSocketProtocol]:
     if not isinstance(connection, Connection):
         raise TypeError(f"not a server-side wsproto connection: {connection!r}")
     return connection, application
+
+
+#: What L{listeningSpec} finds in a server endpoint: C{("tcp", family,
+#: interface, port, backlog)}, C{("unix", path, backlog, mode)} or
+#: C{("fd", fileno, family)} (an inherited socket, as C{systemd:} gives).
+ListeningSpec = (
+    tuple[str, int, str, int, int] | tuple[str, str, int, int] | tuple[str, int, int]
+)
+
+
+def listeningSpec(endpoint: object) -> ListeningSpec | None:
+    """
+    Read what a server endpoint would listen on, so that the workers'
+    master can create the socket itself (with the L{socket} module, which
+    never C{shutdown()}s it) and hand it to every worker.
+
+    Internals: L{twisted.internet.endpoints}' C{_TCPServerEndpoint}'s
+    C{_port}, C{_interface} and C{_backlog}; C{UNIXServerEndpoint}'s
+    C{_address}, C{_backlog} and C{_mode}.  C{AdoptedStreamServerEndpoint}'s
+    C{fileno} and C{addressFamily} are public attributes.
+
+    @return: the spec, or L{None} for an endpoint kind it does not know
+        (C{ssl:}, say).
+    """
+    from twisted.internet.endpoints import (
+        AdoptedStreamServerEndpoint,
+        TCP4ServerEndpoint,
+        TCP6ServerEndpoint,
+        UNIXServerEndpoint,
+    )
+
+    if isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
+        family = (
+            socket.AF_INET6
+            if isinstance(endpoint, TCP6ServerEndpoint)
+            else socket.AF_INET
+        )
+        return (
+            "tcp",
+            family,
+            str(endpoint._interface),
+            int(endpoint._port),
+            int(endpoint._backlog),
+        )
+    if isinstance(endpoint, UNIXServerEndpoint):
+        return (
+            "unix",
+            str(endpoint._address),
+            int(endpoint._backlog),
+            int(endpoint._mode),
+        )
+    if isinstance(endpoint, AdoptedStreamServerEndpoint):
+        return ("fd", int(endpoint.fileno), int(endpoint.addressFamily))
+    return None
+
+
+def limitAccepts(port: IListeningPort, most: int) -> None:
+    """
+    Accept at most C{most} connections each time C{port}'s socket is
+    readable.
+
+    Several worker processes share one listening socket, and epoll wakes
+    them all; C{tcp.Port.doRead} then accepts up to C{numberAccepts} (100,
+    growing by 20 while saturated), so whichever worker wakes first takes
+    the whole queue, and keep-alive clients all land on one worker.
+    Accepting a few per wake-up leaves the rest to the others.
+    L{acceptPending} still empties the queue at the drain: it raises
+    C{numberAccepts} to L{ACCEPT_ALL}, which this leaves alone.
+
+    Internals: L{twisted.internet.tcp.Port}'s C{doRead} and
+    C{numberAccepts} (see L{acceptPending}).
+    """
+    doRead = getattr(port, "doRead", None)
+    if doRead is None or not isinstance(getattr(port, "numberAccepts", None), int):
+        return
+
+    def cappedDoRead() -> object:
+        if port.numberAccepts < ACCEPT_ALL:  # type: ignore[attr-defined]
+            port.numberAccepts = min(port.numberAccepts, most)  # type: ignore[attr-defined]
+        return doRead()
+
+    port.doRead = cappedDoRead  # type: ignore[attr-defined]
+
+
+def exitSignal(reactor: object) -> int | None:
+    """
+    @return: the signal that stopped C{reactor} through its own C{sigInt}
+        or C{sigTerm} handler (twistd re-raises it at exit), if one did.
+
+    Internals: L{twisted.internet.base.ReactorBase}'s C{_exitSignal},
+    pinned with C{StopSignals}' use of the handlers.
+    """
+    signum = getattr(reactor, "_exitSignal", None)
+    return signum if isinstance(signum, int) else None

@@ -5,6 +5,7 @@ twistd glue: C{twistd gracesvc} options and the service they make.
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 from collections.abc import Sequence
@@ -152,6 +153,38 @@ class Options(usage.Options):
             f"With --wsgi: the most requests its thread pool runs at once "
             f"[default: {DEFAULT_THREADS}]",
         ],
+        [
+            "workers",
+            None,
+            "0",
+            "Serve with this many worker processes, each a gracesvc, under a "
+            "master that owns the listening sockets: SIGHUP to the master "
+            "reloads them (the new ones ready before the old ones drain), "
+            "SIGINT/SIGTERM drains them all within one --shutdown-timeout. "
+            "0 serves in this one process.",
+        ],
+        [
+            "worker-boot-timeout",
+            None,
+            "60",
+            "With --workers: seconds a generation of workers has to become "
+            "ready (at start, or on SIGHUP) before the start or the reload "
+            "fails.",
+        ],
+        [
+            "worker-timeout",
+            None,
+            "30",
+            "With --workers: seconds a ready worker may leave the master's "
+            "pings unanswered (stuck in a loop, say) before it is killed and "
+            "replaced.",
+        ],
+        [
+            "worker-spec",
+            None,
+            None,
+            "Internal: what the master tells a worker it starts (JSON).",
+        ],
     ]
 
     optFlags = [
@@ -162,7 +195,27 @@ class Options(usage.Options):
             "clients that open with its preface (prior knowledge). HTTP/2 is "
             "always offered on ssl: listeners, through ALPN.",
         ],
+        [
+            "reuse-port",
+            None,
+            "With --workers: give each worker slot a TCP socket of its own "
+            "(SO_REUSEPORT) instead of one shared by all, so that the kernel "
+            "spreads connections evenly however busy the machine; but a "
+            "slot's connections wait while it has no worker ready (a crash, "
+            "a stuck worker). Any process of the same user can join the port.",
+        ],
     ]
+
+    #: The options a master does not hand on to its workers.
+    masterOnly = frozenset(
+        [
+            "workers",
+            "worker-boot-timeout",
+            "worker-timeout",
+            "worker-spec",
+            "reuse-port",
+        ]
+    )
 
     def __init__(self, reactor: Any = None) -> None:
         """
@@ -200,6 +253,18 @@ class Options(usage.Options):
         Check every value and parse every endpoint, so that a mistake is a
         usage error now rather than a traceback later.
         """
+        # As given, for the workers' command line (see workerArguments).
+        names = [str(parameter[0]) for parameter in self.optParameters]
+        self["given"] = {
+            name: self[name]
+            for name in names
+            if self[name] is not None and name not in self.masterOnly
+        }
+        flags = [str(flag[0]) for flag in self.optFlags]
+        self["given-flags"] = [
+            flag for flag in flags if self[flag] and flag not in self.masterOnly
+        ]
+        self._workerOptions()
         self["shutdown-timeout"] = _seconds(
             "shutdown-timeout", self["shutdown-timeout"], allowZero=False
         )
@@ -221,19 +286,89 @@ class Options(usage.Options):
         except ValueError as e:
             option = "--cleanup-budget" if "cleanup" in str(e) else "--drain-delay"
             raise usage.UsageError(f"{option}: {e}") from None
-        self._loadApp()
+        if self["workers"]:
+            # The workers import the app, each generation anew.
+            self._checkAppOptions()
+        else:
+            self._loadApp()
         if self._reactor is None:
             from twisted.internet import reactor
 
             self._reactor = reactor
-        self["endpoints"] = [
-            (d, self._endpoint("listen", d)) for d in self["listen"] or [DEFAULT_LISTEN]
-        ]
+        if self["worker-spec"] is not None:
+            self["endpoints"] = self._adoptedEndpoints()
+        else:
+            self["endpoints"] = [
+                (d, self._endpoint("listen", d))
+                for d in self["listen"] or [DEFAULT_LISTEN]
+            ]
+        if self["workers"]:
+            self["listening-specs"] = self._listeningSpecs()
         if self["metrics-listen"] is not None:
             self["metrics-endpoint"] = self._endpoint(
                 "metrics-listen", self["metrics-listen"]
             )
         self["reactor"] = self._reactor
+
+    def _workerOptions(self) -> None:
+        given = self["workers"]
+        try:
+            workers = int(given)
+        except (TypeError, ValueError):
+            workers = -1
+        if workers < 0:
+            raise usage.UsageError(
+                f"--workers: expected a number of processes >= 0, got {given!r}"
+            )
+        self["workers"] = workers
+        self["worker-boot-timeout"] = _seconds(
+            "worker-boot-timeout", self["worker-boot-timeout"], allowZero=False
+        )
+        self["worker-timeout"] = _seconds(
+            "worker-timeout", self["worker-timeout"], allowZero=False
+        )
+        if self["reuse-port"] and not workers:
+            raise usage.UsageError("--reuse-port: only with --workers")
+        spec = self["worker-spec"]
+        if spec is not None:
+            if workers:
+                raise usage.UsageError("--worker-spec: not with --workers")
+            self["worker-spec"] = _parseWorkerSpec(spec)
+            if self["listen"] or self["metrics-listen"] is not None:
+                raise usage.UsageError(
+                    "--worker-spec: a worker listens on its master's sockets only"
+                )
+
+    def _adoptedEndpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        return [
+            (description, AdoptedStreamServerEndpoint(self._reactor, fd, family))
+            for description, fd, family in self["worker-spec"]["listeners"]
+        ]
+
+    def _listeningSpecs(self) -> list[tuple[str, Any]]:
+        from ._twisted import listeningSpec
+
+        specs = []
+        for description, endpoint in self["endpoints"]:
+            spec = listeningSpec(endpoint)
+            if spec is None:
+                raise usage.UsageError(
+                    f"--listen {description!r}: --workers serves tcp:, tcp6:, "
+                    f"unix: and systemd: endpoints only"
+                )
+            specs.append((description, spec))
+        return specs
+
+    def workerArguments(self) -> list[str]:
+        """
+        @return: the plugin options a worker of C{--workers} is started
+            with: the ones given, except the master's own and C{--listen}.
+        """
+        return [f"--{name}={value}" for name, value in self["given"].items()] + [
+            f"--{flag}" for flag in self["given-flags"]
+        ]
 
     def _webSocketOptions(self) -> None:
         from ._websocket import WebSocketPolicy
@@ -281,10 +416,7 @@ class Options(usage.Options):
         """
         from ._load import AppLoadError, loadApp, loadWSGI, parseThreads
 
-        if self["app"] is not None and self["wsgi"] is not None:
-            raise usage.UsageError("--app and --wsgi cannot be used together")
-        if self["threads"] is not None and self["wsgi"] is None:
-            raise usage.UsageError("--threads: only with --wsgi")
+        self._checkAppOptions()
         try:
             self["threads"] = (
                 DEFAULT_THREADS
@@ -295,6 +427,12 @@ class Options(usage.Options):
             self["wsgi-app"] = None if self["wsgi"] is None else loadWSGI(self["wsgi"])
         except AppLoadError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _checkAppOptions(self) -> None:
+        if self["app"] is not None and self["wsgi"] is not None:
+            raise usage.UsageError("--app and --wsgi cannot be used together")
+        if self["threads"] is not None and self["wsgi"] is None:
+            raise usage.UsageError("--threads: only with --wsgi")
 
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
@@ -315,6 +453,27 @@ def _describe(e: Exception) -> str:
     elif isinstance(e, KeyError):
         text = f"unknown endpoint type or parameter {text}"
     return text
+
+
+def _parseWorkerSpec(text: str) -> dict[str, Any]:
+    """
+    @return: the worker spec a master wrote: C{generation}, C{slot},
+        C{acceptLimit}, and C{listeners}, a list of (description, fd,
+        address family).
+    @raise usage.UsageError: it is not one.
+    """
+    try:
+        spec = json.loads(text)
+        listeners = [(str(d), int(fd), int(f)) for d, fd, f in spec["listeners"]]
+        return {
+            "generation": int(spec["generation"]),
+            "slot": int(spec["slot"]),
+            "acceptLimit": int(spec.get("acceptLimit", 0)),
+            "metricsRoute": bool(spec.get("metricsRoute", True)),
+            "listeners": listeners,
+        }
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"--worker-spec: not a worker spec: {e}") from None
 
 
 def makeService(options: Options, signals: SignalModule = signal) -> IService:
@@ -344,6 +503,10 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._wsgi import wsgiResource
 
     reactor = options["reactor"]
+    if options["workers"]:
+        from ._workers import makeMaster
+
+        return makeMaster(options, signals)
     drain = Drain(reactor, policy=options["policy"])
     if IReactorThreads.providedBy(reactor):
         boundReactorThreads(reactor, drain)
@@ -357,6 +520,12 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
             (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
         )
     routeMetrics = None if options["metrics-listen"] is not None else metrics
+    if (
+        options["worker-spec"] is not None
+        and not options["worker-spec"]["metricsRoute"]
+    ):
+        # The master serves the tree's metrics on its --metrics-listen.
+        routeMetrics = None
     if options["app-resource"] is not None:
         root = withOperationalRoutes(options["app-resource"], drain, routeMetrics)
     elif options["wsgi-app"] is not None:
@@ -380,14 +549,16 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     # The watchdog goes with the process's real signals (a stand-in
     # module is a test's, on a fake clock).
+    worker = options["worker-spec"]
     stopSignals = StopSignals(
         reactor,
         drain,
         signals,
         watchdog=CapWatchdog(reactorAnswers(reactor)) if signals is signal else None,
+        joinStartedDrain=worker is not None,
     )
     stopSignals.catch()
-    return TwistdService(
+    service = TwistdService(
         site,
         options["endpoints"],
         drain,
@@ -395,3 +566,29 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         stopSignals,
         auxiliaryEndpoints=auxiliary,
     )
+    if worker is not None:
+        from twisted.logger import globalLogPublisher
+
+        from ._control import WorkerCollector, WorkerControl, workerLogLabeller
+
+        globalLogPublisher.addObserver(
+            workerLogLabeller(worker["generation"], worker["slot"])
+        )
+
+        metrics.registry.register(WorkerCollector(worker["generation"], worker["slot"]))
+
+        # SIGHUP reloads the master; sent to the process group (a closing
+        # terminal), it must not kill the workers, whose default it is.
+        signals.signal(signal.SIGHUP, signal.SIG_IGN)
+        WorkerControl(
+            reactor,
+            drain,
+            service.ports,
+            worker["generation"],
+            worker["slot"],
+            worker["acceptLimit"],
+            signals=signals,
+            exitFast=True,
+            exposition=metrics.exposition,
+        ).setServiceParent(service)
+    return service

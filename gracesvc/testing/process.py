@@ -80,7 +80,12 @@ class Process:
         prefix: str = "gracesvc-e2e-",
         env: dict[str, str] | None = None,
         passFds: Sequence[int] = (),
+        newSession: bool = False,
     ) -> None:
+        """
+        @param newSession: start it in a session (and process group) of its
+            own, so that a test can signal the group.
+        """
         self.directory = tempfile.mkdtemp(prefix=prefix)
         self.logPath = os.path.join(self.directory, "output.log")
         self._log = open(self.logPath, "wb")
@@ -93,6 +98,7 @@ class Process:
             env=env,
             pass_fds=passFds,
             preexec_fn=_defaultSigint,
+            start_new_session=newSession,
         )
         self.pid = self.process.pid
         self.exitedAt: float | None = None
@@ -163,11 +169,13 @@ class Twistd(Process):
         passFds: Sequence[int] = (),
         plugin: str = "gracesvc",
         reactor: str | None = None,
+        newSession: bool = False,
     ) -> None:
         """
         @param args: options for the plugin.
         @param reactor: twistd's C{--reactor} (C{asyncio}, say), if not the
             default.
+        @param newSession: see L{Process.__init__}.
         """
         self.port = port if port is not None else freePort()
         if listen is None:
@@ -179,7 +187,7 @@ class Twistd(Process):
         for description in listen:
             argv += ["--listen", description]
         argv += list(args)
-        super().__init__(argv, env=env, passFds=passFds)
+        super().__init__(argv, env=env, passFds=passFds, newSession=newSession)
 
     def waitUntilServing(self, timeout: float = 15.0, path: str = "/healthz") -> Twistd:
         """
@@ -200,6 +208,124 @@ class Twistd(Process):
             except OSError:
                 time.sleep(0.02)
         raise AssertionError(f"twistd not serving after {timeout}s:\n{self.log()}")
+
+
+def childPids(pid: int) -> list[int]:
+    """
+    @return: the pids of C{pid}'s children, from C{/proc} (empty once it
+        has exited).
+    """
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(child) for child in f.read().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """
+    @return: whether C{pid} runs (a zombie does not).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Master(Twistd):
+    """
+    C{twistd -n gracesvc --workers N}, in a process group of its own; its
+    workers are found as its children in C{/proc} and killed by pid too.
+    """
+
+    def __init__(self, *args: str, workers: int = 2, **kwargs: object) -> None:
+        self.workerPids: set[int] = set()
+        self._masterLines: list[str] = []
+        self._logOffset = 0
+        self._partial = b""
+        super().__init__(
+            "--workers",
+            str(workers),
+            *args,
+            newSession=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self.workerCount = workers
+
+    def workers(self) -> list[int]:
+        """
+        @return: the pids of the workers running now (remembered for
+            L{kill}).
+        """
+        pids = childPids(self.pid)
+        self.workerPids.update(pids)
+        # An exited worker stays a child until the master reaps it.
+        return [pid for pid in pids if alive(pid)]
+
+    def masterLog(self) -> str:
+        """
+        @return: the master's own log lines so far (C{gracesvc master...}),
+            read incrementally: under load the whole log, access lines
+            included, grows by megabytes, and reading it all on every poll
+            would load the machine the figures are measured on.
+        """
+        self._log.flush()
+        with open(self.logPath, "rb") as f:
+            f.seek(self._logOffset)
+            chunk = f.read()
+        self._logOffset += len(chunk)
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        self._masterLines += [
+            line.decode("utf-8", "replace")
+            for line in lines
+            if b"gracesvc master" in line or b"gracesvc:" in line
+        ]
+        return "\n".join(self._masterLines)
+
+    def waitUntilReady(self, timeout: float = 20.0, generation: int = 1) -> Master:
+        """
+        Wait until the master logs that a generation is serving, and it
+        answers.
+        """
+        marker = (
+            "gracesvc master ready"
+            if generation == 1
+            else f"reloaded: generation {generation} ready"
+        )
+        deadline = time.monotonic() + timeout
+        while marker not in self.masterLog():
+            if self.exited:
+                raise AssertionError(f"twistd exited early:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not ready after {timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+        self.workers()
+        self.waitUntilServing(timeout)
+        return self
+
+    def signalGroup(self, signum: int) -> float:
+        """
+        Send C{signum} to the master's process group.
+
+        @return: C{time.monotonic()} just before it was sent.
+        """
+        sentAt = time.monotonic()
+        os.killpg(self.pid, signum)
+        return sentAt
+
+    def kill(self) -> None:
+        """
+        Kill the master and every worker it ran, by pid.
+        """
+        self.workers()
+        super().kill()
+        for pid in self.workerPids:
+            if alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 def run(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

@@ -194,3 +194,18 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn("RST_STREAM(7)", output)
         self.assertIn("streams [200, 200]", output)
         self.assertIn("cutting 2 requests in flight", output)
+
+    def test_workers(self) -> None:
+        """
+        C{bench.workers}: every section prints its table; with 20 in flight
+        at each SIGTERM, all 20 are answered.
+        """
+        if shutil.which("wrk") is None:
+            raise SkipTest("bench.workers needs wrk (apt-get install wrk)")
+        output = self.runBench("workers")
+        self.assertIn("20/20", self.row(output, "master"))
+        self.assertIn("20/20", self.row(output, "process group"))
+        self.assertIn("0 failed", self.row(output, "1 in"))
+        self.assertIn(
+            "replacement started after", self.row(output, "SIGKILL one worker")
+        )

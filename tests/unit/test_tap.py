@@ -4,8 +4,10 @@ C{twistd gracesvc} options, plugin discovery, and the service they make.
 
 from __future__ import annotations
 
+import os
 import signal
 
+from twisted import test as twistedTests
 from twisted.application.service import IService, IServiceMaker
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -409,3 +411,100 @@ class MakeServiceTests(SynchronousTestCase):
         reactor.turn()
         self.successResultOf(d)  # type: ignore[arg-type]
         self.assertEqual((reactor.stops, reactor.exitSignal), (1, SIGTERM))
+
+
+#: A key and certificate that ships with Twisted's tests.
+SERVER_PEM = os.path.join(os.path.dirname(twistedTests.__file__), "server.pem")
+
+
+class WorkersOptionTests(SynchronousTestCase):
+    def assertRejected(self, message: str, *argv: str) -> None:
+        OptionsTests.assertRejected(self, message, *argv)  # type: ignore[arg-type]
+
+    def test_badWorkers(self) -> None:
+        for value in ("-1", "two", "1.5", ""):
+            self.assertRejected(
+                "--workers: expected a number of processes", "--workers", value
+            )
+
+    def test_unsupportedEndpoint(self) -> None:
+        self.assertRejected(
+            "--workers serves tcp:, tcp6:, unix: and systemd: endpoints only",
+            "--workers",
+            "2",
+            "--listen",
+            f"ssl:8443:privateKey={SERVER_PEM}",
+        )
+
+    def test_metricsListenIsTheMasters(self) -> None:
+        """
+        With C{--workers}, C{--metrics-listen} is served by the master (the
+        whole tree's metrics), and not handed on to the workers.
+        """
+        options = parse("--workers", "2", "--metrics-listen", "tcp:9100")
+        self.assertFalse([a for a in options.workerArguments() if "metrics" in a])
+
+    def test_reusePortOnlyWithWorkers(self) -> None:
+        self.assertRejected("--reuse-port: only with --workers", "--reuse-port")
+        self.assertTrue(parse("--workers", "2", "--reuse-port")["reuse-port"])
+
+    def test_masterDoesNotImportTheApp(self) -> None:
+        """
+        The app is the workers' to import, each generation anew: a master
+        given one that does not import starts (and its first worker fails).
+        """
+        options = parse("--workers", "2", "--app", "no_such_module:app")
+        self.assertEqual(options["workers"], 2)
+        self.assertNotIn("app-resource", options)
+
+    def test_workerArguments(self) -> None:
+        """
+        Workers get the plugin options as given, but not the master's own
+        nor the endpoints (they adopt the master's sockets).
+        """
+        options = parse(
+            "--workers",
+            "3",
+            "--listen",
+            "tcp:8080",
+            "--ping-delay",
+            "0.5",
+            "--worker-boot-timeout",
+            "9",
+            "--h2c",
+            "--reuse-port",
+        )
+        arguments = options.workerArguments()
+        self.assertIn("--ping-delay=0.5", arguments)
+        self.assertIn("--h2c", arguments)
+        self.assertNotIn("--reuse-port", arguments)
+        self.assertFalse([a for a in arguments if "worker" in a or "listen" in a])
+        self.assertEqual(options["worker-boot-timeout"], 9)
+        [(description, spec)] = options["listening-specs"]
+        self.assertEqual((description, spec[0], spec[3]), ("tcp:8080", "tcp", 8080))
+
+    def test_workerSpec(self) -> None:
+        spec = '{"generation": 2, "slot": 1, "listeners": [["tcp:8080", 5, 2]]}'
+        options = parse("--worker-spec", spec)
+        [(description, endpoint)] = options["endpoints"]
+        self.assertEqual(description, "tcp:8080")
+        self.assertEqual((endpoint.fileno, endpoint.addressFamily), (5, 2))
+        self.assertRejected("--worker-spec: not a worker spec", "--worker-spec", "{")
+        self.assertRejected(
+            "a worker listens on its master's sockets only",
+            "--worker-spec",
+            spec,
+            "--listen",
+            "tcp:1",
+        )
+
+    def test_makeServiceMakesTheMaster(self) -> None:
+        from gracesvc._workers import Master
+
+        reactor = FakeReactor()
+        options = tap.Options(reactor=reactor)
+        options.parseOptions(["--workers", "2", "--listen", "tcp:0"])
+        signals = FakeSignals()
+        service = tap.makeService(options, signals)
+        self.assertIsInstance(service, Master)
+        self.assertIsNot(signals.handlers[SIGTERM], signal.SIG_DFL)

@@ -180,6 +180,78 @@ class TransportTests(SynchronousTestCase):
         self.assertEqual(calls, ["accept"])
 
 
+class WorkersInternalsTests(SynchronousTestCase):
+    """
+    What L{gracesvc._workers}' master reads from Twisted's endpoints, and
+    what its workers change on their ports.
+    """
+
+    def test_endpointAttributes(self) -> None:
+        """
+        C{_TCPServerEndpoint}'s C{_port}, C{_interface} and C{_backlog};
+        C{UNIXServerEndpoint}'s C{_address}, C{_backlog} and C{_mode};
+        C{AdoptedStreamServerEndpoint}'s C{fileno} and C{addressFamily}:
+        what L{_twisted.listeningSpec} reads.
+        """
+        from twisted.internet.endpoints import (
+            AdoptedStreamServerEndpoint,
+            serverFromString,
+        )
+        from twisted.internet.testing import MemoryReactor
+
+        reactor = MemoryReactor()
+        spec = _twisted.listeningSpec
+        self.assertEqual(
+            spec(serverFromString(reactor, "tcp:8080:interface=127.0.0.1:backlog=7")),
+            ("tcp", socket.AF_INET, "127.0.0.1", 8080, 7),
+        )
+        self.assertEqual(
+            spec(serverFromString(reactor, "tcp6:8080")),
+            ("tcp", socket.AF_INET6, "::", 8080, 50),
+        )
+        self.assertEqual(
+            spec(serverFromString(reactor, "unix:/run/g.sock:mode=600")),
+            ("unix", "/run/g.sock", 50, 0o600),
+        )
+        self.assertEqual(
+            spec(AdoptedStreamServerEndpoint(reactor, 3, socket.AF_INET)),
+            ("fd", 3, socket.AF_INET),
+        )
+        self.assertIsNone(spec(object()))
+
+    def test_limitAcceptsCapsNumberAccepts(self) -> None:
+        """
+        C{tcp.Port.doRead} reads C{numberAccepts} as it starts (pinned in
+        L{PortTests}); L{_twisted.limitAccepts} caps it before each call,
+        except when L{_twisted.acceptPending} raised it to accept it all.
+        """
+        seen: list[int] = []
+
+        class Listening:
+            connected = True
+            numberAccepts = 100
+
+            def doRead(self) -> None:
+                seen.append(self.numberAccepts)
+
+        port = Listening()
+        _twisted.limitAccepts(cast(IListeningPort, port), 2)
+        port.doRead()
+        _twisted.acceptPending(cast(IListeningPort, port))
+        self.assertEqual(seen, [2, _twisted.ACCEPT_ALL])
+
+    def test_exitSignal(self) -> None:
+        """
+        C{ReactorBase._exitSignal} (see L{ReactorSignalTests}).
+        """
+        from twisted.internet.base import ReactorBase
+
+        self.assertIsNone(_twisted.exitSignal(object()))
+        reactor = ReactorBase.__new__(ReactorBase)
+        reactor._exitSignal = SIGTERM
+        self.assertEqual(_twisted.exitSignal(reactor), SIGTERM)
+
+
 class ReactorSignalTests(SynchronousTestCase):
     """
     What L{gracesvc._service.StopSignals} relies on in Twisted's reactor

@@ -1,0 +1,547 @@
+"""
+C{twistd -n gracesvc --workers N} end to end: a real master in a process
+group of its own, real workers, real signals, real clients on a free
+loopback port.  Every process is killed by its pid at the end, the workers
+too (found as the master's children in C{/proc}).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc.testing import get, samples
+from gracesvc.testing.process import (
+    TWISTD,
+    InFlight,
+    Master,
+    Process,
+    RawClient,
+    alive,
+    childPids,
+    connectRefused,
+    freePort,
+    run,
+    waitUntilRefused,
+)
+
+from .test_deploy import (
+    _SYSTEMD_EXEC,
+    DEPLOY,
+    SYSTEMD_SERVICE,
+    SYSTEMD_SOCKET,
+    Load,
+    SocketActivated,
+    SystemdSocketTests,
+    failures,
+    gracesvcOptions,
+    systemdUnit,
+    waitFor,
+)
+
+#: An app a test can break and mend between reloads (C{--app app:resource}).
+APP = """
+from twisted.web.resource import Resource
+
+
+class Version(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"VERSION"
+
+
+resource = Version()
+"""
+
+
+class WorkersTestCase(SynchronousTestCase):
+    def start(self, *args: str, workers: int = 2, **kwargs: object) -> Master:
+        master = Master(*args, workers=workers, **kwargs)
+        self.addCleanup(master.kill)
+        return master.waitUntilReady()
+
+    def inFlightAtSignal(self, toGroup: bool) -> None:
+        """
+        20 C{/ping} in flight, then SIGTERM to the master or to its group:
+        all 20 answered, new connections refused at once, the whole tree
+        gone soon after the last response.
+        """
+        master = self.start("--ping-delay", "1.5", "--shutdown-timeout", "5")
+        workers = master.workers()
+        self.assertEqual(len(workers), 2)
+        requests = []
+        for _ in range(20):
+            requests.append(InFlight(master.port, get("/ping")))
+            time.sleep(0.01)
+        time.sleep(0.1)
+        if toGroup:
+            sentAt = master.signalGroup(signal.SIGTERM)
+        else:
+            sentAt = master.signal(signal.SIGTERM)
+        refusedAt = waitUntilRefused(master.port)
+        status = master.wait(10)
+        for request in requests:
+            request.join(10)
+        codes = collections.Counter(
+            r.response.code if r.response else repr(r.error) for r in requests
+        )
+        lastResponse = max(r.doneAt or 0 for r in requests)
+        assert master.exitedAt is not None
+        print(
+            f"\n--workers 2, SIGTERM to the {'group' if toGroup else 'master'}: "
+            f"{codes[200]}/20 answered, refused after "
+            f"{(refusedAt - sentAt) * 1000:.1f} ms, master exit "
+            f"{(master.exitedAt - lastResponse) * 1000:.1f} ms after the last "
+            f"response"
+        )
+        self.assertEqual(codes, {200: 20}, master.log())
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertLess(refusedAt - sentAt, 0.5)
+        self.assertLess(master.exitedAt - lastResponse, 0.5)
+        self.assertEqual([p for p in workers if alive(p)], [])
+        log = master.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Forced stop", log)
+        self.assertEqual(log.count("Server exiting (drained)"), 3)
+
+    def test_sigtermToTheMaster(self) -> None:
+        self.inFlightAtSignal(toGroup=False)
+
+    def test_sigtermToTheProcessGroup(self) -> None:
+        """
+        The workers get the signal directly as well as the master's drain
+        command: the same stop, not a second signal.
+        """
+        self.inFlightAtSignal(toGroup=True)
+
+    def test_secondSignalForces(self) -> None:
+        """
+        A second SIGTERM to the master stops the tree at once: the 10 s
+        requests in flight are cut.
+        """
+        master = self.start("--ping-delay", "10", "--shutdown-timeout", "8")
+        requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
+        time.sleep(0.3)
+        master.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        sentAt = master.signal(signal.SIGTERM)
+        master.wait(5)
+        assert master.exitedAt is not None
+        self.assertLess(master.exitedAt - sentAt, 1.0)
+        self.assertIn("Forced stop", master.log())
+        for request in requests:
+            request.join(5)
+            self.assertIsNone(request.response)
+
+    def test_reusePort(self) -> None:
+        """
+        C{--reuse-port}: a socket per worker slot; every worker serves, a
+        reload under load loses nothing, and the tree stops as usual.
+        """
+        metricsPort = freePort()
+        master = self.start(
+            "--reuse-port",
+            "--ping-delay",
+            "0.01",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        load = Load(master.port, clients=8, requestsPerConnection=1)
+        self.addCleanup(load.stop)
+        time.sleep(0.5)
+        master.signal(signal.SIGHUP)
+        master.waitUntilReady(generation=2)
+        time.sleep(0.5)
+        outcomes = load.stop()
+        with RawClient(metricsPort) as client:
+            client.send(get("/metrics", "Connection: close"))
+            scraped = samples(client.readResponse().body)
+        slots = {
+            dict(labels)["worker"]
+            for (name, labels), value in scraped.items()
+            if name == "gracesvc_requests_total" and value > 0
+        }
+        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertGreater(len(outcomes), 50)
+        self.assertEqual(slots, {"0", "1"})
+        master.signal(signal.SIGTERM)
+        self.assertEqual(master.wait(10), -signal.SIGTERM)
+        self.assertTrue(connectRefused(master.port))
+
+    def test_oneCapForTheTree(self) -> None:
+        """
+        Requests longer than the cap: each worker answers them 503 with
+        C{Retry-After} just before the cap, and the whole tree is gone
+        within it (and a little for the exits), counted from the signal.
+        """
+        master = self.start("--ping-delay", "10", "--shutdown-timeout", "1")
+        workers = master.workers()
+        requests = [InFlight(master.port, get("/ping")) for _ in range(6)]
+        time.sleep(0.3)
+        sentAt = master.signal(signal.SIGTERM)
+        master.wait(5)
+        assert master.exitedAt is not None
+        for request in requests:
+            request.join(5)
+            assert request.response is not None, request.error
+            self.assertEqual(request.response.code, 503)
+            self.assertIn(b"retry-after", request.response.headers)
+        print(f"\ncap 1 s, 10 s requests: tree gone {master.exitedAt - sentAt:.3f}s")
+        self.assertLess(master.exitedAt - sentAt, 1.15)
+        self.assertEqual([p for p in workers if alive(p)], [])
+
+    def test_reloadsUnderLoadLoseNothing(self) -> None:
+        """
+        Three SIGHUPs under load: every request answered, a new generation
+        of workers each time, the old ones gone.
+        """
+        master = self.start("--ping-delay", "0.01")
+        load = Load(master.port)
+        self.addCleanup(load.stop)
+        time.sleep(0.5)
+        previous = set(master.workers())
+        for generation in (2, 3, 4):
+            master.signal(signal.SIGHUP)
+            master.waitUntilReady(generation=generation)
+            waitFor(
+                lambda old=previous: not any(alive(p) for p in old),  # type: ignore[misc]
+                10,
+                lambda: f"old workers still running:\n{master.log()}",
+            )
+            current = set(master.workers())
+            self.assertEqual(len(current), 2)
+            self.assertFalse(current & previous)
+            previous = current
+            time.sleep(0.3)
+        outcomes = load.stop()
+        print(f"\n3 reloads under load: {len(outcomes)} requests, {failures(outcomes)}")
+        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertGreater(len(outcomes), 100)
+        self.assertNotIn("Traceback", master.log())
+
+    def test_unbootableGenerationKeepsTheOld(self) -> None:
+        """
+        A reload whose new code does not import fails, and the old
+        generation keeps serving; once mended, the next reload serves the
+        new code.
+        """
+        appDirectory = tempfile.mkdtemp(prefix="gracesvc-e2e-app-")
+        path = os.path.join(appDirectory, "app.py")
+        with open(path, "w") as f:
+            f.write(APP.replace("VERSION", "v1"))
+        env = dict(os.environ, PYTHONPATH=appDirectory, PYTHONDONTWRITEBYTECODE="1")
+        master = self.start("--app", "app:resource", env=env)
+        workers = set(master.workers())
+
+        def body() -> bytes:
+            with RawClient(master.port) as client:
+                client.send(get("/", "Connection: close"))
+                return client.readResponse().body
+
+        self.assertEqual(body(), b"v1")
+        with open(path, "w") as f:
+            f.write("raise RuntimeError('broken deploy')\n")
+        load = Load(master.port)
+        self.addCleanup(load.stop)
+        master.signal(signal.SIGHUP)
+        waitFor(
+            lambda: "reload failed" in master.log(),
+            20,
+            lambda: f"no failed reload:\n{master.log()}",
+        )
+        time.sleep(0.3)
+        outcomes = load.stop()
+        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertEqual(set(master.workers()), workers)
+        self.assertEqual(body(), b"v1")
+        with open(path, "w") as f:
+            f.write(APP.replace("VERSION", "v2 mended"))
+        master.signal(signal.SIGHUP)
+        master.waitUntilReady(generation=3)
+        waitFor(
+            lambda: not any(alive(p) for p in workers),
+            10,
+            lambda: f"old workers still running:\n{master.log()}",
+        )
+        self.assertEqual(body(), b"v2 mended")
+
+    def test_sigkillMasterFreesThePort(self) -> None:
+        """
+        SIGKILL to the master: its workers see the control pipe close, drain
+        and exit, and the port is free, within the cap and 0.5 s.
+        """
+        master = self.start("--ping-delay", "0.2", "--shutdown-timeout", "2")
+        workers = master.workers()
+        requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
+        time.sleep(0.05)
+        killedAt = master.signal(signal.SIGKILL)
+        waitFor(
+            lambda: not any(alive(p) for p in workers) and connectRefused(master.port),
+            2.5,
+            lambda: f"workers or port still there:\n{master.log()}",
+        )
+        goneAfter = time.monotonic() - killedAt
+        print(f"\nmaster SIGKILL: workers gone and port free after {goneAfter:.3f}s")
+        for request in requests:
+            request.join(5)
+            self.assertIsNotNone(request.response, repr(request.error))
+
+    def test_sigkillWorkerIsReplaced(self) -> None:
+        """
+        SIGKILL to one worker under load: it is replaced within 1 s, and
+        only requests on its connections fail.
+        """
+        master = self.start("--ping-delay", "0.01")
+        load = Load(master.port, clients=4)
+        self.addCleanup(load.stop)
+        time.sleep(0.5)
+        victim, survivor = master.workers()
+        killedAt = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        waitFor(
+            lambda: (
+                len(set(master.workers()) - {victim, survivor}) == 1
+                and master.log().count(" ready> ready") == 3
+            ),
+            2,
+            lambda: f"not replaced:\n{master.log()}",
+        )
+        replacedAfter = time.monotonic() - killedAt
+        time.sleep(0.5)
+        outcomes = load.stop()
+        failed = failures(outcomes)
+        print(
+            f"\nworker SIGKILL: replaced and ready after {replacedAfter:.3f}s; "
+            f"{len(outcomes)} requests, {dict(failed)}"
+        )
+        self.assertLess(replacedAfter, 1.0)
+        self.assertLessEqual(sum(failed.values()), 4)
+        self.assertTrue(alive(survivor))
+
+    def test_stuckWorkerIsReplaced(self) -> None:
+        """
+        A worker that stops answering the master (SIGSTOP here, a loop that
+        never returns to the reactor in real life) is killed after
+        C{--worker-timeout} and replaced.
+        """
+        master = self.start("--worker-timeout", "1")
+        stuck, other = master.workers()
+        os.kill(stuck, signal.SIGSTOP)
+        waitFor(
+            lambda: not alive(stuck) and len(master.workers()) == 2,
+            5,
+            lambda: f"not replaced:\n{master.log()}",
+        )
+        self.assertIn("silent for", master.masterLog())
+        self.assertIn(other, master.workers())
+        with RawClient(master.port) as client:
+            client.send(get("/healthz", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+
+    def test_systemdNotify(self) -> None:
+        """
+        With C{NOTIFY_SOCKET} (C{Type=notify}): READY=1 once the workers
+        are, RELOADING=1 and READY=1 around a reload, STOPPING=1 at the
+        drain; the workers do not inherit the socket.
+        """
+        directory = tempfile.mkdtemp(prefix="gracesvc-e2e-notify-")
+        path = os.path.join(directory, "notify")
+        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(receiver.close)
+        receiver.bind(path)
+        receiver.settimeout(15)
+        master = self.start(env=dict(os.environ, NOTIFY_SOCKET=path))
+        self.assertEqual(receiver.recv(100), b"READY=1")
+        worker = master.workers()[0]
+        with open(f"/proc/{worker}/environ", "rb") as f:
+            self.assertNotIn(b"NOTIFY_SOCKET", f.read())
+        master.signal(signal.SIGHUP)
+        self.assertEqual(receiver.recv(100), b"RELOADING=1")
+        self.assertEqual(receiver.recv(100), b"READY=1")
+        master.signal(signal.SIGTERM)
+        self.assertEqual(receiver.recv(100), b"STOPPING=1")
+        master.wait(10)
+
+    def test_treeMetrics(self) -> None:
+        """
+        The master serves the whole tree's metrics on C{--metrics-listen}:
+        every worker's requests, labelled with the worker, and its own.
+        """
+        metricsPort = freePort()
+        master = self.start(
+            "--ping-delay",
+            "0",
+            "--metrics-listen",
+            f"tcp:{metricsPort}:interface=127.0.0.1",
+        )
+        for _ in range(20):
+            with RawClient(master.port) as client:
+                client.send(get("/ping", "Connection: close"))
+                self.assertEqual(client.readResponse().code, 200)
+        with RawClient(metricsPort) as client:
+            client.send(get("/metrics", "Connection: close"))
+            scraped = samples(client.readResponse().body)
+        served = {
+            dict(labels)["worker"]: value
+            for (name, labels), value in scraped.items()
+            if name == "gracesvc_requests_total" and dict(labels)["route"] == "/ping"
+        }
+        print(f"\ntree metrics: /ping by worker {served}")
+        self.assertEqual(sum(served.values()), 20)
+        self.assertEqual(scraped[("gracesvc_workers", (("state", "ready"),))], 2)
+        with RawClient(master.port) as client:
+            client.send(get("/metrics", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 404)
+
+    def test_workersRunOnTheMastersReactor(self) -> None:
+        master = self.start("--ping-delay", "0", reactor="asyncio")
+        for pid in master.workers():
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                self.assertIn(b"\0--reactor\0asyncio\0gracesvc\0", f.read())
+        self.assertEqual(master.log().count("AsyncioSelectorReactor"), 3)
+        with RawClient(master.port) as client:
+            client.send(get("/ping", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+
+    def test_workerThatCannotStart(self) -> None:
+        """
+        A worker that cannot start (an app that does not import) stops the
+        start: one line from the master, exit status 1, no crash loop.
+        """
+        master = Master("--app", "no_such_module:app", workers=2)
+        self.addCleanup(master.kill)
+        self.assertEqual(master.wait(20), 1)
+        log = master.log()
+        self.assertEqual(log.count("cannot start the workers"), 1, log)
+        self.assertLessEqual(log.count("started <worker"), 2, log)
+        self.assertNotIn("Traceback", log)
+
+
+class WorkerOptionsTests(SynchronousTestCase):
+    def test_portInUse(self) -> None:
+        """
+        A port in use is one line from the master and exit status 1, before
+        any worker starts.
+        """
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            result = run(
+                "--pidfile=",
+                "-n",
+                "gracesvc",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--workers",
+                "2",
+            )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("Address already in use", result.stdout)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertNotIn("started <worker", result.stdout)
+
+    def test_badWorkers(self) -> None:
+        """
+        A bad C{--workers} is one line on standard error and exit status 1.
+        """
+        for value in ("-1", "two", "1.5"):
+            result = run("--pidfile=", "-n", "gracesvc", "--workers", value)
+            self.assertEqual(result.returncode, 1, value)
+            self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+            self.assertIn("--workers", result.stderr)
+            self.assertNotIn("Traceback", result.stderr)
+
+
+#: The unit of C{--workers} under systemd.
+WORKERS_SERVICE = os.path.join(DEPLOY, "gracesvc-workers.service")
+
+
+class WorkersUnitTests(SynchronousTestCase):
+    def test_reloadStopAndTimeout(self) -> None:
+        """
+        C{systemctl reload} sends SIGHUP to the master; C{systemctl stop}
+        SIGTERM to the master alone, waiting longer than its cap and the
+        exits before SIGKILL; the command is the single-process one with
+        C{--workers}.
+        """
+        service = systemdUnit(WORKERS_SERVICE)["Service"]
+        self.assertEqual(service["Type"], "notify")
+        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
+        self.assertEqual(service["KillMode"], "mixed")
+        self.assertEqual(service["KillSignal"], "SIGTERM")
+        options = gracesvcOptions(shlex.split(service["ExecStart"])[1:])
+        self.assertEqual(options["workers"], 2)
+        self.assertGreater(
+            float(service["TimeoutStopSec"]), options["shutdown-timeout"] + 1.5
+        )
+        single = shlex.split(systemdUnit(SYSTEMD_SERVICE)["Service"]["ExecStart"])
+        workers = shlex.split(service["ExecStart"])
+        self.assertEqual([a for a in workers if a not in ("--workers", "2")], single)
+
+
+class WorkersSocketActivated(SocketActivated):
+    """
+    C{deploy/gracesvc-workers.service}'s command, started as systemd starts
+    it from C{deploy/gracesvc.socket}.
+    """
+
+    def __init__(self, listening: socket.socket, fdName: str, *extraArgs: str) -> None:
+        argv = shlex.split(systemdUnit(WORKERS_SERVICE)["Service"]["ExecStart"])
+        argv[0] = TWISTD
+        argv += list(extraArgs)
+        fd = listening.fileno()
+        Process.__init__(
+            self,
+            [sys.executable, "-c", _SYSTEMD_EXEC, str(fd), *argv],
+            prefix="gracesvc-systemd-",
+            env=dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES=fdName),
+            passFds=(fd,),
+        )
+
+
+class SystemdWorkersTests(SystemdSocketTests):
+    """
+    test_deploy's replacement test with C{deploy/gracesvc-workers.service}
+    on a socket the test owns, as systemd would hand it over: replacements
+    under load lose nothing.
+    """
+
+    def start(self, listening: socket.socket) -> SocketActivated:
+        fdName = systemdUnit(SYSTEMD_SOCKET)["Socket"].get(
+            "FileDescriptorName", "gracesvc.socket"
+        )
+        process = WorkersSocketActivated(listening, fdName, "--ping-delay", "0.05")
+        workers: set[int] = set()
+
+        def killWorkers() -> None:
+            for pid in workers:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+        def watch() -> list[int]:
+            pids = childPids(process.pid)
+            workers.update(pids)
+            return pids
+
+        self.addCleanup(killWorkers)
+        self.addCleanup(process.kill)
+        self.addCleanup(watch)
+        waitFor(
+            lambda: len(watch()) == 2 or process.exited,
+            10,
+            lambda: f"no workers:\n{process.log()}",
+        )
+        return process
+
+
+del SystemdSocketTests
