@@ -604,18 +604,8 @@ class NegotiatingProtocol(Protocol):
             if data.startswith(PREFACE):
                 self._switch(data)
                 return
-        self._decide(self._channel)
-        self._channel.dataReceived(data)
-
-    def _decide(self, protocol: Any) -> None:
-        """
-        The connection speaks C{protocol}'s language: from now on the
-        transport's bytes go straight to it, with no call through this
-        switch (a plain HTTP/1.1 connection pays nothing per request).
-        """
         self._decided = True
-        self._current = protocol
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        self._channel.dataReceived(data)
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
         current = self._current
@@ -629,6 +619,7 @@ class NegotiatingProtocol(Protocol):
         Hand the connection to a new L{DrainingH2Connection}, which joins the
         drain before the HTTP/1.1 channel leaves it.
         """
+        self._decided = True
         channel = self._channel
         transport: Any = self.transport
         transport.unregisterProducer()
@@ -638,7 +629,7 @@ class NegotiatingProtocol(Protocol):
         h2.factory = channel.factory
         h2.timeOut = channel.timeOut
         h2.callLater = channel.callLater  # type: ignore[method-assign]
-        self._decide(h2)
+        self._current = h2
         h2.makeConnection(transport)
         transport.registerProducer(h2, True)
         channel.connectionLost(Failure(ConnectionDone("switched to HTTP/2")))
