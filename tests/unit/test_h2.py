@@ -433,6 +433,22 @@ class TogetherTests(SynchronousTestCase):
         self.assertTrue(w.drain.finished)
         self.assertEqual(w.drain.connections, 0)
 
+    def test_webSocketThroughTheSwitch(self) -> None:
+        """
+        A WebSocket upgraded on a connection that went through the HTTP/2
+        switch gets its messages (and its keepalive pongs read), both ways:
+        the channel hands its bytes on after the upgrade.
+        """
+        w = wire()
+        ws = w.connectWebSocket()
+        ws.sendText("hello")
+        ws.sendBytes(b"\x00")
+        self.assertEqual(ws.messages, ["hello", b"\x00"])
+        for _ in range(7):
+            w.advance(10)
+        self.assertTrue(ws.open)
+        self.assertEqual(len(ws.pings), 3)
+
     def test_eventStreamWrapsUpUnderH2(self) -> None:
         """
         An event stream served over HTTP/2 is told to wrap up when the
