@@ -147,6 +147,9 @@ class Round:
     cpu: dict[str, float] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     accessPerRequest: dict[str, float] = field(default_factory=dict)
+    #: access log lines beyond the requests wrk counted: requests in flight
+    #: when a wrk run stopped, at most one per connection and run.
+    accessExtra: dict[str, int] = field(default_factory=dict)
 
     def cpuPerRequest(self, kind: str) -> float:
         requests = self.requests.get(kind, 0)
@@ -205,6 +208,7 @@ def measureRound(
     for kind, log in logs.items():
         lines = len(accessLine(load.path).findall(log.encode("utf-8")))
         result.accessPerRequest[kind] = lines / served[kind] if served[kind] else 0.0
+        result.accessExtra[kind] = lines - served[kind]
     return result
 
 
@@ -373,6 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"access log lines per request: gracesvc {access['gracesvc']:.2f}, plain {access['plain']:.2f} "
         "(both should be 1.00: both log alike)"
+    )
+    extra = {k: [r.accessExtra[k] for r in rounds] for k in ("gracesvc", "plain")}
+    print(
+        f"access log lines beyond the requests counted, by round: gracesvc "
+        f"{extra['gracesvc']}, plain {extra['plain']} (each from 0 to "
+        f"{2 * load.connections}: the requests in flight as the warm-up's and "
+        f"the measure's wrk stopped)"
     )
     problems = [
         f"{kind} round {i}: {problem}"
