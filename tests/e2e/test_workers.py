@@ -606,6 +606,32 @@ class TLSWorkersTests(MasterTestCase):
         self.assertEqual(servedName(tlsPort), "renewed.gracesvc.test")
         self.assertNotIn("Traceback", master.log())
 
+    def test_unreadableRenewalKeepsTheOldGeneration(self) -> None:
+        """
+        A certificate file broken before a SIGHUP: the new workers stop with
+        one line, the reload fails, and the old generation keeps serving
+        HTTPS with the certificate it read.
+        """
+        directory = tempfile.mkdtemp(prefix="gracesvc-e2e-tls-")
+        path = os.path.join(directory, "server.pem")
+        shutil.copy(PEM, path)
+        master, tlsPort = self.startTLS("--ping-delay", "0", certificate=path)
+        workers = set(master.workers())
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        master.signal(signal.SIGHUP)
+        waitFor(
+            lambda: "reload failed" in master.masterLog(),
+            20,
+            lambda: f"no failed reload:\n{master.log()}",
+        )
+        self.assertIn("not a usable endpoint", master.log())
+        self.assertEqual(set(master.workers()), workers)
+        with RawClient(tlsPort, tls=True) as client:
+            client.send(get("/ping", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+        self.assertNotIn("Traceback", master.log())
+
 
 class WorkerOptionsTests(SynchronousTestCase):
     def test_portInUse(self) -> None:
