@@ -29,7 +29,12 @@ import socket
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IProtocol, ITransport
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IProtocol,
+    ITransport,
+)
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.http import HTTPChannel, Request
 
@@ -216,21 +221,34 @@ def listeningSpec(endpoint: object) -> ListeningSpec | None:
     master can create the socket itself (with the L{socket} module, which
     never C{shutdown()}s it) and hand it to every worker.
 
-    Internals: L{twisted.internet.endpoints}' C{_TCPServerEndpoint}'s
-    C{_port}, C{_interface} and C{_backlog}; C{UNIXServerEndpoint}'s
-    C{_address}, C{_backlog} and C{_mode}.  C{AdoptedStreamServerEndpoint}'s
-    C{fileno} and C{addressFamily} are public attributes.
+    An C{ssl:} endpoint gives the spec of its TCP socket: the master
+    creates that, and each worker serves TLS on it (see
+    L{tlsContextFactory}).
 
-    @return: the spec, or L{None} for an endpoint kind it does not know
-        (C{ssl:}, say).
+    Internals: L{twisted.internet.endpoints}' C{_TCPServerEndpoint}'s and
+    C{SSL4ServerEndpoint}'s C{_port}, C{_interface} and C{_backlog};
+    C{UNIXServerEndpoint}'s C{_address}, C{_backlog} and C{_mode}.
+    C{AdoptedStreamServerEndpoint}'s C{fileno} and C{addressFamily} are
+    public attributes.
+
+    @return: the spec, or L{None} for an endpoint kind it does not know.
     """
     from twisted.internet.endpoints import (
         AdoptedStreamServerEndpoint,
+        SSL4ServerEndpoint,
         TCP4ServerEndpoint,
         TCP6ServerEndpoint,
         UNIXServerEndpoint,
     )
 
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        return (
+            "tcp",
+            socket.AF_INET,
+            str(endpoint._interface),
+            int(endpoint._port),
+            int(endpoint._backlog),
+        )
     if isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
         family = (
             socket.AF_INET6
@@ -254,6 +272,29 @@ def listeningSpec(endpoint: object) -> ListeningSpec | None:
     if isinstance(endpoint, AdoptedStreamServerEndpoint):
         return ("fd", int(endpoint.fileno), int(endpoint.addressFamily))
     return None
+
+
+def tlsContextFactory(endpoint: object) -> IOpenSSLContextFactory | None:
+    """
+    @return: the TLS context factory of an C{ssl:} server endpoint (its
+        certificate and key already read from their files, when the
+        description was parsed), or L{None} for an endpoint without TLS.
+
+    A worker of C{--workers} adopts the TCP socket its master created for
+    an C{ssl:} listener, and serves TLS on it with the context factory its
+    own parse of the description made: so each generation reads the
+    certificate files anew.  Twisted's C{ssl:} parser is private
+    (C{_parseSSL}); its endpoint keeps what it made.
+
+    Internals: L{twisted.internet.endpoints.SSL4ServerEndpoint}'s
+    C{_sslContextFactory}.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    if not isinstance(endpoint, SSL4ServerEndpoint):
+        return None
+    factory: IOpenSSLContextFactory = endpoint._sslContextFactory
+    return factory
 
 
 def limitAccepts(port: IListeningPort, most: int) -> None:

@@ -137,13 +137,17 @@ class SharedSocket:
         sock: socket.socket,
         unlinkPath: str | None = None,
         slot: int | None = None,
+        tls: bool = False,
     ) -> None:
         """
         @param slot: the one worker slot that adopts it (a C{--reuse-port}
             socket of that slot's own), or L{None} for every worker.
+        @param tls: whether the workers serve TLS on it (an C{ssl:}
+            listener, whose certificate each worker reads).
         """
         self.description = description
         self.slot = slot
+        self.tls = tls
         self.socket = sock
         self.family = int(sock.family)
         self.unlinkPath = unlinkPath
@@ -181,7 +185,7 @@ class SharedSocket:
 
 
 def openSharedSocket(
-    description: str, spec: ListeningSpec, slot: int | None = None
+    description: str, spec: ListeningSpec, slot: int | None = None, tls: bool = False
 ) -> SharedSocket:
     """
     Create the socket C{spec} describes (see
@@ -189,6 +193,7 @@ def openSharedSocket(
 
     @param slot: with C{SO_REUSEPORT}, for this worker slot alone (TCP
         only); L{None}: one socket for every worker.
+    @param tls: whether the workers serve TLS on it (see L{SharedSocket}).
     @raise OSError: it cannot be created (a port in use, say).
     """
     if spec[0] == "tcp":
@@ -206,7 +211,7 @@ def openSharedSocket(
         except OSError:
             sock.close()
             raise
-        return SharedSocket(description, sock, slot=slot)
+        return SharedSocket(description, sock, slot=slot, tls=tls)
     if spec[0] == "unix":
         _, path, backlog, mode = spec  # type: ignore[misc]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -975,8 +980,11 @@ def workerCommand(
             "slot": slot,
             "acceptLimit": acceptLimit,
             "metricsRoute": metricsRoute,
+            # A TLS listener has a fourth item, so that a worker too old to
+            # serve TLS refuses the spec rather than serve cleartext on it.
             "listeners": [
                 [shared.description, FIRST_SOCKET_FD + i, shared.family]
+                + ([True] if shared.tls else [])
                 for i, shared in enumerate(sockets)
             ],
         }
@@ -996,7 +1004,7 @@ def workerCommand(
 
 
 def reusePortSockets(
-    description: str, spec: ListeningSpec, workers: int
+    description: str, spec: ListeningSpec, workers: int, tls: bool = False
 ) -> list[SharedSocket]:
     """
     One C{SO_REUSEPORT} socket per worker slot on the TCP address C{spec}
@@ -1009,13 +1017,13 @@ def reusePortSockets(
 
     @raise OSError: one cannot be created; those made are closed.
     """
-    opened = [openSharedSocket(description, spec, slot=0)]
+    opened = [openSharedSocket(description, spec, slot=0, tls=tls)]
     try:
         # Port 0 picks a port: the other slots share the one picked.
         port = opened[0].socket.getsockname()[1]
         rest = (*spec[:3], port, *spec[4:])
         for slot in range(1, workers):
-            opened.append(openSharedSocket(description, rest, slot=slot))
+            opened.append(openSharedSocket(description, rest, slot=slot, tls=tls))
     except OSError:
         for shared in opened:
             shared.stopListening()
@@ -1040,12 +1048,14 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
 
     def sockets() -> list[SharedSocket]:
         opened: list[SharedSocket] = []
-        for description, spec in specs:
+        for description, spec, tls in specs:
             try:
                 if options["reuse-port"] and spec[0] == "tcp":
-                    opened += reusePortSockets(description, spec, options["workers"])
+                    opened += reusePortSockets(
+                        description, spec, options["workers"], tls=tls
+                    )
                 else:
-                    opened.append(openSharedSocket(description, spec))
+                    opened.append(openSharedSocket(description, spec, tls=tls))
             except OSError as e:
                 for shared in opened:
                     shared.stopListening()

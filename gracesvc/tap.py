@@ -12,14 +12,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.python import usage
+from zope.interface import implementer
 
 from ._drain import DrainPolicy
 from ._threads import DEFAULT_THREADS
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
+    from twisted.internet.defer import Deferred
 
     from ._service import SignalModule
 
@@ -340,15 +347,41 @@ class Options(usage.Options):
                 )
 
     def _adoptedEndpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+        """
+        @return: the endpoints of a worker: the sockets its master made,
+            adopted; TLS on those the master says are (C{ssl:}), with the
+            certificate read now, by this worker.
+        """
         from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
-        return [
-            (description, AdoptedStreamServerEndpoint(self._reactor, fd, family))
-            for description, fd, family in self["worker-spec"]["listeners"]
-        ]
+        from ._twisted import tlsContextFactory
 
-    def _listeningSpecs(self) -> list[tuple[str, Any]]:
-        from ._twisted import listeningSpec
+        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
+        for description, fd, family, tls in self["worker-spec"]["listeners"]:
+            endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
+                self._reactor, fd, family
+            )
+            if tls:
+                # Parsing does not listen; it reads the certificate files.
+                contextFactory = tlsContextFactory(
+                    self._endpoint("listen", description)
+                )
+                if contextFactory is None:
+                    raise usage.UsageError(
+                        f"--worker-spec: {description!r} is not a TLS endpoint"
+                    )
+                endpoint = TLSServerEndpoint(endpoint, contextFactory)
+            endpoints.append((description, endpoint))
+        return endpoints
+
+    def _listeningSpecs(self) -> list[tuple[str, Any, bool]]:
+        """
+        @return: for each listener, its description, what the master
+            creates for it (see L{gracesvc._twisted.listeningSpec}), and
+            whether the workers serve TLS on it (C{ssl:}: the master makes
+            the TCP socket).
+        """
+        from ._twisted import listeningSpec, tlsContextFactory
 
         specs = []
         for description, endpoint in self["endpoints"]:
@@ -356,9 +389,9 @@ class Options(usage.Options):
             if spec is None:
                 raise usage.UsageError(
                     f"--listen {description!r}: --workers serves tcp:, tcp6:, "
-                    f"unix: and systemd: endpoints only"
+                    f"unix:, ssl: and systemd: endpoints only"
                 )
-            specs.append((description, spec))
+            specs.append((description, spec, tlsContextFactory(endpoint) is not None))
         return specs
 
     def workerArguments(self) -> list[str]:
@@ -446,6 +479,38 @@ class Options(usage.Options):
             ) from None
 
 
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """
+    TLS on the listening port of another server endpoint, as
+    L{IReactorSSL.listenSSL} serves it: the same L{TLSMemoryBIOFactory}
+    around the protocol factory, so that ALPN offers what the factory's
+    C{acceptableProtocols} names (C{h2}, C{http/1.1}) and connections close
+    with close_notify as on an C{ssl:} endpoint.
+
+    A worker of C{--workers} serves an C{ssl:} listener this way, on the TCP
+    socket its master created and it adopted.
+    """
+
+    def __init__(
+        self, wrapped: IStreamServerEndpoint, contextFactory: IOpenSSLContextFactory
+    ) -> None:
+        """
+        @param wrapped: the endpoint whose port carries the TLS.
+        @param contextFactory: the certificate and settings, as an C{ssl:}
+            description makes them.
+        """
+        self.wrapped = wrapped
+        self.contextFactory = contextFactory
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        return self.wrapped.listen(
+            TLSMemoryBIOFactory(self.contextFactory, False, protocolFactory)
+        )
+
+
 def _describe(e: Exception) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, IndexError):
@@ -459,12 +524,17 @@ def _parseWorkerSpec(text: str) -> dict[str, Any]:
     """
     @return: the worker spec a master wrote: C{generation}, C{slot},
         C{acceptLimit}, and C{listeners}, a list of (description, fd,
-        address family).
+        address family, whether to serve TLS on it).
     @raise usage.UsageError: it is not one.
     """
     try:
         spec = json.loads(text)
-        listeners = [(str(d), int(fd), int(f)) for d, fd, f in spec["listeners"]]
+        # A fourth item, true, marks a TLS listener; a master of a version
+        # without TLS listeners wrote three.
+        listeners = [
+            (str(d), int(fd), int(f), bool(tls and tls[0]))
+            for d, fd, f, *tls in spec["listeners"]
+        ]
         return {
             "generation": int(spec["generation"]),
             "slot": int(spec["slot"]),

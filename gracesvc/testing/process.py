@@ -14,6 +14,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -343,14 +344,30 @@ def run(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _clientTLS() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 class RawClient:
     """
     A blocking HTTP/1.1 client on a raw socket: what goes over the wire is
     exactly what the test sends.
     """
 
-    def __init__(self, port: int, timeout: float = 15.0) -> None:
+    def __init__(self, port: int, timeout: float = 15.0, tls: bool = False) -> None:
+        """
+        @param tls: whether to speak HTTP/1.1 over TLS (ALPN C{http/1.1}, the
+            certificate unchecked); an end of TLS without close_notify
+            raises L{ssl.SSLEOFError} from L{readResponse} and
+            L{waitForClose}.
+        """
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            self.sock = _clientTLS().wrap_socket(self.sock, suppress_ragged_eofs=False)
         self.buffer = b""
         self.closedByPeer = False
         self.reset = False
@@ -476,13 +493,26 @@ def waitUntilRefused(port: int, timeout: float = 5.0) -> float:
 class InFlight(threading.Thread):
     """
     A request sent now whose response is read in the background.
+
+    @ivar closedCleanly: with C{untilClosed}, whether the server then
+        closed the connection with nothing more sent (over TLS, with
+        close_notify: see L{RawClient}).
     """
 
-    def __init__(self, port: int, request: bytes) -> None:
+    def __init__(
+        self, port: int, request: bytes, tls: bool = False, untilClosed: bool = False
+    ) -> None:
+        """
+        @param tls: whether to send it over TLS.
+        @param untilClosed: whether to read on after the response, until
+            the server closes the connection.
+        """
         super().__init__(daemon=True)
-        self.client = RawClient(port)
+        self.client = RawClient(port, tls=tls)
         self.client.send(request)
+        self.untilClosed = untilClosed
         self.response: Response | None = None
+        self.closedCleanly: bool | None = None
         self.error: Exception | None = None
         self.doneAt: float | None = None
         self.start()
@@ -490,10 +520,14 @@ class InFlight(threading.Thread):
     def run(self) -> None:
         try:
             self.response = self.client.readResponse()
+            self.doneAt = time.monotonic()
+            if self.untilClosed:
+                self.closedCleanly = self.client.waitForClose()
         except Exception as e:
             self.error = e
         finally:
-            self.doneAt = time.monotonic()
+            if self.doneAt is None:
+                self.doneAt = time.monotonic()
             self.client.close()
 
 

@@ -411,8 +411,13 @@ class Load:
         requestsPerConnection: int = 5,
         maxSeconds: float = 60.0,
         maxRequests: int = 20000,
+        tls: bool = False,
     ) -> None:
+        """
+        @param tls: whether the clients speak HTTPS (see L{RawClient}).
+        """
         self.port = port
+        self.tls = tls
         self.requestsPerConnection = requestsPerConnection
         self.deadline = time.monotonic() + maxSeconds
         self.maxRequests = maxRequests
@@ -453,7 +458,7 @@ class Load:
         while self._running(made):
             sentAt = time.monotonic()
             try:
-                client = RawClient(self.port, timeout=10)
+                client = RawClient(self.port, timeout=10, tls=self.tls)
             except ConnectionRefusedError:
                 self._record(sentAt, "connection refused")
                 made += 1

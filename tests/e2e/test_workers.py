@@ -8,17 +8,26 @@ too (found as the master's children in C{/proc}).
 from __future__ import annotations
 
 import collections
+import datetime
 import os
 import shlex
+import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import time
 
+import twisted.test
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.testing import get, samples
+from gracesvc.testing.h2 import H2SocketClient
 from gracesvc.testing.process import (
     TWISTD,
     InFlight,
@@ -63,12 +72,14 @@ resource = Version()
 """
 
 
-class WorkersTestCase(SynchronousTestCase):
+class MasterTestCase(SynchronousTestCase):
     def start(self, *args: str, workers: int = 2, **kwargs: object) -> Master:
         master = Master(*args, workers=workers, **kwargs)
         self.addCleanup(master.kill)
         return master.waitUntilReady()
 
+
+class WorkersTestCase(MasterTestCase):
     def inFlightAtSignal(self, toGroup: bool) -> None:
         """
         20 C{/ping} in flight, then SIGTERM to the master or to its group:
@@ -424,6 +435,202 @@ class WorkersTestCase(SynchronousTestCase):
         self.assertEqual(log.count("cannot start the workers"), 1, log)
         self.assertLessEqual(log.count("started <worker"), 2, log)
         self.assertNotIn("Traceback", log)
+
+
+#: A key and certificate that ships with Twisted's tests.
+PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+
+
+def commonName(certificate: x509.Certificate) -> str:
+    [attribute] = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attribute.value)
+
+
+def selfSigned(name: str) -> bytes:
+    """
+    @return: a new key and a self-signed certificate for C{name}, in one
+        PEM file, as C{ssl:}'s C{privateKey} reads them.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ) + certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def servedName(port: int) -> str:
+    """
+    @return: the common name of the certificate served on C{port}.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with context.wrap_socket(sock) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return commonName(x509.load_der_x509_certificate(der))
+
+
+class TLSWorkersTests(MasterTestCase):
+    """
+    C{--workers 2} on an C{ssl:} listener: the master binds TCP, each
+    worker serves TLS on it with the certificate it read.
+    """
+
+    def startTLS(self, *args: str, certificate: str = PEM) -> tuple[Master, int]:
+        """
+        Start a master with an C{ssl:} listener and a cleartext one (the one
+        C{waitUntilReady} asks).
+
+        @return: the master and the TLS port.
+        """
+        tlsPort, plainPort = freePort(), freePort()
+        master = self.start(
+            *args,
+            port=plainPort,
+            listen=[
+                f"ssl:{tlsPort}:interface=127.0.0.1:privateKey={certificate}"
+                f":certKey={certificate}",
+                f"tcp:{plainPort}:interface=127.0.0.1",
+            ],
+        )
+        return master, tlsPort
+
+    def test_httpsInFlightAtSIGTERM(self) -> None:
+        """
+        20 HTTPS C{/ping} and one HTTP/2 stream (ALPN C{h2}) in flight at
+        SIGTERM to the master: all answered, every HTTPS connection then
+        closed with close_notify, the TLS port refused at once, the tree
+        gone soon after the last response.
+        """
+        master, tlsPort = self.startTLS(
+            "--ping-delay", "1.5", "--shutdown-timeout", "5"
+        )
+        workers = master.workers()
+        h2 = H2SocketClient(tlsPort)
+        self.addCleanup(h2.close)
+        stream = h2.request("/ping")
+        requests = []
+        for _ in range(20):
+            requests.append(InFlight(tlsPort, get("/ping"), tls=True, untilClosed=True))
+            time.sleep(0.01)
+        time.sleep(0.1)
+        sentAt = master.signal(signal.SIGTERM)
+        refusedAt = waitUntilRefused(tlsPort)
+        h2.readUntil(lambda: h2.frames.streams[stream].ended, 10)
+        status = master.wait(10)
+        for request in requests:
+            request.join(10)
+        codes = collections.Counter(
+            r.response.code if r.response else repr(r.error) for r in requests
+        )
+        lastResponse = max(r.doneAt or 0 for r in requests)
+        assert master.exitedAt is not None
+        print(
+            f"\n--workers 2 on ssl:, SIGTERM to the master: {codes[200]}/20 "
+            f"HTTPS answered, h2 stream {h2.frames.streams[stream].status}, "
+            f"refused after {(refusedAt - sentAt) * 1000:.1f} ms, master exit "
+            f"{(master.exitedAt - lastResponse) * 1000:.1f} ms after the last "
+            f"response"
+        )
+        self.assertEqual(codes, {200: 20}, master.log())
+        self.assertEqual(
+            [r.closedCleanly for r in requests],
+            [True] * 20,
+            [r.error for r in requests],
+        )
+        self.assertEqual(h2.frames.streams[stream].status, 200)
+        self.assertTrue(h2.frames.streams[stream].ended)
+        self.assertEqual(status, -signal.SIGTERM)
+        self.assertLess(refusedAt - sentAt, 0.5)
+        self.assertLess(master.exitedAt - lastResponse, 0.5)
+        self.assertEqual([p for p in workers if alive(p)], [])
+        log = master.log()
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Forced stop", log)
+        self.assertEqual(log.count("Server exiting (drained)"), 3)
+
+    def test_httpsReloadsServeARenewedCertificate(self) -> None:
+        """
+        Two SIGHUPs under HTTPS load: every request answered; the
+        certificate renewed in its file before the first is the one the new
+        generations serve.
+        """
+        directory = tempfile.mkdtemp(prefix="gracesvc-e2e-tls-")
+        path = os.path.join(directory, "server.pem")
+        shutil.copy(PEM, path)
+        with open(PEM, "rb") as f:
+            original = commonName(x509.load_pem_x509_certificate(f.read()))
+        master, tlsPort = self.startTLS("--ping-delay", "0.01", certificate=path)
+        self.assertEqual(servedName(tlsPort), original)
+        load = Load(tlsPort, clients=3, tls=True)
+        self.addCleanup(load.stop)
+        time.sleep(0.5)
+        renewed = os.path.join(directory, "renewed.pem")
+        with open(renewed, "wb") as f:
+            f.write(selfSigned("renewed.gracesvc.test"))
+        os.replace(renewed, path)
+        self.assertEqual(servedName(tlsPort), original)
+        previous = set(master.workers())
+        for generation in (2, 3):
+            master.signal(signal.SIGHUP)
+            master.waitUntilReady(generation=generation)
+            waitFor(
+                lambda old=previous: not any(alive(p) for p in old),  # type: ignore[misc]
+                10,
+                lambda: f"old workers still running:\n{master.log()}",
+            )
+            previous = set(master.workers())
+            time.sleep(0.3)
+        outcomes = load.stop()
+        print(
+            f"\n2 reloads under HTTPS load: {len(outcomes)} requests, "
+            f"{failures(outcomes)}"
+        )
+        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertGreater(len(outcomes), 50)
+        self.assertEqual(servedName(tlsPort), "renewed.gracesvc.test")
+        self.assertNotIn("Traceback", master.log())
+
+    def test_unreadableRenewalKeepsTheOldGeneration(self) -> None:
+        """
+        A certificate file broken before a SIGHUP: the new workers stop with
+        one line, the reload fails, and the old generation keeps serving
+        HTTPS with the certificate it read.
+        """
+        directory = tempfile.mkdtemp(prefix="gracesvc-e2e-tls-")
+        path = os.path.join(directory, "server.pem")
+        shutil.copy(PEM, path)
+        master, tlsPort = self.startTLS("--ping-delay", "0", certificate=path)
+        workers = set(master.workers())
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        master.signal(signal.SIGHUP)
+        waitFor(
+            lambda: "reload failed" in master.masterLog(),
+            20,
+            lambda: f"no failed reload:\n{master.log()}",
+        )
+        self.assertIn("not a usable endpoint", master.log())
+        self.assertEqual(set(master.workers()), workers)
+        with RawClient(tlsPort, tls=True) as client:
+            client.send(get("/ping", "Connection: close"))
+            self.assertEqual(client.readResponse().code, 200)
+        self.assertNotIn("Traceback", master.log())
 
 
 class WorkerOptionsTests(SynchronousTestCase):

@@ -4,16 +4,24 @@ C{twistd gracesvc} options, plugin discovery, and the service they make.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import tempfile
 
 from twisted import test as twistedTests
 from twisted.application.service import IService, IServiceMaker
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
+from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
@@ -427,13 +435,50 @@ class WorkersOptionTests(SynchronousTestCase):
                 "--workers: expected a number of processes", "--workers", value
             )
 
-    def test_unsupportedEndpoint(self) -> None:
+    def test_sslListener(self) -> None:
+        """
+        C{--workers} on C{ssl:}: the master creates the description's TCP
+        socket and marks it as TLS for the workers; a C{tcp:} one is not.
+        """
+        description = (
+            f"ssl:8443:interface=127.0.0.1:privateKey={SERVER_PEM}:certKey={SERVER_PEM}"
+        )
+        options = parse(
+            "--workers", "2", "--listen", description, "--listen", "tcp:8080"
+        )
+        self.assertEqual(
+            options["listening-specs"],
+            [
+                (description, ("tcp", socket.AF_INET, "127.0.0.1", 8443, 50), True),
+                ("tcp:8080", ("tcp", socket.AF_INET, "", 8080, 50), False),
+            ],
+        )
+        self.assertFalse([a for a in options.workerArguments() if "ssl" in a])
+
+    def test_sslCertificateCheckedByTheMaster(self) -> None:
+        """
+        With C{--workers}, a certificate or key that cannot be read is one
+        line and exit status 1 from the master's options, before anything
+        listens, as without.
+        """
+        missing = "/nonexistent/gracesvc/key.pem"
         self.assertRejected(
-            "--workers serves tcp:, tcp6:, unix: and systemd: endpoints only",
+            f"--listen 'ssl:8443:privateKey={missing}': not a usable endpoint: ",
             "--workers",
             "2",
             "--listen",
-            f"ssl:8443:privateKey={SERVER_PEM}",
+            f"ssl:8443:privateKey={missing}",
+        )
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
+            f.write("not a certificate\n")
+        garbage = f.name
+        self.addCleanup(os.unlink, garbage)
+        self.assertRejected(
+            "not a usable endpoint",
+            "--workers",
+            "2",
+            "--listen",
+            f"ssl:8443:privateKey={garbage}",
         )
 
     def test_metricsListenIsTheMasters(self) -> None:
@@ -480,8 +525,10 @@ class WorkersOptionTests(SynchronousTestCase):
         self.assertNotIn("--reuse-port", arguments)
         self.assertFalse([a for a in arguments if "worker" in a or "listen" in a])
         self.assertEqual(options["worker-boot-timeout"], 9)
-        [(description, spec)] = options["listening-specs"]
-        self.assertEqual((description, spec[0], spec[3]), ("tcp:8080", "tcp", 8080))
+        [(description, spec, tls)] = options["listening-specs"]
+        self.assertEqual(
+            (description, spec[0], spec[3], tls), ("tcp:8080", "tcp", 8080, False)
+        )
 
     def test_workerSpec(self) -> None:
         spec = '{"generation": 2, "slot": 1, "listeners": [["tcp:8080", 5, 2]]}'
@@ -497,6 +544,70 @@ class WorkersOptionTests(SynchronousTestCase):
             "--listen",
             "tcp:1",
         )
+
+    def workerSpec(self, *listeners: list[object]) -> str:
+        return json.dumps({"generation": 1, "slot": 0, "listeners": listeners})
+
+    def test_workerServesTLSOnTheAdoptedSocket(self) -> None:
+        """
+        A listener the worker spec marks as TLS: the worker reads the
+        certificate from the description, adopts the master's socket, and
+        serves TLS on it around the site, which ALPN offers C{h2} for.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        fd = os.dup(listening.fileno())  # adopting closes the worker's copy
+        description = f"ssl:8443:privateKey={SERVER_PEM}"
+        reactor = MemoryReactorClock()
+        options = tap.Options(reactor=reactor)
+        options.parseOptions(
+            ["--worker-spec", self.workerSpec([description, fd, socket.AF_INET, True])]
+        )
+        [(given, endpoint)] = options["endpoints"]
+        self.assertEqual(given, description)
+        wire = Wire(h2c=True)
+        self.successResultOf(endpoint.listen(wire.site))
+        [(adopted, family, factory)] = reactor.adoptedPorts
+        self.assertEqual((adopted, family), (fd, socket.AF_INET))
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIs(factory.wrappedFactory, wire.site)
+
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        clientTLS = TLSMemoryBIOFactory(
+            CertificateOptions(acceptableProtocols=[b"h2", b"http/1.1"]),
+            True,
+            Factory.forProtocol(Protocol),
+        )
+        client, server, pump = connectedServerAndClient(
+            lambda: factory.buildProtocol(address),
+            lambda: clientTLS.buildProtocol(address),
+        )
+        pump.flush()
+        self.assertEqual(client.negotiatedProtocol, b"h2")
+
+    def test_workerReadsTheCertificate(self) -> None:
+        """
+        A worker whose certificate cannot be read (a renewal gone wrong, at
+        a reload) stops with one line, before it is ready.
+        """
+        missing = "/nonexistent/gracesvc/cert.pem"
+        description = f"ssl:8443:privateKey={SERVER_PEM}:certKey={missing}"
+        self.assertRejected(
+            "not a usable endpoint",
+            "--worker-spec",
+            self.workerSpec([description, 5, socket.AF_INET, True]),
+        )
+
+    def test_workerSpecWithoutTLSItem(self) -> None:
+        """
+        A listener of three items (as a master without TLS listeners wrote
+        them) is adopted as it is, without TLS.
+        """
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        options = parse("--worker-spec", self.workerSpec(["tcp:8080", 5, 2]))
+        [(_, endpoint)] = options["endpoints"]
+        self.assertIsInstance(endpoint, AdoptedStreamServerEndpoint)
 
     def test_makeServiceMakesTheMaster(self) -> None:
         from gracesvc._workers import Master

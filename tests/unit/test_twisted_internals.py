@@ -8,10 +8,12 @@ of L{gracesvc._twisted} it pins, and adapt it to the new Twisted.
 
 from __future__ import annotations
 
+import os
 import socket
 from signal import SIGINT, SIGTERM
 from typing import cast
 
+from twisted import test as twistedTests
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, ITransport
 from twisted.internet.protocol import Factory, Protocol
@@ -218,6 +220,37 @@ class WorkersInternalsTests(SynchronousTestCase):
             ("fd", 3, socket.AF_INET),
         )
         self.assertIsNone(spec(object()))
+
+    def test_sslEndpointAttributes(self) -> None:
+        """
+        C{SSL4ServerEndpoint}'s C{_port}, C{_interface}, C{_backlog} and
+        C{_sslContextFactory}: what L{_twisted.listeningSpec} reads for the
+        master's TCP socket, and L{_twisted.tlsContextFactory} for the
+        worker's TLS.
+        """
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.internet.testing import MemoryReactor
+
+        pem = os.path.join(os.path.dirname(twistedTests.__file__), "server.pem")
+        reactor = MemoryReactor()
+        endpoint = serverFromString(
+            reactor, f"ssl:8443:interface=127.0.0.1:backlog=7:privateKey={pem}"
+        )
+        self.assertEqual(
+            _twisted.listeningSpec(endpoint),
+            ("tcp", socket.AF_INET, "127.0.0.1", 8443, 7),
+        )
+        contextFactory = _twisted.tlsContextFactory(endpoint)
+        self.assertIsInstance(contextFactory, CertificateOptions)
+        # What the endpoint itself would listen with.
+        endpoint.listen(Factory.forProtocol(Protocol))
+        [(port, _, listenedWith, backlog, interface)] = reactor.sslServers
+        self.assertEqual((port, backlog, interface), (8443, 7, "127.0.0.1"))
+        self.assertIs(listenedWith, contextFactory)
+        self.assertIsNone(
+            _twisted.tlsContextFactory(serverFromString(reactor, "tcp:1"))
+        )
 
     def test_limitAcceptsCapsNumberAccepts(self) -> None:
         """

@@ -522,6 +522,40 @@ class CommandTests(SynchronousTestCase):
         )
 
 
+class TLSListenerTests(SynchronousTestCase):
+    def test_workerSpecMarksTLSListeners(self) -> None:
+        """
+        An C{ssl:} listener's socket reaches the workers as a listener with
+        a fourth item, true, which the worker's options read as TLS (a
+        worker too old to serve TLS refuses it); the others keep three.
+        """
+        from gracesvc.tap import _parseWorkerSpec
+
+        description = "ssl:8443:privateKey=server.pem"
+        sockets = [
+            SharedSocket(description, socket.socket(), tls=True),
+            SharedSocket("tcp:8080", socket.socket()),
+        ]
+        for shared in sockets:
+            self.addCleanup(shared.stopListening)
+        args = workerCommand([], executable="python")(1, 0, sockets)
+        text = args[-1].split("=", 1)[1]
+        self.assertEqual(
+            json.loads(text)["listeners"],
+            [
+                [description, 5, socket.AF_INET, True],
+                ["tcp:8080", 6, socket.AF_INET],
+            ],
+        )
+        self.assertEqual(
+            _parseWorkerSpec(text)["listeners"],
+            [
+                (description, 5, socket.AF_INET, True),
+                ("tcp:8080", 6, socket.AF_INET, False),
+            ],
+        )
+
+
 class ReusePortTests(SynchronousTestCase):
     def test_eachSlotAdoptsItsOwnSocket(self) -> None:
         """
