@@ -601,7 +601,7 @@ class TLSWorkersTests(MasterTestCase):
             f"\n2 reloads under HTTPS load: {len(outcomes)} requests, "
             f"{failures(outcomes)}"
         )
-        self.assertEqual(failures(outcomes), collections.Counter())
+        self.assertEqual(failures(outcomes), collections.Counter(), master.log())
         self.assertGreater(len(outcomes), 50)
         self.assertEqual(servedName(tlsPort), "renewed.gracesvc.test")
         self.assertNotIn("Traceback", master.log())
