@@ -380,8 +380,9 @@ def throughput(rounds: int, n: int) -> list[Row]:
     h2load on /ping (no delay) over TLS: gracesvc against the same routes
     on Twisted's stock Site and H2Connection (bench/plain.tac), fresh
     servers, ABBA.  The figure is the server's CPU time per request
-    (C{/proc/PID/schedstat}), which holds still on a shared machine where
-    requests per second do not (see C{bench.throughput}).
+    (all its threads, see L{bench.throughput.cpuSeconds}), which holds
+    still on a shared machine where requests per second do not (see
+    C{bench.throughput}).
     """
     from bench.throughput import cpuSeconds
 

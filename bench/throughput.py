@@ -13,7 +13,8 @@ else runs on the machine meanwhile falls on both alike.  (Loading them in
 turn, even ABBA, let a disturbance that came and went with the rounds'
 rhythm, another agent's test suite here, tilt whole runs either way.)
 A round's figure is plain's CPU time per request divided by gracesvc's,
-each from the server's own CPU time (C{/proc/PID/schedstat}, nanoseconds)
+each from the server's own CPU time, all its threads
+(C{/proc/PID/task/*/schedstat}, nanoseconds)
 over the requests its load generator counted; the headline is the median
 over rounds.  A fresh pair per round also samples another CPython memory
 layout each time, which alone moves a process's cost by a few tenths of a
@@ -214,13 +215,28 @@ def measureRound(
 
 def cpuSeconds(pid: int) -> float:
     """
-    @return: the CPU time process C{pid} has used so far: from
-        C{/proc/PID/schedstat} (nanoseconds) where the kernel keeps it, else
-        user + system time from C{/proc/PID/stat} (clock ticks).
+    @return: the CPU time process C{pid} has used so far, all its threads
+        together: the sum of each thread's C{/proc/PID/task/TID/schedstat}
+        (nanoseconds) where the kernel keeps it, else user + system time
+        from C{/proc/PID/stat} (clock ticks).
+
+    C{/proc/PID/schedstat} alone is the main thread's: a WSGI server's
+    application runs in its pool's threads, about half its CPU time, which
+    that figure leaves out.  A thread that ends between two readings takes
+    its time with it; the pools measured here keep their threads while
+    they are loaded.
     """
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except FileNotFoundError:
+                # The thread ended since the listing.
+                continue
+        if total:
+            return total / 1e9
     except (OSError, IndexError, ValueError):
         pass
     with open(f"/proc/{pid}/stat") as f:

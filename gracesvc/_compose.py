@@ -126,6 +126,12 @@ class OperationalRoot:
         self.routes = routes
         self._labels = {name: "/" + name.decode("ascii") for name in routes}
         self.appRoutes = ResourceRoutes(app)
+        # An application that labels each of its requests itself (a WSGI
+        # one, see L{gracesvc._wsgi.DrainedWSGIResource.labelsRoutes}) is
+        # not labelled on the way: that label would be replaced unread.
+        self._appLabel: ResourceRoutes | None = (
+            None if getattr(app, "labelsRoutes", False) else self.appRoutes
+        )
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         if not request.postpath:
@@ -136,7 +142,8 @@ class OperationalRoot:
         # Traversal has moved the segment to prepath: give it back, and let
         # traversal go on from the application's root.
         request.postpath.insert(0, request.prepath.pop())
-        labelRoute(request, self.appRoutes)
+        if self._appLabel is not None:
+            labelRoute(request, self._appLabel)
         return self.app
 
     def render(self, request: IRequest) -> object:

@@ -300,12 +300,19 @@ class Metrics:
             completed.
         """
         # Every response comes here, so it does the counting itself, and
-        # finds an unlabelled request's route (the built-in app's) without
-        # calling routeOf: each call is a good part of the cost.
-        if getattr(request, _ROUTE_ATTRIBUTE, None) is None:
+        # finds the route as routeOf does without calling it: each call is
+        # a good part of the cost.
+        label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
+        if label is None:
             route = _PATH_ROUTES.get(request.path, OTHER_ROUTE)
+        elif isinstance(label, str):
+            route = label
         else:
-            route = routeOf(request)
+            try:
+                route = label(request)
+            except Exception:
+                log.failure("finding the route of a request failed")
+                route = OTHER_ROUTE
         counts = self._routes.get(route)
         if counts is None:
             counts = self._routes[route] = _RouteCounts()

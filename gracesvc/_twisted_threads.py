@@ -257,7 +257,10 @@ class WSGIResponse(_WSGIResponse):
                 self._sendResponseHeaders()
             self.request.finish()
         finally:
-            self._threadEnded()
+            # _threadEnded, without a call when nobody waits (most requests).
+            self.threadDone = True
+            if self._threadWaiters is not None:
+                self._threadEnded()
 
     def _failed(self, started: bool, failure: Failure) -> None:
         try:

@@ -100,7 +100,7 @@ class _DrainedWSGIResponse(WSGIResponse):
         request: Request,
         drain: Drain,
     ) -> None:
-        super().__init__(reactor, threadpool, application, request)
+        WSGIResponse.__init__(self, reactor, threadpool, application, request)
         self.drain = drain
         self.route = _WSGIRoute(self.environ)
 
@@ -137,6 +137,10 @@ class DrainedWSGIResource:
     """
 
     isLeaf = True
+
+    #: It labels each request with its route (L{labelRoute}) as it renders
+    #: it: L{gracesvc._compose.OperationalRoot} leaves them to it.
+    labelsRoutes = True
 
     def __init__(
         self,
