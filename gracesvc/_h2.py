@@ -54,7 +54,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IReactorTime,
+    ISSLTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -563,6 +568,7 @@ def _unregister(transport: Any) -> None:
         pass
 
 
+@implementer(IHandshakeListener)
 class NegotiatingProtocol(Protocol):
     """
     The protocol of one connection of a L{DrainingSite} that serves HTTP/2:
@@ -587,6 +593,13 @@ class NegotiatingProtocol(Protocol):
         self._channel.makeConnection(self.transport)
         if self._sniffing and ISSLTransport.providedBy(self.transport):
             self._sniffing = False
+
+    def handshakeCompleted(self) -> None:
+        """
+        Tell the HTTP/1.1 channel its TLS handshake completed (before any
+        byte of HTTP, so before any switch): its idle grace counts from now.
+        """
+        self._channel.handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:
         if self._decided:

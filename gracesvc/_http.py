@@ -27,7 +27,7 @@ from random import Random
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import IDelayedCall, IProtocol
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
@@ -45,6 +45,7 @@ from ._twisted import (
     pauseParsing,
     resumeParsing,
     takeNotifications,
+    tlsHandshaking,
 )
 from ._websocket import DrainingWebSocket, WebSocketPolicy, isWebSocketUpgrade
 
@@ -228,7 +229,7 @@ class UpgradedProtocol(Protocol):
     def abort(self) -> None: ...
 
 
-@implementer(IDrainableConnection)
+@implementer(IDrainableConnection, IHandshakeListener)
 class DrainingChannel(HTTPChannel):
     """
     An L{HTTPChannel} that tells its site's L{Drain} when it opens, answers
@@ -239,11 +240,14 @@ class DrainingChannel(HTTPChannel):
       - answers the pipelined requests it had already received, in order,
         then closes (Twisted would drop them);
       - closes when it has no request in progress and has been quiet for the
-        drain's C{idleGrace} since it was accepted or last answered.  So a
-        connection idle for long closes at once, and one that has just been
-        used gets a short chance to send the request its client may be
-        writing right now; that request is then served with
-        C{Connection: close}.
+        drain's C{idleGrace} since it was accepted (over TLS: since its
+        handshake completed) or last answered.  So a connection idle for
+        long closes at once, and one that has just been used gets a short
+        chance to send the request its client may be writing right now;
+        that request is then served with C{Connection: close}.  A TLS
+        connection whose handshake is in progress is not idle: its client
+        has not been able to send a request yet (it waits until the cut,
+        as a request partly received does).
 
     Its one state (L{_State}) is moved by the parsing and answering hooks
     below, and everything the drain asks of it is read from that.
@@ -315,6 +319,15 @@ class DrainingChannel(HTTPChannel):
     # methods directly (a super() object per call costs more than the rest
     # of their work when not draining), and keep the drain's work for when
     # it runs.
+
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake completed: the client can send its request now,
+        and the idle grace counts from here (see L{_closeWhenIdle}).
+        """
+        self.lastActivity = self._seconds()
+        if self._drain.draining:
+            self._closeWhenIdle()
 
     def dataReceived(self, data: bytes) -> None:
         if self._state is _IDLE and data and not data.isspace():
@@ -536,7 +549,8 @@ class DrainingChannel(HTTPChannel):
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
         self._idleCall = None
-        if self._state is not _IDLE:
+        if self._state is not _IDLE or tlsHandshaking(self.transport):
+            # A handshake in progress: handshakeCompleted looks again.
             return
         drain = self._drain
         wait = self.lastActivity + drain.idleGrace - drain.clock.seconds()

@@ -130,6 +130,25 @@ def closeBeneathTLS(transport: ITransport | None) -> None:
         transport.transport.loseConnection()
 
 
+def tlsHandshaking(transport: object) -> bool:
+    """
+    @return: whether C{transport} is TLS whose handshake has not completed.
+
+    The protocol under TLS is connected as soon as TCP is, before the
+    client's first byte: a slow client (or one on a long round trip) may
+    not have sent its ClientHello yet.  Such a connection is not idle, and
+    closing it would not even be orderly: TLS's C{loseConnection} during a
+    handshake aborts, and the client's handshake fails with a reset.
+    L{IHandshakeListener.handshakeCompleted} tells the protocol when it
+    completes; this tells whether it has, for a protocol connected before.
+
+    Internals: L{TLSMemoryBIOProtocol}'s C{_handshakeDone}.
+    """
+    return isinstance(transport, TLSMemoryBIOProtocol) and not getattr(
+        transport, "_handshakeDone", True
+    )
+
+
 def hasPipelinedRequest(channel: HTTPChannel) -> bool:
     """
     @return: whether C{channel} has read bytes of a request behind the one

@@ -15,8 +15,10 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
+from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -26,7 +28,7 @@ from zope.interface.verify import verifyObject
 
 from gracesvc._drain import Drain, DrainPolicy, IDrainableConnection, Phase
 from gracesvc._http import DrainingRequest
-from gracesvc.testing import Wire, get
+from gracesvc.testing import Wire, get, parseResponses
 
 
 @implementer(IListeningPort)
@@ -581,6 +583,122 @@ class KeepAliveTests(SynchronousTestCase):
         client.send(get("/healthz", "Connection: close"))
         self.assertEqual(client.responses[0].headers[b"connection"], b"close")
         self.assertTrue(client.closed)
+
+
+class _TLSClient(Protocol):
+    """
+    The application protocol of an in-memory TLS client: what it reads.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+
+class TLSHandshakeTests(SynchronousTestCase):
+    """
+    Over TLS the channel is connected when TCP is, before the client's
+    first byte: a handshake in progress is not idle.
+    """
+
+    def connectTLS(self, wire: Wire) -> tuple[Any, Any, IOPump]:
+        """
+        @return: an in-memory TLS client of C{wire}'s site, the server's TLS
+            protocol and the pump between them; the client's ClientHello
+            not delivered yet (a client slow to start its handshake).
+        """
+        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.test import __file__ as twistedTests
+
+        with open(os.path.join(os.path.dirname(twistedTests), "server.pem"), "rb") as f:
+            serverOptions = PrivateCertificate.loadPEM(f.read()).options()
+        # TLS aggregates small writes until the clock's next turn.
+        server = TLSMemoryBIOFactory(serverOptions, False, wire.site, clock=wire.clock)
+        client = TLSMemoryBIOFactory(
+            CertificateOptions(),
+            True,
+            Factory.forProtocol(_TLSClient),
+            clock=wire.clock,
+        )
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        return connectedServerAndClient(
+            lambda: server.buildProtocol(address),
+            lambda: client.buildProtocol(address),
+            greet=False,
+        )
+
+    def assertSlowHandshakeServed(self, wire: Wire) -> None:
+        client, server, pump = self.connectTLS(wire)
+        app = cast(_TLSClient, client.wrappedProtocol)
+        done = wire.drain.start()
+        wire.clock.advance(2)
+        # Before: closed as idle at 0.5 s, which aborts a TLS handshake in
+        # progress (the client's handshake fails with a reset).
+        self.assertFalse(server.transport.disconnecting)
+        self.assertEqual(wire.drain.connections, 1)
+        pump.flush()
+        # The handshake completed: the idle grace counts from now.
+        wire.clock.advance(0.3)
+        self.assertFalse(server.transport.disconnecting)
+        client.write(get("/ping"))
+        for _ in range(5):
+            wire.clock.advance(0.01)
+            pump.flush()
+        [response] = parseResponses(app.data)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers[b"connection"], b"close")
+        self.successResultOf(done)
+
+    def test_slowHandshakeIsNotIdle(self) -> None:
+        """
+        A TLS connection accepted before the signal whose client sends its
+        ClientHello only after the idle grace is not closed under it: its
+        request is served, with C{Connection: close}.
+        """
+        self.assertSlowHandshakeServed(Wire(idleGrace=0.5, pingDelay=0))
+
+    def test_slowHandshakeIsNotIdleWithHTTP2(self) -> None:
+        """
+        The same when the site serves HTTP/2 (each connection a
+        L{gracesvc._h2.NegotiatingProtocol} until its first bytes).
+        """
+        self.assertSlowHandshakeServed(Wire(idleGrace=0.5, pingDelay=0, h2c=True))
+
+    def test_graceCountsFromTheHandshake(self) -> None:
+        """
+        Once its handshake completes, a TLS connection that sends no request
+        is closed when the grace since the handshake runs out.
+        """
+        wire = Wire(idleGrace=0.5)
+        client, server, pump = self.connectTLS(wire)
+        done = wire.drain.start()
+        wire.clock.advance(1)
+        pump.flush()
+        wire.clock.advance(0.45)
+        self.assertFalse(server.transport.disconnecting)
+        wire.clock.advance(0.1)
+        pump.flush()
+        self.assertTrue(server.transport.disconnecting)
+        pump.flush()
+        self.successResultOf(done)
+
+    def test_silentTLSConnectionClosedAtTheCut(self) -> None:
+        """
+        A client that never starts its handshake does not hold the drain
+        past the cut.
+        """
+        wire = Wire(shutdownTimeout=2)
+        client, server, pump = self.connectTLS(wire)
+        done = wire.drain.start()
+        wire.clock.advance(1.5)
+        self.assertNoResult(done)
+        wire.clock.advance(0.5)
+        self.assertTrue(server.transport.disconnecting)
+        pump.flush()
+        self.successResultOf(done)
 
 
 class DrainDelayTests(SynchronousTestCase):

@@ -151,6 +151,20 @@ class TransportTests(SynchronousTestCase):
         _twisted.closeBeneathTLS(tls)
         self.assertTrue(below.disconnecting)
 
+    def test_handshakeDoneTellsAHandshakeInProgress(self) -> None:
+        """
+        C{TLSMemoryBIOProtocol._handshakeDone}: false from the connect until
+        the handshake completes, which L{_twisted.tlsHandshaking} reads; a
+        plain transport is never handshaking.
+        """
+        tls = self.tlsOver(StringTransport())
+        self.assertIs(tls._handshakeDone, False)  # type: ignore[attr-defined]
+        self.assertTrue(_twisted.tlsHandshaking(tls))
+        tls._handshakeDone = True  # type: ignore[attr-defined]
+        self.assertFalse(_twisted.tlsHandshaking(tls))
+        self.assertFalse(_twisted.tlsHandshaking(StringTransport()))
+        self.assertFalse(_twisted.tlsHandshaking(None))
+
     def test_closeBeneathTLSLeavesPlainTransportsAlone(self) -> None:
         """
         Only a TLS transport has its transport below closed.
