@@ -68,7 +68,7 @@ from zope.interface import implementer
 
 from ._drain import Drain, IDrainableConnection, LongLivedOutcome
 from ._http import ResponseCutAtCap, answerServiceUnavailable
-from ._twisted import closeBeneathTLS
+from ._twisted import closeBeneathTLS, handOver
 from ._twisted_h2 import (
     connectionOf,
     flushControlBytes,
@@ -618,6 +618,9 @@ class NegotiatingProtocol(Protocol):
                 self._switch(data)
                 return
         self._decided = True
+        # HTTP/1.1 from now on: the channel gets the transport's bytes
+        # directly (and, after a WebSocket upgrade, hands them on itself).
+        handOver(self.transport, self, self._channel)
         self._channel.dataReceived(data)
 
     def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]

@@ -79,6 +79,28 @@ def acceptPending(port: IListeningPort) -> None:
         doRead()
 
 
+def handOver(transport: object, old: object, new: object) -> bool:
+    """
+    Have C{transport} deliver to C{new} what it delivered to C{old}: its
+    bytes, and the loss of the connection.  A switch between protocols that
+    has decided steps out of the way, so that the bytes of every later read
+    go straight to the protocol it chose, with no call through it.
+
+    Internals: L{twisted.internet.tcp.Connection}'s C{protocol} (C{doRead}
+    looks it up at each read), L{ProtocolWrapper}'s C{wrappedProtocol}
+    (which L{TLSMemoryBIOProtocol} delivers its plaintext to), and the
+    C{protocol} of L{twisted.test.iosim}'s C{FakeTransport}.
+
+    @return: whether C{transport} delivered to C{old} and now delivers to
+        C{new}.
+    """
+    for name in ("wrappedProtocol", "protocol"):
+        if getattr(transport, name, None) is old:
+            setattr(transport, name, new)
+            return True
+    return False
+
+
 def socketOf(transport: object) -> socket.socket | None:
     """
     @return: the socket under C{transport}, looking through wrapping

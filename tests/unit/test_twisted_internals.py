@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Port
 from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
@@ -150,6 +151,41 @@ class TransportTests(SynchronousTestCase):
         self.assertTrue(_twisted.bytesWaiting(tls))
         _twisted.closeBeneathTLS(tls)
         self.assertTrue(below.disconnecting)
+
+    def test_handOverRedirectsTCPAndTLSDelivery(self) -> None:
+        """
+        C{tcp.Connection.protocol} is looked up at each read, and
+        C{TLSMemoryBIOProtocol} delivers plaintext to C{wrappedProtocol}:
+        L{_twisted.handOver} sets either, and the bytes of the next read
+        reach the new protocol.
+        """
+        from twisted.internet import tcp
+
+        class Bytes(Protocol):
+            def __init__(self) -> None:
+                self.received: list[bytes] = []
+
+            def dataReceived(self, data: bytes) -> None:
+                self.received.append(data)
+
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        old, new = Bytes(), Bytes()
+        connection = tcp.Connection(a, old)
+        self.assertTrue(_twisted.handOver(connection, old, new))
+        b.send(b"after")
+        connection.doRead()
+        self.assertEqual((old.received, new.received), ([], [b"after"]))
+
+        tls = cast(ProtocolWrapper, self.tlsOver(StringTransport()))
+        wrapped, replacement = tls.wrappedProtocol, Bytes()
+        self.assertTrue(_twisted.handOver(tls, wrapped, replacement))
+        self.assertIs(tls.wrappedProtocol, replacement)
+        # What TLSMemoryBIOProtocol calls with each chunk of plaintext.
+        ProtocolWrapper.dataReceived(tls, b"plain")
+        self.assertEqual(replacement.received, [b"plain"])
+        self.assertFalse(_twisted.handOver(StringTransport(), old, new))
 
     def test_handshakeDoneTellsAHandshakeInProgress(self) -> None:
         """
