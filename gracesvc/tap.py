@@ -567,7 +567,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._drain import Drain
     from ._http import DrainingSite
     from ._metrics import Metrics, MetricsResource
-    from ._service import StopSignals, TwistdService
+    from ._service import StopSignals, TwistdService, freezeStartupHeap
     from ._threads import boundReactorThreads
     from ._watchdog import CapWatchdog, reactorAnswers
     from ._wsgi import wsgiResource
@@ -635,6 +635,8 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         reactor,
         stopSignals,
         auxiliaryEndpoints=auxiliary,
+        # As the watchdog: a process's real start-up, not a test's.
+        whenRunning=freezeStartupHeap if signals is signal else None,
     )
     if worker is not None:
         from twisted.logger import globalLogPublisher

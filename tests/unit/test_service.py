@@ -4,6 +4,7 @@ The service (listening, the shutdown trigger) and the stop signals.
 
 from __future__ import annotations
 
+import gc
 import signal
 from collections.abc import Callable
 from typing import Any, cast
@@ -32,6 +33,7 @@ from gracesvc._service import (
     ListenFailed,
     StopSignals,
     TwistdService,
+    freezeStartupHeap,
 )
 
 SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
@@ -290,6 +292,39 @@ class FailingEndpoint:
         d: Deferred[IListeningPort] = Deferred()
         d.errback(CannotListenError("", 8081, OSError(13, "Permission denied")))
         return d
+
+
+class FreezeStartupHeapTests(SynchronousTestCase):
+    def test_calledOnceTheReactorRuns(self) -> None:
+        """
+        C{whenRunning} (twistd's gracesvc passes L{freezeStartupHeap}) is
+        called once the reactor runs, after start-up.
+        """
+        reactor = FakeReactor()
+        service = makeService(reactor)
+        calls: list[int] = []
+        twistd = TwistdService(
+            service.factory,
+            service.endpoints,
+            service.drain,
+            reactor,
+            StopSignals(reactor, service.drain, FakeSignals()),
+            whenRunning=lambda: calls.append(1),
+        )
+        twistd.privilegedStartService()
+        twistd.startService()
+        self.assertEqual(calls, [])
+        reactor.start(FakeSignals())
+        self.assertEqual(calls, [1])
+
+    def test_freezeStartupHeapFreezes(self) -> None:
+        """
+        L{freezeStartupHeap} leaves the objects alive now out of the
+        collector's sight (undone here, not to change this test process).
+        """
+        self.addCleanup(gc.unfreeze)
+        freezeStartupHeap()
+        self.assertGreater(gc.get_freeze_count(), 0)
 
 
 class DrainTests(SynchronousTestCase):
