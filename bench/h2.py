@@ -27,30 +27,12 @@ import time
 import twisted.test  # noqa: E402  (after bench._common puts the checkout first)
 
 from bench._common import PLAIN_TAC, machine, ms, table, verdict
-from gracesvc.testing.h2 import H2SocketClient
+from gracesvc.testing.h2 import NODE_CLIENT, H2SocketClient
 from gracesvc.testing.process import Twistd, freePort
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 MAX_STREAM_ID = 2**31 - 1
 
-NODE_CLIENT = r"""
-const http2 = require('http2');
-const [url, n, mode] = [process.argv[1], +process.argv[2], process.argv[3]];
-const session = http2.connect(url, {rejectUnauthorized: false});
-session.on('error', e => console.log('session-error', e.code || e.message));
-let done = 0;
-const finish = () => { if (++done === n) session.close(); };
-for (let i = 0; i < n; i++) {
-  const req = session.request({':path': '/ping'});
-  let status = 0;
-  req.on('response', h => { status = h[':status']; });
-  req.on('data', () => {});
-  req.on('end', () => { console.log('status', status); finish(); });
-  req.on('error', e => { console.log('stream-error', e.code || e.message); finish(); });
-  req.end();
-}
-if (mode === 'close') setTimeout(() => session.close(), 150);
-"""
 
 Row = tuple[str, str, str, str]
 

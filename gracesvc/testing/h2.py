@@ -35,6 +35,29 @@ from twisted.internet.testing import AccumulatingProtocol
 
 from . import Client, Wire
 
+#: A Node client: N requests to /ping on one session, one line a result;
+#: with "close", session.close() once they are sent.  Run it as
+#: C{node -e NODE_CLIENT URL N [close]} (Node's built-in http2 module).
+NODE_CLIENT = r"""
+const http2 = require('http2');
+const [url, n, mode] = [process.argv[1], +process.argv[2], process.argv[3]];
+const session = http2.connect(url, {rejectUnauthorized: false});
+session.on('error', e => console.log('session-error', e.code || e.message));
+let done = 0;
+const finish = () => { if (++done === n) session.close(); };
+for (let i = 0; i < n; i++) {
+  const req = session.request({':path': '/ping'});
+  let status = 0;
+  req.on('response', h => { status = h[':status']; });
+  req.on('data', () => {});
+  req.on('end', () => { console.log('status', status); finish(); });
+  req.on('error', e => { console.log('stream-error', e.code || e.message); finish(); });
+  req.end();
+}
+setTimeout(() => console.log('sent'), 100);
+if (mode === 'close') setTimeout(() => session.close(), 150);
+"""
+
 #: The client connection preface (RFC 9113 section 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -28,7 +28,7 @@ from hyperframe.frame import GoAwayFrame
 from twisted.trial.unittest import SkipTest
 
 from gracesvc.testing import get
-from gracesvc.testing.h2 import H2SocketClient
+from gracesvc.testing.h2 import NODE_CLIENT, H2SocketClient
 from gracesvc.testing.process import InFlight, RawWebSocket, Twistd, freePort
 
 from .test_endtoend import EndToEndTestCase
@@ -36,28 +36,6 @@ from .test_endtoend import EndToEndTestCase
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 MAX_STREAM_ID = 2**31 - 1
 REFUSED_STREAM = 7
-
-#: A Node client: N requests to /ping on one session, one line a result;
-#: with "close", session.close() once they are sent.
-NODE_CLIENT = r"""
-const http2 = require('http2');
-const [url, n, mode] = [process.argv[1], +process.argv[2], process.argv[3]];
-const session = http2.connect(url, {rejectUnauthorized: false});
-session.on('error', e => console.log('session-error', e.code || e.message));
-let done = 0;
-const finish = () => { if (++done === n) session.close(); };
-for (let i = 0; i < n; i++) {
-  const req = session.request({':path': '/ping'});
-  let status = 0;
-  req.on('response', h => { status = h[':status']; });
-  req.on('data', () => {});
-  req.on('end', () => { console.log('status', status); finish(); });
-  req.on('error', e => { console.log('stream-error', e.code || e.message); finish(); });
-  req.end();
-}
-setTimeout(() => console.log('sent'), 100);
-if (mode === 'close') setTimeout(() => session.close(), 150);
-"""
 
 
 def need(tool: str, package: str) -> str:
