@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
@@ -284,7 +285,7 @@ class WorkerControl(Service):
             pass
 
 
-class WorkerCollector:
+class WorkerCollector(Collector):
     """
     C{gracesvc_worker_info{generation, slot, pid} 1} on a worker's
     C{/metrics}: which worker of the tree answered the scrape (each has a

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -55,7 +56,7 @@ def labelled(text: str, labels: dict[str, str], into: dict[str, Metric]) -> None
             )
 
 
-class _MasterCollector:
+class _MasterCollector(Collector):
     def __init__(self, master: Master) -> None:
         self.master = master
 
@@ -156,7 +157,7 @@ class TreeMetrics:
         return gathered.addCallback(render)
 
 
-class _Families:
+class _Families(Collector):
     def __init__(self, families: dict[str, Metric]) -> None:
         self.families = families
 
