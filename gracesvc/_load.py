@@ -6,8 +6,11 @@ C{--wsgi MODULE:ATTRIBUTE}.
 The module is imported as gunicorn and C{twistd web --class} users expect:
 the current directory is importable.  C{ATTRIBUTE} may be a dotted path
 (C{myapp:factory.app}) and end in C{()} to call it with no arguments
-(C{myapp:create_app()}).  Every way this can go wrong is an L{AppLoadError}
-whose message is one line a user can act on.
+(C{myapp:create_app()}).  An C{--app} factory whose one required parameter
+is named C{drain} is called with gracesvc's L{gracesvc.Drain} once the
+service is made, so that the app can register its drain hooks (closing a
+pool in the C{cleanup} phase, say).  Every way this can go wrong is an
+L{AppLoadError} whose message is one line a user can act on.
 """
 
 from __future__ import annotations
@@ -32,11 +35,36 @@ _SPEC = re.compile(
     rf"(?P<module>{_IDENTIFIERS}):(?P<attribute>{_IDENTIFIERS})(?P<call>\(\))?"
 )
 
-_APP_KINDS = "a Klein app (anything with .resource()), an IResource, or a zero-argument callable returning one"
+_APP_KINDS = "a Klein app (anything with .resource()), an IResource, or a callable returning one (taking no arguments, or only drain)"
 _WSGI_KIND = "a WSGI application (a callable taking environ and start_response)"
 
 
 _IMPORTLIB = os.path.dirname(importlib.__file__)
+
+
+class AppFactory:
+    """
+    An C{--app} factory that takes the drain: C{factory(drain=drain)} makes
+    the app, once the service's L{gracesvc.Drain} exists.
+    """
+
+    def __init__(self, factory: Callable[..., Any], where: str) -> None:
+        self.factory = factory
+        self.where = where
+
+    def __call__(self, drain: object) -> IResource:
+        """
+        @return: the app C{factory} makes for C{drain}, as a resource.
+        @raise AppLoadError: calling it failed, or it made no app.
+        """
+        made = _call(lambda: self.factory(drain=drain), "calling it", self.where)
+        app = _asResource(made, self.where)
+        if app is None:
+            raise AppLoadError(
+                f"{self.where}: calling it returned {_describe(made)}, not a "
+                f"Klein app or an IResource"
+            )
+        return app
 
 
 class AppLoadError(ValueError):
@@ -47,15 +75,17 @@ class AppLoadError(ValueError):
     """
 
 
-def loadApp(spec: str, option: str = "--app") -> IResource:
+def loadApp(spec: str, option: str = "--app") -> IResource | AppFactory:
     """
     Load the application C{spec} names as the root resource to serve.
 
     @param spec: C{MODULE:ATTRIBUTE}, naming a Klein app (anything with a
         C{resource()} method), an L{IResource} provider, or a callable taking
         no arguments (such as a L{Resource} subclass) that returns one of
-        these.
+        these, or a callable whose one required parameter is C{drain}.
     @param option: the option C{spec} was given with, for messages.
+    @return: the resource, or for a factory taking the drain an
+        L{AppFactory}, called once the drain exists.
     @raise AppLoadError: the module does not import, the attribute is
         missing, the object is of the wrong kind, or calling it fails.
     """
@@ -66,6 +96,14 @@ def loadApp(spec: str, option: str = "--app") -> IResource:
         return app
     if not callable(found):
         raise AppLoadError(f"{where} is {_describe(found)}, not {_APP_KINDS}")
+    signature = _signature(found)
+    if (
+        signature is not None
+        and not _binds(signature)
+        and "drain" in signature.parameters
+        and _binds(signature, drain=None)
+    ):
+        return AppFactory(found, where)
     _checkNoArguments(found, where)
     made = _call(found, "calling it", where)
     app = _asResource(made, where)
@@ -235,7 +273,7 @@ def _checkNoArguments(f: Any, where: str) -> None:
         )
     raise AppLoadError(
         f"{where} takes {_parameters(signature)}: expected a callable taking no "
-        f"arguments"
+        f"arguments, or only drain"
     )
 
 
@@ -246,12 +284,15 @@ def _signature(f: Any) -> inspect.Signature | None:
         return None
 
 
-def _binds(signature: inspect.Signature, *arguments: object) -> bool:
+def _binds(
+    signature: inspect.Signature, *arguments: object, **keywords: object
+) -> bool:
     """
-    @return: whether a callable with C{signature} accepts C{arguments}.
+    @return: whether a callable with C{signature} accepts C{arguments} and
+        C{keywords}.
     """
     try:
-        signature.bind(*arguments)
+        signature.bind(*arguments, **keywords)
     except TypeError:
         return False
     return True

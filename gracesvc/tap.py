@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -566,6 +567,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._compose import withOperationalRoutes
     from ._drain import Drain
     from ._http import DrainingSite
+    from ._load import AppFactory, AppLoadError
     from ._metrics import Metrics, MetricsResource
     from ._service import StopSignals, TwistdService, freezeStartupHeap
     from ._threads import boundReactorThreads
@@ -596,8 +598,17 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     ):
         # The master serves the tree's metrics on its --metrics-listen.
         routeMetrics = None
-    if options["app-resource"] is not None:
-        root = withOperationalRoutes(options["app-resource"], drain, routeMetrics)
+    app = options["app-resource"]
+    if isinstance(app, AppFactory):
+        try:
+            app = app(drain)
+        except AppLoadError as e:
+            # As a usage error would be: one line, exit status 1, before
+            # anything listens.
+            sys.stderr.write(f"twistd gracesvc: error: {e}\n")
+            raise SystemExit(1) from None
+    if app is not None:
+        root = withOperationalRoutes(app, drain, routeMetrics)
     elif options["wsgi-app"] is not None:
         user = wsgiResource(options["wsgi-app"], drain, reactor, options["threads"])
         root = withOperationalRoutes(user, drain, routeMetrics)

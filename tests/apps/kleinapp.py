@@ -1,6 +1,8 @@
 """
 A Klein application with C{async def} routes, served with
-C{--app tests.apps.kleinapp:app}.
+C{--app tests.apps.kleinapp:app}, or with C{--app
+tests.apps.kleinapp:withPool}, a factory that takes the drain and closes a
+(pretend) connection pool in its cleanup phase.
 """
 
 from __future__ import annotations
@@ -79,3 +81,31 @@ class Greeter:
 
 
 app = Greeter()
+
+
+class Pool:
+    """
+    Stands in for a database connection pool: closing it logs one line.
+    """
+
+    def close(self) -> None:
+        from twisted.logger import Logger
+
+        Logger().info("kleinapp: pool closed")
+
+
+def withPool(drain: Any) -> Greeter:
+    """
+    The app, given gracesvc's drain: its pool is closed after the last
+    response, in the drain's cleanup phase.
+    """
+    pool = Pool()
+    drain.addHook("cleanup", pool.close)
+    return Greeter()
+
+
+def withUnreachablePool(drain: Any) -> Greeter:
+    """
+    A factory whose database is down at start-up.
+    """
+    raise ConnectionRefusedError("database at 10.0.0.5:5432 refused the connection")

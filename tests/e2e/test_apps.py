@@ -82,6 +82,26 @@ class DrainAppTests(EndToEndTestCase):
             reactor="asyncio",
         )
 
+    def test_appFactoryGetsTheDrainForItsHooks(self) -> None:
+        """
+        C{--app MODULE:FACTORY} whose factory takes C{drain}: the app adds a
+        cleanup hook, which runs after the last response of the drain.
+        """
+        twistd = self.startTwistd("--app", "tests.apps.kleinapp:withPool")
+        requests = [InFlight(twistd.port, get("/sleep/1.0")) for _ in range(3)]
+        time.sleep(0.3)
+        twistd.signal(signal.SIGINT)
+        self.assertEqual(twistd.wait(10), -signal.SIGINT)
+        for r in requests:
+            r.join(5)
+        self.assertEqual([r.response and r.response.code for r in requests], [200] * 3)
+        log = twistd.log()
+        self.assertIn("kleinapp: pool closed", log)
+        self.assertLess(
+            log.rindex('"GET /sleep/1.0 HTTP/1.1" 200'), log.index("pool closed")
+        )
+        self.assertCleanLog(twistd)
+
     def test_stuckFlaskThreadCannotHoldTheExit(self) -> None:
         """
         A Flask view sleeping 60 s with a 1 s cap: the client gets the 503
@@ -186,6 +206,19 @@ class BadAppTests(EndToEndTestCase):
     def test_wrongKindOfObject(self) -> None:
         self.assertOneLineError("--app", FLASK, expected="--wsgi")
         self.assertOneLineError("--wsgi", KLEIN, expected="--app")
+
+    def test_drainFactoryThatFails(self) -> None:
+        """
+        A factory taking the drain is called once the service is made: its
+        failure is still one line and exit status 1, before anything
+        listens.
+        """
+        self.assertOneLineError(
+            "--app",
+            "tests.apps.kleinapp:withUnreachablePool",
+            expected="calling it raised ConnectionRefusedError: database at "
+            "10.0.0.5:5432 refused the connection",
+        )
 
     def test_zeroThreads(self) -> None:
         self.assertOneLineError("--wsgi", FLASK, "--threads", "0", expected="--threads")

@@ -16,7 +16,7 @@ from klein.resource import KleinResource
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
-from gracesvc._load import AppLoadError, loadApp, loadWSGI, parseThreads
+from gracesvc._load import AppFactory, AppLoadError, loadApp, loadWSGI, parseThreads
 from tests.apps import flaskapp, resourceapp
 
 
@@ -233,19 +233,21 @@ class AttributeTests(InDirectory):
         self.assertEqual(
             self.appError("kinds:settings"),
             "--app 'kinds:settings' is a dict, not a Klein app (anything with "
-            ".resource()), an IResource, or a zero-argument callable returning one",
+            ".resource()), an IResource, or a callable returning one (taking no "
+            "arguments, or only drain)",
         )
         self.assertEqual(
             self.appError("kinds:Factory.app"),
             "--app 'kinds:Factory.app' is None, not a Klein app (anything with "
-            ".resource()), an IResource, or a zero-argument callable returning one",
+            ".resource()), an IResource, or a callable returning one (taking no "
+            "arguments, or only drain)",
         )
 
     def test_callableWithArguments(self) -> None:
         self.assertEqual(
             self.appError("kinds:needsArguments"),
             "--app 'kinds:needsArguments' takes (a, b, c): expected a callable "
-            "taking no arguments",
+            "taking no arguments, or only drain",
         )
 
     def test_wsgiGivenToApp(self) -> None:
@@ -280,6 +282,55 @@ class AttributeTests(InDirectory):
             self.appError("kinds:raises"),
             "--app 'kinds:raises': calling it raised ValueError: bad config "
             "(kinds.py:22)",
+        )
+
+    def test_factoryTakingTheDrain(self) -> None:
+        """
+        A factory whose one required parameter is C{drain} is called with
+        the drain once the service makes it (so that the app can add its
+        hooks); what it makes, or how it fails, is judged then, in one line.
+        """
+        self.module(
+            "withdrain",
+            """
+            from twisted.web.resource import Resource
+            given = []
+            def make(drain, debug=False):
+                given.append(drain)
+                return Resource()
+            def broken(drain):
+                raise ValueError("no pool")
+            def nothing(drain):
+                return None
+            def tooMany(drain, other, third):
+                return Resource()
+            """,
+        )
+        factory = loadApp("withdrain:make")
+        assert isinstance(factory, AppFactory)
+        drain = object()
+        self.assertTrue(IResource.providedBy(factory(drain)))
+        self.assertEqual(sys.modules["withdrain"].given, [drain])
+        for spec, message in [
+            (
+                "withdrain:broken",
+                "--app 'withdrain:broken': calling it raised ValueError: no pool",
+            ),
+            (
+                "withdrain:nothing",
+                "--app 'withdrain:nothing': calling it returned None, not a Klein "
+                "app or an IResource",
+            ),
+        ]:
+            made = loadApp(spec)
+            assert isinstance(made, AppFactory)
+            error = str(self.assertRaises(AppLoadError, made, drain))
+            self.assertTrue(error.startswith(message), error)
+            self.assertNotIn("\n", error)
+        self.assertEqual(
+            self.appError("withdrain:tooMany"),
+            "--app 'withdrain:tooMany' takes (drain, other, third): expected a "
+            "callable taking no arguments, or only drain",
         )
 
     def test_resourceMethodReturnsWrongKind(self) -> None:
