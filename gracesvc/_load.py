@@ -57,14 +57,7 @@ class AppFactory:
         @return: the app C{factory} makes for C{drain}, as a resource.
         @raise AppLoadError: calling it failed, or it made no app.
         """
-        made = _call(lambda: self.factory(drain=drain), "calling it", self.where)
-        app = _asResource(made, self.where)
-        if app is None:
-            raise AppLoadError(
-                f"{self.where}: calling it returned {_describe(made)}, not a "
-                f"Klein app or an IResource"
-            )
-        return app
+        return _madeApp(lambda: self.factory(drain=drain), self.where)
 
 
 class AppLoadError(ValueError):
@@ -105,7 +98,17 @@ def loadApp(spec: str, option: str = "--app") -> IResource | AppFactory:
     ):
         return AppFactory(found, where)
     _checkNoArguments(found, where)
-    made = _call(found, "calling it", where)
+    return _madeApp(found, where)
+
+
+def _madeApp(factory: Callable[[], Any], where: str) -> IResource:
+    """
+    Call an app factory and judge what it made.
+
+    @return: what C{factory} made, as a resource.
+    @raise AppLoadError: calling it failed, or it made no app.
+    """
+    made = _call(factory, "calling it", where)
     app = _asResource(made, where)
     if app is not None:
         return app
