@@ -628,14 +628,16 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from ._h2 import H2Collector
 
     metrics.registry.register(H2Collector(drain, site.h2Tally))
-    # The watchdog goes with the process's real signals (a stand-in
-    # module is a test's, on a fake clock).
+    # The cap's watchdog and the heap's freeze belong to a real process,
+    # which has the real signals (a stand-in module is a test's, on a fake
+    # clock).
+    realProcess = signals is signal
     worker = options["worker-spec"]
     stopSignals = StopSignals(
         reactor,
         drain,
         signals,
-        watchdog=CapWatchdog(reactorAnswers(reactor)) if signals is signal else None,
+        watchdog=CapWatchdog(reactorAnswers(reactor)) if realProcess else None,
         joinStartedDrain=worker is not None,
     )
     stopSignals.catch()
@@ -646,8 +648,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         reactor,
         stopSignals,
         auxiliaryEndpoints=auxiliary,
-        # As the watchdog: a process's real start-up, not a test's.
-        whenRunning=freezeStartupHeap if signals is signal else None,
+        whenRunning=freezeStartupHeap if realProcess else None,
     )
     if worker is not None:
         from twisted.logger import globalLogPublisher
