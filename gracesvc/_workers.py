@@ -722,9 +722,7 @@ class Master(Service):
                 step="reload",
                 outcome="ok",
             )
-        if self.reloadQueued:
-            self.reloadQueued = False
-            self.reload()
+        self._reloadIfQueued()
 
     # Reload.
 
@@ -772,6 +770,12 @@ class Master(Service):
             step="reload",
             outcome="failed",
         )
+        self._reloadIfQueued()
+
+    def _reloadIfQueued(self) -> None:
+        """
+        A reload ended: run the one a SIGHUP queued meanwhile, if any.
+        """
         if self.reloadQueued:
             self.reloadQueued = False
             self.reload()
