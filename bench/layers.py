@@ -30,10 +30,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 
 from bench._common import machine, table
-from gracesvc._app import GraceApp
-from gracesvc._drain import Drain
-from gracesvc._http import DrainingSite
-from gracesvc._service import GracefulService
+from gracesvc._apps.demo import GraceApp
+from gracesvc._core.drain import Drain
+from gracesvc._process.service import GracefulService
+from gracesvc._protocols.http1 import DrainingSite
 
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

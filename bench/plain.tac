@@ -22,8 +22,8 @@ from twisted.application import service, strports
 from twisted.internet import reactor
 from twisted.web.server import Site
 
-from gracesvc._app import GraceApp
-from gracesvc._drain import Drain
+from gracesvc._apps.demo import GraceApp
+from gracesvc._core.drain import Drain
 
 port = int(os.environ["GRACESVC_BENCH_PORT"])
 pingDelay = float(os.environ.get("GRACESVC_BENCH_PING_DELAY", "5"))

@@ -29,13 +29,13 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.wsgi import WSGIResource
 
-from gracesvc._compose import withOperationalRoutes
-from gracesvc._drain import Drain
-from gracesvc._http import DrainingSite
-from gracesvc._metrics import Metrics
-from gracesvc._service import TwistdService
-from gracesvc._threads import boundReactorThreads
-from gracesvc._wsgi import wsgiResource
+from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._core.drain import Drain
+from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._metrics.registry import Metrics
+from gracesvc._process.service import TwistdService
+from gracesvc._apps.threads import boundReactorThreads
+from gracesvc._apps.wsgi import wsgiResource
 
 port = int(os.environ["GRACESVC_BENCH_PORT"])
 cap = float(os.environ.get("GRACESVC_CAP", "2"))

@@ -25,12 +25,12 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 from twisted.web.wsgi import WSGIResource
 
-from gracesvc._compose import withOperationalRoutes
-from gracesvc._drain import Drain
-from gracesvc._http import DrainingSite
-from gracesvc._metrics import Metrics
-from gracesvc._threads import drainedThreadPool
-from gracesvc._wsgi import DrainedWSGIResource
+from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._core.drain import Drain
+from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._metrics.registry import Metrics
+from gracesvc._apps.threads import drainedThreadPool
+from gracesvc._apps.wsgi import DrainedWSGIResource
 from tests.apps.flaskapp import app as flask
 
 port = int(os.environ["GRACESVC_BENCH_PORT"])

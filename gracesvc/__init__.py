@@ -10,11 +10,11 @@ the drain tells them to, cleanly; L{drainOf} finds the drain serving a
 request.
 """
 
-from ._drain import Drain, IDrainableConnection
-from ._events import EventStream, LongPoll, drainOf
-from ._http import DrainingChannel, DrainingSite, ResponseCutAtCap
-from ._service import GracefulService, ListenFailed
-from ._websocket import DrainingWebSocket, WebSocketPolicy
+from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._process.service import GracefulService, ListenFailed
+from gracesvc._protocols.http1 import DrainingChannel, DrainingSite, ResponseCutAtCap
+from gracesvc._protocols.longlived import EventStream, LongPoll, drainOf
+from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
 __all__ = [
     "Drain",

@@ -22,14 +22,14 @@ from twisted.internet.interfaces import (
 from twisted.python import usage
 from zope.interface import implementer
 
-from ._drain import DrainPolicy
-from ._threads import DEFAULT_THREADS
+from gracesvc._apps.threads import DEFAULT_THREADS
+from gracesvc._core.drain import DrainPolicy
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
     from twisted.internet.defer import Deferred
 
-    from ._service import SignalModule
+    from gracesvc._process.service import SignalModule
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -355,7 +355,7 @@ class Options(usage.Options):
         """
         from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
-        from ._twisted import tlsContextFactory
+        from gracesvc._pins.twisted import tlsContextFactory
 
         endpoints: list[tuple[str, IStreamServerEndpoint]] = []
         for description, fd, family, tls in self["worker-spec"]["listeners"]:
@@ -378,11 +378,11 @@ class Options(usage.Options):
     def _listeningSpecs(self) -> list[tuple[str, Any, bool]]:
         """
         @return: for each listener, its description, what the master
-            creates for it (see L{gracesvc._twisted.listeningSpec}), and
+            creates for it (see L{gracesvc._pins.twisted.listeningSpec}), and
             whether the workers serve TLS on it (C{ssl:}: the master makes
             the TCP socket).
         """
-        from ._twisted import listeningSpec, tlsContextFactory
+        from gracesvc._pins.twisted import listeningSpec, tlsContextFactory
 
         specs = []
         for description, endpoint in self["endpoints"]:
@@ -405,7 +405,7 @@ class Options(usage.Options):
         ]
 
     def _webSocketOptions(self) -> None:
-        from ._websocket import WebSocketPolicy
+        from gracesvc._protocols.websocket import WebSocketPolicy
 
         closeTimeout = _seconds("close-timeout", self["close-timeout"], allowZero=False)
         code = self["ws-close-code"]
@@ -448,7 +448,7 @@ class Options(usage.Options):
         listens, so that an app that does not import is one line and exit
         status 1.
         """
-        from ._load import AppLoadError, loadApp, loadWSGI, parseThreads
+        from gracesvc._apps.load import AppLoadError, loadApp, loadWSGI, parseThreads
 
         self._checkAppOptions()
         try:
@@ -562,21 +562,21 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from twisted.internet.interfaces import IReactorThreads
     from twisted.web.server import Site
 
-    from ._app import GraceApp
-    from ._asyncio import runKleinCoroutinesOnAsyncio
-    from ._compose import withOperationalRoutes
-    from ._drain import Drain
-    from ._http import DrainingSite
-    from ._load import AppFactory, AppLoadError
-    from ._metrics import Metrics, MetricsResource
-    from ._service import StopSignals, TwistdService, freezeStartupHeap
-    from ._threads import boundReactorThreads
-    from ._watchdog import CapWatchdog, reactorAnswers
-    from ._wsgi import wsgiResource
+    from gracesvc._apps.compose import withOperationalRoutes
+    from gracesvc._apps.coroutines import runKleinCoroutinesOnAsyncio
+    from gracesvc._apps.demo import GraceApp
+    from gracesvc._apps.load import AppFactory, AppLoadError
+    from gracesvc._apps.threads import boundReactorThreads
+    from gracesvc._apps.wsgi import wsgiResource
+    from gracesvc._core.drain import Drain
+    from gracesvc._metrics.registry import Metrics, MetricsResource
+    from gracesvc._process.service import StopSignals, TwistdService, freezeStartupHeap
+    from gracesvc._process.watchdog import CapWatchdog, reactorAnswers
+    from gracesvc._protocols.http1 import DrainingSite
 
     reactor = options["reactor"]
     if options["workers"]:
-        from ._workers import makeMaster
+        from gracesvc._workers.master import makeMaster
 
         return makeMaster(options, signals)
     drain = Drain(reactor, policy=options["policy"])
@@ -625,7 +625,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         http2=True,
         h2c=bool(options["h2c"]),
     )
-    from ._h2 import H2Collector
+    from gracesvc._protocols.h2 import H2Collector
 
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     # The cap's watchdog and the heap's freeze belong to a real process,
@@ -653,7 +653,11 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     if worker is not None:
         from twisted.logger import globalLogPublisher
 
-        from ._control import WorkerCollector, WorkerControl, workerLogLabeller
+        from gracesvc._workers.worker import (
+            WorkerCollector,
+            WorkerControl,
+            workerLogLabeller,
+        )
 
         globalLogPublisher.addObserver(
             workerLogLabeller(worker["generation"], worker["slot"])

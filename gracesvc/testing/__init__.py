@@ -46,11 +46,11 @@ from wsproto.events import (
 )
 from wsproto.events import Request as WebSocketRequest
 
-from gracesvc._app import GraceApp
-from gracesvc._drain import Drain
-from gracesvc._http import DrainingChannel, DrainingSite
-from gracesvc._metrics import Metrics
-from gracesvc._websocket import WebSocketPolicy
+from gracesvc._apps.demo import GraceApp
+from gracesvc._core.drain import Drain
+from gracesvc._metrics.registry import Metrics
+from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
+from gracesvc._protocols.websocket import WebSocketPolicy
 
 _RESPONSE = re.compile(
     rb"HTTP/1\.1 (\d{3}) [^\r]*\r\n((?:[^\r]+\r\n)*)\r\n", re.MULTILINE

@@ -10,8 +10,8 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._app import GraceApp
-from gracesvc._drain import Drain
+from gracesvc._apps.demo import GraceApp
+from gracesvc._core.drain import Drain
 
 
 class RouteTests(SynchronousTestCase):

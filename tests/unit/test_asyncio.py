@@ -15,7 +15,10 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, suc
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._asyncio import ensureDeferredOnAsyncio, runKleinCoroutinesOnAsyncio
+from gracesvc._apps.coroutines import (
+    ensureDeferredOnAsyncio,
+    runKleinCoroutinesOnAsyncio,
+)
 
 
 class OnALoop(SynchronousTestCase):

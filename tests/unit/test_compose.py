@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from gracesvc._compose import withOperationalRoutes
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc.testing import Response, Wire, get, parseResponses, samples
 from tests.apps.kleinapp import Greeter
 from tests.apps.resourceapp import Root

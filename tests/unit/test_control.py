@@ -1,5 +1,5 @@
 """
-The worker's side of the control channel (L{gracesvc._control}), in
+The worker's side of the control channel (L{gracesvc._workers.worker}), in
 memory: commands fed to its protocol, events read from a string transport.
 """
 
@@ -16,9 +16,9 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._control import ControlProtocol, WorkerControl, decode, encode
-from gracesvc._drain import Drain
-from gracesvc._service import StopSignals
+from gracesvc._core.drain import Drain
+from gracesvc._process.service import StopSignals
+from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
 
 from .test_service import SIGTERM, FakeReactor, FakeSignals, makeService
 
@@ -198,11 +198,11 @@ class WorkerLogTests(SynchronousTestCase):
         """
         from twisted.logger import LogLevel, formatEventAsClassicLogText
 
-        from gracesvc._control import workerLogLabeller
+        from gracesvc._workers.worker import workerLogLabeller
 
         label = workerLogLabeller(generation=2, slot=1)
         event: dict[str, Any] = {
-            "log_namespace": "gracesvc._drain.Drain",
+            "log_namespace": "gracesvc._core.drain.Drain",
             "log_level": LogLevel.info,
             "log_format": "drained",
             "log_time": 0,
@@ -211,7 +211,7 @@ class WorkerLogTests(SynchronousTestCase):
         self.assertEqual((event["worker"], event["generation"]), (1, 2))
         text = formatEventAsClassicLogText(event)
         assert text is not None
-        self.assertIn("[worker 1 g2 gracesvc._drain.Drain#info] drained", text)
+        self.assertIn("[worker 1 g2 gracesvc._core.drain.Drain#info] drained", text)
         legacy: dict[str, Any] = {"log_system": "-", "log_format": "x"}
         label(legacy)
         self.assertEqual(legacy["log_system"], "worker 1 g2")

@@ -26,8 +26,8 @@ from twisted.web.server import Request as SiteRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gracesvc._drain import Drain, DrainPolicy, IDrainableConnection, Phase
-from gracesvc._http import DrainingRequest
+from gracesvc._core.drain import Drain, DrainPolicy, IDrainableConnection, Phase
+from gracesvc._protocols.http1 import DrainingRequest
 from gracesvc.testing import Wire, get, parseResponses
 
 
@@ -663,7 +663,7 @@ class TLSHandshakeTests(SynchronousTestCase):
     def test_slowHandshakeIsNotIdleWithHTTP2(self) -> None:
         """
         The same when the site serves HTTP/2 (each connection a
-        L{gracesvc._h2.NegotiatingProtocol} until its first bytes).
+        L{gracesvc._protocols.h2.NegotiatingProtocol} until its first bytes).
         """
         self.assertSlowHandshakeServed(Wire(idleGrace=0.5, pingDelay=0, h2c=True))
 

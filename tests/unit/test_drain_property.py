@@ -53,7 +53,7 @@ from hypothesis.stateful import (
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._websocket import DrainingWebSocket, WebSocketPolicy
+from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 from gracesvc.testing import (
     Client,
     Response,

@@ -21,9 +21,9 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
-from gracesvc._app import Ticker
-from gracesvc._events import EventStream, LongPoll, drainOf, formatEvent
-from gracesvc._http import DrainingChannel
+from gracesvc._apps.demo import Ticker
+from gracesvc._protocols.http1 import DrainingChannel
+from gracesvc._protocols.longlived import EventStream, LongPoll, drainOf, formatEvent
 from gracesvc.testing import Client, Response, Wire, get, parseEventStream
 
 EVENT_SOURCE = "Accept: text/event-stream"

@@ -12,8 +12,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
-from gracesvc._drain import IDrainableConnection
-from gracesvc._h2 import (
+from gracesvc._core.drain import IDrainableConnection
+from gracesvc._protocols.h2 import (
     MAX_STREAM_ID,
     PING_DATA,
     DrainingH2Connection,

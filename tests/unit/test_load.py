@@ -16,7 +16,13 @@ from klein.resource import KleinResource
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import IResource
 
-from gracesvc._load import AppFactory, AppLoadError, loadApp, loadWSGI, parseThreads
+from gracesvc._apps.load import (
+    AppFactory,
+    AppLoadError,
+    loadApp,
+    loadWSGI,
+    parseThreads,
+)
 from tests.apps import flaskapp, resourceapp
 
 

@@ -12,7 +12,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
-from gracesvc._metrics import labelRoute, routeOf
+from gracesvc._metrics.registry import labelRoute, routeOf
 from gracesvc.testing import Wire, get, samples
 
 

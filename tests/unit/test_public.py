@@ -5,7 +5,11 @@ The public names are the private objects, re-exported.
 from twisted.trial.unittest import SynchronousTestCase
 
 import gracesvc
-from gracesvc import _drain, _events, _http, _service, _websocket
+from gracesvc._core import drain as _drain
+from gracesvc._process import service as _service
+from gracesvc._protocols import http1 as _http
+from gracesvc._protocols import longlived as _events
+from gracesvc._protocols import websocket as _websocket
 
 
 class PublicAPITests(SynchronousTestCase):

@@ -25,16 +25,16 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from gracesvc._app import GraceApp
-from gracesvc._drain import Drain
-from gracesvc._http import DrainingSite
-from gracesvc._service import (
+from gracesvc._apps.demo import GraceApp
+from gracesvc._core.drain import Drain
+from gracesvc._process.service import (
     GracefulService,
     ListenFailed,
     StopSignals,
     TwistdService,
     freezeStartupHeap,
 )
+from gracesvc._protocols.http1 import DrainingSite
 
 SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
 

@@ -25,9 +25,9 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
-from gracesvc._http import DrainingSite
-from gracesvc._service import GracefulService
-from gracesvc._websocket import WebSocketPolicy
+from gracesvc._process.service import GracefulService
+from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
 from tests.unit.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
@@ -610,7 +610,7 @@ class WorkersOptionTests(SynchronousTestCase):
         self.assertIsInstance(endpoint, AdoptedStreamServerEndpoint)
 
     def test_makeServiceMakesTheMaster(self) -> None:
-        from gracesvc._workers import Master
+        from gracesvc._workers.master import Master
 
         reactor = FakeReactor()
         options = tap.Options(reactor=reactor)

@@ -20,15 +20,15 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import provider
 
-from gracesvc._drain import Drain
-from gracesvc._threads import (
+from gracesvc._apps.threads import (
     DEFAULT_THREADS,
     boundReactorThreads,
     drainedThreadPool,
     giveUpOn,
     timeLeft,
 )
-from gracesvc._twisted_threads import daemonThread
+from gracesvc._core.drain import Drain
+from gracesvc._pins.twisted_threads import daemonThread
 
 from .test_twisted_threads import PATIENCE, Reactor, blockedPool
 from .threadfakes import ManualThreadPool, ThreadsInline

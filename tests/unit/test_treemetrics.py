@@ -1,5 +1,5 @@
 """
-The master's metrics of a C{--workers} tree (L{gracesvc._treemetrics}),
+The master's metrics of a C{--workers} tree (L{gracesvc._metrics.tree}),
 in memory: the workers' answers fed to their fake process protocols.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from gracesvc._treemetrics import TreeMetrics
+from gracesvc._metrics.tree import TreeMetrics
 from gracesvc.testing import samples
 
 from .test_workers import MasterTestCase, transportOf

@@ -1,10 +1,10 @@
 """
 Pins for the Twisted and h2 internals the HTTP/2 drain relies on
-(L{gracesvc._twisted_h2}).
+(L{gracesvc._pins.twisted_h2}).
 
 Each test names the internal in its first line.  If one fails after a
 Twisted or h2 upgrade, HTTP/2 streams may be lost during a drain: read the
-function of L{gracesvc._twisted_h2} it pins, and adapt it.
+function of L{gracesvc._pins.twisted_h2} it pins, and adapt it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http import Request
 
-from gracesvc import _twisted_h2
-from gracesvc._h2 import DrainingH2Connection
+from gracesvc._pins import twisted_h2 as _twisted_h2
+from gracesvc._protocols.h2 import DrainingH2Connection
 from gracesvc.testing import Wire
 from gracesvc.testing.h2 import H2WireClient
 

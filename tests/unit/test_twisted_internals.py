@@ -1,9 +1,9 @@
 """
-Pins for every Twisted internal gracesvc relies on (L{gracesvc._twisted}).
+Pins for every Twisted internal gracesvc relies on (L{gracesvc._pins.twisted}).
 
 Each test names the internal in its first line.  If one fails after a
 Twisted upgrade, the drain may lose responses silently: read the function
-of L{gracesvc._twisted} it pins, and adapt it to the new Twisted.
+of L{gracesvc._pins.twisted} it pins, and adapt it to the new Twisted.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from gracesvc import _twisted
+from gracesvc._pins import twisted as _twisted
 from gracesvc.testing import get
 
 
@@ -234,7 +234,7 @@ class TransportTests(SynchronousTestCase):
 
 class WorkersInternalsTests(SynchronousTestCase):
     """
-    What L{gracesvc._workers}' master reads from Twisted's endpoints, and
+    What L{gracesvc._workers.master}' master reads from Twisted's endpoints, and
     what its workers change on their ports.
     """
 
@@ -337,7 +337,7 @@ class WorkersInternalsTests(SynchronousTestCase):
 
 class ReactorSignalTests(SynchronousTestCase):
     """
-    What L{gracesvc._service.StopSignals} relies on in Twisted's reactor
+    What L{gracesvc._process.service.StopSignals} relies on in Twisted's reactor
     beyond its interfaces: C{sigInt} and C{sigTerm}.
     """
 
@@ -365,7 +365,7 @@ class ReactorSignalTests(SynchronousTestCase):
 
 class WebSocketUpgradeTests(SynchronousTestCase):
     """
-    What L{gracesvc._http.DrainingChannel} relies on in
+    What L{gracesvc._protocols.http1.DrainingChannel} relies on in
     L{twisted.web.websocket}: how C{WebSocketResource} hands a connection
     over after its handshake.
     """

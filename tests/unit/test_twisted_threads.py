@@ -1,11 +1,11 @@
 """
 Pins for every Twisted internal gracesvc's thread support relies on
-(L{gracesvc._twisted_threads}).
+(L{gracesvc._pins.twisted_threads}).
 
 Each test names the internal in its first line.  If one fails after a
 Twisted upgrade, a stuck thread may hold the process past the cap, or a
 cut WSGI request may log tracebacks: read the function of
-L{gracesvc._twisted_threads} it pins, and adapt it to the new Twisted.
+L{gracesvc._pins.twisted_threads} it pins, and adapt it to the new Twisted.
 
 A few of these run real threads: each waits on an event the test sets, never
 on wall time.
@@ -28,7 +28,7 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 from twisted.web.wsgi import _WSGIResponse
 
-from gracesvc import _twisted_threads
+from gracesvc._pins import twisted_threads as _twisted_threads
 
 from .threadfakes import ManualThreadPool, ThreadsInline
 

@@ -16,8 +16,8 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._service import StopSignals
-from gracesvc._watchdog import PROBE, CapWatchdog, reactorAnswers, stuckAt
+from gracesvc._process.service import StopSignals
+from gracesvc._process.watchdog import PROBE, CapWatchdog, reactorAnswers, stuckAt
 
 from .test_service import FakeReactor, FakeSignals, makeService
 

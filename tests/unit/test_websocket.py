@@ -20,8 +20,8 @@ from wsproto.events import Ping, TextMessage
 from wsproto.events import Request as WebSocketRequest
 from zope.interface.verify import verifyObject
 
-from gracesvc._drain import IDrainableConnection
-from gracesvc._websocket import (
+from gracesvc._core.drain import IDrainableConnection
+from gracesvc._protocols.websocket import (
     DrainingWebSocket,
     WebSocketPolicy,
 )

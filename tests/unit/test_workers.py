@@ -1,5 +1,5 @@
 """
-The master of C{--workers N} (L{gracesvc._workers}), in memory: a fake
+The master of C{--workers N} (L{gracesvc._workers.master}), in memory: a fake
 reactor that records the processes it spawns, fake process transports,
 and time driven by hand.
 """
@@ -17,8 +17,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._drain import Drain
-from gracesvc._workers import (
+from gracesvc._core.drain import Drain
+from gracesvc._workers.master import (
     KILL_AFTER,
     MAX_RESTART_DELAY,
     Master,

@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from zope.interface import provider
 
-from gracesvc._compose import withOperationalRoutes
-from gracesvc._wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
+from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._apps.wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
 from gracesvc.testing import Client, Wire, get, samples
 from tests.apps.flaskapp import makeApp
 

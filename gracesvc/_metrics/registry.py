@@ -38,7 +38,7 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from ._drain import LONGLIVED_OUTCOMES, Drain
+from gracesvc._core.drain import LONGLIVED_OUTCOMES, Drain
 
 #: Paths reported as their own C{route} label when nothing recorded the
 #: request's route (the built-in app); anything else is L{OTHER_ROUTE}.

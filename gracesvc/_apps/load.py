@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.web.resource import IResource
 
 if TYPE_CHECKING:
-    from ._wsgi import WSGIApplication
+    from gracesvc._apps.wsgi import WSGIApplication
 
 _IDENTIFIERS = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _SPEC = re.compile(

@@ -19,10 +19,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
-from ._drain import Drain
-from ._events import EventStream, LongPoll
-from ._metrics import Metrics, MetricsResource
-from ._websocket import isWebSocketUpgrade
+from gracesvc._core.drain import Drain
+from gracesvc._metrics.registry import Metrics, MetricsResource
+from gracesvc._protocols.longlived import EventStream, LongPoll
+from gracesvc._protocols.websocket import isWebSocketUpgrade
 
 #: How long C{GET /poll} waits for a tick before it answers C{timeout}.
 POLL_TIMEOUT = 30.0

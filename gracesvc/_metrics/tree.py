@@ -27,7 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 if TYPE_CHECKING:
-    from ._workers import Master, WorkerProcess
+    from gracesvc._workers.master import Master, WorkerProcess
 
 #: How long a scrape waits for a worker's metrics.
 SCRAPE_TIMEOUT = 1.0

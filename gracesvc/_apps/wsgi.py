@@ -3,7 +3,7 @@
 WSGI applications under the drain.
 
 Each request runs in a thread of a pool of gracesvc's own (see
-L{gracesvc._threads}), and takes part in the drain as any other: the
+L{gracesvc._apps.threads}), and takes part in the drain as any other: the
 drain waits for its connection, so a request in flight completes and is
 answered.  At the cut, a request whose response has not started (still
 queued for a thread, or its thread not done with C{start_response} and its
@@ -27,11 +27,11 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from ._drain import Drain
-from ._http import ResponseCutAtCap
-from ._metrics import OTHER_ROUTE, labelRoute
-from ._threads import DEFAULT_THREADS, drainedThreadPool
-from ._twisted_threads import WSGIResponse
+from gracesvc._apps.threads import DEFAULT_THREADS, drainedThreadPool
+from gracesvc._core.drain import Drain
+from gracesvc._metrics.registry import OTHER_ROUTE, labelRoute
+from gracesvc._pins.twisted_threads import WSGIResponse
+from gracesvc._protocols.http1 import ResponseCutAtCap
 
 #: The route label of requests to a WSGI application that does not say
 #: which route it matched.
@@ -139,7 +139,7 @@ class DrainedWSGIResource:
     isLeaf = True
 
     #: It labels each request with its route (L{labelRoute}) as it renders
-    #: it: L{gracesvc._compose.OperationalRoot} leaves them to it.
+    #: it: L{gracesvc._apps.compose.OperationalRoot} leaves them to it.
     labelsRoutes = True
 
     def __init__(

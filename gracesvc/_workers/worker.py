@@ -41,8 +41,8 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from ._drain import Drain
-from ._twisted import exitSignal, limitAccepts
+from gracesvc._core.drain import Drain
+from gracesvc._pins.twisted import exitSignal, limitAccepts
 
 #: The worker's ends of the control pipes.
 WORKER_WRITES = 3
@@ -137,7 +137,7 @@ class WorkerControl(Service):
     gone (end of file), the worker drains as if told to.
 
     A stop signal sent to the whole process group reaches the worker as
-    well as the master: L{gracesvc._service.StopSignals} made with
+    well as the master: L{gracesvc._process.service.StopSignals} made with
     C{joinStartedDrain} counts the first one as the same stop, whichever
     arrives first.
     """
@@ -311,7 +311,7 @@ def workerLogLabeller(generation: int, slot: int) -> ILogObserver:
     @return: a log observer that names the worker in every event it sees:
         C{worker} and C{generation} fields for structured observers (the
         JSON log), and a system such as C{worker 0 g2
-        gracesvc._drain.Drain#info} for twistd's text log, so that the lines
+        gracesvc._core.drain.Drain#info} for twistd's text log, so that the lines
         of several workers on one output can be told apart.  Add it to the
         publisher before the observers that write, which see the event
         after it.

@@ -17,8 +17,12 @@ from twisted.internet.interfaces import IReactorCore, IReactorThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from ._drain import Drain
-from ._twisted_threads import replaceReactorPoolStop, stopWithin, useDaemonThreads
+from gracesvc._core.drain import Drain
+from gracesvc._pins.twisted_threads import (
+    replaceReactorPoolStop,
+    stopWithin,
+    useDaemonThreads,
+)
 
 #: The default size of a WSGI thread pool: C{twistd web --wsgi}'s, the
 #: default maximum of L{ThreadPool}.

@@ -13,9 +13,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from ._app import renderHealthz, renderReadyz
-from ._drain import Drain
-from ._metrics import OTHER_ROUTE, Metrics, MetricsResource, labelRoute
+from gracesvc._apps.demo import renderHealthz, renderReadyz
+from gracesvc._core.drain import Drain
+from gracesvc._metrics.registry import OTHER_ROUTE, Metrics, MetricsResource, labelRoute
 
 
 class _Probe(Resource):
@@ -127,7 +127,7 @@ class OperationalRoot:
         self._labels = {name: "/" + name.decode("ascii") for name in routes}
         self.appRoutes = ResourceRoutes(app)
         # An application that labels each of its requests itself (a WSGI
-        # one, see L{gracesvc._wsgi.DrainedWSGIResource.labelsRoutes}) is
+        # one, see L{gracesvc._apps.wsgi.DrainedWSGIResource.labelsRoutes}) is
         # not labelled on the way: that label would be replaced unread.
         self._appLabel: ResourceRoutes | None = (
             None if getattr(app, "labelsRoutes", False) else self.appRoutes
@@ -172,7 +172,7 @@ def withOperationalRoutes(
     Every request is labelled with its route for the metrics: gracesvc's
     paths as they are; the application's by the Klein rule it matched, the
     static children it went through (see L{ResourceRoutes}), or for WSGI
-    what L{gracesvc._wsgi.wsgiRoute} finds.
+    what L{gracesvc._apps.wsgi.wsgiRoute} finds.
     """
     routes: dict[bytes, IResource] = {
         b"healthz": _Healthz(),

@@ -11,7 +11,7 @@ raises in the thread and logs a traceback.
 
 Each name here reads or drives one private attribute of Twisted 26.10, says
 why it is needed, and is pinned by C{tests/unit/test_twisted_internals.py},
-as in L{gracesvc._twisted}.
+as in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations

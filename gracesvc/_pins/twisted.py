@@ -11,13 +11,13 @@ upgrade that changes any of them fails there, with the name of the internal,
 instead of silently losing responses during a drain.
 
 HTTP/2's internals (Twisted's private C{H2Connection}, h2's GOAWAY
-handling) are in L{gracesvc._twisted_h2}, pinned by
+handling) are in L{gracesvc._pins.twisted_h2}, pinned by
 C{tests/unit/test_twisted_h2_internals.py}.
 
-Elsewhere, and pinned in the same test module: L{gracesvc._service}'s
+Elsewhere, and pinned in the same test module: L{gracesvc._process.service}'s
 C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
 C{sigTerm}, which stop it and record the signal that twistd re-raises at
-exit (no interface declares them); L{gracesvc._http.DrainingChannel}
+exit (no interface declares them); L{gracesvc._protocols.http1.DrainingChannel}
 overrides L{HTTPChannel}'s C{_protocolUpgradeForWebsockets}, which
 L{twisted.web.websocket.WebSocketResource} calls to hand the connection
 over after its handshake (see L{webSocketParts}).
@@ -228,12 +228,12 @@ def webSocketParts(wire: IProtocol) -> tuple[Connection, WebSocketProtocol]:
 
     Twisted's own wire protocol closes TCP at once after its Close frame,
     raises when the application sends after it, and reassembles messages of
-    any size; so L{gracesvc._websocket.DrainingWebSocket} carries the
+    any size; so L{gracesvc._protocols.websocket.DrainingWebSocket} carries the
     connection instead, with the same wsproto connection and application.
 
     Internals: C{HTTPChannel._protocolUpgradeForWebsockets} (documented as
     not public yet), which C{WebSocketResource.render_GET} calls and
-    L{gracesvc._http.DrainingChannel} overrides; the wire protocol's
+    L{gracesvc._protocols.http1.DrainingChannel} overrides; the wire protocol's
     C{_wsconn} (the wsproto connection, handshake done) and C{_wsp} (the
     application's L{WebSocketProtocol}, which has not been called yet).
 

@@ -3,8 +3,8 @@
 WebSockets under the drain.
 
 L{twisted.web.websocket}'s C{WebSocketResource} does the handshake (wsproto
-underneath); then L{gracesvc._http.DrainingChannel} takes the connection
-over (see L{gracesvc._twisted.webSocketParts}) and hands it, with the
+underneath); then L{gracesvc._protocols.http1.DrainingChannel} takes the connection
+over (see L{gracesvc._pins.twisted.webSocketParts}) and hands it, with the
 application's L{WebSocketProtocol}, to a L{DrainingWebSocket}.  The
 connection stays the one L{IDrainableConnection} the drain sees, in state
 C{"websocket"}; L{DrainingWebSocket} carries the messages as Twisted's own
@@ -72,8 +72,8 @@ from wsproto.events import (
 )
 from zope.interface import implementer
 
-from ._drain import Drain, IDrainableConnection, LongLivedOutcome
-from ._twisted import webSocketParts
+from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._pins.twisted import webSocketParts
 
 if TYPE_CHECKING:
     from twisted.web.iweb import IRequest
@@ -182,7 +182,7 @@ class GoingAwayWebSocketProtocol(WebSocketProtocol, Protocol):
 class Carrier(Protocol):
     """
     What a L{DrainingWebSocket} needs of the connection under it:
-    L{gracesvc._http.DrainingChannel}, which closes TCP as its HTTP
+    L{gracesvc._protocols.http1.DrainingChannel}, which closes TCP as its HTTP
     connections close (TLS included) and passes flow control on to a
     registered producer.
     """

@@ -6,7 +6,7 @@ polls, told by the drain when to wrap up.
 An event stream or a long poll never finishes on its own, so a drain would
 wait for it until the cap and then cut it: the stream is reset (C{curl -N}
 exits 56) and the poll gets a 503.  L{EventStream} and L{LongPoll} take part
-in the drain instead, on the timeline of L{gracesvc._drain}:
+in the drain instead, on the timeline of L{gracesvc._core.drain}:
 
   - from the signal, a B{new} event stream gets 200 with only a C{retry:}
     field and ends (a 503 would make C{EventSource} give up for good), and
@@ -39,8 +39,8 @@ from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 
-from ._drain import Drain
-from ._http import (
+from gracesvc._core.drain import Drain
+from gracesvc._protocols.http1 import (
     DrainingChannel,
     DrainingSite,
     LongLivedKind,
@@ -122,7 +122,7 @@ def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
     if isinstance(channel, DrainingChannel):
         channel.longResponseStarted(request, kind)
     elif isinstance(getattr(channel, "site", None), DrainingSite):
-        from ._h2 import longStreamStarted
+        from gracesvc._protocols.h2 import longStreamStarted
 
         longStreamStarted(channel, kind)
 

@@ -34,7 +34,7 @@ C{Retry-After}, one mid-response gets RST_STREAM(CANCEL); at the cap, or on
 a second signal, it sends the final GOAWAY with the true last stream id
 and aborts.
 
-The Twisted and h2 internals this needs are in L{gracesvc._twisted_h2}.
+The Twisted and h2 internals this needs are in L{gracesvc._pins.twisted_h2}.
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
-from ._drain import Drain, IDrainableConnection, LongLivedOutcome
-from ._http import ResponseCutAtCap, answerServiceUnavailable
-from ._twisted import closeBeneathTLS, handOver
-from ._twisted_h2 import (
+from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._pins.twisted import closeBeneathTLS, handOver
+from gracesvc._pins.twisted_h2 import (
     connectionOf,
     flushControlBytes,
     flushToSocket,
@@ -78,9 +77,10 @@ from ._twisted_h2 import (
     tolerantStateMachine,
     writeControlBytes,
 )
+from gracesvc._protocols.http1 import ResponseCutAtCap, answerServiceUnavailable
 
 if TYPE_CHECKING:
-    from ._http import DrainingChannel, DrainingSite
+    from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
 
 #: The client connection preface (RFC 9113 section 3.4), which a
 #: prior-knowledge cleartext HTTP/2 client opens with.

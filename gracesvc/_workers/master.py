@@ -8,7 +8,7 @@ accepts on it and only ever C{close()}s it: a C{shutdown()} of one copy of
 a shared listening socket stops it listening in every process.  Each
 worker is a fresh C{twistd gracesvc} (so a reload loads new code) that
 adopts the sockets (fds 5...) and talks to the master on a pair of pipes
-(fds 3 and 4, see L{gracesvc._control}).
+(fds 3 and 4, see L{gracesvc._workers.worker}).
 
 The master's own stop is a L{Drain} whose connections are the worker
 processes (L{WorkerProcess} provides L{IDrainableConnection}) and whose
@@ -22,7 +22,7 @@ SIGHUP reloads: generation g+1 is started on the same sockets, and only
 once all of it is ready is generation g told to drain.  If g+1 cannot
 start, g keeps serving.  A worker that crashes, or answers no ping for
 the worker timeout, is replaced, with backoff.  With C{--metrics-listen}
-the master serves the whole tree's metrics (L{gracesvc._treemetrics});
+the master serves the whole tree's metrics (L{gracesvc._metrics.tree});
 under systemd's C{Type=notify} it reports READY/RELOADING/STOPPING.
 
 (The master's drain logs its workers as "connections": that is what they
@@ -53,16 +53,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._control import (
+from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._pins.twisted import ListeningSpec, exitSignal
+from gracesvc._process.service import SignalModule
+from gracesvc._workers.worker import (
     WORKER_READS,
     WORKER_WRITES,
     decode,
     encode,
     exitAtOnce,
 )
-from ._drain import Drain, IDrainableConnection
-from ._service import SignalModule
-from ._twisted import ListeningSpec, exitSignal
 
 #: The first fd of the adopted sockets in a worker.
 FIRST_SOCKET_FD = 5
@@ -84,7 +84,7 @@ MAX_UP_LINE = 1 << 22
 PING_INTERVAL = 5.0
 
 #: Connections accepted per wake-up in a worker (see
-#: L{gracesvc._twisted.limitAccepts}).
+#: L{gracesvc._pins.twisted.limitAccepts}).
 ACCEPT_LIMIT = 1
 
 
@@ -189,7 +189,7 @@ def openSharedSocket(
 ) -> SharedSocket:
     """
     Create the socket C{spec} describes (see
-    L{gracesvc._twisted.listeningSpec}), listening.
+    L{gracesvc._pins.twisted.listeningSpec}), listening.
 
     @param slot: with C{SO_REUSEPORT}, for this worker slot alone (TCP
         only); L{None}: one socket for every worker.
@@ -514,12 +514,12 @@ class Master(Service):
 
     def _serveMetrics(self, description: str, endpoint: Any) -> None:
         """
-        Serve the tree's metrics (see L{gracesvc._treemetrics}) on
+        Serve the tree's metrics (see L{gracesvc._metrics.tree}) on
         C{endpoint}, until the master exits.
         """
         from twisted.web.server import Site
 
-        from ._treemetrics import TreeMetrics, TreeMetricsResource
+        from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
 
         site = Site(TreeMetricsResource(TreeMetrics(self)), reactor=self.reactor)
         site.noisy = False
@@ -1040,8 +1040,8 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
     Make the master of C{--workers N} from parsed L{gracesvc.tap.Options},
     and catch SIGINT and SIGTERM from now on.
     """
-    from ._drain import DrainPolicy
-    from ._service import ListenFailed, StopSignals
+    from gracesvc._core.drain import DrainPolicy
+    from gracesvc._process.service import ListenFailed, StopSignals
 
     reactor = options["reactor"]
     policy = options["policy"]

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_twisted_h2_internals -*-
 """
 The internals of Twisted's HTTP/2 (and of hyper-h2) that
-L{gracesvc._h2.DrainingH2Connection} relies on, in one place.
+L{gracesvc._protocols.h2.DrainingH2Connection} relies on, in one place.
 
 Twisted's L{H2Connection} is private and has no graceful close: its only
 GOAWAY (on timeout) closes h2's state machine, so that no stream in flight
@@ -131,7 +131,7 @@ def flushToSocket(transport: object) -> None:
     says a writable descriptor does; what the socket does not take is lost.
 
     Internals: a wrapping transport's C{transport} attribute (as
-    L{gracesvc._twisted.socketOf}).
+    L{gracesvc._pins.twisted.socketOf}).
     """
     while transport is not None:
         if IWriteDescriptor.providedBy(transport):

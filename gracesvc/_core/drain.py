@@ -59,7 +59,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface
 
-from ._twisted import acceptPending
+from gracesvc._pins.twisted import acceptPending
 
 _T = TypeVar("_T")
 

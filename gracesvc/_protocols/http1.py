@@ -15,8 +15,8 @@ habits would lose responses during one:
 
 L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
 A channel upgraded to a WebSocket stays the one connection the drain sees,
-and hands the drain's duties to the WebSocket (L{gracesvc._websocket}).
-The Twisted internals this needs are in L{gracesvc._twisted}.
+and hands the drain's duties to the WebSocket (L{gracesvc._protocols.websocket}).
+The Twisted internals this needs are in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from twisted.web.server import Request as SiteRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
-from ._drain import Drain, IDrainableConnection
-from ._twisted import (
+from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._pins.twisted import (
     bytesWaiting,
     closeBeneathTLS,
     hasPipelinedRequest,
@@ -47,10 +47,14 @@ from ._twisted import (
     takeNotifications,
     tlsHandshaking,
 )
-from ._websocket import DrainingWebSocket, WebSocketPolicy, isWebSocketUpgrade
+from gracesvc._protocols.websocket import (
+    DrainingWebSocket,
+    WebSocketPolicy,
+    isWebSocketUpgrade,
+)
 
 if TYPE_CHECKING:
-    from ._metrics import Metrics
+    from gracesvc._metrics.registry import Metrics
 
 SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
 
@@ -433,7 +437,7 @@ class DrainingChannel(HTTPChannel):
     def _protocolUpgradeForWebsockets(self, protocol: IProtocol) -> None:
         """
         Twisted's C{WebSocketResource} hands the connection over after its
-        handshake (see L{gracesvc._twisted.webSocketParts}); Twisted's own
+        handshake (see L{gracesvc._pins.twisted.webSocketParts}); Twisted's own
         version replaces this channel's C{connectionLost}, so the drain
         would never hear the close.
         """
@@ -598,7 +602,7 @@ class DrainingSite(Site):
         @param webSocketPolicy: how its WebSockets close (whatever
             C{WebSocketResource} serves them); the defaults if L{None}.
         @param http2: whether to serve HTTP/2 where TLS negotiates it
-            (ALPN C{h2}), through L{gracesvc._h2}.
+            (ALPN C{h2}), through L{gracesvc._protocols.h2}.
         @param h2c: whether to serve cleartext HTTP/2 too, to clients that
             open with its connection preface (implies C{http2}).
         @param kwargs: passed on to L{Site}, C{reactor} among them.
@@ -612,7 +616,7 @@ class DrainingSite(Site):
         self.http2 = http2 or h2c
         self.h2c = h2c
         if self.http2:
-            from ._h2 import H2Tally
+            from gracesvc._protocols.h2 import H2Tally
 
             #: what its HTTP/2 connections did, for the metrics.
             self.h2Tally = H2Tally()
@@ -621,7 +625,7 @@ class DrainingSite(Site):
         channel = super().buildProtocol(addr)
         if not self.http2:
             return channel
-        from ._h2 import NegotiatingProtocol
+        from gracesvc._protocols.h2 import NegotiatingProtocol
 
         return NegotiatingProtocol(channel, self.h2c)
 

@@ -24,10 +24,10 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._drain import Drain
+from gracesvc._core.drain import Drain
 
 if TYPE_CHECKING:
-    from ._watchdog import CapWatchdog
+    from gracesvc._process.watchdog import CapWatchdog
 
 #: A signal handler as C{signal.signal} takes and returns it: a callable, or
 #: C{SIG_DFL}/C{SIG_IGN}, or L{None} for one not installed from Python.
