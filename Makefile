@@ -102,4 +102,4 @@ PROPERTY_EXAMPLES ?= 500
 test-property: $(BIN)/.installed
 	GRACESVC_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) \
 	$(if $(PROPERTY_SEED),GRACESVC_PROPERTY_SEED=$(PROPERTY_SEED)) \
-	$(BIN)/pytest -q tests/unit/test_drain_property.py tests/e2e/test_property.py --hypothesis-show-statistics
+	$(BIN)/pytest -q tests/unit/core/test_drain_property.py tests/e2e/test_property.py --hypothesis-show-statistics

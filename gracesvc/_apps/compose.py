@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_compose -*-
+# -*- test-case-name: tests.unit.apps.test_compose -*-
 """
 The root resource for an application of the user's: gracesvc's own
 C{/healthz}, C{/readyz} and C{/metrics} next to it, everything else the

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_asyncio -*-
+# -*- test-case-name: tests.unit.apps.test_coroutines -*-
 """
 C{async def} Klein handlers on the asyncio reactor, awaiting asyncio
 libraries and Deferreds alike.

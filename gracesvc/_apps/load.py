@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_load -*-
+# -*- test-case-name: tests.unit.apps.test_load -*-
 """
 Loading the user's application: C{--app MODULE:ATTRIBUTE} and
 C{--wsgi MODULE:ATTRIBUTE}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_threads -*-
+# -*- test-case-name: tests.unit.apps.test_threads -*-
 """
 Threads under the drain: thread pools that cannot hold the process past
 the shutdown cap.

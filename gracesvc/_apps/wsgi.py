@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_wsgi -*-
+# -*- test-case-name: tests.unit.apps.test_wsgi -*-
 """
 WSGI applications under the drain.
 

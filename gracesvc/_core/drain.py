@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_drain -*-
+# -*- test-case-name: tests.unit.core.test_drain -*-
 """
 The drain: what gracesvc does between the first stop signal and exit.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_metrics -*-
+# -*- test-case-name: tests.unit.metrics.test_registry -*-
 """
 Prometheus metrics: what is in flight, and what each drain did.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_treemetrics -*-
+# -*- test-case-name: tests.unit.metrics.test_tree -*-
 """
 The metrics of a C{--workers} tree, served by the master on
 C{--metrics-listen}: at each scrape the master asks every running worker

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_twisted_internals -*-
+# -*- test-case-name: tests.unit.pins.test_twisted -*-
 """
 Every Twisted internal gracesvc relies on, in one place.
 
@@ -6,13 +6,13 @@ Twisted has no public API for what a graceful drain must know (whether a
 channel holds pipelined bytes, the socket under a TLS transport, the
 connections waiting in a listening socket's accept queue).  Each function
 here reads or drives one private attribute of Twisted 26.10, says why it is
-needed, and is pinned by C{tests/unit/test_twisted_internals.py}: a Twisted
+needed, and is pinned by C{tests/unit/pins/test_twisted.py}: a Twisted
 upgrade that changes any of them fails there, with the name of the internal,
 instead of silently losing responses during a drain.
 
 HTTP/2's internals (Twisted's private C{H2Connection}, h2's GOAWAY
 handling) are in L{gracesvc._pins.twisted_h2}, pinned by
-C{tests/unit/test_twisted_h2_internals.py}.
+C{tests/unit/pins/test_twisted_h2.py}.
 
 Elsewhere, and pinned in the same test module: L{gracesvc._process.service}'s
 C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and

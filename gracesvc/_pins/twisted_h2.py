@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_twisted_h2_internals -*-
+# -*- test-case-name: tests.unit.pins.test_twisted_h2 -*-
 """
 The internals of Twisted's HTTP/2 (and of hyper-h2) that
 L{gracesvc._protocols.h2.DrainingH2Connection} relies on, in one place.
@@ -8,7 +8,7 @@ GOAWAY (on timeout) closes h2's state machine, so that no stream in flight
 can answer; a GOAWAY from the client aborts every stream; over TLS it stays
 the transport's producer, and TLS will not shut down while one is
 registered.  gracesvc subclasses it, and so depends on these names, each
-pinned by C{tests/unit/test_twisted_h2_internals.py}: a Twisted or h2
+pinned by C{tests/unit/pins/test_twisted_h2.py}: a Twisted or h2
 upgrade that changes one fails there, with the name of the internal,
 instead of losing streams during a drain.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_twisted_internals -*-
+# -*- test-case-name: tests.unit.pins.test_twisted -*-
 """
 Every Twisted internal gracesvc's thread support relies on, in one place.
 
@@ -10,7 +10,7 @@ glue writes to a request after the drain has answered it with a 503, which
 raises in the thread and logs a traceback.
 
 Each name here reads or drives one private attribute of Twisted 26.10, says
-why it is needed, and is pinned by C{tests/unit/test_twisted_internals.py},
+why it is needed, and is pinned by C{tests/unit/pins/test_twisted.py},
 as in L{gracesvc._pins.twisted}.
 """
 

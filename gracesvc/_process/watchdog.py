@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_watchdog -*-
+# -*- test-case-name: tests.unit.process.test_watchdog -*-
 """
 The cap when the reactor cannot keep it.
 

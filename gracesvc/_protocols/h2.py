@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_h2 -*-
+# -*- test-case-name: tests.unit.protocols.test_h2 -*-
 """
 HTTP/2: serve it beside HTTP/1.1, and drain it without losing a stream.
 

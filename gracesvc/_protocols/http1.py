@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_drain -*-
+# -*- test-case-name: tests.unit.core.test_drain -*-
 """
 HTTP/1.1 glue: a L{Site} whose connections take part in the drain.
 

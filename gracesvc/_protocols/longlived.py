@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_events -*-
+# -*- test-case-name: tests.unit.protocols.test_longlived -*-
 """
 Long-lived responses that end in time: server-sent event streams and long
 polls, told by the drain when to wrap up.

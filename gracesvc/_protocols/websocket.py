@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_websocket -*-
+# -*- test-case-name: tests.unit.protocols.test_websocket -*-
 """
 WebSockets under the drain.
 

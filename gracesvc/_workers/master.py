@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_workers -*-
+# -*- test-case-name: tests.unit.workers.test_master -*-
 """
 C{twistd gracesvc --workers N}: a master process that owns the listening
 sockets and runs N gracesvc worker processes on them.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_control -*-
+# -*- test-case-name: tests.unit.workers.test_worker -*-
 """
 The control channel between the workers' master and each worker: one JSON
 object per line, on a pair of pipes (the worker writes to fd 3 and reads

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_drain -*-
+# -*- test-case-name: tests.unit.core.test_drain -*-
 """
 Test your resources under a drain: in-memory HTTP connections to a
 L{DrainingSite}, driven by a L{Clock}.

@@ -29,9 +29,8 @@ from gracesvc._apps.threads import (
 )
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted_threads import daemonThread
-
-from .test_twisted_threads import PATIENCE, Reactor, blockedPool
-from .threadfakes import ManualThreadPool, ThreadsInline
+from tests.support.threadfakes import ManualThreadPool, ThreadsInline
+from tests.unit.pins.test_twisted_threads import PATIENCE, Reactor, blockedPool
 
 
 def joinStoppers() -> None:

@@ -19,8 +19,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import StopSignals
 from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
-
-from .test_service import SIGTERM, FakeReactor, FakeSignals, makeService
+from tests.unit.process.test_service import (
+    SIGTERM,
+    FakeReactor,
+    FakeSignals,
+    makeService,
+)
 
 
 class CodecTests(SynchronousTestCase):

@@ -29,8 +29,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from twisted.web.wsgi import _WSGIResponse
 
 from gracesvc._pins import twisted_threads as _twisted_threads
-
-from .threadfakes import ManualThreadPool, ThreadsInline
+from tests.support.threadfakes import ManualThreadPool, ThreadsInline
 
 #: How long a test waits for a real thread, at most: only a broken test
 #: waits that long.

@@ -31,8 +31,7 @@ from gracesvc._workers.master import (
     twistdArguments,
     workerCommand,
 )
-
-from .test_service import FakeReactor, FakeSignals
+from tests.unit.process.test_service import FakeReactor, FakeSignals
 
 
 class FakeProcessTransport:

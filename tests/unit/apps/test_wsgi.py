@@ -21,8 +21,7 @@ from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
 from gracesvc.testing import Client, Wire, get, samples
 from tests.apps.flaskapp import makeApp
-
-from .threadfakes import ManualThreadPool, ThreadsInline
+from tests.support.threadfakes import ManualThreadPool, ThreadsInline
 
 #: Past the cut (the default cap, 5 s, less the cut's lead of 0.1 s), before
 #: the cap.
