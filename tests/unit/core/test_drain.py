@@ -14,10 +14,8 @@ from typing import Any, cast
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, Logger
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
@@ -29,33 +27,7 @@ from zope.interface.verify import verifyObject
 from gracesvc._core.drain import Drain, DrainPolicy, IDrainableConnection, Phase
 from gracesvc._protocols.http1 import DrainingRequest
 from gracesvc.testing import Wire, get, parseResponses
-
-
-@implementer(IListeningPort)
-class FakePort:
-    """
-    A listening port that records when it was closed.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        self.clock = clock
-        self.closedAt: float | None = None
-
-    def startListening(self) -> None:
-        pass
-
-    def stopListening(self) -> Deferred[None] | None:
-        self.closedAt = self.clock.seconds()
-        return None
-
-    def getHost(self) -> IAddress:
-        return IPv4Address("TCP", "127.0.0.1", 8080)
-
-
-def captureLog(drain: Drain) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    drain.log = Logger(observer=cast(ILogObserver, events.append))
-    return events
+from tests.support.drain import FakePort, captureLog
 
 
 class DrainLifecycleTests(SynchronousTestCase):
