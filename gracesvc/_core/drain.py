@@ -44,7 +44,7 @@ reactor iteration as the last connection closes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from twisted.internet.defer import (
     Deferred,
@@ -64,6 +64,12 @@ from gracesvc._core.policy import (
     HookPhase,
     Phase,
 )
+from gracesvc._core.tally import (
+    LONGLIVED_OUTCOMES,
+    DrainTally,
+    LongLivedOutcome,
+    LongLivedTally,
+)
 from gracesvc._pins.twisted import acceptPending
 
 # The drain and, for the modules that import them from here, the names of
@@ -82,61 +88,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-#: How a long-lived connection the drain told to go away ended (see
-#: L{LongLivedTally}).
-LongLivedOutcome = Literal["clean", "timeout", "cut"]
-
-#: Every L{LongLivedOutcome}, in the order logs and metrics give them.
-LONGLIVED_OUTCOMES: tuple[LongLivedOutcome, ...] = ("clean", "timeout", "cut")
-
-
-class LongLivedTally:
-    """
-    How the long-lived connections (WebSockets, event streams) that the
-    drain told to go away ended, counted by kind (C{"websocket"},
-    C{"stream"}) and L{LongLivedOutcome}:
-
-      - C{"clean"}: closed before its own close timeout (a WebSocket's
-        closing handshake completed, or its client left);
-      - C{"timeout"}: aborted at its close timeout (a client that never
-        answered);
-      - C{"cut"}: aborted at the cut, at the cap or on a second signal.
-
-    The connections count themselves, each once; the drain's last log line
-    and the metrics read the counts.  The drain knows no protocol: a kind
-    is only a label.
-    """
-
-    def __init__(self) -> None:
-        #: the count of each (kind, outcome) seen.
-        self.outcomes: dict[tuple[str, LongLivedOutcome], int] = {}
-        #: by kind, what the application sent after its connection's close
-        #: began, dropped instead of raised.
-        self.sendsDropped: dict[str, int] = {}
-
-    def ended(self, kind: str, outcome: LongLivedOutcome) -> None:
-        """
-        A connection of C{kind} told to go away ended with C{outcome}.
-        """
-        key = (kind, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
-
-    def sendDropped(self, kind: str) -> None:
-        """
-        The application sent on a connection of C{kind} whose close had
-        begun; it was dropped.
-        """
-        self.sendsDropped[kind] = self.sendsDropped.get(kind, 0) + 1
-
-    def byKind(self) -> dict[str, dict[LongLivedOutcome, int]]:
-        """
-        @return: for each kind counted, every outcome's count (0 included).
-        """
-        kinds: dict[str, dict[LongLivedOutcome, int]] = {}
-        for (kind, outcome), n in self.outcomes.items():
-            kinds.setdefault(kind, dict.fromkeys(LONGLIVED_OUTCOMES, 0))[outcome] = n
-        return kinds
 
 
 class IDrainableConnection(Interface):
@@ -235,15 +186,11 @@ class Drain:
         self.capAt: float | None = None
         self.finishedAt: float | None = None
 
-        #: requests completed after the drain began.
-        self.completedDuringDrain = 0
-        #: requests answered with a 503 or aborted at the cap or on a
-        #: second signal.
-        self.requestsCut = 0
-        #: tracked Deferreds still pending when the drain gave up on them.
-        self.abandoned = 0
-        #: how the long-lived connections told to go away ended.
-        self.longLived = LongLivedTally()
+        #: what the drain counts, for the metrics and its last log lines.
+        self.tally = DrainTally()
+        #: how the long-lived connections told to go away ended: the
+        #: tally's, a plain attribute for the connections that count in it.
+        self.longLived = self.tally.longLived
 
         self._listeners: list[IListeningPort] = []
         self._listenersClosing = 0
@@ -271,6 +218,27 @@ class Drain:
     @property
     def idleGrace(self) -> float:
         return self.policy.idleGrace
+
+    @property
+    def completedDuringDrain(self) -> int:
+        """
+        See L{DrainTally.completedDuringDrain}.
+        """
+        return self.tally.completedDuringDrain
+
+    @property
+    def requestsCut(self) -> int:
+        """
+        See L{DrainTally.requestsCut}.
+        """
+        return self.tally.requestsCut
+
+    @property
+    def abandoned(self) -> int:
+        """
+        See L{DrainTally.abandoned}.
+        """
+        return self.tally.abandoned
 
     @property
     def finished(self) -> bool:
@@ -347,14 +315,14 @@ class Drain:
         A response was completely written.
         """
         if self.phase is not Phase.SERVING:
-            self.completedDuringDrain += 1
+            self.tally.completedDuringDrain += 1
 
     def requestCut(self) -> None:
         """
         A request was answered with a 503 or aborted by the cut, outside of
         L{IDrainableConnection.cut}'s count.
         """
-        self.requestsCut += 1
+        self.tally.requestsCut += 1
 
     def track(self, work: Deferred[_T]) -> Deferred[_T]:
         """
@@ -541,7 +509,7 @@ class Drain:
             if self.finished:
                 return
         busy = self.inFlight
-        self.requestsCut += busy
+        self.tally.requestsCut += busy
         self.log.warn(
             "Forced stop ({reason}): cutting {inFlight} requests in flight, "
             "aborting {connections} connections, abandoning {pendingWork} "
@@ -737,7 +705,7 @@ class Drain:
         def overrun() -> None:
             self._cleanupCall = None
             if self.phase is Phase.CLEANUP:
-                self.abandoned += 1 + len(hooks)
+                self.tally.abandoned += 1 + len(hooks)
                 self.log.warn(
                     "Cleanup budget spent: {hooks} cleanup hooks abandoned",
                     hooks=1 + len(hooks),
@@ -788,14 +756,14 @@ class Drain:
         self._cutAt = self.clock.seconds()
         retryAfter = self.policy.retryAfter
         cut = sum(self._forEach(lambda c: c.cut(retryAfter), default=0))
-        self.requestsCut += cut
-        self.abandoned = len(self._tracked)
+        self.tally.requestsCut += cut
+        self.tally.abandoned = len(self._tracked)
         self._tracked.clear()
         self.log.warn(
             "Shutdown cap reached: {cut} requests cut, {abandoned} tracked "
             "tasks abandoned",
             cut=cut,
-            abandoned=self.abandoned,
+            abandoned=self.tally.abandoned,
             step="cap",
         )
         self._maybeFinish()
@@ -803,7 +771,7 @@ class Drain:
     def _abortAll(self) -> None:
         self._forEach(lambda connection: connection.abort())
         self._connections.clear()
-        self.abandoned += len(self._tracked)
+        self.tally.abandoned += len(self._tracked)
         self._tracked.clear()
 
     def _finish(self, outcome: str) -> None:
@@ -813,29 +781,7 @@ class Drain:
                 call.cancel()
         self._calls = []
         assert self.startedAt is not None
-        kinds = self.longLived.byKind()
-        if kinds:
-            self.log.info(
-                "Long-lived connections told to go away: {summary}",
-                summary="; ".join(
-                    f"{kind} {n['clean']} clean, {n['timeout']} timed out, "
-                    f"{n['cut']} cut"
-                    for kind, n in sorted(kinds.items())
-                ),
-                outcomes=kinds,
-                step="longlived",
-            )
-        self.log.info(
-            "Server exiting ({outcome}): {completed} requests completed during "
-            "the drain, {cut} cut, {abandoned} tracked tasks abandoned, drain "
-            "took {duration:.3f}s",
-            outcome=outcome,
-            completed=self.completedDuringDrain,
-            cut=self.requestsCut,
-            abandoned=self.abandoned,
-            duration=self.finishedAt - self.startedAt,
-            step="done",
-        )
+        self.tally.report(self.log, outcome, self.finishedAt - self.startedAt)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
