@@ -55,8 +55,8 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface
 
+from gracesvc._core.connections import ConnectionSet, IDrainableConnection
 from gracesvc._core.policy import (
     DEFAULT_IDLE_GRACE,
     MAX_CUT_LEAD,
@@ -88,51 +88,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-
-class IDrainableConnection(Interface):
-    """
-    A connection the drain can wait for and, at the end, cut: an HTTP/1.1
-    channel, or any other protocol's connection.
-
-    The connection tells the drain when it opens and closes
-    (L{Drain.connectionOpened}, L{Drain.connectionClosed}) and when it
-    completes or cuts a request (L{Drain.requestCompleted},
-    L{Drain.requestCut}).
-    """
-
-    inFlight = Attribute(
-        "The number of requests (or streams) being answered on this "
-        "connection right now: what the drain waits for."
-    )
-
-    state = Attribute(
-        "A short word for what the connection is doing, for metrics: "
-        "C{idle}, C{receiving}, C{busy}, C{stream} (an event stream), "
-        "C{poll} (a long poll) or C{closing} for HTTP/1.1."
-    )
-
-    def beginDrain() -> None:
-        """
-        The listeners are closed (or the drain delay is running): from now on
-        the connection closes once it has no request in progress and has been
-        quiet for the drain's idle grace.  (Responses say C{Connection:
-        close} from the moment L{Drain.draining} is set, before this.)
-        """
-
-    def cut(retryAfter: int) -> int:
-        """
-        The cap is near: answer the requests whose response has not started
-        with a 503, abort the responses in progress, close the connection.
-
-        @param retryAfter: the C{Retry-After} value for the 503, in seconds.
-        @return: the number of requests cut (answered 503 or aborted).
-        """
-
-    def abort() -> None:
-        """
-        Close the connection at once, whatever it is doing.
-        """
 
 
 class Drain:
@@ -194,7 +149,7 @@ class Drain:
 
         self._listeners: list[IListeningPort] = []
         self._listenersClosing = 0
-        self._connections: set[IDrainableConnection] = set()
+        self._connections = ConnectionSet()
         self._tracked: set[Deferred[object]] = set()
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
@@ -411,17 +366,14 @@ class Drain:
         """
         The number of requests (or streams) being answered right now.
         """
-        return sum(c.inFlight for c in self._connections)
+        return self._connections.inFlight
 
     def connectionStates(self) -> dict[str, int]:
         """
         @return: the number of open connections in each state (see
             L{IDrainableConnection.state}).
         """
-        states: dict[str, int] = {}
-        for c in self._connections:
-            states[c.state] = states.get(c.state, 0) + 1
-        return states
+        return self._connections.states()
 
     @property
     def pendingWork(self) -> int:
@@ -730,7 +682,7 @@ class Drain:
         runNext()
 
     def _beginDrainOnConnections(self) -> None:
-        self._forEach(lambda connection: connection.beginDrain())
+        self._connections.forEach(lambda c: c.beginDrain(), self.log)
 
     def _closeListeners(self) -> None:
         listeners, self._listeners = self._listeners, []
@@ -755,7 +707,7 @@ class Drain:
     def _cut(self) -> None:
         self._cutAt = self.clock.seconds()
         retryAfter = self.policy.retryAfter
-        cut = sum(self._forEach(lambda c: c.cut(retryAfter), default=0))
+        cut = sum(self._connections.forEach(lambda c: c.cut(retryAfter), self.log, 0))
         self.tally.requestsCut += cut
         self.tally.abandoned = len(self._tracked)
         self._tracked.clear()
@@ -769,8 +721,7 @@ class Drain:
         self._maybeFinish()
 
     def _abortAll(self) -> None:
-        self._forEach(lambda connection: connection.abort())
-        self._connections.clear()
+        self._connections.abortAll(self.log)
         self.tally.abandoned += len(self._tracked)
         self._tracked.clear()
 
@@ -787,25 +738,6 @@ class Drain:
             d.callback(None)
 
     # Helpers.
-
-    def _forEach(
-        self, f: Callable[[IDrainableConnection], _T], default: _T | None = None
-    ) -> list[_T]:
-        """
-        Call C{f} on every connection: one that raises is logged (and counts
-        as C{default}), and the drain goes on with the others.
-        """
-        results = []
-        for connection in list(self._connections):
-            try:
-                results.append(f(connection))
-            except Exception:
-                self.log.failure(
-                    "drain step failed on {connection}", connection=connection
-                )
-                if default is not None:
-                    results.append(default)
-        return results
 
     def _later(self, delay: float, f: Callable[[], object]) -> None:
         self._calls.append(self.clock.callLater(delay, f))

@@ -14,12 +14,11 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gracesvc._core.drain import Drain, IDrainableConnection, Phase
 from gracesvc.testing import Wire, get
-from tests.support.drain import FakePort, captureLog
+from tests.support.drain import FakePort, Multiplexed, captureLog
 
 
 class DrainLifecycleTests(SynchronousTestCase):
@@ -468,30 +467,6 @@ class PhaseTests(SynchronousTestCase):
         wire.advance(2)
         self.assertIs(wire.drain.phase, Phase.DONE)
         self.assertEqual([e["step"] for e in events], ["start", "done"])
-
-
-@implementer(IDrainableConnection)
-class Multiplexed:
-    """
-    A connection carrying several requests at once, as an HTTP/2 connection
-    carries streams.
-    """
-
-    def __init__(self, inFlight: int) -> None:
-        self.inFlight = inFlight
-        self.state = "busy"
-        self.cutWith: int | None = None
-
-    def beginDrain(self) -> None:
-        pass
-
-    def cut(self, retryAfter: int) -> int:
-        self.cutWith = retryAfter
-        cut, self.inFlight = self.inFlight, 0
-        return cut
-
-    def abort(self) -> None:
-        pass
 
 
 class ConnectionKindTests(SynchronousTestCase):
