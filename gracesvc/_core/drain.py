@@ -48,7 +48,6 @@ from typing import TypeVar
 
 from twisted.internet.defer import (
     Deferred,
-    ensureDeferred,
     gatherResults,
     maybeDeferred,
 )
@@ -57,6 +56,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gracesvc._core.connections import ConnectionSet, IDrainableConnection
+from gracesvc._core.hooks import Hooks
 from gracesvc._core.policy import (
     DEFAULT_IDLE_GRACE,
     MAX_CUT_LEAD,
@@ -153,13 +153,8 @@ class Drain:
         self._tracked: set[Deferred[object]] = set()
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
-        self._hooks: dict[str, list[tuple[str, Callable[[], object]]]] = {
-            "draining": [],
-            "goingAway": [],
-            "cleanup": [],
-        }
-        self._goingAway: dict[object, Callable[[], object]] = {}
-        self._cleanupCall: IDelayedCall | None = None
+        self._hooks = Hooks()
+        self._stopCleanup: Callable[[], None] | None = None
         self._cutAt: float | None = None
 
     @property
@@ -327,11 +322,9 @@ class Drain:
 
         @param name: what the log calls the hook; its qualified name if
             L{None}.
+        @raise ValueError: C{phase} is not one of the three.
         """
-        if phase not in self._hooks:
-            raise ValueError(f"no such drain phase for a hook: {phase!r}")
-        label = name or str(getattr(hook, "__qualname__", repr(hook)))
-        self._hooks[phase].append((label, hook))
+        self._hooks.add(phase, hook, name)
 
     def whenGoingAway(self, callback: Callable[[], object]) -> Callable[[], None]:
         """
@@ -346,13 +339,7 @@ class Drain:
         if self.goneAway:
             callback()
             return lambda: None
-        key = object()
-        self._goingAway[key] = callback
-
-        def unsubscribe() -> None:
-            self._goingAway.pop(key, None)
-
-        return unsubscribe
+        return self._hooks.subscribe(callback)
 
     @property
     def connections(self) -> int:
@@ -430,7 +417,7 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        self._runHooks("draining")
+        self._hooks.run("draining", self.log, self.track)
         cutIn = self.policy.cutAfter - late
         self._later(max(0.0, cutIn), self._cutDue)
         self._later(max(0.0, self.shutdownTimeout - late), self._capReached)
@@ -478,12 +465,12 @@ class Drain:
             for port in listeners:
                 port.stopListening()
         self._abortAll()
-        cleanup = self._hooks["cleanup"]
+        cleanup = self._hooks.count("cleanup")
         if cleanup and self.phase.value < Phase.DONE.value:
             self.log.warn(
                 "Cleanup skipped ({reason}): {hooks} cleanup hooks not run",
                 reason=reason,
-                hooks=len(cleanup) if self.phase is not Phase.CLEANUP else 0,
+                hooks=cleanup if self.phase is not Phase.CLEANUP else 0,
                 step="cleanup_skipped",
             )
         self._enter(Phase.DONE, "forced")
@@ -541,13 +528,13 @@ class Drain:
         """
         Tell long-lived responses and C{goingAway} hooks to wrap up.
         """
-        subscribers, self._goingAway = list(self._goingAway.values()), {}
-        if subscribers or self._hooks["goingAway"]:
+        responses = self._hooks.subscribers
+        if responses or self._hooks.count("goingAway"):
             states = self.connectionStates()
             self.log.info(
                 "Going away: {responses} long responses told to wrap up; "
                 "connections: {connectionStates}",
-                responses=len(subscribers),
+                responses=responses,
                 connectionStates=", ".join(
                     f"{n} {state}" for state, n in sorted(states.items())
                 )
@@ -555,14 +542,7 @@ class Drain:
                 states=states,
                 step="going_away",
             )
-        for callback in subscribers:
-            try:
-                callback()
-            except Exception:
-                self.log.failure(
-                    "going-away callback {callback} failed", callback=callback
-                )
-        self._runHooks("goingAway")
+        self._hooks.goAway(self.log, self.track)
 
     def _maybeFinish(self) -> None:
         if (
@@ -603,83 +583,20 @@ class Drain:
         elif phase is Phase.DONE:
             self._finish(outcome)
 
-    def _runHooks(self, phase: HookPhase) -> None:
-        """
-        Run the C{draining} or C{goingAway} hooks; track what they return.
-        """
-        for label, hook in self._hooks[phase]:
-            result = self._call(label, hook)
-            if result is not None:
-                self.track(result).addErrback(lambda _: None)
-
-    def _call(self, label: str, hook: Callable[[], object]) -> Deferred[object] | None:
-        """
-        Call C{hook}; a failure, at once or later, is logged.
-
-        @return: the Deferred it returned (or made of its coroutine), if any.
-        """
-        try:
-            result = hook()
-        except Exception:
-            self.log.failure("drain hook {hook} failed", hook=label)
-            return None
-        if isinstance(result, Deferred):
-            d: Deferred[object] = result
-        elif hasattr(result, "__await__"):
-            d = ensureDeferred(result)  # type: ignore[arg-type]
-        else:
-            return None
-        return d.addErrback(
-            lambda f: self.log.failure(
-                "drain hook {hook} failed", failure=f, hook=label
-            )
-        )
-
     def _cleanUp(self) -> None:
         """
-        Run the cleanup hooks, last added first, each after the one before
-        is done, within the cleanup budget (and the cap).
+        Run the cleanup hooks within the cleanup budget, and within the cap.
         """
-        hooks = list(reversed(self._hooks["cleanup"]))
-        if not hooks:
-            self._enter(Phase.DONE, "drained")
-            return
         assert self.capAt is not None
         toCap = self.capAt - self.clock.seconds()
         budget = min(self.policy.cleanupBudget or toCap, toCap)
-        self.log.info(
-            "Cleaning up: {hooks} cleanup hooks, {budget:.3f}s budget",
-            hooks=len(hooks),
-            budget=budget,
-            step="cleanup",
+        self._stopCleanup = self._hooks.cleanUp(
+            self.clock, budget, self.log, self._cleanedUp
         )
 
-        def overrun() -> None:
-            self._cleanupCall = None
-            if self.phase is Phase.CLEANUP:
-                self.tally.abandoned += 1 + len(hooks)
-                self.log.warn(
-                    "Cleanup budget spent: {hooks} cleanup hooks abandoned",
-                    hooks=1 + len(hooks),
-                    step="cleanup_overrun",
-                )
-                self._enter(Phase.DONE, "drained")
-
-        self._cleanupCall = self.clock.callLater(max(0.0, budget), overrun)
-        self._calls.append(self._cleanupCall)
-
-        def runNext(_: object = None) -> None:
-            while self.phase is Phase.CLEANUP:
-                if not hooks:
-                    self._enter(Phase.DONE, "drained")
-                    return
-                label, hook = hooks.pop(0)
-                d = self._call(label, hook)
-                if d is not None and not d.called:
-                    d.addBoth(runNext)
-                    return
-
-        runNext()
+    def _cleanedUp(self, abandoned: int) -> None:
+        self.tally.abandoned += abandoned
+        self._enter(Phase.DONE, "drained")
 
     def _beginDrainOnConnections(self) -> None:
         self._connections.forEach(lambda c: c.beginDrain(), self.log)
@@ -727,6 +644,8 @@ class Drain:
 
     def _finish(self, outcome: str) -> None:
         self.finishedAt = self.clock.seconds()
+        if self._stopCleanup is not None:
+            self._stopCleanup()
         for call in self._calls:
             if call.active():
                 call.cancel()
