@@ -70,7 +70,6 @@ from gracesvc._core.tally import (
     LongLivedOutcome,
     LongLivedTally,
 )
-from gracesvc._pins.twisted import acceptPending
 
 # The drain and, for the modules that import them from here, the names of
 # the pieces it is made of.
@@ -612,8 +611,6 @@ class Drain:
             self._listenersClosing -= 1
             self._listenersDone()
 
-        for port in listeners:
-            acceptPending(port)
         gatherResults(
             [maybeDeferred(port.stopListening) for port in listeners],
             consumeErrors=True,

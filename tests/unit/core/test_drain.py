@@ -33,66 +33,6 @@ class DrainLifecycleTests(SynchronousTestCase):
         self.successResultOf(wire.drain.start())
         self.assertEqual(port.closedAt, 0)
 
-    def test_acceptQueueEmptiedBeforeTheListenerCloses(self) -> None:
-        """
-        Connections waiting in the kernel's accept queue are accepted before
-        the listening socket closes (closing it would reset them).
-        """
-        wire = Wire()
-        calls: list[str] = []
-
-        class Port(FakePort):
-            connected = True
-
-            def doRead(self) -> None:
-                calls.append("accept")
-
-            def stopListening(self) -> None:
-                calls.append("close")
-
-        wire.drain.addListener(Port(wire.clock))
-        self.successResultOf(wire.drain.start())
-        self.assertEqual(calls, ["accept", "close"])
-
-    def test_wholeAcceptQueueAcceptedBeforeTheListenerCloses(self) -> None:
-        """
-        Every connection in the accept queue is accepted before the listener
-        closes, however few Twisted's port last accepted at once.
-
-        C{tcp.Port.doRead} accepts at most C{numberAccepts} connections a
-        call, a number it adapts to what the previous call accepted: 1 after
-        a quiet spell.  A reactor that is slow to accept (a loaded machine)
-        can have many connections queued when the signal arrives, each with
-        its request sent; one C{doRead} left all but the first to be reset.
-        """
-        wire = Wire()
-        closedWith: list[int] = []
-
-        class Port(FakePort):
-            """
-            Accepts the way C{tcp.Port.doRead} does.
-            """
-
-            connected = True
-            numberAccepts = 1
-            queued = 30
-
-            def doRead(self) -> None:
-                accepted = min(self.numberAccepts, self.queued)
-                self.queued -= accepted
-                if accepted == self.numberAccepts:
-                    self.numberAccepts += 20
-                else:
-                    self.numberAccepts = max(1, accepted)
-
-            def stopListening(self) -> Deferred[None] | None:
-                closedWith.append(self.queued)
-                return None
-
-        wire.drain.addListener(Port(wire.clock))
-        self.successResultOf(wire.drain.start())
-        self.assertEqual(closedWith, [0])
-
     def test_listenersCloseBeforeIdleConnections(self) -> None:
         """
         Without a drain delay, the listeners are closed first and idle
