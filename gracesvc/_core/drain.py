@@ -155,6 +155,7 @@ class Drain:
         self._hooks = Hooks()
         self._stopCleanup: Callable[[], None] | None = None
         self._cutAt: float | None = None
+        self._keepDrainDelay = True
 
     @property
     def shutdownTimeout(self) -> float:
@@ -162,7 +163,11 @@ class Drain:
 
     @property
     def drainDelay(self) -> float:
-        return self.policy.drainDelay
+        """
+        This drain's delay: the policy's, or 0 if L{start} was told not to
+        keep it.
+        """
+        return self.policy.drainDelay if self._keepDrainDelay else 0.0
 
     @property
     def idleGrace(self) -> float:
@@ -386,6 +391,8 @@ class Drain:
         reason: str = "stop requested",
         signal: str | None = None,
         startedAt: float | None = None,
+        *,
+        keepDrainDelay: bool = True,
     ) -> Deferred[None]:
         """
         Begin the drain; calling it again only returns another L{whenDone}.
@@ -395,10 +402,15 @@ class Drain:
         @param startedAt: when the stop was asked for, if before now: a
             signal that arrives while the reactor is busy reaches the drain
             late, and the cap still counts from the signal.
+        @param keepDrainDelay: whether to keep accepting for the policy's
+            drain delay.  C{False} closes the listeners at once, for a drain
+            no load balancer needs to notice (a worker retired by a reload:
+            the new generation accepts on the same sockets already).
         @return: L{whenDone}.
         """
         if self.phase is not Phase.SERVING:
             return self.whenDone()
+        self._keepDrainDelay = keepDrainDelay
         now = self.clock.seconds()
         self.startedAt = now if startedAt is None else min(startedAt, now)
         self.capAt = self.startedAt + self.shutdownTimeout

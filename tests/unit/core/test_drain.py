@@ -312,6 +312,23 @@ class DrainDelayTests(SynchronousTestCase):
         self.assertAlmostEqual(port.closedAt, 1.0, delta=0.011)
         self.successResultOf(done)
 
+    def test_aDrainMaySkipTheDelay(self) -> None:
+        """
+        Started without its delay (a worker retired by a reload), the drain
+        closes the listeners at once; its policy is left as it was.
+        """
+        wire = Wire(drainDelay=1)
+        events = captureLog(wire.drain)
+        port = FakePort(wire.clock)
+        wire.drain.addListener(port)
+        policy = wire.drain.policy
+        self.successResultOf(wire.drain.start(keepDrainDelay=False))
+        self.assertEqual(port.closedAt, 0)
+        self.assertEqual(wire.drain.drainDelay, 0)
+        self.assertEqual(events[0]["drainDelay"], 0)
+        self.assertIs(wire.drain.policy, policy)
+        self.assertEqual(policy.drainDelay, 1)
+
 
 class ForcedStopTests(SynchronousTestCase):
     def test_secondSignalStopsAtOnce(self) -> None:
