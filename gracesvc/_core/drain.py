@@ -35,6 +35,13 @@ subscribes with L{Drain.whenGoingAway} to be told when to wrap up, and
 counts how it ended in L{Drain.longLived} (a L{LongLivedTally}: by kind,
 clean, timed out or cut), which the metrics and the last log lines read.
 
+The drain is made of pieces, each in a module of its own:
+L{gracesvc._core.policy} holds its times and phases,
+L{gracesvc._core.connections} the connections it waits for,
+L{gracesvc._core.hooks} what the application asked it to call, and
+L{gracesvc._core.tally} its counts and its last log lines.  This module
+walks the timeline and is what applications and connections talk to.
+
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
 checks whether the drain is complete, so the drain ends in the same
@@ -70,6 +77,7 @@ from gracesvc._core.tally import (
     LongLivedOutcome,
     LongLivedTally,
 )
+from gracesvc._core.timers import cancelCall
 
 # The drain and, for the modules that import them from here, the names of
 # the pieces it is made of.
@@ -103,28 +111,45 @@ class Drain:
     def __init__(
         self,
         clock: IReactorTime,
-        shutdownTimeout: float = 5.0,
-        drainDelay: float = 0.0,
-        idleGrace: float = DEFAULT_IDLE_GRACE,
+        shutdownTimeout: float | None = None,
+        drainDelay: float | None = None,
+        idleGrace: float | None = None,
         *,
         policy: DrainPolicy | None = None,
-        cleanupBudget: float = 0.0,
+        cleanupBudget: float | None = None,
     ) -> None:
         """
+        Make a drain from its L{DrainPolicy}, or from the times of one: a
+        time left out is the policy's default.
+
         @param clock: the source of time and delayed calls.
         @param shutdownTimeout: see L{DrainPolicy.shutdownTimeout}.
         @param drainDelay: see L{DrainPolicy.drainDelay}.
         @param idleGrace: see L{DrainPolicy.idleGrace}.
         @param cleanupBudget: see L{DrainPolicy.cleanupBudget}.
-        @param policy: all at once, instead of the four above.
+        @param policy: all the times at once, instead of the four above.
         @raise ValueError: the times do not fit together.
+        @raise TypeError: both a policy and times were given.
         """
+        times = {
+            name: value
+            for name, value in (
+                ("shutdownTimeout", shutdownTimeout),
+                ("drainDelay", drainDelay),
+                ("idleGrace", idleGrace),
+                ("cleanupBudget", cleanupBudget),
+            )
+            if value is not None
+        }
+        if policy is None:
+            policy = DrainPolicy(**times)
+        elif times:
+            raise TypeError(
+                f"a drain takes a policy or its times, not both: got a policy "
+                f"and {', '.join(times)}"
+            )
         self.clock = clock
-        self.policy = (
-            DrainPolicy(shutdownTimeout, drainDelay, idleGrace, cleanupBudget)
-            if policy is None
-            else policy
-        )
+        self.policy = policy
         self.phase = Phase.SERVING
         #: Whether the drain has begun (the phase is past SERVING): readiness
         #: checks consult it, and connections on every response.  Kept as a
@@ -159,6 +184,9 @@ class Drain:
 
     @property
     def shutdownTimeout(self) -> float:
+        """
+        See L{DrainPolicy.shutdownTimeout}.
+        """
         return self.policy.shutdownTimeout
 
     @property
@@ -171,6 +199,9 @@ class Drain:
 
     @property
     def idleGrace(self) -> float:
+        """
+        See L{DrainPolicy.idleGrace}.
+        """
         return self.policy.idleGrace
 
     @property
@@ -655,10 +686,9 @@ class Drain:
         self.finishedAt = self.clock.seconds()
         if self._stopCleanup is not None:
             self._stopCleanup()
-        for call in self._calls:
-            if call.active():
-                call.cancel()
-        self._calls = []
+        calls, self._calls = self._calls, []
+        for call in calls:
+            cancelCall(call)
         assert self.startedAt is not None
         self.tally.report(self.log, outcome, self.finishedAt - self.startedAt)
         waiters, self._waiters = self._waiters, []

@@ -36,3 +36,18 @@ class PolicyTests(SynchronousTestCase):
         self.assertEqual(DrainPolicy(0.5).cutLead, 0.05)
         self.assertEqual(DrainPolicy(5).retryAfter, 5)
         self.assertEqual(DrainPolicy(0.2).retryAfter, 1)
+
+    def test_aDrainTakesAPolicyOrItsTimes(self) -> None:
+        """
+        A drain is made from a policy, or from times, each left out the
+        policy's default; not from both, since the times would be ignored.
+        """
+        policy = DrainPolicy(shutdownTimeout=3, cleanupBudget=1)
+        self.assertIs(Drain(Clock(), policy=policy).policy, policy)
+        self.assertEqual(
+            Drain(Clock(), shutdownTimeout=3, cleanupBudget=1).policy, policy
+        )
+        self.assertEqual(Drain(Clock()).policy, DrainPolicy())
+        with self.assertRaises(TypeError) as e:
+            Drain(Clock(), drainDelay=1, policy=policy)
+        self.assertIn("not both", str(e.exception))
