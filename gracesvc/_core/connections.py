@@ -20,10 +20,9 @@ class IDrainableConnection(Interface):
     A connection the drain can wait for and, at the end, cut: an HTTP/1.1
     channel, or any other protocol's connection.
 
-    The connection tells the drain when it opens and closes
-    (L{gracesvc._core.drain.Drain.connectionOpened}, L{gracesvc._core.drain.Drain.connectionClosed}) and when it
-    completes or cuts a request (L{gracesvc._core.drain.Drain.requestCompleted},
-    L{gracesvc._core.drain.Drain.requestCut}).
+    The connection tells the drain (a L{gracesvc._core.drain.Drain}) when it
+    opens and closes (C{connectionOpened}, C{connectionClosed}) and when it
+    completes or cuts a request (C{requestCompleted}, C{requestCut}).
     """
 
     inFlight = Attribute(
@@ -42,7 +41,7 @@ class IDrainableConnection(Interface):
         The listeners are closed (or the drain delay is running): from now on
         the connection closes once it has no request in progress and has been
         quiet for the drain's idle grace.  (Responses say C{Connection:
-        close} from the moment L{gracesvc._core.drain.Drain.draining} is set, before this.)
+        close} from the moment the drain's C{draining} is set, before this.)
         """
 
     def cut(retryAfter: int) -> int:
