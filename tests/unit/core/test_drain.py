@@ -16,7 +16,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import Drain, IDrainableConnection, Phase
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
+from gracesvc._core.policy import Phase
 from gracesvc.testing import Wire, get
 from tests.support.drain import FakePort, Multiplexed, captureLog
 

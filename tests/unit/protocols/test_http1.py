@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request as SiteRequest
 from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import IDrainableConnection
+from gracesvc._core.connections import IDrainableConnection
 from gracesvc._protocols.http1 import DrainingRequest
 from gracesvc.testing import Wire, get, parseResponses
 
