@@ -35,6 +35,13 @@ subscribes with L{Drain.whenGoingAway} to be told when to wrap up, and
 counts how it ended in L{Drain.longLived} (a L{LongLivedTally}: by kind,
 clean, timed out or cut), which the metrics and the last log lines read.
 
+The drain is made of pieces, each in a module of its own:
+L{gracesvc._core.policy} holds its times and phases,
+L{gracesvc._core.connections} the connections it waits for,
+L{gracesvc._core.hooks} what the application asked it to call, and
+L{gracesvc._core.tally} its counts and its last log lines.  This module
+walks the timeline and is what applications and connections talk to.
+
 Completion is event driven: every change that could be the last one
 (a connection closing, a tracked Deferred firing, the listeners closing)
 checks whether the drain is complete, so the drain ends in the same
@@ -44,221 +51,50 @@ reactor iteration as the last connection closes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from twisted.internet.defer import (
     Deferred,
-    ensureDeferred,
     gatherResults,
     maybeDeferred,
 )
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface
 
-from gracesvc._pins.twisted import acceptPending
+from gracesvc._core.connections import ConnectionSet, IDrainableConnection
+from gracesvc._core.hooks import Hooks
+from gracesvc._core.policy import (
+    DEFAULT_IDLE_GRACE,
+    MAX_CUT_LEAD,
+    DrainPolicy,
+    HookPhase,
+    Phase,
+)
+from gracesvc._core.tally import (
+    LONGLIVED_OUTCOMES,
+    DrainTally,
+    LongLivedOutcome,
+    LongLivedTally,
+)
+from gracesvc._core.timers import cancelCall
+
+# The drain and, for the modules that import them from here, the names of
+# the pieces it is made of.
+__all__ = [
+    "DEFAULT_IDLE_GRACE",
+    "LONGLIVED_OUTCOMES",
+    "MAX_CUT_LEAD",
+    "Drain",
+    "DrainPolicy",
+    "HookPhase",
+    "IDrainableConnection",
+    "LongLivedOutcome",
+    "LongLivedTally",
+    "Phase",
+]
 
 _T = TypeVar("_T")
-
-#: How long before the cap the cut happens, at most: the 503s written at
-#: the cut need a moment to be flushed before the cap aborts what is left.
-MAX_CUT_LEAD = 0.1
-
-#: The default grace for a connection with no request in progress once the
-#: drain has begun (see L{IDrainableConnection.beginDrain}).
-DEFAULT_IDLE_GRACE = 0.5
-
-
-@dataclass(frozen=True)
-class DrainPolicy:
-    """
-    The times that shape a drain, checked once.
-
-    @ivar shutdownTimeout: the cap on the whole drain, from the signal to
-        done, in seconds.
-    @ivar drainDelay: how long to keep accepting connections after the
-        signal, so that load balancers notice the readiness change before the
-        port closes.  Part of the shutdown, so less than C{shutdownTimeout}.
-    @ivar idleGrace: how long a connection with no request in progress may
-        stay open once the drain has begun, counted from its last activity.
-    @ivar cleanupBudget: how long the cleanup hooks may take, from when the
-        last connection closed; reserved inside the cap, so the cut comes
-        this much earlier.  0 reserves nothing: the cleanup may then take
-        what is left of the cap.
-    """
-
-    shutdownTimeout: float = 5.0
-    drainDelay: float = 0.0
-    idleGrace: float = DEFAULT_IDLE_GRACE
-    cleanupBudget: float = 0.0
-
-    def __post_init__(self) -> None:
-        """
-        @raise ValueError: a value out of range, with a message for a user.
-        """
-        if not self.shutdownTimeout > 0:
-            raise ValueError(
-                f"the shutdown timeout must be > 0 seconds, got "
-                f"{self.shutdownTimeout!r}"
-            )
-        if not 0 <= self.drainDelay < self.shutdownTimeout:
-            raise ValueError(
-                f"the drain delay ({self.drainDelay:g}s) must be >= 0 and less "
-                f"than the shutdown timeout ({self.shutdownTimeout:g}s): the "
-                f"delay is part of the shutdown"
-            )
-        if not 0 <= self.cleanupBudget < self.shutdownTimeout - self.drainDelay:
-            raise ValueError(
-                f"the cleanup budget ({self.cleanupBudget:g}s) must be >= 0 and "
-                f"fit in the shutdown timeout ({self.shutdownTimeout:g}s) after "
-                f"the drain delay ({self.drainDelay:g}s)"
-            )
-        if not self.idleGrace >= 0:
-            raise ValueError(f"the idle grace must be >= 0, got {self.idleGrace!r}")
-
-    @property
-    def cutLead(self) -> float:
-        """
-        How long before the cap (or the cleanup budget before it) the cut
-        comes.
-        """
-        return min(MAX_CUT_LEAD, (self.shutdownTimeout - self.cleanupBudget) / 10)
-
-    @property
-    def cutAfter(self) -> float:
-        """
-        When the cut comes, in seconds after the signal.
-        """
-        return self.shutdownTimeout - self.cleanupBudget - self.cutLead
-
-    @property
-    def retryAfter(self) -> int:
-        """
-        The C{Retry-After} a request cut at the cap is answered with, in
-        seconds: by then a replacement should be serving.
-        """
-        return max(1, round(self.shutdownTimeout))
-
-
-class Phase(Enum):
-    """
-    Where a L{Drain} is on its timeline; see the module docstring.  Phases
-    only ever move forward.
-    """
-
-    SERVING = 0
-    DELAYING = 1
-    DRAINING = 2
-    CUT = 3
-    CLEANUP = 4
-    DONE = 5
-
-
-#: The phases an application's hook can run in (see L{Drain.addHook}).
-HookPhase = Literal["draining", "goingAway", "cleanup"]
-
-#: How a long-lived connection the drain told to go away ended (see
-#: L{LongLivedTally}).
-LongLivedOutcome = Literal["clean", "timeout", "cut"]
-
-#: Every L{LongLivedOutcome}, in the order logs and metrics give them.
-LONGLIVED_OUTCOMES: tuple[LongLivedOutcome, ...] = ("clean", "timeout", "cut")
-
-
-class LongLivedTally:
-    """
-    How the long-lived connections (WebSockets, event streams) that the
-    drain told to go away ended, counted by kind (C{"websocket"},
-    C{"stream"}) and L{LongLivedOutcome}:
-
-      - C{"clean"}: closed before its own close timeout (a WebSocket's
-        closing handshake completed, or its client left);
-      - C{"timeout"}: aborted at its close timeout (a client that never
-        answered);
-      - C{"cut"}: aborted at the cut, at the cap or on a second signal.
-
-    The connections count themselves, each once; the drain's last log line
-    and the metrics read the counts.  The drain knows no protocol: a kind
-    is only a label.
-    """
-
-    def __init__(self) -> None:
-        #: the count of each (kind, outcome) seen.
-        self.outcomes: dict[tuple[str, LongLivedOutcome], int] = {}
-        #: by kind, what the application sent after its connection's close
-        #: began, dropped instead of raised.
-        self.sendsDropped: dict[str, int] = {}
-
-    def ended(self, kind: str, outcome: LongLivedOutcome) -> None:
-        """
-        A connection of C{kind} told to go away ended with C{outcome}.
-        """
-        key = (kind, outcome)
-        self.outcomes[key] = self.outcomes.get(key, 0) + 1
-
-    def sendDropped(self, kind: str) -> None:
-        """
-        The application sent on a connection of C{kind} whose close had
-        begun; it was dropped.
-        """
-        self.sendsDropped[kind] = self.sendsDropped.get(kind, 0) + 1
-
-    def byKind(self) -> dict[str, dict[LongLivedOutcome, int]]:
-        """
-        @return: for each kind counted, every outcome's count (0 included).
-        """
-        kinds: dict[str, dict[LongLivedOutcome, int]] = {}
-        for (kind, outcome), n in self.outcomes.items():
-            kinds.setdefault(kind, dict.fromkeys(LONGLIVED_OUTCOMES, 0))[outcome] = n
-        return kinds
-
-
-class IDrainableConnection(Interface):
-    """
-    A connection the drain can wait for and, at the end, cut: an HTTP/1.1
-    channel, or any other protocol's connection.
-
-    The connection tells the drain when it opens and closes
-    (L{Drain.connectionOpened}, L{Drain.connectionClosed}) and when it
-    completes or cuts a request (L{Drain.requestCompleted},
-    L{Drain.requestCut}).
-    """
-
-    inFlight = Attribute(
-        "The number of requests (or streams) being answered on this "
-        "connection right now: what the drain waits for."
-    )
-
-    state = Attribute(
-        "A short word for what the connection is doing, for metrics: "
-        "C{idle}, C{receiving}, C{busy}, C{stream} (an event stream), "
-        "C{poll} (a long poll) or C{closing} for HTTP/1.1."
-    )
-
-    def beginDrain() -> None:
-        """
-        The listeners are closed (or the drain delay is running): from now on
-        the connection closes once it has no request in progress and has been
-        quiet for the drain's idle grace.  (Responses say C{Connection:
-        close} from the moment L{Drain.draining} is set, before this.)
-        """
-
-    def cut(retryAfter: int) -> int:
-        """
-        The cap is near: answer the requests whose response has not started
-        with a 503, abort the responses in progress, close the connection.
-
-        @param retryAfter: the C{Retry-After} value for the 503, in seconds.
-        @return: the number of requests cut (answered 503 or aborted).
-        """
-
-    def abort() -> None:
-        """
-        Close the connection at once, whatever it is doing.
-        """
 
 
 class Drain:
@@ -275,28 +111,45 @@ class Drain:
     def __init__(
         self,
         clock: IReactorTime,
-        shutdownTimeout: float = 5.0,
-        drainDelay: float = 0.0,
-        idleGrace: float = DEFAULT_IDLE_GRACE,
+        shutdownTimeout: float | None = None,
+        drainDelay: float | None = None,
+        idleGrace: float | None = None,
         *,
         policy: DrainPolicy | None = None,
-        cleanupBudget: float = 0.0,
+        cleanupBudget: float | None = None,
     ) -> None:
         """
+        Make a drain from its L{DrainPolicy}, or from the times of one: a
+        time left out is the policy's default.
+
         @param clock: the source of time and delayed calls.
         @param shutdownTimeout: see L{DrainPolicy.shutdownTimeout}.
         @param drainDelay: see L{DrainPolicy.drainDelay}.
         @param idleGrace: see L{DrainPolicy.idleGrace}.
         @param cleanupBudget: see L{DrainPolicy.cleanupBudget}.
-        @param policy: all at once, instead of the four above.
+        @param policy: all the times at once, instead of the four above.
         @raise ValueError: the times do not fit together.
+        @raise TypeError: both a policy and times were given.
         """
+        times = {
+            name: value
+            for name, value in (
+                ("shutdownTimeout", shutdownTimeout),
+                ("drainDelay", drainDelay),
+                ("idleGrace", idleGrace),
+                ("cleanupBudget", cleanupBudget),
+            )
+            if value is not None
+        }
+        if policy is None:
+            policy = DrainPolicy(**times)
+        elif times:
+            raise TypeError(
+                f"a drain takes a policy or its times, not both: got a policy "
+                f"and {', '.join(times)}"
+            )
         self.clock = clock
-        self.policy = (
-            DrainPolicy(shutdownTimeout, drainDelay, idleGrace, cleanupBudget)
-            if policy is None
-            else policy
-        )
+        self.policy = policy
         self.phase = Phase.SERVING
         #: Whether the drain has begun (the phase is past SERVING): readiness
         #: checks consult it, and connections on every response.  Kept as a
@@ -312,42 +165,65 @@ class Drain:
         self.capAt: float | None = None
         self.finishedAt: float | None = None
 
-        #: requests completed after the drain began.
-        self.completedDuringDrain = 0
-        #: requests answered with a 503 or aborted at the cap or on a
-        #: second signal.
-        self.requestsCut = 0
-        #: tracked Deferreds still pending when the drain gave up on them.
-        self.abandoned = 0
-        #: how the long-lived connections told to go away ended.
-        self.longLived = LongLivedTally()
+        #: what the drain counts, for the metrics and its last log lines.
+        self.tally = DrainTally()
+        #: how the long-lived connections told to go away ended: the
+        #: tally's, a plain attribute for the connections that count in it.
+        self.longLived = self.tally.longLived
 
         self._listeners: list[IListeningPort] = []
         self._listenersClosing = 0
-        self._connections: set[IDrainableConnection] = set()
+        self._connections = ConnectionSet()
         self._tracked: set[Deferred[object]] = set()
         self._waiters: list[Deferred[None]] = []
         self._calls: list[IDelayedCall] = []
-        self._hooks: dict[str, list[tuple[str, Callable[[], object]]]] = {
-            "draining": [],
-            "goingAway": [],
-            "cleanup": [],
-        }
-        self._goingAway: dict[object, Callable[[], object]] = {}
-        self._cleanupCall: IDelayedCall | None = None
+        self._hooks = Hooks()
+        self._stopCleanup: Callable[[], None] | None = None
         self._cutAt: float | None = None
+        self._keepDrainDelay = True
 
     @property
     def shutdownTimeout(self) -> float:
+        """
+        See L{DrainPolicy.shutdownTimeout}.
+        """
         return self.policy.shutdownTimeout
 
     @property
     def drainDelay(self) -> float:
-        return self.policy.drainDelay
+        """
+        This drain's delay: the policy's, or 0 if L{start} was told not to
+        keep it.
+        """
+        return self.policy.drainDelay if self._keepDrainDelay else 0.0
 
     @property
     def idleGrace(self) -> float:
+        """
+        See L{DrainPolicy.idleGrace}.
+        """
         return self.policy.idleGrace
+
+    @property
+    def completedDuringDrain(self) -> int:
+        """
+        See L{DrainTally.completedDuringDrain}.
+        """
+        return self.tally.completedDuringDrain
+
+    @property
+    def requestsCut(self) -> int:
+        """
+        See L{DrainTally.requestsCut}.
+        """
+        return self.tally.requestsCut
+
+    @property
+    def abandoned(self) -> int:
+        """
+        See L{DrainTally.abandoned}.
+        """
+        return self.tally.abandoned
 
     @property
     def finished(self) -> bool:
@@ -424,14 +300,14 @@ class Drain:
         A response was completely written.
         """
         if self.phase is not Phase.SERVING:
-            self.completedDuringDrain += 1
+            self.tally.completedDuringDrain += 1
 
     def requestCut(self) -> None:
         """
         A request was answered with a 503 or aborted by the cut, outside of
         L{IDrainableConnection.cut}'s count.
         """
-        self.requestsCut += 1
+        self.tally.requestsCut += 1
 
     def track(self, work: Deferred[_T]) -> Deferred[_T]:
         """
@@ -481,11 +357,9 @@ class Drain:
 
         @param name: what the log calls the hook; its qualified name if
             L{None}.
+        @raise ValueError: C{phase} is not one of the three.
         """
-        if phase not in self._hooks:
-            raise ValueError(f"no such drain phase for a hook: {phase!r}")
-        label = name or str(getattr(hook, "__qualname__", repr(hook)))
-        self._hooks[phase].append((label, hook))
+        self._hooks.add(phase, hook, name)
 
     def whenGoingAway(self, callback: Callable[[], object]) -> Callable[[], None]:
         """
@@ -500,13 +374,7 @@ class Drain:
         if self.goneAway:
             callback()
             return lambda: None
-        key = object()
-        self._goingAway[key] = callback
-
-        def unsubscribe() -> None:
-            self._goingAway.pop(key, None)
-
-        return unsubscribe
+        return self._hooks.subscribe(callback)
 
     @property
     def connections(self) -> int:
@@ -520,17 +388,14 @@ class Drain:
         """
         The number of requests (or streams) being answered right now.
         """
-        return sum(c.inFlight for c in self._connections)
+        return self._connections.inFlight
 
     def connectionStates(self) -> dict[str, int]:
         """
         @return: the number of open connections in each state (see
             L{IDrainableConnection.state}).
         """
-        states: dict[str, int] = {}
-        for c in self._connections:
-            states[c.state] = states.get(c.state, 0) + 1
-        return states
+        return self._connections.states()
 
     @property
     def pendingWork(self) -> int:
@@ -557,6 +422,8 @@ class Drain:
         reason: str = "stop requested",
         signal: str | None = None,
         startedAt: float | None = None,
+        *,
+        keepDrainDelay: bool = True,
     ) -> Deferred[None]:
         """
         Begin the drain; calling it again only returns another L{whenDone}.
@@ -566,10 +433,15 @@ class Drain:
         @param startedAt: when the stop was asked for, if before now: a
             signal that arrives while the reactor is busy reaches the drain
             late, and the cap still counts from the signal.
+        @param keepDrainDelay: whether to keep accepting for the policy's
+            drain delay.  C{False} closes the listeners at once, for a drain
+            no load balancer needs to notice (a worker retired by a reload:
+            the new generation accepts on the same sockets already).
         @return: L{whenDone}.
         """
         if self.phase is not Phase.SERVING:
             return self.whenDone()
+        self._keepDrainDelay = keepDrainDelay
         now = self.clock.seconds()
         self.startedAt = now if startedAt is None else min(startedAt, now)
         self.capAt = self.startedAt + self.shutdownTimeout
@@ -587,7 +459,7 @@ class Drain:
             drainDelay=self.drainDelay,
             step="start",
         )
-        self._runHooks("draining")
+        self._hooks.run("draining", self.log, self.track)
         cutIn = self.policy.cutAfter - late
         self._later(max(0.0, cutIn), self._cutDue)
         self._later(max(0.0, self.shutdownTimeout - late), self._capReached)
@@ -618,7 +490,7 @@ class Drain:
             if self.finished:
                 return
         busy = self.inFlight
-        self.requestsCut += busy
+        self.tally.requestsCut += busy
         self.log.warn(
             "Forced stop ({reason}): cutting {inFlight} requests in flight, "
             "aborting {connections} connections, abandoning {pendingWork} "
@@ -635,12 +507,12 @@ class Drain:
             for port in listeners:
                 port.stopListening()
         self._abortAll()
-        cleanup = self._hooks["cleanup"]
+        cleanup = self._hooks.count("cleanup")
         if cleanup and self.phase.value < Phase.DONE.value:
             self.log.warn(
                 "Cleanup skipped ({reason}): {hooks} cleanup hooks not run",
                 reason=reason,
-                hooks=len(cleanup) if self.phase is not Phase.CLEANUP else 0,
+                hooks=cleanup if self.phase is not Phase.CLEANUP else 0,
                 step="cleanup_skipped",
             )
         self._enter(Phase.DONE, "forced")
@@ -698,13 +570,13 @@ class Drain:
         """
         Tell long-lived responses and C{goingAway} hooks to wrap up.
         """
-        subscribers, self._goingAway = list(self._goingAway.values()), {}
-        if subscribers or self._hooks["goingAway"]:
+        responses = self._hooks.subscribers
+        if responses or self._hooks.count("goingAway"):
             states = self.connectionStates()
             self.log.info(
                 "Going away: {responses} long responses told to wrap up; "
                 "connections: {connectionStates}",
-                responses=len(subscribers),
+                responses=responses,
                 connectionStates=", ".join(
                     f"{n} {state}" for state, n in sorted(states.items())
                 )
@@ -712,14 +584,7 @@ class Drain:
                 states=states,
                 step="going_away",
             )
-        for callback in subscribers:
-            try:
-                callback()
-            except Exception:
-                self.log.failure(
-                    "going-away callback {callback} failed", callback=callback
-                )
-        self._runHooks("goingAway")
+        self._hooks.goAway(self.log, self.track)
 
     def _maybeFinish(self) -> None:
         if (
@@ -760,86 +625,23 @@ class Drain:
         elif phase is Phase.DONE:
             self._finish(outcome)
 
-    def _runHooks(self, phase: HookPhase) -> None:
-        """
-        Run the C{draining} or C{goingAway} hooks; track what they return.
-        """
-        for label, hook in self._hooks[phase]:
-            result = self._call(label, hook)
-            if result is not None:
-                self.track(result).addErrback(lambda _: None)
-
-    def _call(self, label: str, hook: Callable[[], object]) -> Deferred[object] | None:
-        """
-        Call C{hook}; a failure, at once or later, is logged.
-
-        @return: the Deferred it returned (or made of its coroutine), if any.
-        """
-        try:
-            result = hook()
-        except Exception:
-            self.log.failure("drain hook {hook} failed", hook=label)
-            return None
-        if isinstance(result, Deferred):
-            d: Deferred[object] = result
-        elif hasattr(result, "__await__"):
-            d = ensureDeferred(result)  # type: ignore[arg-type]
-        else:
-            return None
-        return d.addErrback(
-            lambda f: self.log.failure(
-                "drain hook {hook} failed", failure=f, hook=label
-            )
-        )
-
     def _cleanUp(self) -> None:
         """
-        Run the cleanup hooks, last added first, each after the one before
-        is done, within the cleanup budget (and the cap).
+        Run the cleanup hooks within the cleanup budget, and within the cap.
         """
-        hooks = list(reversed(self._hooks["cleanup"]))
-        if not hooks:
-            self._enter(Phase.DONE, "drained")
-            return
         assert self.capAt is not None
         toCap = self.capAt - self.clock.seconds()
         budget = min(self.policy.cleanupBudget or toCap, toCap)
-        self.log.info(
-            "Cleaning up: {hooks} cleanup hooks, {budget:.3f}s budget",
-            hooks=len(hooks),
-            budget=budget,
-            step="cleanup",
+        self._stopCleanup = self._hooks.cleanUp(
+            self.clock, budget, self.log, self._cleanedUp
         )
 
-        def overrun() -> None:
-            self._cleanupCall = None
-            if self.phase is Phase.CLEANUP:
-                self.abandoned += 1 + len(hooks)
-                self.log.warn(
-                    "Cleanup budget spent: {hooks} cleanup hooks abandoned",
-                    hooks=1 + len(hooks),
-                    step="cleanup_overrun",
-                )
-                self._enter(Phase.DONE, "drained")
-
-        self._cleanupCall = self.clock.callLater(max(0.0, budget), overrun)
-        self._calls.append(self._cleanupCall)
-
-        def runNext(_: object = None) -> None:
-            while self.phase is Phase.CLEANUP:
-                if not hooks:
-                    self._enter(Phase.DONE, "drained")
-                    return
-                label, hook = hooks.pop(0)
-                d = self._call(label, hook)
-                if d is not None and not d.called:
-                    d.addBoth(runNext)
-                    return
-
-        runNext()
+    def _cleanedUp(self, abandoned: int) -> None:
+        self.tally.abandoned += abandoned
+        self._enter(Phase.DONE, "drained")
 
     def _beginDrainOnConnections(self) -> None:
-        self._forEach(lambda connection: connection.beginDrain())
+        self._connections.forEach(lambda c: c.beginDrain(), self.log)
 
     def _closeListeners(self) -> None:
         listeners, self._listeners = self._listeners, []
@@ -852,8 +654,6 @@ class Drain:
             self._listenersClosing -= 1
             self._listenersDone()
 
-        for port in listeners:
-            acceptPending(port)
         gatherResults(
             [maybeDeferred(port.stopListening) for port in listeners],
             consumeErrors=True,
@@ -864,79 +664,38 @@ class Drain:
     def _cut(self) -> None:
         self._cutAt = self.clock.seconds()
         retryAfter = self.policy.retryAfter
-        cut = sum(self._forEach(lambda c: c.cut(retryAfter), default=0))
-        self.requestsCut += cut
-        self.abandoned = len(self._tracked)
+        cut = sum(self._connections.forEach(lambda c: c.cut(retryAfter), self.log, 0))
+        self.tally.requestsCut += cut
+        self.tally.abandoned = len(self._tracked)
         self._tracked.clear()
         self.log.warn(
             "Shutdown cap reached: {cut} requests cut, {abandoned} tracked "
             "tasks abandoned",
             cut=cut,
-            abandoned=self.abandoned,
+            abandoned=self.tally.abandoned,
             step="cap",
         )
         self._maybeFinish()
 
     def _abortAll(self) -> None:
-        self._forEach(lambda connection: connection.abort())
-        self._connections.clear()
-        self.abandoned += len(self._tracked)
+        self._connections.abortAll(self.log)
+        self.tally.abandoned += len(self._tracked)
         self._tracked.clear()
 
     def _finish(self, outcome: str) -> None:
         self.finishedAt = self.clock.seconds()
-        for call in self._calls:
-            if call.active():
-                call.cancel()
-        self._calls = []
+        if self._stopCleanup is not None:
+            self._stopCleanup()
+        calls, self._calls = self._calls, []
+        for call in calls:
+            cancelCall(call)
         assert self.startedAt is not None
-        kinds = self.longLived.byKind()
-        if kinds:
-            self.log.info(
-                "Long-lived connections told to go away: {summary}",
-                summary="; ".join(
-                    f"{kind} {n['clean']} clean, {n['timeout']} timed out, "
-                    f"{n['cut']} cut"
-                    for kind, n in sorted(kinds.items())
-                ),
-                outcomes=kinds,
-                step="longlived",
-            )
-        self.log.info(
-            "Server exiting ({outcome}): {completed} requests completed during "
-            "the drain, {cut} cut, {abandoned} tracked tasks abandoned, drain "
-            "took {duration:.3f}s",
-            outcome=outcome,
-            completed=self.completedDuringDrain,
-            cut=self.requestsCut,
-            abandoned=self.abandoned,
-            duration=self.finishedAt - self.startedAt,
-            step="done",
-        )
+        self.tally.report(self.log, outcome, self.finishedAt - self.startedAt)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(None)
 
     # Helpers.
-
-    def _forEach(
-        self, f: Callable[[IDrainableConnection], _T], default: _T | None = None
-    ) -> list[_T]:
-        """
-        Call C{f} on every connection: one that raises is logged (and counts
-        as C{default}), and the drain goes on with the others.
-        """
-        results = []
-        for connection in list(self._connections):
-            try:
-                results.append(f(connection))
-            except Exception:
-                self.log.failure(
-                    "drain step failed on {connection}", connection=connection
-                )
-                if default is not None:
-                    results.append(default)
-        return results
 
     def _later(self, delay: float, f: Callable[[], object]) -> None:
         self._calls.append(self.clock.callLater(delay, f))

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gracesvc._core.drain import Drain
+from gracesvc._process.listeners import DrainedPort
 
 if TYPE_CHECKING:
     from gracesvc._process.watchdog import CapWatchdog
@@ -165,7 +166,7 @@ class GracefulService(MultiService):
         def listening(port: IListeningPort) -> None:
             if drained:
                 self.ports.append(port)
-                self.drain.addListener(port)
+                self.drain.addListener(DrainedPort(port))
             else:
                 self.auxiliaryPorts.append(port)
             self.log.info(

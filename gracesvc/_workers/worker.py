@@ -25,7 +25,6 @@ the worker drains and exits, and the port is freed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -271,11 +270,7 @@ class WorkerControl(Service):
         # service stopping) stops the reactor too.
         if self.drain.draining:
             return
-        if not keepDrainDelay:
-            # A reload: the new generation already accepts on the same
-            # sockets, so there is nothing for a load balancer to notice.
-            self.drain.policy = dataclasses.replace(self.drain.policy, drainDelay=0.0)
-        self.drain.start(reason, startedAt=startedAt)
+        self.drain.start(reason, startedAt=startedAt, keepDrainDelay=keepDrainDelay)
         self._stopReactor()
 
     def _stopReactor(self) -> None:

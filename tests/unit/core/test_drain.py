@@ -1,61 +1,26 @@
 """
-The drain, as a client on the wire sees it: in-memory connections to a real
-L{DrainingSite}, time driven by a L{Clock}.
+The drain's timeline, alone (with connections of the test's own) and as a
+client on the wire sees it (in-memory connections to a real
+L{DrainingSite}), time driven by a L{Clock}.  What the HTTP/1.1 channel
+does under the drain is tested in C{tests/unit/protocols/test_http1.py}.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IListeningPort
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.logger import ILogObserver, Logger
-from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.iweb import IRequest
-from twisted.web.resource import Resource
-from twisted.web.server import Request as SiteRequest
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import Drain, DrainPolicy, IDrainableConnection, Phase
-from gracesvc._protocols.http1 import DrainingRequest
-from gracesvc.testing import Wire, get, parseResponses
-
-
-@implementer(IListeningPort)
-class FakePort:
-    """
-    A listening port that records when it was closed.
-    """
-
-    def __init__(self, clock: Any) -> None:
-        self.clock = clock
-        self.closedAt: float | None = None
-
-    def startListening(self) -> None:
-        pass
-
-    def stopListening(self) -> Deferred[None] | None:
-        self.closedAt = self.clock.seconds()
-        return None
-
-    def getHost(self) -> IAddress:
-        return IPv4Address("TCP", "127.0.0.1", 8080)
-
-
-def captureLog(drain: Drain) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    drain.log = Logger(observer=cast(ILogObserver, events.append))
-    return events
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
+from gracesvc._core.policy import Phase
+from gracesvc.testing import Wire, get
+from tests.support.drain import FakePort, Multiplexed, captureLog
 
 
 class DrainLifecycleTests(SynchronousTestCase):
@@ -69,66 +34,6 @@ class DrainLifecycleTests(SynchronousTestCase):
         wire.drain.addListener(port)
         self.successResultOf(wire.drain.start())
         self.assertEqual(port.closedAt, 0)
-
-    def test_acceptQueueEmptiedBeforeTheListenerCloses(self) -> None:
-        """
-        Connections waiting in the kernel's accept queue are accepted before
-        the listening socket closes (closing it would reset them).
-        """
-        wire = Wire()
-        calls: list[str] = []
-
-        class Port(FakePort):
-            connected = True
-
-            def doRead(self) -> None:
-                calls.append("accept")
-
-            def stopListening(self) -> None:
-                calls.append("close")
-
-        wire.drain.addListener(Port(wire.clock))
-        self.successResultOf(wire.drain.start())
-        self.assertEqual(calls, ["accept", "close"])
-
-    def test_wholeAcceptQueueAcceptedBeforeTheListenerCloses(self) -> None:
-        """
-        Every connection in the accept queue is accepted before the listener
-        closes, however few Twisted's port last accepted at once.
-
-        C{tcp.Port.doRead} accepts at most C{numberAccepts} connections a
-        call, a number it adapts to what the previous call accepted: 1 after
-        a quiet spell.  A reactor that is slow to accept (a loaded machine)
-        can have many connections queued when the signal arrives, each with
-        its request sent; one C{doRead} left all but the first to be reset.
-        """
-        wire = Wire()
-        closedWith: list[int] = []
-
-        class Port(FakePort):
-            """
-            Accepts the way C{tcp.Port.doRead} does.
-            """
-
-            connected = True
-            numberAccepts = 1
-            queued = 30
-
-            def doRead(self) -> None:
-                accepted = min(self.numberAccepts, self.queued)
-                self.queued -= accepted
-                if accepted == self.numberAccepts:
-                    self.numberAccepts += 20
-                else:
-                    self.numberAccepts = max(1, accepted)
-
-            def stopListening(self) -> Deferred[None] | None:
-                closedWith.append(self.queued)
-                return None
-
-        wire.drain.addListener(Port(wire.clock))
-        self.successResultOf(wire.drain.start())
-        self.assertEqual(closedWith, [0])
 
     def test_listenersCloseBeforeIdleConnections(self) -> None:
         """
@@ -295,21 +200,6 @@ class CapTests(SynchronousTestCase):
         self.successResultOf(done)
         self.assertEqual(wire.drain.requestsCut, 1)
 
-    def test_cutHandlerIsCancelledNotAnswered(self) -> None:
-        """
-        The handler of a cut request is cancelled: it does not write to the
-        finished request later, and nothing is logged as an error.
-        """
-        wire = Wire(pingDelay=10, shutdownTimeout=1)
-        client = wire.connect()
-        client.send(get("/ping"))
-        wire.drain.start()
-        wire.advance(1)
-        self.assertEqual(wire.clock.getDelayedCalls(), [])
-        wire.advance(10)
-        self.assertEqual([r.code for r in client.responses], [503])
-        self.assertEqual(self.flushLoggedErrors(), [])
-
     def test_clientThatNeverReadsIsAbortedAtTheCap(self) -> None:
         """
         A connection that does not close after the 503 (its client reads
@@ -326,25 +216,6 @@ class CapTests(SynchronousTestCase):
         wire.advance(0.05)
         self.successResultOf(done)
 
-    def test_requestsPipelinedBehindTheCutGet503Too(self) -> None:
-        """
-        Requests read whole behind the one cut at the cap are answered with a
-        503 each, in order, before the connection closes: none is left
-        without an answer.
-        """
-        wire = Wire(pingDelay=10, shutdownTimeout=1)
-        client = wire.connect()
-        client.send(get("/ping") + get("/ping") + get("/healthz"))
-        done = wire.drain.start()
-        wire.advance(1)
-        self.assertEqual([r.code for r in client.responses], [503, 503, 503])
-        self.assertEqual(
-            [r.headers[b"retry-after"] for r in client.responses], [b"1"] * 3
-        )
-        self.assertTrue(client.closed)
-        self.successResultOf(done)
-        self.assertEqual(wire.drain.requestsCut, 3)
-
     def test_capCountsFromTheSignal(self) -> None:
         """
         A signal handled late (the reactor was busy) still has the drain end
@@ -360,26 +231,6 @@ class CapTests(SynchronousTestCase):
         wire.advance(0.1)
         self.assertEqual([r.code for r in client.responses], [503])
         self.successResultOf(done)
-
-    def test_pipelinedRequestsLetTimersRunWhileDraining(self) -> None:
-        """
-        While draining, pipelined requests are answered one per reactor
-        turn, so that the drain's timers run between them: Twisted answers
-        all it has read (thousands of small requests) in one go.
-        """
-        wire = Wire(pingDelay=0.1)
-        client = wire.connect()
-        client.send(get("/ping") + get("/healthz") * 3)
-        wire.drain.start()
-        answered: list[int] = []
-        wire.clock.callLater(
-            0.1, lambda: answered.append(wire.drain.completedDuringDrain)
-        )
-        wire.clock.advance(0.1)
-        self.assertEqual(answered, [1])
-        wire.flush()
-        self.assertEqual([r.code for r in client.responses], [200] * 4)
-        self.assertTrue(client.closed)
 
     def test_trackedWorkThatNeverFinishesIsAbandoned(self) -> None:
         """
@@ -437,270 +288,6 @@ class TrackTests(SynchronousTestCase):
         self.successResultOf(wire.drain.start())
 
 
-class KeepAliveTests(SynchronousTestCase):
-    def test_longIdleConnectionClosedAtOnce(self) -> None:
-        """
-        A keep-alive connection idle for longer than the grace is closed as
-        soon as the drain begins, and does not hold the exit.
-        """
-        wire = Wire()
-        client = wire.connect()
-        client.send(get("/healthz"))
-        [before] = client.responses
-        self.assertNotIn(b"connection", before.headers)
-        wire.advance(5)
-        done = wire.drain.start()
-        wire.flush()
-        self.assertTrue(client.closed)
-        self.successResultOf(done)
-
-    def test_justUsedConnectionMaySendOneMoreRequest(self) -> None:
-        """
-        A connection used just before the signal gets the grace to send the
-        request its client may be writing; it is served with
-        C{Connection: close}, then closed.
-        """
-        wire = Wire(idleGrace=0.5)
-        client = wire.connect()
-        client.send(get("/healthz"))
-        wire.advance(0.1)
-        done = wire.drain.start()
-        wire.advance(0.2)
-        self.assertFalse(client.closed)
-        client.send(get("/healthz"))
-        first, second = client.responses
-        self.assertEqual(second.code, 200)
-        self.assertEqual(second.headers[b"connection"], b"close")
-        self.assertTrue(client.closed)
-        self.successResultOf(done)
-
-    def test_graceCountsFromTheLastResponseNotTheConnect(self) -> None:
-        """
-        A connection open for long but answered just before the signal is
-        "just used": its client may be sending the next request already.
-        """
-        wire = Wire(idleGrace=0.5)
-        client = wire.connect()
-        wire.advance(5)
-        client.send(get("/healthz"))
-        wire.advance(0.1)
-        wire.drain.start()
-        wire.flush()
-        self.assertFalse(client.closed)
-        client.send(get("/healthz"))
-        self.assertEqual([r.code for r in client.responses], [200, 200])
-
-    def test_justUsedConnectionClosedAfterTheGrace(self) -> None:
-        """
-        If the just-used connection sends nothing, it is closed when the
-        grace since its last response runs out.
-        """
-        wire = Wire(idleGrace=0.5)
-        client = wire.connect()
-        client.send(get("/healthz"))
-        wire.advance(0.1)
-        done = wire.drain.start()
-        wire.advance(0.35)
-        self.assertFalse(client.closed)
-        wire.advance(0.1)
-        self.assertTrue(client.closed)
-        self.successResultOf(done)
-
-    def test_silentConnectionClosedAfterTheGrace(self) -> None:
-        """
-        A connection accepted just before the signal that never sends a byte
-        is closed once the grace since it was accepted runs out.
-        """
-        wire = Wire(idleGrace=0.5)
-        client = wire.connect()
-        wire.advance(0.2)
-        done = wire.drain.start()
-        wire.advance(0.25)
-        self.assertNoResult(done)
-        wire.advance(0.1)
-        self.assertTrue(client.closed)
-        self.assertEqual(client.protocol.data, b"")
-        self.successResultOf(done)
-
-    def test_lateRequestOnAcceptedConnectionIsServed(self) -> None:
-        """
-        A request arriving 50 ms after the signal on a connection accepted
-        before it is served, with C{Connection: close}.
-        """
-        wire = Wire(pingDelay=0.1)
-        client = wire.connect()
-        done = wire.drain.start()
-        wire.advance(0.05)
-        client.send(get("/ping"))
-        wire.advance(0.2)
-        [response] = client.responses
-        self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers[b"connection"], b"close")
-        self.successResultOf(done)
-
-    def test_requestArrivingInPiecesIsNotCutByTheGrace(self) -> None:
-        """
-        Once a request has begun to arrive the connection is not idle: the
-        grace does not close it under the client.
-        """
-        wire = Wire(idleGrace=0.5, pingDelay=0)
-        client = wire.connect()
-        wire.drain.start()
-        request = get("/ping")
-        client.send(request[:10])
-        wire.advance(1)
-        self.assertFalse(client.closed)
-        client.send(request[10:])
-        [response] = client.responses
-        self.assertEqual(response.code, 200)
-        self.assertTrue(client.closed)
-
-    def test_pipelinedRequestsAnsweredInOrderThenClosed(self) -> None:
-        """
-        Requests pipelined behind the one in flight at the signal are all
-        answered, in order, each with C{Connection: close}; then the
-        connection closes.  (Twisted alone drops them unparsed.)
-        """
-        wire = Wire(pingDelay=1)
-        client = wire.connect()
-        client.send(get("/ping") + get("/healthz") + get("/readyz"))
-        done = wire.drain.start()
-        wire.advance(1.1)
-        self.assertEqual([r.code for r in client.responses], [200, 200, 503])
-        self.assertEqual(
-            [r.headers[b"connection"] for r in client.responses], [b"close"] * 3
-        )
-        self.assertTrue(client.closed)
-        self.successResultOf(done)
-
-    def test_clientConnectionCloseIsHonoured(self) -> None:
-        """
-        Before any drain, a client's C{Connection: close} closes the
-        connection as Twisted always did.
-        """
-        wire = Wire()
-        client = wire.connect()
-        client.send(get("/healthz", "Connection: close"))
-        self.assertEqual(client.responses[0].headers[b"connection"], b"close")
-        self.assertTrue(client.closed)
-
-
-class _TLSClient(Protocol):
-    """
-    The application protocol of an in-memory TLS client: what it reads.
-    """
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-
-class TLSHandshakeTests(SynchronousTestCase):
-    """
-    Over TLS the channel is connected when TCP is, before the client's
-    first byte: a handshake in progress is not idle.
-    """
-
-    def connectTLS(self, wire: Wire) -> tuple[Any, Any, IOPump]:
-        """
-        @return: an in-memory TLS client of C{wire}'s site, the server's TLS
-            protocol and the pump between them; the client's ClientHello
-            not delivered yet (a client slow to start its handshake).
-        """
-        from twisted.internet.ssl import CertificateOptions, PrivateCertificate
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-        from twisted.test import __file__ as twistedTests
-
-        with open(os.path.join(os.path.dirname(twistedTests), "server.pem"), "rb") as f:
-            serverOptions = PrivateCertificate.loadPEM(f.read()).options()
-        # TLS aggregates small writes until the clock's next turn.
-        server = TLSMemoryBIOFactory(serverOptions, False, wire.site, clock=wire.clock)
-        client = TLSMemoryBIOFactory(
-            CertificateOptions(),
-            True,
-            Factory.forProtocol(_TLSClient),
-            clock=wire.clock,
-        )
-        address = IPv4Address("TCP", "127.0.0.1", 1)
-        return connectedServerAndClient(
-            lambda: server.buildProtocol(address),
-            lambda: client.buildProtocol(address),
-            greet=False,
-        )
-
-    def assertSlowHandshakeServed(self, wire: Wire) -> None:
-        client, server, pump = self.connectTLS(wire)
-        app = cast(_TLSClient, client.wrappedProtocol)
-        done = wire.drain.start()
-        wire.clock.advance(2)
-        # Before: closed as idle at 0.5 s, which aborts a TLS handshake in
-        # progress (the client's handshake fails with a reset).
-        self.assertFalse(server.transport.disconnecting)
-        self.assertEqual(wire.drain.connections, 1)
-        pump.flush()
-        # The handshake completed: the idle grace counts from now.
-        wire.clock.advance(0.3)
-        self.assertFalse(server.transport.disconnecting)
-        client.write(get("/ping"))
-        for _ in range(5):
-            wire.clock.advance(0.01)
-            pump.flush()
-        [response] = parseResponses(app.data)
-        self.assertEqual(response.code, 200)
-        self.assertEqual(response.headers[b"connection"], b"close")
-        self.successResultOf(done)
-
-    def test_slowHandshakeIsNotIdle(self) -> None:
-        """
-        A TLS connection accepted before the signal whose client sends its
-        ClientHello only after the idle grace is not closed under it: its
-        request is served, with C{Connection: close}.
-        """
-        self.assertSlowHandshakeServed(Wire(idleGrace=0.5, pingDelay=0))
-
-    def test_slowHandshakeIsNotIdleWithHTTP2(self) -> None:
-        """
-        The same when the site serves HTTP/2 (each connection a
-        L{gracesvc._protocols.h2.NegotiatingProtocol} until its first bytes).
-        """
-        self.assertSlowHandshakeServed(Wire(idleGrace=0.5, pingDelay=0, h2c=True))
-
-    def test_graceCountsFromTheHandshake(self) -> None:
-        """
-        Once its handshake completes, a TLS connection that sends no request
-        is closed when the grace since the handshake runs out.
-        """
-        wire = Wire(idleGrace=0.5)
-        client, server, pump = self.connectTLS(wire)
-        done = wire.drain.start()
-        wire.clock.advance(1)
-        pump.flush()
-        wire.clock.advance(0.45)
-        self.assertFalse(server.transport.disconnecting)
-        wire.clock.advance(0.1)
-        pump.flush()
-        self.assertTrue(server.transport.disconnecting)
-        pump.flush()
-        self.successResultOf(done)
-
-    def test_silentTLSConnectionClosedAtTheCut(self) -> None:
-        """
-        A client that never starts its handshake does not hold the drain
-        past the cut.
-        """
-        wire = Wire(shutdownTimeout=2)
-        client, server, pump = self.connectTLS(wire)
-        done = wire.drain.start()
-        wire.clock.advance(1.5)
-        self.assertNoResult(done)
-        wire.clock.advance(0.5)
-        self.assertTrue(server.transport.disconnecting)
-        pump.flush()
-        self.successResultOf(done)
-
-
 class DrainDelayTests(SynchronousTestCase):
     def test_keepsAcceptingForTheDelay(self) -> None:
         """
@@ -727,6 +314,23 @@ class DrainDelayTests(SynchronousTestCase):
         self.assertAlmostEqual(port.closedAt, 1.0, delta=0.011)
         self.successResultOf(done)
 
+    def test_aDrainMaySkipTheDelay(self) -> None:
+        """
+        Started without its delay (a worker retired by a reload), the drain
+        closes the listeners at once; its policy is left as it was.
+        """
+        wire = Wire(drainDelay=1)
+        events = captureLog(wire.drain)
+        port = FakePort(wire.clock)
+        wire.drain.addListener(port)
+        policy = wire.drain.policy
+        self.successResultOf(wire.drain.start(keepDrainDelay=False))
+        self.assertEqual(port.closedAt, 0)
+        self.assertEqual(wire.drain.drainDelay, 0)
+        self.assertEqual(events[0]["drainDelay"], 0)
+        self.assertIs(wire.drain.policy, policy)
+        self.assertEqual(policy.drainDelay, 1)
+
 
 class ForcedStopTests(SynchronousTestCase):
     def test_secondSignalStopsAtOnce(self) -> None:
@@ -745,90 +349,6 @@ class ForcedStopTests(SynchronousTestCase):
         self.assertTrue(client.closed)
         self.assertEqual(client.responses, [])
         self.assertEqual(wire.drain.requestsCut, 1)
-
-
-class RequestClassTests(SynchronousTestCase):
-    def test_drainingRequestsOnlyDuringTheDrain(self) -> None:
-        """
-        Before the signal a request is a plain Twisted request, whose
-        C{process} costs nothing more than in a plain L{Site}; one processed
-        during the drain is a L{DrainingRequest}, however early its first
-        bytes came.
-        """
-        seen: list[type] = []
-
-        class Recording(Resource):
-            isLeaf = True
-
-            def render_GET(self, request: IRequest) -> bytes:
-                seen.append(type(request))
-                return b"ok"
-
-        wire = Wire(drainDelay=1.0, resource=Recording())
-        early = wire.connect()
-        early.send(get("/"))
-        straddling = wire.connect()
-        straddling.send(b"GET / HTTP/1.1\r\n")
-        wire.drain.start()
-        straddling.send(b"Host: test\r\n\r\n")
-        early.send(get("/"))
-        self.assertEqual(seen, [SiteRequest, DrainingRequest, DrainingRequest])
-        self.assertEqual(
-            [r.code for r in early.responses + straddling.responses], [200, 200, 200]
-        )
-
-
-class AccessLogTests(SynchronousTestCase):
-    def test_requestsFinishedDuringTheDrainAreLogged(self) -> None:
-        """
-        Closing the last port stops the factory, which closes Twisted's
-        access log; the site keeps it open until the drain is done, so the
-        requests answered during the drain are logged.
-        """
-        directory = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, directory)
-        path = os.path.join(directory, "access.log")
-        wire = Wire(pingDelay=1)
-        wire.site.logPath = path
-        wire.site.doStart()
-        client = wire.connect()
-        client.send(get("/ping"))
-        done = wire.drain.start()
-        wire.site.doStop()  # what closing the listening port does
-        wire.advance(1.1)
-        self.successResultOf(done)
-        with open(path) as f:
-            lines = f.readlines()
-        self.assertEqual(len(lines), 1)
-        self.assertIn('"GET /ping HTTP/1.1" 200', lines[0])
-        self.assertIsNone(wire.site._logFile)
-
-
-class PolicyTests(SynchronousTestCase):
-    def test_drainDelayMustFitInTheTimeout(self) -> None:
-        """
-        The drain delay is part of the shutdown: one at or past the timeout
-        is refused, with a message that says so.
-        """
-        with self.assertRaises(ValueError) as e:
-            DrainPolicy(shutdownTimeout=2, drainDelay=2)
-        self.assertIn("drain delay (2s) must be >= 0 and less than", str(e.exception))
-        with self.assertRaises(ValueError):
-            DrainPolicy(shutdownTimeout=0)
-        with self.assertRaises(ValueError):
-            DrainPolicy(drainDelay=-1)
-        with self.assertRaises(ValueError):
-            Drain(Clock(), shutdownTimeout=1, drainDelay=3)
-
-    def test_cutLeadAndRetryAfter(self) -> None:
-        """
-        The cut comes 0.1 s before the cap, or a tenth of a short cap; the
-        503 tells clients to retry after about the cap.
-        """
-        self.assertEqual(DrainPolicy(5).cutLead, 0.1)
-        self.assertEqual(DrainPolicy(0.5).cutLead, 0.05)
-        self.assertEqual(DrainPolicy(5).retryAfter, 5)
-        self.assertEqual(DrainPolicy(0.2).retryAfter, 1)
 
 
 class PhaseTests(SynchronousTestCase):
@@ -908,30 +428,6 @@ class PhaseTests(SynchronousTestCase):
         self.assertEqual([e["step"] for e in events], ["start", "done"])
 
 
-@implementer(IDrainableConnection)
-class Multiplexed:
-    """
-    A connection carrying several requests at once, as an HTTP/2 connection
-    carries streams.
-    """
-
-    def __init__(self, inFlight: int) -> None:
-        self.inFlight = inFlight
-        self.state = "busy"
-        self.cutWith: int | None = None
-
-    def beginDrain(self) -> None:
-        pass
-
-    def cut(self, retryAfter: int) -> int:
-        self.cutWith = retryAfter
-        cut, self.inFlight = self.inFlight, 0
-        return cut
-
-    def abort(self) -> None:
-        pass
-
-
 class ConnectionKindTests(SynchronousTestCase):
     def test_inFlightCountsRequestsNotConnections(self) -> None:
         """
@@ -947,74 +443,6 @@ class ConnectionKindTests(SynchronousTestCase):
         drain.clock.advance(0.9)  # type: ignore[attr-defined]
         self.assertEqual(connection.cutWith, 1)
         self.assertEqual(drain.requestsCut, 3)
-
-    def test_channelStatesAsTheWireSeesThem(self) -> None:
-        """
-        An HTTP/1.1 channel is idle, receiving while a request arrives,
-        busy while it is answered, idle again after, closing once closed.
-        """
-        wire = Wire(pingDelay=1)
-        client = wire.connect()
-        channel = client.server
-        verifyObject(IDrainableConnection, channel)
-        self.assertEqual((channel.state, channel.inFlight), ("idle", 0))
-        client.send(b"\r\n")
-        self.assertEqual(channel.state, "idle")
-        client.send(b"GET /ping HTTP/1.1\r\n")
-        self.assertEqual((channel.state, channel.inFlight), ("receiving", 0))
-        client.send(b"Host: test\r\n\r\n")
-        self.assertEqual((channel.state, channel.inFlight), ("busy", 1))
-        self.assertEqual(wire.drain.connectionStates(), {"busy": 1})
-        wire.advance(1.1)
-        self.assertEqual(client.responses[0].code, 200)
-        self.assertEqual(channel.state, "idle")
-        client.send(get("/ping") + b"GET /ping HTTP/1.1\r\n")
-        self.assertEqual(channel.state, "busy")
-        wire.advance(1.1)
-        self.assertEqual(channel.state, "receiving")
-        wire.drain.start()
-        wire.flush()
-        self.assertEqual(channel.state, "receiving")
-        client.send(b"Host: test\r\n\r\n")
-        wire.advance(1.1)
-        self.assertEqual([r.code for r in client.responses], [200, 200, 200])
-        self.assertEqual(channel.state, "closing")
-
-
-class TestingWireTests(SynchronousTestCase):
-    def test_aUsersOwnResourceUnderADrain(self) -> None:
-        """
-        L{Wire} serves a resource of the user's own, on the clock it was
-        given, as the README's example shows.
-        """
-        from twisted.internet.task import deferLater
-        from twisted.web.resource import Resource
-        from twisted.web.server import NOT_DONE_YET
-
-        clock = Clock()
-
-        class Slow(Resource):
-            isLeaf = True
-
-            def render_GET(self, request: Any) -> object:
-                def answer() -> None:
-                    request.write(b"done")
-                    request.finish()
-
-                request.setHeader(b"content-length", b"4")
-                deferLater(clock, 1, answer)
-                return NOT_DONE_YET
-
-        wire = Wire(resource=Slow(), clock=clock)
-        client = wire.connect()
-        client.send(get("/anything"))
-        done = wire.drain.start()
-        self.assertNoResult(done)
-        wire.advance(1.1)
-        [response] = client.responses
-        self.assertEqual((response.code, response.body), (200, b"done"))
-        self.assertEqual(response.headers[b"connection"], b"close")
-        self.successResultOf(done)
 
 
 class HookTests(SynchronousTestCase):

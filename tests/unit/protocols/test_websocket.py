@@ -26,7 +26,7 @@ from gracesvc._protocols.websocket import (
     WebSocketPolicy,
 )
 from gracesvc.testing import WebSocketClient, Wire, get, samples
-from tests.unit.core.test_drain import FakePort, captureLog
+from tests.support.drain import FakePort, captureLog
 
 
 def goodbye(client: WebSocketClient) -> dict[str, Any]:
