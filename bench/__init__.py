@@ -1,8 +1,8 @@
 """
 Benchmarks of gracesvc, run from outside the process with raw sockets.
 
-  - C{python -m bench.shutdown}: the acceptance figures of the drain
-    (issues 2 and 3), each beside its target;
+  - C{python -m bench.shutdown}: the acceptance figures of the drain,
+    each beside its target;
   - C{python -m bench.throughput}: requests per second of gracesvc against
     the same Klein routes with no drain layer;
   - C{python -m bench.scale}: the shutdown timeline with 1,000 requests in
@@ -12,6 +12,6 @@ Benchmarks of gracesvc, run from outside the process with raw sockets.
     memory, a figure that barely moves with other load on the machine.
 
 Each takes C{--smoke} (tiny sizes, a few seconds), which
-C{tests/test_bench_smoke.py} runs so that they cannot rot.  Run them from
+C{tests/e2e/test_bench_smoke.py} runs so that they cannot rot.  Run them from
 the repository root.
 """
