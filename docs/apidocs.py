@@ -298,7 +298,7 @@ class LinkCheckWriter(TemplateWriter):  # type: ignore[misc]
     """
     A writer that renders every docstring, as the HTML pages would show it,
     and writes no page: what C{make check} needs to find every broken link
-    and docstring syntax error, in a third of the time.
+    and docstring syntax error, in well under half the time the pages take.
 
     pydoctor still writes its C{objects.inv} to the output directory.
     """
