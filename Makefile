@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra arguments for twistd gracesvc, e.g. make run ARGS="--ping-delay 1"
 ARGS ?=
 
-.PHONY: run check test test-property floors clean
+.PHONY: run check test test-property floors docs clean
 
 # editable_mode=compat puts the checkout on sys.path with a .pth file, so
 # twistd finds twisted/plugins/ here; the default editable mode uses an
@@ -20,11 +20,15 @@ run: $(BIN)/.installed
 	$(BIN)/twistd --pidfile= -n gracesvc $(ARGS)
 
 # The in-memory suite (no process, no port, no sleep) under both runners,
-# with the linter, the formatter's check and the type checker: seconds.
+# with the linter, the formatter's check, the type checker and the API
+# docs' check (every docstring rendered as make docs renders it, no page
+# written: a broken L{} link or an epytext error fails it): seconds.
 check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
-	$(BIN)/mypy gracesvc tests bench
+	$(BIN)/mypy gracesvc tests bench docs
+	$(BIN)/python -m pydoctor --quiet --warnings-as-errors \
+		--html-writer=docs.apidocs.LinkCheckWriter --html-output=$(VENV)/apidocs-check gracesvc
 	$(BIN)/trial --reporter=text tests.unit
 	$(BIN)/pytest -q tests/unit
 
@@ -46,8 +50,19 @@ FLOORS_PYTHONS ?=
 floors:
 	$(PYTHON) .ci/floors $(FLOORS_PYTHONS)
 
+# The API docs, in HTML, to apidocs/ (pydoctor; its settings are in
+# pyproject.toml, its system in docs/apidocs.py).  Links to Twisted and the
+# standard library are checked against the installed packages, with no
+# network; PYDOCTOR_ARGS adds options, such as
+# --intersphinx=https://docs.python.org/3/objects.inv.
+PYDOCTOR_ARGS ?=
+docs: $(BIN)/.installed
+	rm -rf apidocs
+	$(BIN)/python -m pydoctor --quiet --warnings-as-errors $(PYDOCTOR_ARGS) gracesvc
+	@echo "API docs: apidocs/index.html"
+
 clean:
-	rm -rf $(VENV) .venv-floors .venv-autobahn .venv-autobahn-tool *.egg-info _trial_temp twisted/plugins/dropin.cache
+	rm -rf apidocs $(VENV) .venv-floors .venv-autobahn .venv-autobahn-tool *.egg-info _trial_temp twisted/plugins/dropin.cache
 
 # The Autobahn WebSocket test suite, which tests/e2e/test_websocket.py runs
 # against /ws where it is installed (and skips, saying why, where not).
@@ -73,7 +88,7 @@ autobahn: .venv-autobahn/bin/wstest
 
 # The benchmarks: make bench prints their tables and writes
 # bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs
-# are, in tests/test_bench_smoke.py).  The throughput figures need wrk
+# are, in tests/e2e/test_bench_smoke.py).  The throughput figures need wrk
 # (apt-get install wrk; without it a slower Python load generator is used),
 # the instruction counts valgrind (apt-get install valgrind; skipped without).
 # BENCH_ARGS is passed to each script, e.g. make bench BENCH_ARGS=--smoke

@@ -1,17 +1,15 @@
 """
 Benchmarks of gracesvc, run from outside the process with raw sockets.
 
-  - C{python -m bench.shutdown}: the acceptance figures of the drain
-    (issues 2 and 3), each beside its target;
-  - C{python -m bench.throughput}: requests per second of gracesvc against
-    the same Klein routes with no drain layer;
-  - C{python -m bench.scale}: the shutdown timeline with 1,000 requests in
-    flight and 5,000 idle keep-alive connections, gracesvc against the plain
-    app, peak memory, and a plot;
-  - C{python -m bench.layers}: the CPU cost per request of each layer, in
-    memory, a figure that barely moves with other load on the machine.
+One module per subject, each run as C{python -m bench.NAME} from the
+repository root: C{shutdown} (the drain's acceptance figures, each beside
+its target), C{apps} (users' apps: WSGI, Klein, asyncio), C{throughput},
+C{instructions} and C{layers} (the cost of the drain layer), C{scale}
+(1,000 requests in flight and 5,000 idle connections at SIGINT), C{h2},
+C{workers}, C{wsgilayers} and C{threadcap}.  C{bench/README.md} says what
+each measures and needs; C{docs/benchmarks.md} holds their figures.
 
-Each takes C{--smoke} (tiny sizes, a few seconds), which
-C{tests/test_bench_smoke.py} runs so that they cannot rot.  Run them from
-the repository root.
+Each but C{wsgilayers} and C{threadcap} takes C{--smoke} (tiny sizes, a few
+seconds), which C{tests/e2e/test_bench_smoke.py} runs so that they cannot
+rot.
 """

@@ -1,5 +1,5 @@
 """
-The HTTP/2 drain's figures (issue 13's "done when"), measured on real
+The HTTP/2 drain's figures, each beside its target, measured on real
 C{twistd -n gracesvc} processes over loopback, TLS (ALPN h2) and cleartext
 (C{--h2c}), with C{h2load} and C{nghttp} (Debian's C{nghttp2-client}),
 Node's C{http2} and gracesvc's frame-level client::

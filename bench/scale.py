@@ -246,7 +246,7 @@ def figures(runs: list[Run], s: Sizes) -> list[tuple[str, str, str, str]]:
             "SIGINT -> first refused connect",
             timing(g, "toRefusal"),
             timing(p, "toRefusal"),
-            "< 20 ms (issue 2, at 20 in flight)",
+            "< 20 ms (at 20 in flight)",
         ),
         (
             "SIGINT -> all idle connections closed",

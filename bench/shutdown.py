@@ -1,8 +1,8 @@
 """
-The acceptance figures of the drain (issues 2, 3 and 12), measured from
-outside the process: a real C{twistd -n gracesvc}, real signals, raw sockets
-(HTTP, and WebSockets whose frames are built and parsed here) on loopback.
-Prints one table, each figure beside its target.
+The acceptance figures of the drain, measured from outside the process: a
+real C{twistd -n gracesvc}, real signals, raw sockets (HTTP, and WebSockets
+whose frames are built and parsed here) on loopback.  Prints one table,
+each figure beside its target.
 
     .venv/bin/python -m bench.shutdown [--repeats 5] [--smoke] [--check]
 
@@ -568,7 +568,7 @@ def secondSignal(s: Sizes) -> list[Row]:
     ]
 
 
-# WebSockets (issue 12).
+# WebSockets.
 
 
 class Fleet:

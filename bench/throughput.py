@@ -11,7 +11,8 @@ pinned to the same core, and loads both at the same time, one load
 generator each, for C{--duration} seconds after C{--warmup}: whatever
 else runs on the machine meanwhile falls on both alike.  (Loading them in
 turn, even ABBA, let a disturbance that came and went with the rounds'
-rhythm, another agent's test suite here, tilt whole runs either way.)
+rhythm, such as a test suite running beside them, tilt whole runs either
+way.)
 A round's figure is plain's CPU time per request divided by gracesvc's,
 each from the server's own CPU time, all its threads
 (C{/proc/PID/task/*/schedstat}, nanoseconds)

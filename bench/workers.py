@@ -1,5 +1,5 @@
 """
-The figures of issue 14 for C{twistd gracesvc --workers N}::
+The figures of C{twistd gracesvc --workers N}::
 
     python -m bench.workers            # about two minutes
     python -m bench.workers --smoke    # does it still work?

@@ -484,10 +484,12 @@ class Options(usage.Options):
 class TLSServerEndpoint:
     """
     TLS on the listening port of another server endpoint, as
-    L{IReactorSSL.listenSSL} serves it: the same L{TLSMemoryBIOFactory}
-    around the protocol factory, so that ALPN offers what the factory's
-    C{acceptableProtocols} names (C{h2}, C{http/1.1}) and connections close
-    with close_notify as on an C{ssl:} endpoint.
+    L{IReactorSSL.listenSSL <twisted.internet.interfaces.IReactorSSL.listenSSL>}
+    serves it: the same L{TLSMemoryBIOFactory
+    <twisted.protocols.tls.TLSMemoryBIOFactory>} around the protocol
+    factory, so that ALPN offers what the factory's C{acceptableProtocols}
+    names (C{h2}, C{http/1.1}) and connections close with close_notify as on
+    an C{ssl:} endpoint.
 
     A worker of C{--workers} serves an C{ssl:} listener this way, on the TCP
     socket its master created and it adopted.

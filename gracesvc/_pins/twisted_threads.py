@@ -10,7 +10,7 @@ glue writes to a request after the drain has answered it with a 503, which
 raises in the thread and logs a traceback.
 
 Each name here reads or drives one private attribute of Twisted 26.10, says
-why it is needed, and is pinned by C{tests/unit/pins/test_twisted.py},
+why it is needed, and is pinned by C{tests/unit/pins/test_twisted_threads.py},
 as in L{gracesvc._pins.twisted}.
 """
 

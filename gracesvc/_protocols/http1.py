@@ -10,7 +10,7 @@ habits would lose responses during one:
     would send its next request into a connection about to close;
   - a channel that is not persistent drops the pipelined requests it has
     already read, unparsed and unanswered;
-  - L{HTTPFactory} keeps no list of its connections, so nothing could wait
+  - L{HTTPFactory <twisted.web.http.HTTPFactory>} keeps no list of its connections, so nothing could wait
     for them or close the idle ones.
 
 L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.

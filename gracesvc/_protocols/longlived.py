@@ -21,7 +21,7 @@ in the drain instead, on the timeline of L{gracesvc._core.drain}:
 
 The drain's connection counts them as C{stream} and C{poll} (the state of
 the L{DrainingChannel} answering them), and counts how each one in
-progress when the drain began ended (L{Drain.longLivedEnded}: C{clean} or
+progress when the drain began ended (L{LongLivedTally.ended}: C{clean} or
 C{cut}).
 """
 

@@ -284,7 +284,8 @@ class WorkerCollector(Collector):
     """
     C{gracesvc_worker_info{generation, slot, pid} 1} on a worker's
     C{/metrics}: which worker of the tree answered the scrape (each has a
-    registry of its own; the master does not aggregate them yet).
+    registry of its own; with C{--metrics-listen} the master serves them
+    all, labelled).
     """
 
     def __init__(self, generation: int, slot: int) -> None:

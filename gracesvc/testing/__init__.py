@@ -455,11 +455,11 @@ class Wire:
         @param h2c: whether the site serves HTTP/2 too (to clients that open
             with its preface, or whose transport says ALPN chose C{h2}): see
             L{gracesvc.testing.h2.H2WireClient}.
-        @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
-        @param drainDelay: see L{gracesvc.DrainPolicy}.
+        @param shutdownTimeout: see L{DrainPolicy}.
+        @param drainDelay: see L{DrainPolicy}.
         @param pingDelay: how long gracesvc's own C{/ping} waits, when
             C{resource} is not given.
-        @param idleGrace: see L{gracesvc.DrainPolicy}.
+        @param idleGrace: see L{DrainPolicy}.
         @param resource: the root resource to serve, or a callable that makes
             it from this wire (for a resource that needs its clock, drain or
             metrics); gracesvc's own routes (C{/ping}, C{/events}, C{/poll},

@@ -359,9 +359,10 @@ class PipelinedFloodTests(HostileTestCase):
         returning to the reactor: meanwhile other clients wait, a signal is
         not handled and no timer fires.  So the bound here allows one such
         batch past the cap.  Measured on a 2-core machine: exits 0.2 to 0.7 s
-        past a 1 s cap (the drain counted its cap from when the reactor got
-        to the signal, and its cut waited for another batch); with the fix
-        proposed in issue 7's report, 0.01 s.
+        past a 1 s cap when the drain counted its cap from when the reactor
+        got to the signal and its cut waited for another batch; 0.01 s once
+        it counts from the signal and parses pipelined requests one per
+        reactor turn.
 
         Another client is answered once the batch in progress is done: 0.4
         to 0.8 s on an idle 2-core machine, 3.3 to 4 s (a timeout once) with

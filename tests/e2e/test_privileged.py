@@ -1,6 +1,6 @@
 """
 End to end as root: C{twistd --uid nobody --gid nogroup gracesvc} on a
-privileged port (issue 10's acceptance check).
+privileged port.
 
 twistd listens (C{privilegedStartService}), then gives up root, then starts
 the service.  After the switch to C{nobody} the process must still be able

@@ -779,10 +779,10 @@ def describe(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-#: Every minimal program that ever failed, replayed first.  Until the fixes
-#: proposed in issue 7's report are in gracesvc, the first three fail (a
-#: traceback in the log, the second signal's exit status, no forced stop),
-#: and so do the last two (a request read whole that gets no answer).
+#: Every minimal program that ever failed, replayed first.  The first three
+#: failed with a traceback in the log, the second signal's exit status and
+#: no forced stop; the last two with a request read whole that got no
+#: answer.
 REGRESSIONS: list[Program] = [
     # A second signal landing before the drain has begun (the reactor runs
     # its shutdown triggers, the drain's among them, on its next iteration)

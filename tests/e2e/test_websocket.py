@@ -268,8 +268,8 @@ class RawWebSocketTests(EndToEndTestCase):
 
     def test_closedWebSocketsDoNotHoldTheExit(self) -> None:
         """
-        Issue 12: after 50 WebSockets opened and closed, SIGINT finds no
-        connection open and the process exits at once.
+        After 50 WebSockets opened and closed, SIGINT finds no connection
+        open and the process exits at once.
         """
         twistd = self.startTwistd()
         for i in range(50):
@@ -314,8 +314,8 @@ class RawWebSocketTests(EndToEndTestCase):
     def test_cutAbortsNeverAnHTTPResponse(self) -> None:
         """
         A close timeout past the cap: the silent client is aborted at the
-        cut, and gets no HTTP bytes in its WebSocket (issue 12: it got a
-        503, which every client parsed as a protocol error).
+        cut, and gets no HTTP bytes in its WebSocket (a 503 there would be
+        a protocol error to every client).
         """
         twistd = self.startTwistd("--shutdown-timeout", "1", "--close-timeout", "3")
         ws = RawWebSocket(twistd.port)

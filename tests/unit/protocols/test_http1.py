@@ -440,7 +440,7 @@ class TestingWireTests(SynchronousTestCase):
     def test_aUsersOwnResourceUnderADrain(self) -> None:
         """
         L{Wire} serves a resource of the user's own, on the clock it was
-        given, as the README's example shows.
+        given, as the example in docs/library.md shows.
         """
         from twisted.internet.task import deferLater
         from twisted.web.resource import Resource
