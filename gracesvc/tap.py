@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from twisted.application.service import IService
     from twisted.internet.defer import Deferred
 
-    from gracesvc._process.service import SignalModule
+    from gracesvc._process.effects import ProcessEffects
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -547,13 +547,14 @@ def _parseWorkerSpec(text: str) -> dict[str, Any]:
         raise usage.UsageError(f"--worker-spec: not a worker spec: {e}") from None
 
 
-def makeService(options: Options, signals: SignalModule = signal) -> IService:
+def makeService(options: Options, process: ProcessEffects | None = None) -> IService:
     """
     Make the gracesvc service from parsed L{Options}, and catch SIGINT and
     SIGTERM from now on: twistd may take a while (and fork) before the
     reactor runs, and a signal meanwhile must stop it cleanly.
 
-    @param signals: the L{signal} module, or a stand-in in tests.
+    @param process: the process it serves in (its signals, its exit, its
+        watchdog): this one when L{None}; a fake in tests.
 
     Klein and the app are imported here, not at module level, so that
     C{twistd --help} stays fast and a broken import is an error, not
@@ -570,15 +571,19 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from gracesvc._apps.wsgi import wsgiResource
     from gracesvc._core.drain import Drain
     from gracesvc._metrics.registry import Metrics, MetricsResource
-    from gracesvc._process.service import StopSignals, TwistdService, freezeStartupHeap
-    from gracesvc._process.watchdog import CapWatchdog, reactorAnswers
+    from gracesvc._process.effects import RealProcess
+    from gracesvc._process.service import TwistdService
+    from gracesvc._process.signals import StopSignals
     from gracesvc._protocols.http1 import DrainingSite
 
     reactor = options["reactor"]
+    if process is None:
+        process = RealProcess()
+    signals = process.signals
     if options["workers"]:
         from gracesvc._workers.master import makeMaster
 
-        return makeMaster(options, signals)
+        return makeMaster(options, process)
     drain = Drain(reactor, policy=options["policy"])
     if IReactorThreads.providedBy(reactor):
         boundReactorThreads(reactor, drain)
@@ -628,16 +633,12 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from gracesvc._protocols.h2 import H2Collector
 
     metrics.registry.register(H2Collector(drain, site.h2Tally))
-    # The cap's watchdog and the heap's freeze belong to a real process,
-    # which has the real signals (a stand-in module is a test's, on a fake
-    # clock).
-    realProcess = signals is signal
     worker = options["worker-spec"]
     stopSignals = StopSignals(
         reactor,
         drain,
         signals,
-        watchdog=CapWatchdog(reactorAnswers(reactor)) if realProcess else None,
+        watchdog=process.capWatchdog(reactor),
         joinStartedDrain=worker is not None,
     )
     stopSignals.catch()
@@ -648,7 +649,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         reactor,
         stopSignals,
         auxiliaryEndpoints=auxiliary,
-        whenRunning=freezeStartupHeap if realProcess else None,
+        whenRunning=process.startupDone,
     )
     if worker is not None:
         from twisted.logger import globalLogPublisher
@@ -675,8 +676,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
             worker["generation"],
             worker["slot"],
             worker["acceptLimit"],
-            signals=signals,
-            exitFast=True,
+            process,
             exposition=metrics.exposition,
         ).setServiceParent(service)
     return service

@@ -55,14 +55,8 @@ from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection
 from gracesvc._pins.twisted import ListeningSpec, exitSignal
-from gracesvc._process.service import SignalModule
-from gracesvc._workers.worker import (
-    WORKER_READS,
-    WORKER_WRITES,
-    decode,
-    encode,
-    exitAtOnce,
-)
+from gracesvc._process.effects import ProcessEffects, exitAtOnce
+from gracesvc._workers.worker import WORKER_READS, WORKER_WRITES, decode, encode
 
 #: The first fd of the adopted sockets in a worker.
 FIRST_SOCKET_FD = 5
@@ -433,8 +427,8 @@ class Master(Service):
         sockets: Callable[[], Sequence[SharedSocket]],
         workerCommand: Callable[[int, int, Sequence[SharedSocket]], list[str]],
         workers: int,
+        process: ProcessEffects,
         bootTimeout: float = 60.0,
-        signals: SignalModule = signal,
         executable: str = sys.executable,
         workerTimeout: float = 30.0,
         notify: Callable[[str], None] = lambda state: None,
@@ -449,6 +443,8 @@ class Master(Service):
         @param workerCommand: the argv of a worker, from its generation,
             slot and the sockets.
         @param workers: how many.
+        @param process: the master's process: its SIGHUP reloads, and it
+            leaves at once once every worker is gone.
         @param bootTimeout: how long a generation has to become ready.
         @param workerTimeout: how long a ready worker may leave the
             master's pings unanswered before it is killed and replaced.
@@ -470,7 +466,7 @@ class Master(Service):
         self._pinging: IDelayedCall | None = None
         self._metricsRequests: dict[int, Deferred[str]] = {}
         self._metricsIds = itertools.count()
-        self.signals = signals
+        self.process = process
         self.executable = executable
         self.phase = MasterPhase.STARTING
         self.sockets: list[SharedSocket] = []
@@ -546,7 +542,7 @@ class Master(Service):
         self.drain.addHook("draining", self._stopping, name="stop the workers")
         self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit)
-        self.signals.signal(signal.SIGHUP, self._sighup)
+        self.process.signals.signal(signal.SIGHUP, self._sighup)
         self._startGeneration(self.generation)
         self._pinging = self.reactor.callLater(self.pingInterval, self.ping)
 
@@ -926,7 +922,7 @@ class Master(Service):
         The reactor has stopped and every worker is gone: leave at once,
         with the stop signal's status, or 1 after a failed start.
         """
-        exitAtOnce(self.reactor, self.signals, self.exitStatus or 0)
+        exitAtOnce(self.reactor, self.process, self.exitStatus or 0)
 
 
 #: How a worker is started: twistd's own entry point, so that the worker
@@ -1035,13 +1031,14 @@ def reusePortSockets(
     return opened
 
 
-def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
+def makeMaster(options: Any, process: ProcessEffects) -> Service:
     """
     Make the master of C{--workers N} from parsed L{gracesvc.tap.Options},
     and catch SIGINT and SIGTERM from now on.
     """
     from gracesvc._core.drain import DrainPolicy
-    from gracesvc._process.service import ListenFailed, StopSignals
+    from gracesvc._process.service import ListenFailed
+    from gracesvc._process.signals import StopSignals
 
     reactor = options["reactor"]
     policy = options["policy"]
@@ -1074,7 +1071,7 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
                 raise SystemExit(1) from None
         return opened
 
-    stopSignals = StopSignals(reactor, drain, signals)
+    stopSignals = StopSignals(reactor, drain, process.signals)
     stopSignals.catch()
     master = Master(
         reactor,
@@ -1087,8 +1084,8 @@ def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
             acceptLimit=0 if options["reuse-port"] else ACCEPT_LIMIT,
         ),
         options["workers"],
+        process,
         bootTimeout=options["worker-boot-timeout"],
-        signals=signals,
         workerTimeout=options["worker-timeout"],
         notify=systemdNotifier(os.environ),
     )

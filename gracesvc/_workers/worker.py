@@ -42,7 +42,8 @@ from twisted.python.failure import Failure
 from zope.interface import provider
 
 from gracesvc._core.drain import Drain
-from gracesvc._pins.twisted import exitSignal, limitAccepts
+from gracesvc._pins.twisted import limitAccepts
+from gracesvc._process.effects import ProcessEffects, exitAtOnce
 
 #: The worker's ends of the control pipes.
 WORKER_WRITES = 3
@@ -50,31 +51,6 @@ WORKER_READS = 4
 
 #: The longest control line either side accepts.
 MAX_LINE = 65536
-
-
-def exitAtOnce(reactor: object, signals: Any, status: int = 0) -> None:
-    """
-    Leave now that the reactor has stopped (call it from an 'after'
-    'shutdown' trigger): with the signal that stopped the reactor, as
-    twistd would re-raise it, else with C{status}.  Without the
-    interpreter's teardown, which takes longer (60-100 ms) than the last
-    steps of a drain; the workers' master waits for this.
-
-    @param signals: the L{signal} module, or a stand-in.
-    """
-    import signal
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    signum = exitSignal(reactor)
-    if signum is not None:
-        signals.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    os._exit(status)
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -152,10 +128,9 @@ class WorkerControl(Service):
         generation: int,
         slot: int,
         acceptLimit: int,
+        process: ProcessEffects,
         writeFd: int = WORKER_WRITES,
         readFd: int = WORKER_READS,
-        signals: Any = None,
-        exitFast: bool = False,
         exposition: Callable[[], bytes] | None = None,
     ) -> None:
         """
@@ -163,9 +138,9 @@ class WorkerControl(Service):
         @param acceptLimit: accept at most this many connections per
             wake-up on each port (0: Twisted's default), so that the
             workers share the connections.
-        @param signals: the L{signal} module, or a stand-in.
-        @param exitFast: whether to exit at once when the reactor has
-            stopped (see L{exitAtOnce}): so twistd runs it, not tests.
+        @param process: the worker's process, which it leaves at once when
+            the reactor has stopped (see
+            L{gracesvc._process.effects.exitAtOnce}).
         @param exposition: the worker's metrics, for the master's scrapes.
         """
         self.reactor = reactor
@@ -176,8 +151,7 @@ class WorkerControl(Service):
         self.acceptLimit = acceptLimit
         self.writeFd = writeFd
         self.readFd = readFd
-        self.signals = signals
-        self.exitFast = exitFast
+        self.process = process
         self.exposition = exposition
         self.protocol: ControlProtocol | None = None
         self._masterGone = False
@@ -194,10 +168,9 @@ class WorkerControl(Service):
             reactor=self.reactor,
         )
         self.reactor.callWhenRunning(self._ready)
-        if self.exitFast:
-            self.reactor.addSystemEventTrigger(
-                "after", "shutdown", exitAtOnce, self.reactor, self.signals
-            )
+        self.reactor.addSystemEventTrigger(
+            "after", "shutdown", exitAtOnce, self.reactor, self.process
+        )
 
     def _ready(self) -> None:
         if self.acceptLimit:
@@ -206,7 +179,7 @@ class WorkerControl(Service):
         self.send(
             {
                 "event": "ready",
-                "pid": os.getpid(),
+                "pid": self.process.pid,
                 "generation": self.generation,
                 "slot": self.slot,
             }

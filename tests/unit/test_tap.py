@@ -29,6 +29,7 @@ from gracesvc._process.service import GracefulService
 from gracesvc._protocols.http1 import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
@@ -298,7 +299,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options(reactor=reactor)
         options.parseOptions(list(argv))
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertTrue(IService.providedBy(service))
         assert isinstance(service, GracefulService)
         return service, reactor, signals
@@ -396,7 +397,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options(reactor=Clock())
         options.parseOptions(["--listen", "tcp:8081"])
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertTrue(IService.providedBy(service))
         self.assertNotEqual(signals.handlers[SIGTERM], signal.SIG_DFL)
 
@@ -616,6 +617,6 @@ class WorkersOptionTests(SynchronousTestCase):
         options = tap.Options(reactor=reactor)
         options.parseOptions(["--workers", "2", "--listen", "tcp:0"])
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertIsInstance(service, Master)
         self.assertIsNot(signals.handlers[SIGTERM], signal.SIG_DFL)

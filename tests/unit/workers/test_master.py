@@ -31,6 +31,7 @@ from gracesvc._workers.master import (
     twistdArguments,
     workerCommand,
 )
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import FakeReactor, FakeSignals
 
 
@@ -128,8 +129,8 @@ class MasterTestCase(SynchronousTestCase):
             lambda: [self.shared],
             workerCommand(["--ping-delay=0"], executable="python"),
             self.workers,
+            process=FakeProcess(self.signals),
             bootTimeout=10,
-            signals=self.signals,
             executable="python",
             notify=self.states.append,
         )
@@ -576,7 +577,7 @@ class ReusePortTests(SynchronousTestCase):
             lambda: sockets,
             workerCommand([], executable="python", acceptLimit=0),
             2,
-            signals=FakeSignals(),
+            process=FakeProcess(FakeSignals()),
         )
         master.startService()
 

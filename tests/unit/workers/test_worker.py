@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
-from gracesvc._process.service import StopSignals
+from gracesvc._process.signals import StopSignals
 from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import (
     SIGTERM,
     FakeReactor,
@@ -47,7 +48,10 @@ class WorkerControlTests(SynchronousTestCase):
         self.drain = service.drain
         self.drain.policy = type(self.drain.policy)(shutdownTimeout=5, drainDelay=2)
         self.drain.track(Deferred())
-        self.control = WorkerControl(self.reactor, self.drain, [], 3, 1, 0)
+        self.process = FakeProcess(FakeSignals())
+        self.control = WorkerControl(
+            self.reactor, self.drain, [], 3, 1, 0, self.process
+        )
         self.events: list[dict[str, Any]] = []
         self.control.log = Logger(observer=cast(ILogObserver, self.events.append))
         self.protocol = ControlProtocol(self.control)
@@ -66,6 +70,7 @@ class WorkerControlTests(SynchronousTestCase):
             (message["event"], message["generation"], message["slot"]),
             ("ready", 3, 1),
         )
+        self.assertEqual(message["pid"], self.process.pid)
 
     def test_drainCountsTheCapFromTheMastersSignal(self) -> None:
         self.command({"command": "drain", "startedAt": 99.25, "reason": "SIGTERM"})
@@ -130,7 +135,13 @@ class WorkerControlTests(SynchronousTestCase):
 
         port = Port()
         control = WorkerControl(
-            self.reactor, self.drain, [cast(IListeningPort, port)], 1, 0, 1
+            self.reactor,
+            self.drain,
+            [cast(IListeningPort, port)],
+            1,
+            0,
+            1,
+            self.process,
         )
         control._ready()
         port.doRead()
