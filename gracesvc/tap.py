@@ -5,7 +5,6 @@ twistd glue: C{twistd gracesvc} options and the service they make.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -24,6 +23,7 @@ from zope.interface import implementer
 
 from gracesvc._apps.threads import DEFAULT_THREADS
 from gracesvc._core.drain import DrainPolicy
+from gracesvc._workers.command import parseWorkerSpec
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
@@ -341,7 +341,10 @@ class Options(usage.Options):
         if spec is not None:
             if workers:
                 raise usage.UsageError("--worker-spec: not with --workers")
-            self["worker-spec"] = _parseWorkerSpec(spec)
+            try:
+                self["worker-spec"] = parseWorkerSpec(spec)
+            except ValueError as e:
+                raise usage.UsageError(f"--worker-spec: {e}") from None
             if self["listen"] or self["metrics-listen"] is not None:
                 raise usage.UsageError(
                     "--worker-spec: a worker listens on its master's sockets only"
@@ -358,7 +361,7 @@ class Options(usage.Options):
         from gracesvc._pins.twisted import tlsContextFactory
 
         endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for description, fd, family, tls in self["worker-spec"]["listeners"]:
+        for description, fd, family, tls in self["worker-spec"].listeners:
             endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
                 self._reactor, fd, family
             )
@@ -521,32 +524,6 @@ def _describe(e: Exception) -> str:
     return text
 
 
-def _parseWorkerSpec(text: str) -> dict[str, Any]:
-    """
-    @return: the worker spec a master wrote: C{generation}, C{slot},
-        C{acceptLimit}, and C{listeners}, a list of (description, fd,
-        address family, whether to serve TLS on it).
-    @raise usage.UsageError: it is not one.
-    """
-    try:
-        spec = json.loads(text)
-        # A fourth item, true, marks a TLS listener; a master of a version
-        # without TLS listeners wrote three.
-        listeners = [
-            (str(d), int(fd), int(f), bool(tls and tls[0]))
-            for d, fd, f, *tls in spec["listeners"]
-        ]
-        return {
-            "generation": int(spec["generation"]),
-            "slot": int(spec["slot"]),
-            "acceptLimit": int(spec.get("acceptLimit", 0)),
-            "metricsRoute": bool(spec.get("metricsRoute", True)),
-            "listeners": listeners,
-        }
-    except (ValueError, TypeError, KeyError) as e:
-        raise usage.UsageError(f"--worker-spec: not a worker spec: {e}") from None
-
-
 def makeService(options: Options, process: ProcessEffects | None = None) -> IService:
     """
     Make the gracesvc service from parsed L{Options}, and catch SIGINT and
@@ -597,10 +574,7 @@ def makeService(options: Options, process: ProcessEffects | None = None) -> ISer
             (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
         )
     routeMetrics = None if options["metrics-listen"] is not None else metrics
-    if (
-        options["worker-spec"] is not None
-        and not options["worker-spec"]["metricsRoute"]
-    ):
+    if options["worker-spec"] is not None and not options["worker-spec"].metricsRoute:
         # The master serves the tree's metrics on its --metrics-listen.
         routeMetrics = None
     app = options["app-resource"]
@@ -654,17 +628,14 @@ def makeService(options: Options, process: ProcessEffects | None = None) -> ISer
     if worker is not None:
         from twisted.logger import globalLogPublisher
 
-        from gracesvc._workers.worker import (
-            WorkerCollector,
-            WorkerControl,
-            workerLogLabeller,
-        )
+        from gracesvc._metrics.collectors import WorkerCollector
+        from gracesvc._workers.worker import WorkerControl, workerLogLabeller
 
         globalLogPublisher.addObserver(
-            workerLogLabeller(worker["generation"], worker["slot"])
+            workerLogLabeller(worker.generation, worker.slot)
         )
 
-        metrics.registry.register(WorkerCollector(worker["generation"], worker["slot"]))
+        metrics.registry.register(WorkerCollector(worker.generation, worker.slot))
 
         # SIGHUP reloads the master; sent to the process group (a closing
         # terminal), it must not kill the workers, whose default it is.
@@ -673,9 +644,9 @@ def makeService(options: Options, process: ProcessEffects | None = None) -> ISer
             reactor,
             drain,
             service.ports,
-            worker["generation"],
-            worker["slot"],
-            worker["acceptLimit"],
+            worker.generation,
+            worker.slot,
+            worker.acceptLimit,
             process,
             exposition=metrics.exposition,
         ).setServiceParent(service)

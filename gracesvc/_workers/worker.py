@@ -1,101 +1,59 @@
 # -*- test-case-name: tests.unit.workers.test_worker -*-
 """
-The control channel between the workers' master and each worker: one JSON
-object per line, on a pair of pipes (the worker writes to fd 3 and reads
-fd 4), and the worker's side of it.
-
-Up, worker to master::
-
-    {"event": "ready", "pid": 1234, "generation": 2, "slot": 0}
-
-Down, master to worker::
-
-    {"command": "drain", "startedAt": 1700000000.123, "reason": "SIGTERM",
-     "drainDelay": true}
-    {"command": "force", "reason": "second signal, SIGTERM"}
-    {"command": "ping"}                 (answered with {"event": "pong"})
-    {"command": "metrics", "id": 7}     (answered with {"event": "metrics",
-                                         "id": 7, "text": "<exposition>"})
-
-C{startedAt} is wall-clock time (what a reactor's C{seconds()} gives), so
-that every process of the tree counts its cap from the master's signal.
-End of file on fd 4 means the master is gone, even killed with SIGKILL:
-the worker drains and exits, and the port is freed.
+The worker's side of C{--workers}: its end of the control channel
+(L{gracesvc._workers.channel}), which obeys the master, and the labels its
+log lines carry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.protocol import Protocol
 from twisted.logger import ILogObserver, Logger
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import provider
 
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted import limitAccepts
 from gracesvc._process.effects import ProcessEffects, exitAtOnce
-
-#: The worker's ends of the control pipes.
-WORKER_WRITES = 3
-WORKER_READS = 4
-
-#: The longest control line either side accepts.
-MAX_LINE = 65536
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """
-    @return: C{message} as one control line.
-    """
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
+from gracesvc._workers.channel import (
+    WORKER_READS,
+    WORKER_WRITES,
+    ControlReader,
+    Message,
+    encode,
+)
 
 
-def decode(line: bytes) -> dict[str, Any] | None:
-    """
-    @return: the JSON object on C{line}, or L{None} if it is not one (the
-        other side wrote garbage, or something else wrote to the pipe):
-        a bad line is logged by the caller and otherwise ignored.
-    """
-    try:
-        message = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return message if isinstance(message, dict) else None
-
-
-class ControlProtocol(LineOnlyReceiver):
+class ControlProtocol(Protocol):
     """
     The worker's end of the control channel: commands in, events out.
     """
 
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_LINE
     log = Logger()
 
     def __init__(self, control: WorkerControl) -> None:
         self.control = control
+        self.reader = ControlReader(
+            control.commandReceived, self._malformed, self._tooLong
+        )
 
-    def lineReceived(self, line: bytes) -> None:
-        message = decode(line)
-        if message is None:
-            self.log.warn(
-                "gracesvc worker: ignoring a malformed control line {line!r}",
-                line=line[:200],
-            )
-            return
-        self.control.commandReceived(message)
+    def dataReceived(self, data: bytes) -> None:
+        self.reader.dataReceived(data)
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def _malformed(self, line: bytes) -> None:
+        self.log.warn(
+            "gracesvc worker: ignoring a malformed control line {line!r}",
+            line=line[:200],
+        )
+
+    def _tooLong(self) -> None:
         self.log.warn("gracesvc worker: ignoring an overlong control line")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -185,14 +143,14 @@ class WorkerControl(Service):
             }
         )
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         """
         Write C{message} to the master, unless it is gone.
         """
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.write(encode(message))
 
-    def commandReceived(self, message: dict[str, Any]) -> None:
+    def commandReceived(self, message: Message) -> None:
         """
         Obey one command from the master; an unknown one is logged.
         """
@@ -256,27 +214,6 @@ class WorkerControl(Service):
             self.reactor.stop()
         except ReactorNotRunning:
             pass
-
-
-class WorkerCollector(Collector):
-    """
-    C{gracesvc_worker_info{generation, slot, pid} 1} on a worker's
-    C{/metrics}: which worker of the tree answered the scrape (each has a
-    registry of its own; the master does not aggregate them yet).
-    """
-
-    def __init__(self, generation: int, slot: int) -> None:
-        self.generation = generation
-        self.slot = slot
-
-    def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily(
-            "gracesvc_worker_info",
-            "The worker of --workers that answered this scrape.",
-            labels=["generation", "slot", "pid"],
-        )
-        info.add_metric([str(self.generation), str(self.slot), str(os.getpid())], 1)
-        yield info
 
 
 def workerLogLabeller(generation: int, slot: int) -> ILogObserver:

@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
 from gracesvc._process.signals import StopSignals
-from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
+from gracesvc._workers.channel import encode
+from gracesvc._workers.worker import ControlProtocol, WorkerControl
 from tests.support.process import FakeProcess
 from tests.unit.process.test_service import (
     SIGTERM,
@@ -26,17 +27,6 @@ from tests.unit.process.test_service import (
     FakeSignals,
     makeService,
 )
-
-
-class CodecTests(SynchronousTestCase):
-    def test_roundTrip(self) -> None:
-        line = encode({"command": "drain", "startedAt": 1.5})
-        self.assertTrue(line.endswith(b"\n"))
-        self.assertEqual(decode(line.strip()), {"command": "drain", "startedAt": 1.5})
-
-    def test_notAnObject(self) -> None:
-        for line in (b"", b"garbage", b"[1]", b'"drain"', b"\xff\xfe", b"{"):
-            self.assertIsNone(decode(line), line)
 
 
 class WorkerControlTests(SynchronousTestCase):
