@@ -37,7 +37,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from types import FrameType
 from typing import Any
@@ -64,29 +64,11 @@ from gracesvc._workers.channel import (
     encode,
 )
 from gracesvc._workers.command import workerFDs
-from gracesvc._workers.liveness import Liveness
+from gracesvc._workers.liveness import Liveness, Slot
 from gracesvc._workers.sockets import SharedSocket
-
-#: A worker that dies within this many seconds of being ready (or before)
-#: died young: its slot's next start waits (see L{restartDelay}).
-YOUNG = 1.0
-
-#: The longest wait before restarting a slot whose workers keep dying.
-MAX_RESTART_DELAY = 5.0
 
 #: How long a worker told to stop at once has before it is killed.
 KILL_AFTER = 0.25
-
-
-def restartDelay(youngDeaths: int) -> float:
-    """
-    @param youngDeaths: how many workers in a row died young in a slot.
-    @return: how long to wait before starting its next one: at once after
-        the first, then 0.1 s doubling up to L{MAX_RESTART_DELAY}.
-    """
-    if youngDeaths <= 1:
-        return 0.0
-    return float(min(MAX_RESTART_DELAY, 0.1 * 2 ** (youngDeaths - 2)))
 
 
 class WorkerState(Enum):
@@ -269,17 +251,6 @@ class MasterPhase(Enum):
 
 
 @dataclass
-class Slot:
-    """
-    One of the N places a worker serves in.
-    """
-
-    index: int
-    youngDeaths: int = 0
-    restart: IDelayedCall | None = None
-
-
-@dataclass
 class Generation:
     """
     The N workers started together, from the same code: they become ready
@@ -289,11 +260,23 @@ class Generation:
 
     @ivar number: counts from 1 and is never reused, a failed generation's
         included.
+    @ivar size: how many workers it has when it is whole.
+    @ivar workers: its workers running, while it is starting or serving.
     @ivar bootTimer: fails the generation if it is not ready in time.
     """
 
     number: int
+    size: int
+    workers: list[WorkerProcess] = field(default_factory=list)
     bootTimer: IDelayedCall | None = None
+
+    def ready(self) -> bool:
+        """
+        @return: whether all of it is ready.
+        """
+        return len(self.workers) == self.size and all(
+            w.workerState is WorkerState.READY for w in self.workers
+        )
 
     def booted(self) -> None:
         """
@@ -301,6 +284,31 @@ class Generation:
         """
         cancelCall(self.bootTimer)
         self.bootTimer = None
+
+    def retire(self, now: float) -> int:
+        """
+        The next generation is ready: tell every worker to drain, without
+        the drain delay (the next generation serves the same sockets
+        already).
+
+        @return: how many were told.
+        """
+        running = [w for w in self.workers if w.workerState is not WorkerState.EXITED]
+        for w in running:
+            w.retire(now, "reload", drainDelay=False)
+        return len(running)
+
+    def abandon(self, now: float) -> None:
+        """
+        It failed to start: those ready drain (they may have accepted
+        connections already), those starting are killed.
+        """
+        for w in list(self.workers):
+            if w.workerState is WorkerState.READY:
+                w.retire(now, "reload failed", drainDelay=False)
+            elif w.workerState is WorkerState.STARTING:
+                w.workerState = WorkerState.RETIRING
+                w.kill()
 
 
 class Master(Service):
@@ -396,9 +404,6 @@ class Master(Service):
         """
         return 1 if self.serving is None else self.serving.number
 
-    def _workersOf(self, generation: Generation) -> list[WorkerProcess]:
-        return [w for w in self.workers if w.generation == generation.number]
-
     # Start.
 
     def privilegedStartService(self) -> None:
@@ -434,7 +439,7 @@ class Master(Service):
         self.reactor.callFromThread(self.reload)
 
     def _startGeneration(self) -> None:
-        generation = self.booting = Generation(next(self._numbers))
+        generation = self.booting = Generation(next(self._numbers), self.workerCount)
         self.log.info(
             "gracesvc master: starting generation {generation}: {workers} workers",
             generation=generation.number,
@@ -445,16 +450,17 @@ class Master(Service):
             self.bootTimeout, self._bootTimedOut, generation
         )
         for slot in self.slots:
-            self._spawn(generation.number, slot)
+            self._spawn(generation, slot)
 
-    def _spawn(self, generation: int, slot: Slot) -> WorkerProcess:
-        slot.restart = None
-        worker = WorkerProcess(self, generation, slot.index)
+    def _spawn(self, generation: Generation, slot: Slot) -> WorkerProcess:
+        slot.cancelRestart()
+        worker = WorkerProcess(self, generation.number, slot.index)
         sockets = [s for s in self.sockets if s.slot in (None, slot.index)]
-        argv = self.workerCommand(generation, slot.index, sockets)
+        argv = self.workerCommand(generation.number, slot.index, sockets)
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDWR)
         self.workers.append(worker)
+        generation.workers.append(worker)
         self.drain.connectionOpened(worker)
         proc: IReactorProcess = self.reactor
         proc.spawnProcess(
@@ -467,7 +473,7 @@ class Master(Service):
         self.log.info(
             "gracesvc master: started {worker}",
             worker=repr(worker),
-            generation=generation,
+            generation=generation.number,
             slot=slot.index,
             pid=worker.pid,
         )
@@ -529,14 +535,7 @@ class Master(Service):
             pid=worker.pid,
         )
         booting = self.booting
-        if self.drain.draining or booting is None:
-            return
-        if worker.generation != booting.number:
-            return
-        workers = self._workersOf(booting)
-        if len(workers) == self.workerCount and all(
-            w.workerState is WorkerState.READY for w in workers
-        ):
+        if not self.drain.draining and booting is not None and booting.ready():
             self._generationReady(booting)
 
     def _generationReady(self, generation: Generation) -> None:
@@ -552,12 +551,7 @@ class Master(Service):
                 step="ready",
             )
         else:
-            now = self.reactor.seconds()
-            retired = 0
-            for w in self._workersOf(previous):
-                if w.workerState is not WorkerState.EXITED:
-                    w.retire(now, "reload", drainDelay=False)
-                    retired += 1
+            retired = previous.retire(self.reactor.seconds())
             self.reloads["ok"] += 1
             self.log.info(
                 "gracesvc master: reloaded: generation {generation} ready, "
@@ -594,14 +588,7 @@ class Master(Service):
         self.booting = None
         self.notify("READY=1")
         self.reloads["failed"] += 1
-        now = self.reactor.seconds()
-        for w in self._workersOf(generation):
-            if w.workerState is WorkerState.READY:
-                # It may have accepted connections already: drain them.
-                w.retire(now, "reload failed", drainDelay=False)
-            elif w.workerState is WorkerState.STARTING:
-                w.workerState = WorkerState.RETIRING
-                w.kill()
+        generation.abandon(self.reactor.seconds())
         self.log.error(
             "gracesvc master: reload failed: {why}; generation {current} keeps serving",
             why=why,
@@ -648,6 +635,9 @@ class Master(Service):
             pid=worker.pid,
         )
         self.workers.remove(worker)
+        for generation in (self.booting, self.serving):
+            if generation is not None and worker in generation.workers:
+                generation.workers.remove(worker)
         self.drain.connectionClosed(worker)
         if not self.workers:
             waiters, self._exitWaiters = self._exitWaiters, []
@@ -663,11 +653,7 @@ class Master(Service):
 
     def _replace(self, worker: WorkerProcess, how: str) -> None:
         slot = self.slots[worker.slot]
-        young = (
-            worker.readyAt is None or self.reactor.seconds() - worker.readyAt < YOUNG
-        )
-        slot.youngDeaths = slot.youngDeaths + 1 if young else 1
-        delay = restartDelay(slot.youngDeaths)
+        delay = slot.died(worker.readyAt, self.reactor.seconds())
         self.restarts += 1
         self.log.warn(
             "gracesvc master: {worker} died ({how}): replacing it in {delay:.1f}s",
@@ -678,20 +664,14 @@ class Master(Service):
             slot=worker.slot,
             step="worker_replaced",
         )
-        if slot.restart is not None and slot.restart.active():
-            return
-        slot.restart = self.reactor.callLater(
-            delay, self._respawn, worker.generation, slot
-        )
+        generation = self.serving
+        assert generation is not None
+        slot.restartIn(self.reactor, delay, lambda: self._respawn(generation, slot))
 
-    def _respawn(self, generation: int, slot: Slot) -> None:
-        slot.restart = None
-        if self.drain.draining:
-            return
+    def _respawn(self, generation: Generation, slot: Slot) -> None:
         # A reload that finished meanwhile made a newer generation current.
-        if generation != self.generation:
-            return
-        self._spawn(generation, slot)
+        if generation is self.serving and not self.drain.draining:
+            self._spawn(generation, slot)
 
     def _failStart(self, why: str) -> None:
         """
@@ -721,8 +701,7 @@ class Master(Service):
         if self.booting is not None:
             self.booting.booted()
         for slot in self.slots:
-            cancelCall(slot.restart)
-            slot.restart = None
+            slot.cancelRestart()
 
     def _stopReasonNow(self) -> str:
         signum = exitSignal(self.reactor)

@@ -19,14 +19,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
 from gracesvc._workers.command import workerCommand
+from gracesvc._workers.liveness import MAX_RESTART_DELAY, restartDelay
 from gracesvc._workers.master import (
     KILL_AFTER,
-    MAX_RESTART_DELAY,
     Master,
     MasterPhase,
     WorkerProcess,
     WorkerState,
-    restartDelay,
 )
 from gracesvc._workers.sockets import SharedSocket
 from tests.support.process import FakeProcess
