@@ -338,8 +338,10 @@ class Master(Service):
         notify: Callable[[str], None] = lambda state: None,
     ) -> None:
         """
-        @param reactor: provides L{IReactorProcess}, L{IReactorCore} and
-            L{IReactorTime}.
+        @param reactor: provides
+            L{twisted.internet.interfaces.IReactorProcess},
+            L{twisted.internet.interfaces.IReactorCore} and
+            L{twisted.internet.interfaces.IReactorTime}.
         @param drain: the master's drain: its listeners are the shared
             sockets and its connections the workers.
         @param sockets: opens the shared sockets (while the process may

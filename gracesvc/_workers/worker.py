@@ -71,7 +71,7 @@ class WorkerControl(Service):
     gone (end of file), the worker drains as if told to.
 
     A stop signal sent to the whole process group reaches the worker as
-    well as the master: L{gracesvc._process.service.StopSignals} made with
+    well as the master: L{gracesvc._process.signals.StopSignals} made with
     C{joinStartedDrain} counts the first one as the same stop, whichever
     arrives first.
     """
