@@ -18,7 +18,6 @@ app on C{twisted.web.wsgi.WSGIResource}, the reactor's pool left alone.
 """
 
 import os
-import signal
 import time
 
 from twisted.application import service
@@ -33,7 +32,9 @@ from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._core.drain import Drain
 from gracesvc._protocols.http1 import DrainingSite
 from gracesvc._metrics.registry import Metrics
+from gracesvc._process.effects import RealProcess
 from gracesvc._process.service import TwistdService
+from gracesvc._process.signals import StopSignals
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 
@@ -79,10 +80,16 @@ site = DrainingSite(
 )
 description = f"tcp:{port}:interface=127.0.0.1"
 application = service.Application("threadcap")
+process = RealProcess()
+stopSignals = StopSignals(
+    reactor, drain, process.signals, watchdog=process.capWatchdog(reactor)
+)
+stopSignals.catch()
 TwistdService(
     site,
     [(description, serverFromString(reactor, description))],
     drain,
     reactor,
-    installSignalHandler=signal.signal,
+    stopSignals,
+    whenRunning=process.startupDone,
 ).setServiceParent(application)

@@ -1,35 +1,53 @@
 # -*- test-case-name: tests.unit.test_tap -*-
 """
-twistd glue: C{twistd gracesvc} options and the service they make.
+twistd glue: C{twistd gracesvc} options, checked into a frozen
+configuration (L{gracesvc._config.ServeConfig}), and the service made from
+it (L{gracesvc._wiring}).
+
+Importing this module imports neither Klein nor the app, so that
+C{twistd gracesvc --help} stays fast and a broken app is an error, not
+"Unknown command".
 """
 
 from __future__ import annotations
 
-import json
 import math
-import signal
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
     IOpenSSLContextFactory,
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from zope.interface import implementer
 
+from gracesvc._apps.load import AppLoadError, loadApp, loadWSGI, parseThreads
 from gracesvc._apps.threads import DEFAULT_THREADS
+from gracesvc._config import (
+    App,
+    DemoApp,
+    Endpoint,
+    ResourceApp,
+    ServeConfig,
+    WorkersConfig,
+    WSGIApp,
+)
 from gracesvc._core.drain import DrainPolicy
+from gracesvc._pins.twisted import listeningSpec, tlsContextFactory
+from gracesvc._protocols.websocket import WebSocketPolicy
+from gracesvc._workers.command import WorkerSpec, parseWorkerSpec
+from gracesvc._workers.sockets import SocketSpec
 
 if TYPE_CHECKING:
     from twisted.application.service import IService
     from twisted.internet.defer import Deferred
 
-    from gracesvc._process.service import SignalModule
+    from gracesvc._process.effects import ProcessEffects
 
 DEFAULT_LISTEN = "tcp:8080"
 
@@ -225,15 +243,19 @@ class Options(usage.Options):
         ]
     )
 
+    #: What was asked for, checked: set by L{postOptions}.
+    config: ServeConfig
+
     def __init__(self, reactor: Any = None) -> None:
         """
         @param reactor: the reactor endpoints are made for; the global one
             when L{None}.
         """
         super().__init__()
-        self._reactor = reactor
+        self.reactor = reactor
         self["listen"] = []
         self["metrics-listen"] = None
+        self._given: list[str] = []
 
     def opt_listen(self, description: str) -> None:
         # usage.Options shows this docstring as is: keep it one line.
@@ -258,21 +280,13 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """
-        Check every value and parse every endpoint, so that a mistake is a
-        usage error now rather than a traceback later.
+        Check every value, import the app and parse every endpoint, so that
+        a mistake is a usage error now rather than a traceback later (and
+        an app that does not import stops the start before anything
+        listens); then freeze what was asked for in L{config}.
         """
-        # As given, for the workers' command line (see workerArguments).
-        names = [str(parameter[0]) for parameter in self.optParameters]
-        self["given"] = {
-            name: self[name]
-            for name in names
-            if self[name] is not None and name not in self.masterOnly
-        }
-        flags = [str(flag[0]) for flag in self.optFlags]
-        self["given-flags"] = [
-            flag for flag in flags if self[flag] and flag not in self.masterOnly
-        ]
-        self._workerOptions()
+        self._given = self._asGiven()
+        worker = self._workerOptions()
         self["shutdown-timeout"] = _seconds(
             "shutdown-timeout", self["shutdown-timeout"], allowZero=False
         )
@@ -283,42 +297,73 @@ class Options(usage.Options):
             "cleanup-budget", self["cleanup-budget"], allowZero=True
         )
         self["ping-delay"] = _seconds("ping-delay", self["ping-delay"], allowZero=True)
-        self._webSocketOptions()
+        webSocketPolicy = self._webSocketPolicy()
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
-        try:
-            self["policy"] = DrainPolicy(
-                shutdownTimeout=self["shutdown-timeout"],
-                drainDelay=self["drain-delay"],
-                cleanupBudget=self["cleanup-budget"],
-            )
-        except ValueError as e:
-            option = "--cleanup-budget" if "cleanup" in str(e) else "--drain-delay"
-            raise usage.UsageError(f"{option}: {e}") from None
-        if self["workers"]:
-            # The workers import the app, each generation anew.
-            self._checkAppOptions()
-        else:
-            self._loadApp()
-        if self._reactor is None:
+        policy = self._drainPolicy()
+        self._checkAppOptions()
+        # The workers import the app, each generation anew.
+        app = None if self["workers"] else self._loadApp()
+        if self.reactor is None:
+            # Only now: importing it installs the default reactor, and
+            # twistd installs the one it was told to use before this runs.
             from twisted.internet import reactor
 
-            self._reactor = reactor
-        if self["worker-spec"] is not None:
-            self["endpoints"] = self._adoptedEndpoints()
+            self.reactor = reactor
+        if worker is not None:
+            endpoints = self._adoptedEndpoints(worker)
         else:
-            self["endpoints"] = [
+            endpoints = tuple(
                 (d, self._endpoint("listen", d))
                 for d in self["listen"] or [DEFAULT_LISTEN]
-            ]
-        if self["workers"]:
-            self["listening-specs"] = self._listeningSpecs()
-        if self["metrics-listen"] is not None:
-            self["metrics-endpoint"] = self._endpoint(
-                "metrics-listen", self["metrics-listen"]
             )
-        self["reactor"] = self._reactor
+        self.config = ServeConfig(
+            policy=policy,
+            webSocketPolicy=webSocketPolicy,
+            h2c=bool(self["h2c"]),
+            endpoints=endpoints,
+            metricsEndpoint=(
+                None
+                if self["metrics-listen"] is None
+                else (
+                    self["metrics-listen"],
+                    self._endpoint("metrics-listen", self["metrics-listen"]),
+                )
+            ),
+            app=app,
+            workers=self._workersConfig(endpoints) if self["workers"] else None,
+            worker=worker,
+        )
 
-    def _workerOptions(self) -> None:
+    def _asGiven(self) -> list[str]:
+        """
+        @return: the plugin options given, as given, except the master's
+            own and the listeners: what a worker of C{--workers} is started
+            with.
+        """
+        given = [
+            f"--{name}={self[name]}"
+            for name in (str(parameter[0]) for parameter in self.optParameters)
+            if self[name] is not None and name not in self.masterOnly
+        ]
+        return given + [
+            f"--{flag}"
+            for flag in (str(flag[0]) for flag in self.optFlags)
+            if self[flag] and flag not in self.masterOnly
+        ]
+
+    def workerArguments(self) -> list[str]:
+        """
+        @return: the plugin options a worker of C{--workers} is started
+            with: the ones given, except the master's own and C{--listen}.
+        """
+        return list(self._given)
+
+    def _workerOptions(self) -> WorkerSpec | None:
+        """
+        Check the options of C{--workers}.
+
+        @return: the spec of C{--worker-spec}: this process is a worker.
+        """
         given = self["workers"]
         try:
             workers = int(given)
@@ -338,29 +383,41 @@ class Options(usage.Options):
         if self["reuse-port"] and not workers:
             raise usage.UsageError("--reuse-port: only with --workers")
         spec = self["worker-spec"]
-        if spec is not None:
-            if workers:
-                raise usage.UsageError("--worker-spec: not with --workers")
-            self["worker-spec"] = _parseWorkerSpec(spec)
-            if self["listen"] or self["metrics-listen"] is not None:
-                raise usage.UsageError(
-                    "--worker-spec: a worker listens on its master's sockets only"
-                )
+        if spec is None:
+            return None
+        if workers:
+            raise usage.UsageError("--worker-spec: not with --workers")
+        try:
+            worker = parseWorkerSpec(spec)
+        except ValueError as e:
+            raise usage.UsageError(f"--worker-spec: {e}") from None
+        if self["listen"] or self["metrics-listen"] is not None:
+            raise usage.UsageError(
+                "--worker-spec: a worker listens on its master's sockets only"
+            )
+        return worker
 
-    def _adoptedEndpoints(self) -> list[tuple[str, IStreamServerEndpoint]]:
+    def _drainPolicy(self) -> DrainPolicy:
+        try:
+            return DrainPolicy(
+                shutdownTimeout=self["shutdown-timeout"],
+                drainDelay=self["drain-delay"],
+                cleanupBudget=self["cleanup-budget"],
+            )
+        except ValueError as e:
+            option = "--cleanup-budget" if "cleanup" in str(e) else "--drain-delay"
+            raise usage.UsageError(f"{option}: {e}") from None
+
+    def _adoptedEndpoints(self, worker: WorkerSpec) -> tuple[Endpoint, ...]:
         """
         @return: the endpoints of a worker: the sockets its master made,
             adopted; TLS on those the master says are (C{ssl:}), with the
             certificate read now, by this worker.
         """
-        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
-
-        from gracesvc._pins.twisted import tlsContextFactory
-
-        endpoints: list[tuple[str, IStreamServerEndpoint]] = []
-        for description, fd, family, tls in self["worker-spec"]["listeners"]:
+        endpoints: list[Endpoint] = []
+        for description, fd, family, tls in worker.listeners:
             endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
-                self._reactor, fd, family
+                self.reactor, fd, family
             )
             if tls:
                 # Parsing does not listen; it reads the certificate files.
@@ -373,40 +430,33 @@ class Options(usage.Options):
                     )
                 endpoint = TLSServerEndpoint(endpoint, contextFactory)
             endpoints.append((description, endpoint))
-        return endpoints
+        return tuple(endpoints)
 
-    def _listeningSpecs(self) -> list[tuple[str, Any, bool]]:
+    def _workersConfig(self, endpoints: Sequence[Endpoint]) -> WorkersConfig:
         """
-        @return: for each listener, its description, what the master
-            creates for it (see L{gracesvc._pins.twisted.listeningSpec}), and
-            whether the workers serve TLS on it (C{ssl:}: the master makes
-            the TCP socket).
+        @return: what the master of C{--workers} needs, the sockets it
+            makes for C{endpoints} included.
         """
-        from gracesvc._pins.twisted import listeningSpec, tlsContextFactory
-
-        specs = []
-        for description, endpoint in self["endpoints"]:
+        sockets = []
+        for description, endpoint in endpoints:
             spec = listeningSpec(endpoint)
             if spec is None:
                 raise usage.UsageError(
                     f"--listen {description!r}: --workers serves tcp:, tcp6:, "
                     f"unix:, ssl: and systemd: endpoints only"
                 )
-            specs.append((description, spec, tlsContextFactory(endpoint) is not None))
-        return specs
+            tls = tlsContextFactory(endpoint) is not None
+            sockets.append(SocketSpec(description, spec, tls))
+        return WorkersConfig(
+            count=self["workers"],
+            bootTimeout=self["worker-boot-timeout"],
+            workerTimeout=self["worker-timeout"],
+            reusePort=bool(self["reuse-port"]),
+            sockets=tuple(sockets),
+            arguments=tuple(self._given),
+        )
 
-    def workerArguments(self) -> list[str]:
-        """
-        @return: the plugin options a worker of C{--workers} is started
-            with: the ones given, except the master's own and C{--listen}.
-        """
-        return [f"--{name}={value}" for name, value in self["given"].items()] + [
-            f"--{flag}" for flag in self["given-flags"]
-        ]
-
-    def _webSocketOptions(self) -> None:
-        from gracesvc._protocols.websocket import WebSocketPolicy
-
+    def _webSocketPolicy(self) -> WebSocketPolicy:
         closeTimeout = _seconds("close-timeout", self["close-timeout"], allowZero=False)
         code = self["ws-close-code"]
         if code not in ("1001", "1012"):
@@ -434,7 +484,7 @@ class Options(usage.Options):
         self["ws-max-message-size"] = maxMessageSize
         self["ws-ping-interval"] = pingInterval
         self["ws-ping-timeout"] = pingTimeout
-        self["websocket-policy"] = WebSocketPolicy(
+        return WebSocketPolicy(
             closeCode=int(code),
             closeTimeout=closeTimeout,
             maxMessageSize=maxMessageSize,
@@ -442,25 +492,25 @@ class Options(usage.Options):
             pingTimeout=pingTimeout,
         )
 
-    def _loadApp(self) -> None:
+    def _loadApp(self) -> App:
         """
         Import the app named by C{--app} or C{--wsgi} now, before anything
         listens, so that an app that does not import is one line and exit
         status 1.
         """
-        from gracesvc._apps.load import AppLoadError, loadApp, loadWSGI, parseThreads
-
-        self._checkAppOptions()
         try:
-            self["threads"] = (
-                DEFAULT_THREADS
-                if self["threads"] is None
-                else parseThreads(self["threads"])
-            )
-            self["app-resource"] = None if self["app"] is None else loadApp(self["app"])
-            self["wsgi-app"] = None if self["wsgi"] is None else loadWSGI(self["wsgi"])
+            if self["wsgi"] is not None:
+                self["threads"] = (
+                    DEFAULT_THREADS
+                    if self["threads"] is None
+                    else parseThreads(self["threads"])
+                )
+                return WSGIApp(self["wsgi"], loadWSGI(self["wsgi"]), self["threads"])
+            if self["app"] is not None:
+                return ResourceApp(self["app"], loadApp(self["app"]))
         except AppLoadError as e:
             raise usage.UsageError(str(e)) from None
+        return DemoApp(pingDelay=self["ping-delay"], tick=self["tick"])
 
     def _checkAppOptions(self) -> None:
         if self["app"] is not None and self["wsgi"] is not None:
@@ -471,12 +521,12 @@ class Options(usage.Options):
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
             endpoint: IStreamServerEndpoint = serverFromString(
-                self._reactor, description
+                self.reactor, description
             )
             return endpoint
         except Exception as e:
             raise usage.UsageError(
-                f"--{option} {description!r}: not a usable endpoint: {_describe(e)}"
+                f"--{option} {description!r}: not a usable endpoint: {_whyUnusable(e)}"
             ) from None
 
 
@@ -507,14 +557,17 @@ class TLSServerEndpoint:
         self.contextFactory = contextFactory
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
         return self.wrapped.listen(
             TLSMemoryBIOFactory(self.contextFactory, False, protocolFactory)
         )
 
 
-def _describe(e: Exception) -> str:
+def _whyUnusable(e: Exception) -> str:
+    """
+    @return: why L{serverFromString} refused a description, for a user:
+        its parsers raise L{IndexError} for a C{systemd:} index with no
+        inherited socket, and L{KeyError} for an unknown type or parameter.
+    """
     text = str(e) or type(e).__name__
     if isinstance(e, IndexError):
         text = "no such inherited socket (is LISTEN_FDS set?)"
@@ -523,162 +576,17 @@ def _describe(e: Exception) -> str:
     return text
 
 
-def _parseWorkerSpec(text: str) -> dict[str, Any]:
-    """
-    @return: the worker spec a master wrote: C{generation}, C{slot},
-        C{acceptLimit}, and C{listeners}, a list of (description, fd,
-        address family, whether to serve TLS on it).
-    @raise usage.UsageError: it is not one.
-    """
-    try:
-        spec = json.loads(text)
-        # A fourth item, true, marks a TLS listener; a master of a version
-        # without TLS listeners wrote three.
-        listeners = [
-            (str(d), int(fd), int(f), bool(tls and tls[0]))
-            for d, fd, f, *tls in spec["listeners"]
-        ]
-        return {
-            "generation": int(spec["generation"]),
-            "slot": int(spec["slot"]),
-            "acceptLimit": int(spec.get("acceptLimit", 0)),
-            "metricsRoute": bool(spec.get("metricsRoute", True)),
-            "listeners": listeners,
-        }
-    except (ValueError, TypeError, KeyError) as e:
-        raise usage.UsageError(f"--worker-spec: not a worker spec: {e}") from None
-
-
-def makeService(options: Options, signals: SignalModule = signal) -> IService:
+def makeService(options: Options, process: ProcessEffects | None = None) -> IService:
     """
     Make the gracesvc service from parsed L{Options}, and catch SIGINT and
     SIGTERM from now on: twistd may take a while (and fork) before the
     reactor runs, and a signal meanwhile must stop it cleanly.
 
-    @param signals: the L{signal} module, or a stand-in in tests.
-
-    Klein and the app are imported here, not at module level, so that
-    C{twistd --help} stays fast and a broken import is an error, not
-    "Unknown command".
+    @param process: the process it serves in (its signals, its exit, its
+        watchdog): this one when L{None}; a fake in tests.
     """
-    from twisted.internet.interfaces import IReactorThreads
-    from twisted.web.server import Site
+    # Not at module level: the wiring imports Klein and the app adapters
+    # (see the module docstring).
+    from gracesvc._wiring import serve
 
-    from gracesvc._apps.compose import withOperationalRoutes
-    from gracesvc._apps.coroutines import runKleinCoroutinesOnAsyncio
-    from gracesvc._apps.demo import GraceApp
-    from gracesvc._apps.load import AppFactory, AppLoadError
-    from gracesvc._apps.threads import boundReactorThreads
-    from gracesvc._apps.wsgi import wsgiResource
-    from gracesvc._core.drain import Drain
-    from gracesvc._metrics.registry import Metrics, MetricsResource
-    from gracesvc._process.service import StopSignals, TwistdService, freezeStartupHeap
-    from gracesvc._process.watchdog import CapWatchdog, reactorAnswers
-    from gracesvc._protocols.http1 import DrainingSite
-
-    reactor = options["reactor"]
-    if options["workers"]:
-        from gracesvc._workers.master import makeMaster
-
-        return makeMaster(options, signals)
-    drain = Drain(reactor, policy=options["policy"])
-    if IReactorThreads.providedBy(reactor):
-        boundReactorThreads(reactor, drain)
-    runKleinCoroutinesOnAsyncio(reactor)
-    metrics = Metrics(drain)
-    auxiliary = []
-    if options["metrics-listen"] is not None:
-        metricsSite = Site(MetricsResource(metrics), reactor=reactor)
-        metricsSite.noisy = False
-        auxiliary.append(
-            (options["metrics-listen"], options["metrics-endpoint"], metricsSite)
-        )
-    routeMetrics = None if options["metrics-listen"] is not None else metrics
-    if (
-        options["worker-spec"] is not None
-        and not options["worker-spec"]["metricsRoute"]
-    ):
-        # The master serves the tree's metrics on its --metrics-listen.
-        routeMetrics = None
-    app = options["app-resource"]
-    if isinstance(app, AppFactory):
-        try:
-            app = app(drain)
-        except AppLoadError as e:
-            # As a usage error would be: one line, exit status 1, before
-            # anything listens.
-            sys.stderr.write(f"twistd gracesvc: error: {e}\n")
-            raise SystemExit(1) from None
-    if app is not None:
-        root = withOperationalRoutes(app, drain, routeMetrics)
-    elif options["wsgi-app"] is not None:
-        user = wsgiResource(options["wsgi-app"], drain, reactor, options["threads"])
-        root = withOperationalRoutes(user, drain, routeMetrics)
-    else:
-        root = GraceApp(
-            reactor, drain, options["ping-delay"], routeMetrics, tick=options["tick"]
-        ).resource()
-    site = DrainingSite(
-        root,
-        drain,
-        metrics,
-        webSocketPolicy=options["websocket-policy"],
-        reactor=reactor,
-        http2=True,
-        h2c=bool(options["h2c"]),
-    )
-    from gracesvc._protocols.h2 import H2Collector
-
-    metrics.registry.register(H2Collector(drain, site.h2Tally))
-    # The cap's watchdog and the heap's freeze belong to a real process,
-    # which has the real signals (a stand-in module is a test's, on a fake
-    # clock).
-    realProcess = signals is signal
-    worker = options["worker-spec"]
-    stopSignals = StopSignals(
-        reactor,
-        drain,
-        signals,
-        watchdog=CapWatchdog(reactorAnswers(reactor)) if realProcess else None,
-        joinStartedDrain=worker is not None,
-    )
-    stopSignals.catch()
-    service = TwistdService(
-        site,
-        options["endpoints"],
-        drain,
-        reactor,
-        stopSignals,
-        auxiliaryEndpoints=auxiliary,
-        whenRunning=freezeStartupHeap if realProcess else None,
-    )
-    if worker is not None:
-        from twisted.logger import globalLogPublisher
-
-        from gracesvc._workers.worker import (
-            WorkerCollector,
-            WorkerControl,
-            workerLogLabeller,
-        )
-
-        globalLogPublisher.addObserver(
-            workerLogLabeller(worker["generation"], worker["slot"])
-        )
-
-        metrics.registry.register(WorkerCollector(worker["generation"], worker["slot"]))
-
-        # SIGHUP reloads the master; sent to the process group (a closing
-        # terminal), it must not kill the workers, whose default it is.
-        signals.signal(signal.SIGHUP, signal.SIG_IGN)
-        WorkerControl(
-            reactor,
-            drain,
-            service.ports,
-            worker["generation"],
-            worker["slot"],
-            worker["acceptLimit"],
-            signals=signals,
-            exitFast=True,
-            exposition=metrics.exposition,
-        ).setServiceParent(service)
-    return service
+    return serve(options.config, options.reactor, process)

@@ -10,8 +10,9 @@ C{sum without (worker, generation) (rate(gracesvc_requests_total[1m]))}.)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
+from enum import Enum
+from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -21,16 +22,75 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-if TYPE_CHECKING:
-    from gracesvc._workers.master import Master, WorkerProcess
+from gracesvc._core.timers import cancelCall
 
 #: How long a scrape waits for a worker's metrics.
 SCRAPE_TIMEOUT = 1.0
+
+
+class TreeWorker(Protocol):
+    """
+    What the tree's metrics read of a worker.
+    """
+
+    @property
+    def slot(self) -> int: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def workerState(self) -> Enum:
+        """
+        Where it stands: its value is the C{state} label of
+        C{gracesvc_workers}.
+        """
+
+
+_Worker = TypeVar("_Worker", bound=TreeWorker)
+
+
+class WorkerTree(Protocol[_Worker]):
+    """
+    What the tree's metrics read of the workers' master
+    (L{gracesvc._workers.master.Master}).
+    """
+
+    @property
+    def workers(self) -> Sequence[_Worker]:
+        """
+        The workers running (one that exits leaves at once).
+        """
+
+    @property
+    def generation(self) -> int:
+        """
+        The generation serving.
+        """
+
+    @property
+    def reloads(self) -> dict[str, int]:
+        """
+        Reloads, by outcome.
+        """
+
+    @property
+    def restarts(self) -> int:
+        """
+        Workers replaced.
+        """
+
+    def requestMetrics(self, worker: _Worker, /) -> Deferred[str]:
+        """
+        @return: a Deferred firing with C{worker}'s exposition text; cancel it
+            to stop waiting.
+        """
 
 
 def labelled(text: str, labels: dict[str, str], into: dict[str, Metric]) -> None:
@@ -56,63 +116,71 @@ def labelled(text: str, labels: dict[str, str], into: dict[str, Metric]) -> None
             )
 
 
-class _MasterCollector(Collector):
-    def __init__(self, master: Master) -> None:
-        self.master = master
+class _TreeCollector(Collector, Generic[_Worker]):
+    def __init__(self, tree: WorkerTree[_Worker]) -> None:
+        self.tree = tree
 
     def collect(self) -> Iterator[Metric]:
-        master = self.master
+        tree = self.tree
         workers = GaugeMetricFamily(
             "gracesvc_workers",
             "Worker processes, by state.",
             labels=["state"],
         )
         states: dict[str, int] = {"starting": 0, "ready": 0, "retiring": 0}
-        for worker in master.workers:
-            states[worker.workerState.value] = (
-                states.get(worker.workerState.value, 0) + 1
-            )
+        for worker in tree.workers:
+            state = str(worker.workerState.value)
+            states[state] = states.get(state, 0) + 1
         for state, n in sorted(states.items()):
             workers.add_metric([state], n)
         yield workers
         yield GaugeMetricFamily(
             "gracesvc_generation",
             "The generation of workers serving.",
-            value=master.generation,
+            value=tree.generation,
         )
         reloads = CounterMetricFamily(
             "gracesvc_reloads",
             "Reloads (SIGHUP), by outcome.",
             labels=["outcome"],
         )
-        for outcome, n in sorted(master.reloads.items()):
+        for outcome, n in sorted(tree.reloads.items()):
             reloads.add_metric([outcome], n)
         yield reloads
         yield CounterMetricFamily(
             "gracesvc_worker_restarts",
             "Workers replaced after they died or stopped answering.",
-            value=master.restarts,
+            value=tree.restarts,
         )
 
 
-class TreeMetrics:
+class TreeMetrics(Generic[_Worker]):
     """
     The metrics of the master and all its running workers.
     """
 
     log = Logger()
 
-    def __init__(self, master: Master, timeout: float = SCRAPE_TIMEOUT) -> None:
-        self.master = master
+    def __init__(
+        self,
+        tree: WorkerTree[_Worker],
+        clock: IReactorTime,
+        timeout: float = SCRAPE_TIMEOUT,
+    ) -> None:
+        """
+        @param clock: times out the workers' answers.
+        @param timeout: how long a scrape waits for a worker's metrics.
+        """
+        self.tree = tree
+        self.clock = clock
         self.timeout = timeout
 
-    def _fromWorker(self, worker: WorkerProcess) -> Deferred[str | None]:
-        d = self.master.requestMetrics(worker)
-        timer = self.master.reactor.callLater(self.timeout, d.cancel)
+    def _fromWorker(self, worker: _Worker) -> Deferred[str | None]:
+        d = self.tree.requestMetrics(worker)
+        timer = self.clock.callLater(self.timeout, d.cancel)
 
         def done(result: str | Failure) -> str | None:
-            if timer.active():
-                timer.cancel()
+            cancelCall(timer)
             if isinstance(result, Failure):
                 self.log.warn(
                     "gracesvc master: no metrics from {worker}",
@@ -128,7 +196,7 @@ class TreeMetrics:
         @return: a Deferred firing with the tree's metrics in the Prometheus
             text format, once every worker answered (or the timeout passed).
         """
-        workers = [w for w in self.master.workers if w.workerState.value != "exited"]
+        workers = list(self.tree.workers)
 
         def render(texts: list[str | None]) -> bytes:
             families: dict[str, Metric] = {}
@@ -147,7 +215,7 @@ class TreeMetrics:
                         worker=repr(worker),
                     )
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(_MasterCollector(self.master))
+            registry.register(_TreeCollector(self.tree))
             registry.register(_Families(families))
             return generate_latest(registry)
 
@@ -172,7 +240,7 @@ class TreeMetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics: TreeMetrics) -> None:
+    def __init__(self, metrics: TreeMetrics[Any]) -> None:
         super().__init__()
         self.metrics = metrics
 

@@ -20,41 +20,18 @@ same signal, as the drain would have.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
 
 from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 #: How long the watchdog waits for the reactor's sign of life at the cap.
 PROBE = 0.05
-
-
-def dieBySignal(signum: int) -> NoReturn:
-    """
-    End the process by C{signum} with its default action, from any thread:
-    the exit status a drain that ended on its own leaves (twistd re-raises
-    the stop signal).
-
-    Python only sets handlers from its main thread, which may be the stuck
-    one: the C library's C{signal} sets the default action from here.  If
-    that fails, C{os._exit} with the shell's status for death by C{signum}.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        libc.signal.restype = ctypes.c_void_p
-        libc.signal(signum, None)  # SIG_DFL
-        os.kill(os.getpid(), signum)
-        time.sleep(1.0)
-    finally:
-        os._exit(128 + signum)
 
 
 def stuckAt(thread: threading.Thread | None = None) -> str:
@@ -105,7 +82,7 @@ class CapWatchdog:
     def __init__(
         self,
         answers: Callable[[float], bool],
-        exit: Callable[[int], object] = dieBySignal,
+        exit: Callable[[int], object],
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], object] = time.sleep,
         where: Callable[[], str] = stuckAt,
@@ -113,7 +90,8 @@ class CapWatchdog:
         """
         @param answers: says whether the reactor runs a call within so many
             seconds (see L{reactorAnswers}).
-        @param exit: ends the process, given the signal.
+        @param exit: ends the process by the signal given (see
+            L{gracesvc._process.effects.dieBySignal}).
         @param now: the clock the deadline is on (the reactor's: C{time.time}).
         @param sleep: waits, on the same clock.
         @param where: says where the reactor's thread is stuck.

@@ -1,14 +1,13 @@
 # -*- test-case-name: tests.unit.workers.test_master -*-
 """
 C{twistd gracesvc --workers N}: a master process that owns the listening
-sockets and runs N gracesvc worker processes on them.
+sockets (L{gracesvc._workers.sockets}) and runs N gracesvc worker processes
+on them.
 
-The master creates each socket once with the L{socket} module, never
-accepts on it and only ever C{close()}s it: a C{shutdown()} of one copy of
-a shared listening socket stops it listening in every process.  Each
-worker is a fresh C{twistd gracesvc} (so a reload loads new code) that
-adopts the sockets (fds 5...) and talks to the master on a pair of pipes
-(fds 3 and 4, see L{gracesvc._workers.worker}).
+Each worker is a fresh C{twistd gracesvc} (so a reload loads new code,
+see L{gracesvc._workers.command}) that adopts the sockets (fds 5...) and
+talks to the master on a pair of pipes (fds 3 and 4, see
+L{gracesvc._workers.channel}).
 
 The master's own stop is a L{Drain} whose connections are the worker
 processes (L{WorkerProcess} provides L{IDrainableConnection}) and whose
@@ -18,12 +17,14 @@ signal's time, so that one cap holds for the whole tree; it is done when
 the last worker has exited, and at the cap it forces what is left.  A
 second signal forces, as in a single process.
 
-SIGHUP reloads: generation g+1 is started on the same sockets, and only
-once all of it is ready is generation g told to drain.  If g+1 cannot
-start, g keeps serving.  A worker that crashes, or answers no ping for
-the worker timeout, is replaced, with backoff.  With C{--metrics-listen}
-the master serves the whole tree's metrics (L{gracesvc._metrics.tree});
-under systemd's C{Type=notify} it reports READY/RELOADING/STOPPING.
+The workers are started by L{Generation}: SIGHUP reloads, starting
+generation g+1 on the same sockets, and only once all of it is ready is
+generation g told to drain.  If g+1 cannot start, g keeps serving.  A
+worker that crashes, or answers no ping for the worker timeout (see
+L{gracesvc._workers.liveness}), is replaced, with backoff.  The master
+asks its workers for their metrics on request (L{Master.requestMetrics},
+for L{gracesvc._metrics.tree}), and tells the service manager its state
+(C{notify}, see L{gracesvc._workers.systemd}).
 
 (The master's drain logs its workers as "connections": that is what they
 are to it.)
@@ -32,14 +33,11 @@ are to it.)
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import signal
-import socket
-import stat
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from types import FrameType
 from typing import Any
@@ -54,184 +52,23 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection
-from gracesvc._pins.twisted import ListeningSpec, exitSignal
-from gracesvc._process.service import SignalModule
-from gracesvc._workers.worker import (
+from gracesvc._core.timers import cancelCall
+from gracesvc._pins.twisted import exitSignal
+from gracesvc._process.effects import ProcessEffects, exitAtOnce
+from gracesvc._workers.channel import (
     WORKER_READS,
     WORKER_WRITES,
-    decode,
+    ControlReader,
+    Message,
+    Requests,
     encode,
-    exitAtOnce,
 )
-
-#: The first fd of the adopted sockets in a worker.
-FIRST_SOCKET_FD = 5
-
-#: A worker that dies within this many seconds of being ready (or before)
-#: died young: its slot's next start waits (see L{restartDelay}).
-YOUNG = 1.0
-
-#: The longest wait before restarting a slot whose workers keep dying.
-MAX_RESTART_DELAY = 5.0
+from gracesvc._workers.command import workerFDs
+from gracesvc._workers.liveness import Liveness, Slot
+from gracesvc._workers.sockets import SharedSocket
 
 #: How long a worker told to stop at once has before it is killed.
 KILL_AFTER = 0.25
-
-#: The longest control line a worker may write (its metrics are one line).
-MAX_UP_LINE = 1 << 22
-
-#: The longest time between two liveness pings to a ready worker.
-PING_INTERVAL = 5.0
-
-#: Connections accepted per wake-up in a worker (see
-#: L{gracesvc._pins.twisted.limitAccepts}).
-ACCEPT_LIMIT = 1
-
-
-def restartDelay(youngDeaths: int) -> float:
-    """
-    @param youngDeaths: how many workers in a row died young in a slot.
-    @return: how long to wait before starting its next one: at once after
-        the first, then 0.1 s doubling up to L{MAX_RESTART_DELAY}.
-    """
-    if youngDeaths <= 1:
-        return 0.0
-    return float(min(MAX_RESTART_DELAY, 0.1 * 2 ** (youngDeaths - 2)))
-
-
-def systemdNotifier(environ: MutableMapping[str, str]) -> Callable[[str], None]:
-    """
-    @return: what tells systemd the service's state (C{READY=1},
-        C{RELOADING=1}, C{STOPPING=1}) on C{NOTIFY_SOCKET} under
-        C{Type=notify}; without it, what does nothing.  C{NOTIFY_SOCKET} is
-        taken out of C{environ}, so that the workers do not inherit it.
-    """
-    path = environ.pop("NOTIFY_SOCKET", "")
-    if not path:
-        return lambda state: None
-    if path.startswith("@"):
-        path = "\0" + path[1:]
-
-    def notify(state: str) -> None:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(state.encode("utf-8"), path)
-        except OSError:
-            pass
-
-    return notify
-
-
-class SharedSocket:
-    """
-    A listening socket the master owns and every worker adopts.
-
-    It stands as a listener of the master's drain: L{stopListening} only
-    closes the master's copy (never C{shutdown()}), so the workers keep
-    accepting on theirs until each drains.
-    """
-
-    def __init__(
-        self,
-        description: str,
-        sock: socket.socket,
-        unlinkPath: str | None = None,
-        slot: int | None = None,
-        tls: bool = False,
-    ) -> None:
-        """
-        @param slot: the one worker slot that adopts it (a C{--reuse-port}
-            socket of that slot's own), or L{None} for every worker.
-        @param tls: whether the workers serve TLS on it (an C{ssl:}
-            listener, whose certificate each worker reads).
-        """
-        self.description = description
-        self.slot = slot
-        self.tls = tls
-        self.socket = sock
-        self.family = int(sock.family)
-        self.unlinkPath = unlinkPath
-        self.closed = False
-
-    def fileno(self) -> int:
-        return self.socket.fileno()
-
-    def address(self) -> str:
-        """
-        @return: what it listens on, for the log.
-        """
-        name = self.socket.getsockname()
-        if isinstance(name, tuple):
-            return f"{name[0]}:{name[1]}"
-        return str(name)
-
-    def stopListening(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.socket.close()
-        if self.unlinkPath is not None:
-            try:
-                os.unlink(self.unlinkPath)
-            except OSError:
-                pass
-
-    # The rest of IListeningPort, which the drain does not call.
-    def startListening(self) -> None:
-        pass
-
-    def getHost(self) -> str:
-        return self.address()
-
-
-def openSharedSocket(
-    description: str, spec: ListeningSpec, slot: int | None = None, tls: bool = False
-) -> SharedSocket:
-    """
-    Create the socket C{spec} describes (see
-    L{gracesvc._pins.twisted.listeningSpec}), listening.
-
-    @param slot: with C{SO_REUSEPORT}, for this worker slot alone (TCP
-        only); L{None}: one socket for every worker.
-    @param tls: whether the workers serve TLS on it (see L{SharedSocket}).
-    @raise OSError: it cannot be created (a port in use, say).
-    """
-    if spec[0] == "tcp":
-        _, family, interface, port, backlog = spec  # type: ignore[misc]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if slot is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            host = interface or ("::" if family == socket.AF_INET6 else "")
-            sock.bind((host, port))
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        return SharedSocket(description, sock, slot=slot, tls=tls)
-    if spec[0] == "unix":
-        _, path, backlog, mode = spec  # type: ignore[misc]
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            try:
-                if stat.S_ISSOCK(os.stat(path).st_mode):
-                    os.unlink(path)
-            except FileNotFoundError:
-                pass
-            sock.bind(path)
-            os.chmod(path, mode)
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
-        return SharedSocket(description, sock, unlinkPath=path)
-    _, fd, family = spec  # type: ignore[misc]
-    return SharedSocket(
-        description, socket.socket(family, socket.SOCK_STREAM, fileno=fd)
-    )
 
 
 class WorkerState(Enum):
@@ -266,9 +103,11 @@ class WorkerProcess(ProcessProtocol):
         self.pid: int | None = None
         self.startedAt = master.reactor.seconds()
         self.readyAt: float | None = None
-        #: when the worker last wrote a control line (see L{Master.ping}).
+        #: When the worker last wrote a control line (see L{Liveness}).
         self.lastHeard = self.startedAt
-        self._buffer = b""
+        self._reader = ControlReader(
+            self._messageReceived, self._malformed, self._tooLong
+        )
         self._kill: IDelayedCall | None = None
 
     @property
@@ -288,36 +127,42 @@ class WorkerProcess(ProcessProtocol):
         self.pid = getattr(self.transport, "pid", None)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD != WORKER_WRITES:
-            return
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        if len(self._buffer) > MAX_UP_LINE:
-            self.master.log.warn(
-                "gracesvc master: {worker} wrote an overlong control line",
-                worker=repr(self),
-            )
-            self._buffer = b""
-        for line in lines:
-            message = decode(line)
-            if message is None:
-                self.master.log.warn(
-                    "gracesvc master: ignoring a malformed control line from "
-                    "{worker}: {line!r}",
-                    worker=repr(self),
-                    line=line[:200],
-                )
-                continue
-            self.lastHeard = self.master.reactor.seconds()
-            self.master.messageReceived(self, message)
+        if childFD == WORKER_WRITES:
+            self._reader.dataReceived(data)
+
+    def _messageReceived(self, message: Message) -> None:
+        self.lastHeard = self.master.reactor.seconds()
+        self.master.messageReceived(self, message)
+
+    def _malformed(self, line: bytes) -> None:
+        self.master.log.warn(
+            "gracesvc master: ignoring a malformed control line from "
+            "{worker}: {line!r}",
+            worker=repr(self),
+            line=line[:200],
+        )
+
+    def _tooLong(self) -> None:
+        self.master.log.warn(
+            "gracesvc master: {worker} wrote an overlong control line",
+            worker=repr(self),
+        )
 
     def processEnded(self, reason: Failure) -> None:
-        if self._kill is not None and self._kill.active():
-            self._kill.cancel()
+        cancelCall(self._kill)
+        self._kill = None
         previous, self.workerState = self.workerState, WorkerState.EXITED
         self.master.workerExited(self, describeExit(reason), previous)
 
-    def send(self, message: dict[str, Any]) -> None:
+    @property
+    def answersPings(self) -> bool:
+        """
+        Whether L{Liveness} pings it: it is ready, neither starting nor
+        draining.
+        """
+        return self.workerState is WorkerState.READY
+
+    def send(self, message: Message) -> None:
         """
         Write a command to the worker; one that has exited is not written to.
         """
@@ -406,22 +251,75 @@ class MasterPhase(Enum):
 
 
 @dataclass
-class Slot:
+class Generation:
     """
-    One of the N places a worker serves in.
+    The N workers started together, from the same code: they become ready
+    together (or the start or the reload fails), serve together, and are
+    retired together when the next generation is ready.  A worker that
+    replaces one of them joins its generation.
+
+    @ivar number: counts from 1 and is never reused, a failed generation's
+        included.
+    @ivar size: how many workers it has when it is whole.
+    @ivar workers: its workers running, while it is starting or serving.
+    @ivar bootTimer: fails the generation if it is not ready in time.
     """
 
-    index: int
-    youngDeaths: int = 0
-    restart: IDelayedCall | None = None
+    number: int
+    size: int
+    workers: list[WorkerProcess] = field(default_factory=list)
+    bootTimer: IDelayedCall | None = None
+
+    def ready(self) -> bool:
+        """
+        @return: whether all of it is ready.
+        """
+        return len(self.workers) == self.size and all(
+            w.workerState is WorkerState.READY for w in self.workers
+        )
+
+    def booted(self) -> None:
+        """
+        It is ready, or it failed: its boot timer is done.
+        """
+        cancelCall(self.bootTimer)
+        self.bootTimer = None
+
+    def retire(self, now: float) -> int:
+        """
+        The next generation is ready: tell every worker to drain, without
+        the drain delay (the next generation serves the same sockets
+        already).
+
+        @return: how many were told.
+        """
+        running = [w for w in self.workers if w.workerState is not WorkerState.EXITED]
+        for w in running:
+            w.retire(now, "reload", drainDelay=False)
+        return len(running)
+
+    def abandon(self, now: float) -> None:
+        """
+        It failed to start: those ready drain (they may have accepted
+        connections already), those starting are killed.
+        """
+        for w in list(self.workers):
+            if w.workerState is WorkerState.READY:
+                w.retire(now, "reload failed", drainDelay=False)
+            elif w.workerState is WorkerState.STARTING:
+                w.workerState = WorkerState.RETIRING
+                w.kill()
 
 
 class Master(Service):
     """
     The master of C{--workers N}: see the module docstring.
 
-    @ivar generation: the generation serving (or starting, at first).
+    @ivar serving: the generation serving, once the first is ready.
+    @ivar booting: the generation starting (the first, or a reload's).
+    @ivar reloadQueued: a reload was asked for while one ran: it runs next.
     @ivar exitStatus: set when the start failed: the master exits with it.
+    @ivar metricsRequests: the workers' metrics asked for and not answered.
     """
 
     log = Logger()
@@ -433,16 +331,17 @@ class Master(Service):
         sockets: Callable[[], Sequence[SharedSocket]],
         workerCommand: Callable[[int, int, Sequence[SharedSocket]], list[str]],
         workers: int,
+        process: ProcessEffects,
         bootTimeout: float = 60.0,
-        signals: SignalModule = signal,
         executable: str = sys.executable,
         workerTimeout: float = 30.0,
         notify: Callable[[str], None] = lambda state: None,
     ) -> None:
         """
-        @param reactor: provides L{IReactorProcess},
-            L{IReactorCore <twisted.internet.interfaces.IReactorCore>} and
-            L{IReactorTime <twisted.internet.interfaces.IReactorTime>}.
+        @param reactor: provides
+            L{twisted.internet.interfaces.IReactorProcess},
+            L{twisted.internet.interfaces.IReactorCore} and
+            L{twisted.internet.interfaces.IReactorTime}.
         @param drain: the master's drain: its listeners are the shared
             sockets and its connections the workers.
         @param sockets: opens the shared sockets (while the process may
@@ -450,45 +349,62 @@ class Master(Service):
         @param workerCommand: the argv of a worker, from its generation,
             slot and the sockets.
         @param workers: how many.
+        @param process: the master's process: its SIGHUP reloads, and it
+            leaves at once once every worker is gone.
         @param bootTimeout: how long a generation has to become ready.
         @param workerTimeout: how long a ready worker may leave the
             master's pings unanswered before it is killed and replaced.
         @param notify: tells the service manager the state (see
-            L{systemdNotifier}).
+            L{gracesvc._workers.systemd.systemdNotifier}).
         """
         super().__init__()
         self.reactor = reactor
         self.drain = drain
         self._openSockets = sockets
-        #: (description, endpoint) to serve the tree's metrics on, if any.
-        self.metricsEndpoint: tuple[str, Any] | None = None
         self.workerCommand = workerCommand
         self.workerCount = workers
+        self.process = process
         self.bootTimeout = bootTimeout
-        self.workerTimeout = workerTimeout
-        self.notify = notify
-        self.pingInterval = min(PING_INTERVAL, workerTimeout / 3)
-        self._pinging: IDelayedCall | None = None
-        self._metricsRequests: dict[int, Deferred[str]] = {}
-        self._metricsIds = itertools.count()
-        self.signals = signals
         self.executable = executable
-        self.phase = MasterPhase.STARTING
+        self.notify = notify
+        self.liveness = Liveness(
+            reactor, lambda: self.workers, workerTimeout, self._silent
+        )
         self.sockets: list[SharedSocket] = []
         self.workers: list[WorkerProcess] = []
         self.slots = [Slot(i) for i in range(workers)]
-        self.generation = 1
-        #: the newest generation started, ready or not: never reused.
-        self.newest = 1
-        self.booting: int | None = None
+        self.serving: Generation | None = None
+        self.booting: Generation | None = None
         self.reloadQueued = False
+        self._numbers = itertools.count(1)
         self.reloads = {"ok": 0, "failed": 0}
         self.restarts = 0
         self.exitStatus: int | None = None
         self.stopReason = "stop"
-        self._bootTimer: IDelayedCall | None = None
+        self.metricsRequests = Requests()
         self._exitWaiters: list[Deferred[None]] = []
         self._devnull: int | None = None
+
+    @property
+    def phase(self) -> MasterPhase:
+        """
+        Where the master stands, from its generations.
+        """
+        if self.drain.draining:
+            return MasterPhase.STOPPING
+        if self.serving is None:
+            return MasterPhase.STARTING
+        if self.booting is not None:
+            return MasterPhase.RELOADING
+        return MasterPhase.SERVING
+
+    @property
+    def generation(self) -> int:
+        """
+        The number of the generation serving (or of the first, until it
+        serves).
+        """
+        return 1 if self.serving is None else self.serving.number
 
     # Start.
 
@@ -503,8 +419,6 @@ class Master(Service):
         if self.sockets:
             return
         self.sockets = list(self._openSockets())
-        if self.metricsEndpoint is not None:
-            self._serveMetrics(*self.metricsEndpoint)
         for shared in self.sockets:
             self.drain.addListener(shared)  # type: ignore[arg-type]
             self.log.info(
@@ -513,91 +427,61 @@ class Master(Service):
                 address=shared.address(),
             )
 
-    def _serveMetrics(self, description: str, endpoint: Any) -> None:
-        """
-        Serve the tree's metrics (see L{gracesvc._metrics.tree}) on
-        C{endpoint}, until the master exits.
-        """
-        from twisted.web.server import Site
-
-        from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
-
-        site = Site(TreeMetricsResource(TreeMetrics(self)), reactor=self.reactor)
-        site.noisy = False
-        failures: list[Failure] = []
-        endpoint.listen(site).addCallbacks(
-            lambda port: self.log.info(
-                "gracesvc master serving metrics on {description} ({address})",
-                description=description,
-                address=str(port.getHost()),
-            ),
-            failures.append,
-        )
-        if failures:
-            self.log.critical(
-                "gracesvc: cannot listen on {description}: {error}",
-                description=description,
-                error=failures[0].getErrorMessage(),
-            )
-            raise SystemExit(1)
-
     def startService(self) -> None:
         super().startService()
         self._openAll()
         self.drain.addHook("draining", self._stopping, name="stop the workers")
         self.reactor.addSystemEventTrigger("before", "shutdown", self._shutdown)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit)
-        self.signals.signal(signal.SIGHUP, self._sighup)
-        self._startGeneration(self.generation)
-        self._pinging = self.reactor.callLater(self.pingInterval, self.ping)
+        self.process.signals.signal(signal.SIGHUP, self._sighup)
+        self._startGeneration()
+        self.liveness.start()
 
     def _sighup(self, signum: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.reload)
 
-    def _startGeneration(self, generation: int) -> None:
-        self.booting = self.newest = generation
+    def _startGeneration(self) -> None:
+        generation = self.booting = Generation(next(self._numbers), self.workerCount)
         self.log.info(
             "gracesvc master: starting generation {generation}: {workers} workers",
-            generation=generation,
+            generation=generation.number,
             workers=self.workerCount,
             step="generation_start",
         )
-        self._bootTimer = self.reactor.callLater(
+        generation.bootTimer = self.reactor.callLater(
             self.bootTimeout, self._bootTimedOut, generation
         )
         for slot in self.slots:
             self._spawn(generation, slot)
 
-    def _spawn(self, generation: int, slot: Slot) -> WorkerProcess:
-        slot.restart = None
-        worker = WorkerProcess(self, generation, slot.index)
+    def _spawn(self, generation: Generation, slot: Slot) -> WorkerProcess:
+        slot.cancelRestart()
+        worker = WorkerProcess(self, generation.number, slot.index)
         sockets = [s for s in self.sockets if s.slot in (None, slot.index)]
-        argv = self.workerCommand(generation, slot.index, sockets)
+        argv = self.workerCommand(generation.number, slot.index, sockets)
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDWR)
-        childFDs: dict[int, int | str] = {
-            0: self._devnull,
-            1: 1,
-            2: 2,
-            WORKER_WRITES: "r",
-            WORKER_READS: "w",
-        }
-        for i, shared in enumerate(sockets):
-            childFDs[FIRST_SOCKET_FD + i] = shared.fileno()
         self.workers.append(worker)
+        generation.workers.append(worker)
         self.drain.connectionOpened(worker)
         proc: IReactorProcess = self.reactor
-        proc.spawnProcess(worker, self.executable, argv, env=None, childFDs=childFDs)
+        proc.spawnProcess(
+            worker,
+            self.executable,
+            argv,
+            env=None,
+            childFDs=workerFDs(self._devnull, sockets),
+        )
         self.log.info(
             "gracesvc master: started {worker}",
             worker=repr(worker),
-            generation=generation,
+            generation=generation.number,
             slot=slot.index,
             pid=worker.pid,
         )
         return worker
 
-    def messageReceived(self, worker: WorkerProcess, message: dict[str, Any]) -> None:
+    def messageReceived(self, worker: WorkerProcess, message: Message) -> None:
         """
         A control message from C{worker}.
         """
@@ -607,12 +491,7 @@ class Master(Service):
         elif event == "pong":
             pass
         elif event == "metrics":
-            key = message.get("id")
-            waiting = self._metricsRequests.pop(
-                key if isinstance(key, int) else -1, None
-            )
-            if waiting is not None:
-                waiting.callback(str(message.get("text", "")))
+            self.metricsRequests.answered(message)
         else:
             self.log.warn(
                 "gracesvc master: ignoring {message!r} from {worker}",
@@ -627,44 +506,23 @@ class Master(Service):
         @return: a Deferred firing with its exposition text; cancel it to
             stop waiting.
         """
-        key = next(self._metricsIds)
+        asked = self.metricsRequests.ask(worker.send, {"command": "metrics"})
+        return asked.addCallback(lambda answer: str(answer.get("text", "")))
 
-        def cancel(d: Deferred[str]) -> None:
-            self._metricsRequests.pop(key, None)
-
-        d: Deferred[str] = Deferred(cancel)
-        self._metricsRequests[key] = d
-        worker.send({"command": "metrics", "id": key})
-        return d
-
-    def ping(self) -> None:
+    def _silent(self, worker: WorkerProcess, silent: float) -> None:
         """
-        Ping every ready worker; kill one that has said nothing for
-        C{workerTimeout} (stuck in a loop, say): it is then replaced as a
-        crashed one is.  Workers starting or draining are left alone: the
-        boot timeout and the cap bound those.
+        C{worker} answered no ping for the worker timeout (stuck in a loop,
+        say): kill it, to be replaced as a crashed one is.
         """
-        self._pinging = None
-        if self.drain.draining:
-            return
-        now = self.reactor.seconds()
-        for worker in list(self.workers):
-            if worker.workerState is not WorkerState.READY:
-                continue
-            silent = now - worker.lastHeard
-            if silent > self.workerTimeout:
-                self.log.warn(
-                    "gracesvc master: {worker} silent for {silent:.1f}s: killing it",
-                    worker=repr(worker),
-                    silent=silent,
-                    generation=worker.generation,
-                    slot=worker.slot,
-                    step="worker_timeout",
-                )
-                worker.kill()
-            else:
-                worker.send({"command": "ping"})
-        self._pinging = self.reactor.callLater(self.pingInterval, self.ping)
+        self.log.warn(
+            "gracesvc master: {worker} silent for {silent:.1f}s: killing it",
+            worker=repr(worker),
+            silent=silent,
+            generation=worker.generation,
+            slot=worker.slot,
+            step="worker_timeout",
+        )
+        worker.kill()
 
     def _workerReady(self, worker: WorkerProcess) -> None:
         if worker.workerState is not WorkerState.STARTING:
@@ -678,47 +536,30 @@ class Master(Service):
             slot=worker.slot,
             pid=worker.pid,
         )
-        if self.drain.draining:
-            return
-        if worker.generation != self.booting:
-            return
-        generation = [w for w in self.workers if w.generation == worker.generation]
-        if len(generation) == self.workerCount and all(
-            w.workerState is WorkerState.READY for w in generation
-        ):
-            self._generationReady(worker.generation)
+        booting = self.booting
+        if not self.drain.draining and booting is not None and booting.ready():
+            self._generationReady(booting)
 
-    def _generationReady(self, generation: int) -> None:
-        if self._bootTimer is not None and self._bootTimer.active():
-            self._bootTimer.cancel()
-        self._bootTimer = None
-        self.booting = None
-        previous = self.generation
-        self.generation = generation
+    def _generationReady(self, generation: Generation) -> None:
+        generation.booted()
+        previous, self.serving, self.booting = self.serving, generation, None
         self.notify("READY=1")
-        if self.phase is MasterPhase.STARTING:
-            self.phase = MasterPhase.SERVING
+        if previous is None:
             self.log.info(
                 "gracesvc master ready: {workers} workers of generation "
                 "{generation} serving",
                 workers=self.workerCount,
-                generation=generation,
+                generation=generation.number,
                 step="ready",
             )
         else:
-            self.phase = MasterPhase.SERVING
-            now = self.reactor.seconds()
-            retired = 0
-            for w in list(self.workers):
-                if w.generation == previous and w.workerState is not WorkerState.EXITED:
-                    w.retire(now, "reload", drainDelay=False)
-                    retired += 1
+            retired = previous.retire(self.reactor.seconds())
             self.reloads["ok"] += 1
             self.log.info(
                 "gracesvc master: reloaded: generation {generation} ready, "
                 "{retired} workers of generation {previous} draining",
-                generation=generation,
-                previous=previous,
+                generation=generation.number,
+                previous=previous.number,
                 retired=retired,
                 step="reload",
                 outcome="ok",
@@ -735,39 +576,26 @@ class Master(Service):
         """
         if self.drain.draining:
             return
-        if self.phase in (MasterPhase.STARTING, MasterPhase.RELOADING):
+        if self.phase is not MasterPhase.SERVING:
             self.reloadQueued = True
             return
         self.log.info(
             "gracesvc master: SIGHUP: reloading", step="reload", outcome="start"
         )
-        self.phase = MasterPhase.RELOADING
         self.notify("RELOADING=1")
-        self._startGeneration(self.newest + 1)
+        self._startGeneration()
 
-    def _reloadFailed(self, generation: int, why: str) -> None:
-        if self._bootTimer is not None and self._bootTimer.active():
-            self._bootTimer.cancel()
-        self._bootTimer = None
+    def _reloadFailed(self, generation: Generation, why: str) -> None:
+        generation.booted()
         self.booting = None
-        self.phase = MasterPhase.SERVING
         self.notify("READY=1")
         self.reloads["failed"] += 1
-        now = self.reactor.seconds()
-        for w in list(self.workers):
-            if w.generation != generation:
-                continue
-            if w.workerState is WorkerState.READY:
-                # It may have accepted connections already: drain them.
-                w.retire(now, "reload failed", drainDelay=False)
-            elif w.workerState is WorkerState.STARTING:
-                w.workerState = WorkerState.RETIRING
-                w.kill()
+        generation.abandon(self.reactor.seconds())
         self.log.error(
             "gracesvc master: reload failed: {why}; generation {current} keeps serving",
             why=why,
             current=self.generation,
-            failed=generation,
+            failed=generation.number,
             step="reload",
             outcome="failed",
         )
@@ -781,13 +609,16 @@ class Master(Service):
             self.reloadQueued = False
             self.reload()
 
-    def _bootTimedOut(self, generation: int) -> None:
-        self._bootTimer = None
-        why = f"generation {generation} not ready after {self.bootTimeout:g}s"
-        if self.phase is MasterPhase.STARTING:
+    def _bootFailed(self, generation: Generation, why: str) -> None:
+        if self.serving is None:
             self._failStart(why)
         else:
             self._reloadFailed(generation, why)
+
+    def _bootTimedOut(self, generation: Generation) -> None:
+        generation.bootTimer = None
+        why = f"generation {generation.number} not ready after {self.bootTimeout:g}s"
+        self._bootFailed(generation, why)
 
     # Exits.
 
@@ -806,6 +637,9 @@ class Master(Service):
             pid=worker.pid,
         )
         self.workers.remove(worker)
+        for generation in (self.booting, self.serving):
+            if generation is not None and worker in generation.workers:
+                generation.workers.remove(worker)
         self.drain.connectionClosed(worker)
         if not self.workers:
             waiters, self._exitWaiters = self._exitWaiters, []
@@ -813,25 +647,15 @@ class Master(Service):
                 d.callback(None)
         if self.drain.draining or previous is WorkerState.RETIRING:
             return
-        if worker.generation == self.booting:
+        if self.booting is not None and worker.generation == self.booting.number:
             why = f"{worker!r} exited before its generation was ready ({how})"
-            if self.phase is MasterPhase.STARTING:
-                self._failStart(why)
-            else:
-                self._reloadFailed(worker.generation, why)
-        elif (
-            worker.generation == self.generation
-            and self.phase is not MasterPhase.STARTING
-        ):
+            self._bootFailed(self.booting, why)
+        elif self.serving is not None and worker.generation == self.serving.number:
             self._replace(worker, how)
 
     def _replace(self, worker: WorkerProcess, how: str) -> None:
         slot = self.slots[worker.slot]
-        young = (
-            worker.readyAt is None or self.reactor.seconds() - worker.readyAt < YOUNG
-        )
-        slot.youngDeaths = slot.youngDeaths + 1 if young else 1
-        delay = restartDelay(slot.youngDeaths)
+        delay = slot.died(worker.readyAt, self.reactor.seconds())
         self.restarts += 1
         self.log.warn(
             "gracesvc master: {worker} died ({how}): replacing it in {delay:.1f}s",
@@ -842,20 +666,14 @@ class Master(Service):
             slot=worker.slot,
             step="worker_replaced",
         )
-        if slot.restart is not None and slot.restart.active():
-            return
-        slot.restart = self.reactor.callLater(
-            delay, self._respawn, worker.generation, slot
-        )
+        generation = self.serving
+        assert generation is not None
+        slot.restartIn(self.reactor, delay, lambda: self._respawn(generation, slot))
 
-    def _respawn(self, generation: int, slot: Slot) -> None:
-        slot.restart = None
-        if self.drain.draining:
-            return
+    def _respawn(self, generation: Generation, slot: Slot) -> None:
         # A reload that finished meanwhile made a newer generation current.
-        if generation != self.generation:
-            return
-        self._spawn(generation, slot)
+        if generation is self.serving and not self.drain.draining:
+            self._spawn(generation, slot)
 
     def _failStart(self, why: str) -> None:
         """
@@ -879,17 +697,13 @@ class Master(Service):
         The master's drain began: no more starts; the workers are told to
         drain when the shared sockets are closed (L{WorkerProcess.beginDrain}).
         """
-        self.phase = MasterPhase.STOPPING
         self.notify("STOPPING=1")
         self.stopReason = self._stopReasonNow()
-        if self._pinging is not None and self._pinging.active():
-            self._pinging.cancel()
-        if self._bootTimer is not None and self._bootTimer.active():
-            self._bootTimer.cancel()
+        self.liveness.stop()
+        if self.booting is not None:
+            self.booting.booted()
         for slot in self.slots:
-            if slot.restart is not None and slot.restart.active():
-                slot.restart.cancel()
-            slot.restart = None
+            slot.cancelRestart()
 
     def _stopReasonNow(self) -> str:
         signum = exitSignal(self.reactor)
@@ -927,176 +741,4 @@ class Master(Service):
         The reactor has stopped and every worker is gone: leave at once,
         with the stop signal's status, or 1 after a failed start.
         """
-        exitAtOnce(self.reactor, self.signals, self.exitStatus or 0)
-
-
-#: How a worker is started: twistd's own entry point, so that the worker
-#: runs exactly what C{twistd gracesvc} runs.
-TWISTD_ENTRY = "from twisted.scripts.twistd import run; run()"
-
-
-#: twistd's own options a worker gets as its master got them: the rest
-#: (--pidfile, --logfile, --uid, daemonizing...) are the master's alone.
-INHERITED_TWISTD_OPTIONS = {"--reactor": "-r", "--logger": None}
-
-
-def twistdArguments(argv: Sequence[str], plugin: str = "gracesvc") -> list[str]:
-    """
-    @param argv: the master's command line after the program name.
-    @return: the twistd options (before C{plugin}) in
-        L{INHERITED_TWISTD_OPTIONS}, to give every worker.
-    """
-    options = list(argv[: list(argv).index(plugin)]) if plugin in argv else []
-    inherited: list[str] = []
-    for i, arg in enumerate(options):
-        for long, short in INHERITED_TWISTD_OPTIONS.items():
-            if arg.startswith(long + "="):
-                inherited.append(arg)
-            elif arg in (long, short) and i + 1 < len(options):
-                inherited += [long, options[i + 1]]
-    return inherited
-
-
-def workerCommand(
-    pluginArguments: Sequence[str],
-    executable: str = sys.executable,
-    metricsRoute: bool = True,
-    twistd: Sequence[str] = (),
-    acceptLimit: int = ACCEPT_LIMIT,
-) -> Callable[[int, int, Sequence[SharedSocket]], list[str]]:
-    """
-    @param pluginArguments: the plugin options every worker gets.
-    @param twistd: twistd's own options every worker gets (see
-        L{twistdArguments}).
-    @param acceptLimit: connections a worker accepts per wake-up (0:
-        Twisted's default, when no other worker shares its sockets).
-    @param metricsRoute: whether the workers serve C{/metrics} on the main
-        listeners (not when the master serves the tree's on
-        C{--metrics-listen}).
-    @return: what makes the argv of a worker from its generation, slot and
-        the shared sockets (adopted as fds 5...).
-    """
-
-    def command(
-        generation: int, slot: int, sockets: Sequence[SharedSocket]
-    ) -> list[str]:
-        spec = {
-            "generation": generation,
-            "slot": slot,
-            "acceptLimit": acceptLimit,
-            "metricsRoute": metricsRoute,
-            # A TLS listener has a fourth item, so that a worker too old to
-            # serve TLS refuses the spec rather than serve cleartext on it.
-            "listeners": [
-                [shared.description, FIRST_SOCKET_FD + i, shared.family]
-                + ([True] if shared.tls else [])
-                for i, shared in enumerate(sockets)
-            ],
-        }
-        return [
-            executable,
-            "-c",
-            TWISTD_ENTRY,
-            "--pidfile=",
-            "--nodaemon",
-            *twistd,
-            "gracesvc",
-            *pluginArguments,
-            f"--worker-spec={json.dumps(spec, separators=(',', ':'))}",
-        ]
-
-    return command
-
-
-def reusePortSockets(
-    description: str, spec: ListeningSpec, workers: int, tls: bool = False
-) -> list[SharedSocket]:
-    """
-    One C{SO_REUSEPORT} socket per worker slot on the TCP address C{spec}
-    describes: the kernel spreads new connections over them by hash, so
-    every worker gets its share however busy the machine (a worker that is
-    not scheduled when connections arrive misses them on a shared socket).
-    A slot's socket outlives its workers (the master holds it), so a
-    reload or a replacement loses none of its queue; but while a slot has
-    no worker ready, its connections wait.
-
-    @raise OSError: one cannot be created; those made are closed.
-    """
-    opened = [openSharedSocket(description, spec, slot=0, tls=tls)]
-    try:
-        # Port 0 picks a port: the other slots share the one picked.
-        port = opened[0].socket.getsockname()[1]
-        rest = (*spec[:3], port, *spec[4:])
-        for slot in range(1, workers):
-            opened.append(openSharedSocket(description, rest, slot=slot, tls=tls))
-    except OSError:
-        for shared in opened:
-            shared.stopListening()
-        raise
-    return opened
-
-
-def makeMaster(options: Any, signals: SignalModule = signal) -> Service:
-    """
-    Make the master of C{--workers N} from parsed L{gracesvc.tap.Options},
-    and catch SIGINT and SIGTERM from now on.
-    """
-    from gracesvc._core.drain import DrainPolicy
-    from gracesvc._process.service import ListenFailed, StopSignals
-
-    reactor = options["reactor"]
-    policy = options["policy"]
-    drain = Drain(reactor, policy=DrainPolicy(shutdownTimeout=policy.shutdownTimeout))
-    # Its lines count the workers as "connections": say whose drain it is.
-    drain.log = Logger(namespace="gracesvc master drain")
-    specs = options["listening-specs"]
-
-    def sockets() -> list[SharedSocket]:
-        opened: list[SharedSocket] = []
-        for description, spec, tls in specs:
-            try:
-                if options["reuse-port"] and spec[0] == "tcp":
-                    opened += reusePortSockets(
-                        description, spec, options["workers"], tls=tls
-                    )
-                else:
-                    opened.append(openSharedSocket(description, spec, tls=tls))
-            except OSError as e:
-                for shared in opened:
-                    shared.stopListening()
-                Master.log.critical(
-                    "gracesvc: {error}",
-                    error=str(
-                        ListenFailed(
-                            f"cannot listen on {description}: {e.strerror or e}"
-                        )
-                    ),
-                )
-                raise SystemExit(1) from None
-        return opened
-
-    stopSignals = StopSignals(reactor, drain, signals)
-    stopSignals.catch()
-    master = Master(
-        reactor,
-        drain,
-        sockets,
-        workerCommand(
-            options.workerArguments(),
-            metricsRoute=options["metrics-listen"] is None,
-            twistd=twistdArguments(sys.argv[1:]),
-            acceptLimit=0 if options["reuse-port"] else ACCEPT_LIMIT,
-        ),
-        options["workers"],
-        bootTimeout=options["worker-boot-timeout"],
-        signals=signals,
-        workerTimeout=options["worker-timeout"],
-        notify=systemdNotifier(os.environ),
-    )
-    reactor.callWhenRunning(stopSignals.watch)
-    if options["metrics-listen"] is not None:
-        master.metricsEndpoint = (
-            options["metrics-listen"],
-            options["metrics-endpoint"],
-        )
-    return master
+        exitAtOnce(self.reactor, self.process, self.exitStatus or 0)

@@ -1,124 +1,59 @@
 # -*- test-case-name: tests.unit.workers.test_worker -*-
 """
-The control channel between the workers' master and each worker: one JSON
-object per line, on a pair of pipes (the worker writes to fd 3 and reads
-fd 4), and the worker's side of it.
-
-Up, worker to master::
-
-    {"event": "ready", "pid": 1234, "generation": 2, "slot": 0}
-
-Down, master to worker::
-
-    {"command": "drain", "startedAt": 1700000000.123, "reason": "SIGTERM",
-     "drainDelay": true}
-    {"command": "force", "reason": "second signal, SIGTERM"}
-    {"command": "ping"}                 (answered with {"event": "pong"})
-    {"command": "metrics", "id": 7}     (answered with {"event": "metrics",
-                                         "id": 7, "text": "<exposition>"})
-
-C{startedAt} is wall-clock time (what a reactor's C{seconds()} gives), so
-that every process of the tree counts its cap from the master's signal.
-End of file on fd 4 means the master is gone, even killed with SIGKILL:
-the worker drains and exits, and the port is freed.
+The worker's side of C{--workers}: its end of the control channel
+(L{gracesvc._workers.channel}), which obeys the master, and the labels its
+log lines carry.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from twisted.application.service import Service
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
+from twisted.internet.protocol import Protocol
 from twisted.logger import ILogObserver, Logger
-from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import provider
 
 from gracesvc._core.drain import Drain
-from gracesvc._pins.twisted import exitSignal, limitAccepts
-
-#: The worker's ends of the control pipes.
-WORKER_WRITES = 3
-WORKER_READS = 4
-
-#: The longest control line either side accepts.
-MAX_LINE = 65536
-
-
-def exitAtOnce(reactor: object, signals: Any, status: int = 0) -> None:
-    """
-    Leave now that the reactor has stopped (call it from an 'after'
-    'shutdown' trigger): with the signal that stopped the reactor, as
-    twistd would re-raise it, else with C{status}.  Without the
-    interpreter's teardown, which takes longer (60-100 ms) than the last
-    steps of a drain; the workers' master waits for this.
-
-    @param signals: the L{signal} module, or a stand-in.
-    """
-    import signal
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    signum = exitSignal(reactor)
-    if signum is not None:
-        signals.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-    os._exit(status)
+from gracesvc._pins.twisted import limitAccepts
+from gracesvc._process.effects import ProcessEffects, exitAtOnce
+from gracesvc._workers.channel import (
+    WORKER_READS,
+    WORKER_WRITES,
+    ControlReader,
+    Message,
+    encode,
+)
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """
-    @return: C{message} as one control line.
-    """
-    return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
-
-
-def decode(line: bytes) -> dict[str, Any] | None:
-    """
-    @return: the JSON object on C{line}, or L{None} if it is not one (the
-        other side wrote garbage, or something else wrote to the pipe):
-        a bad line is logged by the caller and otherwise ignored.
-    """
-    try:
-        message = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return message if isinstance(message, dict) else None
-
-
-class ControlProtocol(LineOnlyReceiver):
+class ControlProtocol(Protocol):
     """
     The worker's end of the control channel: commands in, events out.
     """
 
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_LINE
     log = Logger()
 
     def __init__(self, control: WorkerControl) -> None:
         self.control = control
+        self.reader = ControlReader(
+            control.commandReceived, self._malformed, self._tooLong
+        )
 
-    def lineReceived(self, line: bytes) -> None:
-        message = decode(line)
-        if message is None:
-            self.log.warn(
-                "gracesvc worker: ignoring a malformed control line {line!r}",
-                line=line[:200],
-            )
-            return
-        self.control.commandReceived(message)
+    def dataReceived(self, data: bytes) -> None:
+        self.reader.dataReceived(data)
 
-    def lineLengthExceeded(self, line: bytes) -> None:
+    def _malformed(self, line: bytes) -> None:
+        self.log.warn(
+            "gracesvc worker: ignoring a malformed control line {line!r}",
+            line=line[:200],
+        )
+
+    def _tooLong(self) -> None:
         self.log.warn("gracesvc worker: ignoring an overlong control line")
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -136,7 +71,7 @@ class WorkerControl(Service):
     gone (end of file), the worker drains as if told to.
 
     A stop signal sent to the whole process group reaches the worker as
-    well as the master: L{gracesvc._process.service.StopSignals} made with
+    well as the master: L{gracesvc._process.signals.StopSignals} made with
     C{joinStartedDrain} counts the first one as the same stop, whichever
     arrives first.
     """
@@ -151,10 +86,9 @@ class WorkerControl(Service):
         generation: int,
         slot: int,
         acceptLimit: int,
+        process: ProcessEffects,
         writeFd: int = WORKER_WRITES,
         readFd: int = WORKER_READS,
-        signals: Any = None,
-        exitFast: bool = False,
         exposition: Callable[[], bytes] | None = None,
     ) -> None:
         """
@@ -162,9 +96,9 @@ class WorkerControl(Service):
         @param acceptLimit: accept at most this many connections per
             wake-up on each port (0: Twisted's default), so that the
             workers share the connections.
-        @param signals: the L{signal} module, or a stand-in.
-        @param exitFast: whether to exit at once when the reactor has
-            stopped (see L{exitAtOnce}): so twistd runs it, not tests.
+        @param process: the worker's process, which it leaves at once when
+            the reactor has stopped (see
+            L{gracesvc._process.effects.exitAtOnce}).
         @param exposition: the worker's metrics, for the master's scrapes.
         """
         self.reactor = reactor
@@ -175,8 +109,7 @@ class WorkerControl(Service):
         self.acceptLimit = acceptLimit
         self.writeFd = writeFd
         self.readFd = readFd
-        self.signals = signals
-        self.exitFast = exitFast
+        self.process = process
         self.exposition = exposition
         self.protocol: ControlProtocol | None = None
         self._masterGone = False
@@ -193,10 +126,9 @@ class WorkerControl(Service):
             reactor=self.reactor,
         )
         self.reactor.callWhenRunning(self._ready)
-        if self.exitFast:
-            self.reactor.addSystemEventTrigger(
-                "after", "shutdown", exitAtOnce, self.reactor, self.signals
-            )
+        self.reactor.addSystemEventTrigger(
+            "after", "shutdown", exitAtOnce, self.reactor, self.process
+        )
 
     def _ready(self) -> None:
         if self.acceptLimit:
@@ -205,20 +137,20 @@ class WorkerControl(Service):
         self.send(
             {
                 "event": "ready",
-                "pid": os.getpid(),
+                "pid": self.process.pid,
                 "generation": self.generation,
                 "slot": self.slot,
             }
         )
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: Message) -> None:
         """
         Write C{message} to the master, unless it is gone.
         """
         if self.protocol is not None and self.protocol.transport is not None:
             self.protocol.transport.write(encode(message))
 
-    def commandReceived(self, message: dict[str, Any]) -> None:
+    def commandReceived(self, message: Message) -> None:
         """
         Obey one command from the master; an unknown one is logged.
         """
@@ -278,28 +210,6 @@ class WorkerControl(Service):
             self.reactor.stop()
         except ReactorNotRunning:
             pass
-
-
-class WorkerCollector(Collector):
-    """
-    C{gracesvc_worker_info{generation, slot, pid} 1} on a worker's
-    C{/metrics}: which worker of the tree answered the scrape (each has a
-    registry of its own; with C{--metrics-listen} the master serves them
-    all, labelled).
-    """
-
-    def __init__(self, generation: int, slot: int) -> None:
-        self.generation = generation
-        self.slot = slot
-
-    def collect(self) -> Iterator[Metric]:
-        info = GaugeMetricFamily(
-            "gracesvc_worker_info",
-            "The worker of --workers that answered this scrape.",
-            labels=["generation", "slot", "pid"],
-        )
-        info.add_metric([str(self.generation), str(self.slot), str(os.getpid())], 1)
-        yield info
 
 
 def workerLogLabeller(generation: int, slot: int) -> ILogObserver:

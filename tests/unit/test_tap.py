@@ -4,11 +4,13 @@ C{twistd gracesvc} options, plugin discovery, and the service they make.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import socket
 import tempfile
+from typing import Any, cast
 
 from twisted import test as twistedTests
 from twisted.application.service import IService, IServiceMaker
@@ -25,10 +27,12 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
+from gracesvc._config import DemoApp, WSGIApp
 from gracesvc._process.service import GracefulService
 from gracesvc._protocols.http1 import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
@@ -45,9 +49,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["ping-delay"], 5.0)
         self.assertEqual(options["drain-delay"], 0.0)
         self.assertEqual(options["tick"], 0.5)
-        [(description, endpoint)] = options["endpoints"]
+        [(description, endpoint)] = options.config.endpoints
         self.assertEqual(description, "tcp:8080")
-        self.assertEqual(endpoint._port, 8080)
+        self.assertEqual(cast(Any, endpoint)._port, 8080)
 
     def test_values(self) -> None:
         options = parse(
@@ -69,7 +73,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["drain-delay"], 1.0)
         self.assertEqual(options["tick"], 2.0)
         self.assertEqual(
-            [d for d, _ in options["endpoints"]],
+            [d for d, _ in options.config.endpoints],
             ["tcp:0:interface=127.0.0.1", "unix:/tmp/g.sock"],
         )
 
@@ -117,7 +121,7 @@ class OptionsTests(SynchronousTestCase):
         make the site's L{WebSocketPolicy}; their defaults are 1 s, 1001 and
         1 MiB.
         """
-        self.assertEqual(parse()["websocket-policy"], WebSocketPolicy())
+        self.assertEqual(parse().config.webSocketPolicy, WebSocketPolicy())
         self.assertEqual(WebSocketPolicy().closeTimeout, 1.0)
         self.assertEqual(WebSocketPolicy().closeCode, 1001)
         self.assertEqual(WebSocketPolicy().maxMessageSize, 1 << 20)
@@ -134,7 +138,7 @@ class OptionsTests(SynchronousTestCase):
             "2.5",
         )
         self.assertEqual(
-            options["websocket-policy"],
+            options.config.webSocketPolicy,
             WebSocketPolicy(
                 closeCode=1012,
                 closeTimeout=0.25,
@@ -145,7 +149,7 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual(WebSocketPolicy().pingInterval, 20)
         self.assertEqual(WebSocketPolicy().pingTimeout, 20)
-        noPings = parse("--ws-ping-interval", "0")["websocket-policy"]
+        noPings = parse("--ws-ping-interval", "0").config.webSocketPolicy
         self.assertIsNone(noPings.pingInterval)
 
     def test_closeTimeoutMayReachPastTheCap(self) -> None:
@@ -154,7 +158,7 @@ class OptionsTests(SynchronousTestCase):
         is still open.
         """
         options = parse("--shutdown-timeout", "1", "--close-timeout", "2")
-        self.assertEqual(options["websocket-policy"].closeTimeout, 2.0)
+        self.assertEqual(options.config.webSocketPolicy.closeTimeout, 2.0)
 
     def test_badWebSocketOptions(self) -> None:
         for message, argv in [
@@ -197,8 +201,8 @@ class OptionsTests(SynchronousTestCase):
         )
         options = tap.Options(reactor=MemoryReactorClock())
         options.parseOptions(["--cleanup-budget", "0.5"])
-        self.assertEqual(options["policy"].cleanupBudget, 0.5)
-        self.assertAlmostEqual(options["policy"].cutAfter, 5 - 0.5 - 0.1)
+        self.assertEqual(options.config.policy.cleanupBudget, 0.5)
+        self.assertAlmostEqual(options.config.policy.cutAfter, 5 - 0.5 - 0.1)
 
     def test_badEndpoint(self) -> None:
         self.assertRejected(
@@ -216,7 +220,9 @@ class OptionsTests(SynchronousTestCase):
     def test_metricsListen(self) -> None:
         options = parse("--metrics-listen", "tcp:9100")
         self.assertEqual(options["metrics-listen"], "tcp:9100")
-        self.assertEqual(options["metrics-endpoint"]._port, 9100)
+        assert options.config.metricsEndpoint is not None
+        description, endpoint = options.config.metricsEndpoint
+        self.assertEqual((description, cast(Any, endpoint)._port), ("tcp:9100", 9100))
         self.assertRejected(
             "--metrics-listen 'tcp:x': not a usable endpoint",
             "--metrics-listen",
@@ -237,6 +243,93 @@ class OptionsTests(SynchronousTestCase):
         options = tap.Options(reactor=MemoryReactorClock())
         options["shutdown-timeout"] = "x"
         self.assertRaises(UsageError, options.postOptions)
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_optionsHoldOnlyWhatWasChecked(self) -> None:
+        """
+        The options keep the values as checked (numbers, strings, flags);
+        what is built from them (policies, endpoints, the app) is in the
+        frozen configuration alone.
+        """
+        options = parse(
+            "--wsgi", "tests.apps.flaskapp:app", "--metrics-listen", "tcp:1"
+        )
+        for name, value in options.items():
+            self.assertIsInstance(value, str | int | float | list | None, name)
+        self.assertEqual(
+            {type(d) for d in options["listen"] + [options["metrics-listen"]]}, {str}
+        )
+        with self.assertRaises(dataclasses.FrozenInstanceError):
+            options.config.h2c = True  # type: ignore[misc]
+
+    def test_theBuiltInApp(self) -> None:
+        self.assertEqual(
+            parse("--ping-delay", "0.25", "--tick", "2").config.app,
+            DemoApp(pingDelay=0.25, tick=2.0),
+        )
+
+    def test_pluginImportsNeitherKleinNorTheApp(self) -> None:
+        """
+        What C{gracesvc.tap} imports as it is imported (C{twistd gracesvc
+        --help} does) reaches neither Klein nor the wiring nor an app:
+        those are imported when the service is made.
+        """
+        reached = moduleLevelImports("gracesvc.tap")
+        for name in ("klein", "gracesvc._wiring", "gracesvc._apps.demo"):
+            self.assertNotIn(name, reached)
+        self.assertIn("gracesvc._config", reached)
+
+
+def moduleLevelImports(start: str) -> set[str]:
+    """
+    @return: the modules that importing C{start} imports, following
+        gracesvc's own modules: the imports at their top level, not those
+        inside functions nor under C{if TYPE_CHECKING:}.
+    """
+    import ast
+    import importlib.util
+
+    reached: set[str] = set()
+    pending = [start]
+    while pending:
+        name = pending.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        if not name.startswith("gracesvc"):
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            pending.append(".".join(parts[:i]))
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                pending += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                pending.append(node.module)
+                pending += [
+                    f"{node.module}.{alias.name}"
+                    for alias in node.names
+                    if _isSubmodule(f"{node.module}.{alias.name}")
+                ]
+    return {
+        name.split(".")[0] if not name.startswith("gracesvc") else name
+        for name in reached
+    }
+
+
+def _isSubmodule(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class PluginTests(SynchronousTestCase):
@@ -285,9 +378,11 @@ class AppOptionTests(SynchronousTestCase):
         options.parseOptions(["--wsgi", "tests.apps.flaskapp:app"])
         from tests.apps.flaskapp import app
 
-        self.assertIs(options["wsgi-app"], app)
+        wsgi = options.config.app
+        assert isinstance(wsgi, WSGIApp)
+        self.assertIs(wsgi.application, app)
+        self.assertEqual((wsgi.spec, wsgi.threads), ("tests.apps.flaskapp:app", 20))
         self.assertEqual(options["threads"], 20)
-        self.assertIsNone(options["app-resource"])
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -298,7 +393,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options(reactor=reactor)
         options.parseOptions(list(argv))
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertTrue(IService.providedBy(service))
         assert isinstance(service, GracefulService)
         return service, reactor, signals
@@ -396,7 +491,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options(reactor=Clock())
         options.parseOptions(["--listen", "tcp:8081"])
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertTrue(IService.providedBy(service))
         self.assertNotEqual(signals.handlers[SIGTERM], signal.SIG_DFL)
 
@@ -446,8 +541,9 @@ class WorkersOptionTests(SynchronousTestCase):
         options = parse(
             "--workers", "2", "--listen", description, "--listen", "tcp:8080"
         )
+        assert options.config.workers is not None
         self.assertEqual(
-            options["listening-specs"],
+            list(options.config.workers.sockets),
             [
                 (description, ("tcp", socket.AF_INET, "127.0.0.1", 8443, 50), True),
                 ("tcp:8080", ("tcp", socket.AF_INET, "", 8080, 50), False),
@@ -500,7 +596,7 @@ class WorkersOptionTests(SynchronousTestCase):
         """
         options = parse("--workers", "2", "--app", "no_such_module:app")
         self.assertEqual(options["workers"], 2)
-        self.assertNotIn("app-resource", options)
+        self.assertIsNone(options.config.app)
 
     def test_workerArguments(self) -> None:
         """
@@ -525,7 +621,9 @@ class WorkersOptionTests(SynchronousTestCase):
         self.assertNotIn("--reuse-port", arguments)
         self.assertFalse([a for a in arguments if "worker" in a or "listen" in a])
         self.assertEqual(options["worker-boot-timeout"], 9)
-        [(description, spec, tls)] = options["listening-specs"]
+        assert options.config.workers is not None
+        self.assertEqual(options.config.workers.arguments, tuple(arguments))
+        [(description, spec, tls)] = cast(Any, options.config.workers.sockets)
         self.assertEqual(
             (description, spec[0], spec[3], tls), ("tcp:8080", "tcp", 8080, False)
         )
@@ -533,7 +631,7 @@ class WorkersOptionTests(SynchronousTestCase):
     def test_workerSpec(self) -> None:
         spec = '{"generation": 2, "slot": 1, "listeners": [["tcp:8080", 5, 2]]}'
         options = parse("--worker-spec", spec)
-        [(description, endpoint)] = options["endpoints"]
+        [(description, endpoint)] = cast(Any, options.config.endpoints)
         self.assertEqual(description, "tcp:8080")
         self.assertEqual((endpoint.fileno, endpoint.addressFamily), (5, 2))
         self.assertRejected("--worker-spec: not a worker spec", "--worker-spec", "{")
@@ -563,7 +661,7 @@ class WorkersOptionTests(SynchronousTestCase):
         options.parseOptions(
             ["--worker-spec", self.workerSpec([description, fd, socket.AF_INET, True])]
         )
-        [(given, endpoint)] = options["endpoints"]
+        [(given, endpoint)] = options.config.endpoints
         self.assertEqual(given, description)
         wire = Wire(h2c=True)
         self.successResultOf(endpoint.listen(wire.site))
@@ -606,7 +704,7 @@ class WorkersOptionTests(SynchronousTestCase):
         from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 
         options = parse("--worker-spec", self.workerSpec(["tcp:8080", 5, 2]))
-        [(_, endpoint)] = options["endpoints"]
+        [(_, endpoint)] = options.config.endpoints
         self.assertIsInstance(endpoint, AdoptedStreamServerEndpoint)
 
     def test_makeServiceMakesTheMaster(self) -> None:
@@ -616,6 +714,6 @@ class WorkersOptionTests(SynchronousTestCase):
         options = tap.Options(reactor=reactor)
         options.parseOptions(["--workers", "2", "--listen", "tcp:0"])
         signals = FakeSignals()
-        service = tap.makeService(options, signals)
+        service = tap.makeService(options, FakeProcess(signals))
         self.assertIsInstance(service, Master)
         self.assertIsNot(signals.handlers[SIGTERM], signal.SIG_DFL)

@@ -34,7 +34,7 @@ class TreeMetricsTests(MasterTestCase):
         with its slot and generation, beside the master's own metrics.
         """
         self.serving()
-        d = TreeMetrics(self.master).exposition()
+        d = TreeMetrics(self.master, self.reactor).exposition()
         self.answer(0, 3)
         self.assertNoResult(d)
         self.answer(1, 5)
@@ -54,7 +54,7 @@ class TreeMetricsTests(MasterTestCase):
 
     def test_aSilentWorkerDoesNotHoldTheScrape(self) -> None:
         self.serving()
-        d = TreeMetrics(self.master, timeout=1).exposition()
+        d = TreeMetrics(self.master, self.reactor, timeout=1).exposition()
         self.answer(1, 5)
         self.reactor.advance(1)
         scraped = samples(self.successResultOf(d))
@@ -64,4 +64,4 @@ class TreeMetricsTests(MasterTestCase):
             if name == "gracesvc_requests_total"
         }
         self.assertEqual(workers, {"1"})
-        self.assertEqual(self.master._metricsRequests, {})
+        self.assertEqual(len(self.master.metricsRequests), 0)

@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._process.service import StopSignals
+from gracesvc._process.signals import StopSignals
 from gracesvc._process.watchdog import PROBE, CapWatchdog, reactorAnswers, stuckAt
 from tests.unit.process.test_service import FakeReactor, FakeSignals, makeService
 

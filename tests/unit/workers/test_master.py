@@ -18,19 +18,17 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
+from gracesvc._workers.command import workerCommand
+from gracesvc._workers.liveness import MAX_RESTART_DELAY, restartDelay
 from gracesvc._workers.master import (
     KILL_AFTER,
-    MAX_RESTART_DELAY,
     Master,
     MasterPhase,
-    SharedSocket,
     WorkerProcess,
     WorkerState,
-    restartDelay,
-    systemdNotifier,
-    twistdArguments,
-    workerCommand,
 )
+from gracesvc._workers.sockets import SharedSocket
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import FakeReactor, FakeSignals
 
 
@@ -128,8 +126,8 @@ class MasterTestCase(SynchronousTestCase):
             lambda: [self.shared],
             workerCommand(["--ping-delay=0"], executable="python"),
             self.workers,
+            process=FakeProcess(self.signals),
             bootTimeout=10,
-            signals=self.signals,
             executable="python",
             notify=self.states.append,
         )
@@ -470,90 +468,6 @@ class NotifyTests(MasterTestCase):
         self.drain.start("SIGTERM")
         self.assertEqual(self.states[-1], "STOPPING=1")
 
-    def test_systemdNotifier(self) -> None:
-        """
-        The state goes to C{NOTIFY_SOCKET} as one datagram, and the
-        variable is taken out of the environment the workers inherit.
-        """
-        self.assertIsNone(systemdNotifier({})("READY=1"))
-        path = os.path.join(self.mktemp() + "-notify")
-        receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.addCleanup(receiver.close)
-        receiver.bind(path)
-        self.addCleanup(os.unlink, path)
-        environ = {"NOTIFY_SOCKET": path, "HOME": "/"}
-        notify = systemdNotifier(environ)
-        self.assertEqual(environ, {"HOME": "/"})
-        notify("READY=1")
-        self.assertEqual(receiver.recv(100), b"READY=1")
-
-
-class CommandTests(SynchronousTestCase):
-    def test_twistdOptionsInherited(self) -> None:
-        """
-        A worker runs on the master's reactor and logger; the pid file, log
-        file, user and daemonizing stay the master's.
-        """
-        argv = [
-            "--pidfile=/run/g.pid",
-            "-r",
-            "asyncio",
-            "--logger=gracesvc.jsonlog.observer",
-            "--logfile",
-            "/var/log/g.log",
-            "--uid",
-            "nobody",
-            "-n",
-            "gracesvc",
-            "--reactor",
-            "poll",
-        ]
-        self.assertEqual(
-            twistdArguments(argv),
-            ["--reactor", "asyncio", "--logger=gracesvc.jsonlog.observer"],
-        )
-        self.assertEqual(twistdArguments(["gracesvc"]), [])
-        self.assertEqual(twistdArguments(["-m"]), [])
-        command = workerCommand([], executable="python", twistd=["-r", "poll"])
-        self.assertEqual(
-            command(1, 0, [])[3:8],
-            ["--pidfile=", "--nodaemon", "-r", "poll", "gracesvc"],
-        )
-
-
-class TLSListenerTests(SynchronousTestCase):
-    def test_workerSpecMarksTLSListeners(self) -> None:
-        """
-        An C{ssl:} listener's socket reaches the workers as a listener with
-        a fourth item, true, which the worker's options read as TLS (a
-        worker too old to serve TLS refuses it); the others keep three.
-        """
-        from gracesvc.tap import _parseWorkerSpec
-
-        description = "ssl:8443:privateKey=server.pem"
-        sockets = [
-            SharedSocket(description, socket.socket(), tls=True),
-            SharedSocket("tcp:8080", socket.socket()),
-        ]
-        for shared in sockets:
-            self.addCleanup(shared.stopListening)
-        args = workerCommand([], executable="python")(1, 0, sockets)
-        text = args[-1].split("=", 1)[1]
-        self.assertEqual(
-            json.loads(text)["listeners"],
-            [
-                [description, 5, socket.AF_INET, True],
-                ["tcp:8080", 6, socket.AF_INET],
-            ],
-        )
-        self.assertEqual(
-            _parseWorkerSpec(text)["listeners"],
-            [
-                (description, 5, socket.AF_INET, True),
-                ("tcp:8080", 6, socket.AF_INET, False),
-            ],
-        )
-
 
 class ReusePortTests(SynchronousTestCase):
     def test_eachSlotAdoptsItsOwnSocket(self) -> None:
@@ -576,7 +490,7 @@ class ReusePortTests(SynchronousTestCase):
             lambda: sockets,
             workerCommand([], executable="python", acceptLimit=0),
             2,
-            signals=FakeSignals(),
+            process=FakeProcess(FakeSignals()),
         )
         master.startService()
 

@@ -17,25 +17,16 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
-from gracesvc._process.service import StopSignals
-from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
+from gracesvc._process.signals import StopSignals
+from gracesvc._workers.channel import encode
+from gracesvc._workers.worker import ControlProtocol, WorkerControl
+from tests.support.process import FakeProcess
 from tests.unit.process.test_service import (
     SIGTERM,
     FakeReactor,
     FakeSignals,
     makeService,
 )
-
-
-class CodecTests(SynchronousTestCase):
-    def test_roundTrip(self) -> None:
-        line = encode({"command": "drain", "startedAt": 1.5})
-        self.assertTrue(line.endswith(b"\n"))
-        self.assertEqual(decode(line.strip()), {"command": "drain", "startedAt": 1.5})
-
-    def test_notAnObject(self) -> None:
-        for line in (b"", b"garbage", b"[1]", b'"drain"', b"\xff\xfe", b"{"):
-            self.assertIsNone(decode(line), line)
 
 
 class WorkerControlTests(SynchronousTestCase):
@@ -47,7 +38,10 @@ class WorkerControlTests(SynchronousTestCase):
         self.drain = service.drain
         self.drain.policy = type(self.drain.policy)(shutdownTimeout=5, drainDelay=2)
         self.drain.track(Deferred())
-        self.control = WorkerControl(self.reactor, self.drain, [], 3, 1, 0)
+        self.process = FakeProcess(FakeSignals())
+        self.control = WorkerControl(
+            self.reactor, self.drain, [], 3, 1, 0, self.process
+        )
         self.events: list[dict[str, Any]] = []
         self.control.log = Logger(observer=cast(ILogObserver, self.events.append))
         self.protocol = ControlProtocol(self.control)
@@ -66,6 +60,7 @@ class WorkerControlTests(SynchronousTestCase):
             (message["event"], message["generation"], message["slot"]),
             ("ready", 3, 1),
         )
+        self.assertEqual(message["pid"], self.process.pid)
 
     def test_drainCountsTheCapFromTheMastersSignal(self) -> None:
         self.command({"command": "drain", "startedAt": 99.25, "reason": "SIGTERM"})
@@ -130,7 +125,13 @@ class WorkerControlTests(SynchronousTestCase):
 
         port = Port()
         control = WorkerControl(
-            self.reactor, self.drain, [cast(IListeningPort, port)], 1, 0, 1
+            self.reactor,
+            self.drain,
+            [cast(IListeningPort, port)],
+            1,
+            0,
+            1,
+            self.process,
         )
         control._ready()
         port.doRead()

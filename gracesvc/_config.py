@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.unit.test_tap -*-
+"""
+What C{twistd gracesvc} was asked to serve, every value checked: the frozen
+result of its options (L{gracesvc.tap.Options}), which
+L{gracesvc._wiring} turns into services.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.web.resource import IResource
+
+from gracesvc._apps.load import AppFactory
+from gracesvc._core.drain import DrainPolicy
+from gracesvc._protocols.websocket import WebSocketPolicy
+from gracesvc._workers.command import WorkerSpec
+from gracesvc._workers.sockets import SocketSpec
+
+if TYPE_CHECKING:
+    from gracesvc._apps.wsgi import WSGIApplication
+
+#: A listener: its description, as given and as logs and errors name it,
+#: and the endpoint parsed from it.
+Endpoint = tuple[str, IStreamServerEndpoint]
+
+
+@dataclass(frozen=True)
+class DemoApp:
+    """
+    gracesvc's own app (no C{--app} nor C{--wsgi}).
+    """
+
+    #: Seconds C{GET /ping} waits before answering.
+    pingDelay: float
+    #: Seconds between two ticks of C{GET /events} and C{GET /poll}.
+    tick: float
+
+
+@dataclass(frozen=True)
+class ResourceApp:
+    """
+    C{--app}: the user's app, imported.
+    """
+
+    #: C{MODULE:ATTRIBUTE}, as given.
+    spec: str
+    #: The root resource, or the factory that makes it for the drain.
+    resource: IResource | AppFactory
+
+
+@dataclass(frozen=True)
+class WSGIApp:
+    """
+    C{--wsgi}: the user's WSGI application, imported.
+    """
+
+    #: C{MODULE:ATTRIBUTE}, as given.
+    spec: str
+    application: WSGIApplication
+    #: The most requests its thread pool runs at once.
+    threads: int
+
+
+#: The app a serving process serves.
+App = DemoApp | ResourceApp | WSGIApp
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """
+    C{--workers N}: what the master needs.
+    """
+
+    #: How many workers.
+    count: int
+    #: Seconds a generation has to become ready.
+    bootTimeout: float
+    #: Seconds a ready worker may leave the master's pings unanswered.
+    workerTimeout: float
+    #: Whether each worker slot has a socket of its own (C{SO_REUSEPORT}).
+    reusePort: bool
+    #: The sockets to make, one for each C{--listen}.
+    sockets: tuple[SocketSpec, ...]
+    #: The plugin options every worker gets: those given, except the
+    #: master's own and the listeners (the workers adopt the sockets).
+    arguments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """
+    Everything C{twistd gracesvc} serves, in one of three ways: one process
+    (neither L{workers} nor L{worker}), the master of C{--workers}
+    (L{workers}), or one of its workers (L{worker}).
+    """
+
+    #: The drain's timeline: the cap, the drain delay, the cleanup budget.
+    policy: DrainPolicy
+    #: How WebSockets are kept alive and closed.
+    webSocketPolicy: WebSocketPolicy
+    #: Whether cleartext HTTP/2 is served to clients that open with its
+    #: preface.
+    h2c: bool
+    #: The drained listeners: C{--listen}'s, or a worker's adopted sockets.
+    endpoints: tuple[Endpoint, ...]
+    #: C{--metrics-listen}, which stays open until the process exits.
+    metricsEndpoint: Endpoint | None
+    #: What is served; L{None} in a master, whose workers import the app,
+    #: each generation anew.
+    app: App | None
+    #: C{--workers N}: this process is their master.
+    workers: WorkersConfig | None = None
+    #: C{--worker-spec}: this process is a worker of a master's.
+    worker: WorkerSpec | None = None

@@ -1,0 +1,297 @@
+# -*- test-case-name: tests.unit.test_wiring -*-
+"""
+From what C{twistd gracesvc} was asked to serve
+(L{gracesvc._config.ServeConfig}) to the service twistd runs, one builder
+for each way of serving:
+
+  - L{serveOne}: one process serves the app on its listeners;
+  - L{serveWorker}: a worker of C{--workers} serves the app on the sockets
+    its master made, and obeys its master;
+  - L{serveMaster}: the master of C{--workers} makes the sockets, runs the
+    workers and serves only the tree's metrics.
+
+Every app, the built-in one included, is served behind gracesvc's
+operational routes (L{gracesvc._apps.compose.withOperationalRoutes}).  Each
+builder catches SIGINT and SIGTERM from then on: twistd may take a while
+(and fork) before the reactor runs, and a signal meanwhile must stop it
+cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any, NoReturn
+
+from twisted.application.service import IService
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorThreads,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._apps.coroutines import runKleinCoroutinesOnAsyncio
+from gracesvc._apps.demo import GraceApp
+from gracesvc._apps.load import AppFactory, AppLoadError
+from gracesvc._apps.threads import boundReactorThreads
+from gracesvc._apps.wsgi import wsgiResource
+from gracesvc._config import App, DemoApp, ServeConfig, WorkersConfig, WSGIApp
+from gracesvc._core.drain import Drain, DrainPolicy
+from gracesvc._metrics.collectors import WorkerCollector
+from gracesvc._metrics.registry import Metrics, MetricsResource
+from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
+from gracesvc._process.effects import ProcessEffects, RealProcess
+from gracesvc._process.service import ListenFailed, TwistdService
+from gracesvc._process.signals import StopSignals
+from gracesvc._protocols.h2 import H2Collector
+from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._workers.command import (
+    ACCEPT_LIMIT,
+    WorkerSpec,
+    twistdArguments,
+    workerCommand,
+)
+from gracesvc._workers.master import Master
+from gracesvc._workers.sockets import SharedSocket, openSharedSockets
+from gracesvc._workers.systemd import systemdNotifier
+from gracesvc._workers.worker import WorkerControl, workerLogLabeller
+
+log = Logger()
+
+
+def serve(
+    config: ServeConfig, reactor: Any, process: ProcessEffects | None = None
+) -> IService:
+    """
+    @param reactor: the reactor C{config}'s endpoints were made for.
+    @param process: the process it serves in: this one when L{None}.
+    @return: the service C{config} asks for.
+    """
+    if process is None:
+        process = RealProcess()
+    if config.workers is not None:
+        return serveMaster(config, config.workers, reactor, process)
+    if config.worker is not None:
+        return serveWorker(config, config.worker, reactor, process)
+    return serveOne(config, reactor, process)
+
+
+def serveOne(
+    config: ServeConfig, reactor: Any, process: ProcessEffects
+) -> TwistdService:
+    """
+    @return: the service of one process serving the app.
+    """
+    drain = Drain(reactor, policy=config.policy)
+    metrics = Metrics(drain)
+    routeMetrics = metrics if config.metricsEndpoint is None else None
+    return _serveSite(config, reactor, process, drain, metrics, routeMetrics)
+
+
+def serveWorker(
+    config: ServeConfig, worker: WorkerSpec, reactor: Any, process: ProcessEffects
+) -> TwistdService:
+    """
+    @return: the service of a worker of C{--workers}, serving the app on
+        the sockets of its master's that C{worker} names.
+    """
+    globalLogPublisher.addObserver(workerLogLabeller(worker.generation, worker.slot))
+    drain = Drain(reactor, policy=config.policy)
+    metrics = Metrics(drain)
+    metrics.registry.register(WorkerCollector(worker.generation, worker.slot))
+    # The master serves the tree's metrics on its --metrics-listen.
+    routeMetrics = metrics if worker.metricsRoute else None
+    service = _serveSite(
+        config, reactor, process, drain, metrics, routeMetrics, joinStartedDrain=True
+    )
+    # SIGHUP reloads the master; sent to the process group (a closing
+    # terminal), it must not kill the workers, whose default it is.
+    process.signals.signal(signal.SIGHUP, signal.SIG_IGN)
+    WorkerControl(
+        reactor,
+        drain,
+        service.ports,
+        worker.generation,
+        worker.slot,
+        worker.acceptLimit,
+        process,
+        exposition=metrics.exposition,
+    ).setServiceParent(service)
+    return service
+
+
+def serveMaster(
+    config: ServeConfig, workers: WorkersConfig, reactor: Any, process: ProcessEffects
+) -> Master:
+    """
+    @return: the master of C{--workers}: it makes the sockets (and serves
+        the tree's metrics on C{--metrics-listen}) while the process may
+        still be root, then runs the workers.
+    """
+    # The master's drain has no cut of its own and no drain delay: each
+    # worker has them, from the options it is given.
+    policy = DrainPolicy(shutdownTimeout=config.policy.shutdownTimeout)
+    drain = Drain(reactor, policy=policy)
+    # Its lines count the workers as "connections": say whose drain it is.
+    drain.log = Logger(namespace="gracesvc master drain")
+
+    def openSockets() -> list[SharedSocket]:
+        try:
+            sockets = openSharedSockets(
+                workers.sockets, workers.count, workers.reusePort
+            )
+        except ListenFailed as e:
+            _cannotStart(e)
+        if config.metricsEndpoint is not None:
+            try:
+                _serveTreeMetrics(master, reactor, *config.metricsEndpoint)
+            except ListenFailed as e:
+                for shared in sockets:
+                    shared.stopListening()
+                _cannotStart(e)
+        return sockets
+
+    stopSignals = StopSignals(reactor, drain, process.signals)
+    stopSignals.catch()
+    master = Master(
+        reactor,
+        drain,
+        openSockets,
+        workerCommand(
+            workers.arguments,
+            metricsRoute=config.metricsEndpoint is None,
+            twistd=twistdArguments(sys.argv[1:]),
+            acceptLimit=0 if workers.reusePort else ACCEPT_LIMIT,
+        ),
+        workers.count,
+        process,
+        bootTimeout=workers.bootTimeout,
+        workerTimeout=workers.workerTimeout,
+        notify=systemdNotifier(os.environ),
+    )
+    reactor.callWhenRunning(stopSignals.watch)
+    return master
+
+
+def _serveSite(
+    config: ServeConfig,
+    reactor: Any,
+    process: ProcessEffects,
+    drain: Drain,
+    metrics: Metrics,
+    routeMetrics: Metrics | None,
+    joinStartedDrain: bool = False,
+) -> TwistdService:
+    """
+    @param routeMetrics: the metrics to serve on C{/metrics} of the
+        listeners, if they are served there.
+    @param joinStartedDrain: whether a stop signal that finds the drain
+        started (by a worker's master) joins it.
+    @return: the service of a process that serves the app.
+    """
+    if IReactorThreads.providedBy(reactor):
+        boundReactorThreads(reactor, drain)
+    runKleinCoroutinesOnAsyncio(reactor)
+    auxiliary = []
+    if config.metricsEndpoint is not None:
+        description, endpoint = config.metricsEndpoint
+        auxiliary.append(
+            (description, endpoint, _metricsSite(MetricsResource(metrics), reactor))
+        )
+    assert config.app is not None
+    root = withOperationalRoutes(
+        _appResource(config.app, reactor, drain), drain, routeMetrics
+    )
+    site = DrainingSite(
+        root,
+        drain,
+        metrics,
+        webSocketPolicy=config.webSocketPolicy,
+        reactor=reactor,
+        http2=True,
+        h2c=config.h2c,
+    )
+    metrics.registry.register(H2Collector(drain, site.h2Tally))
+    stopSignals = StopSignals(
+        reactor,
+        drain,
+        process.signals,
+        watchdog=process.capWatchdog(reactor),
+        joinStartedDrain=joinStartedDrain,
+    )
+    stopSignals.catch()
+    return TwistdService(
+        site,
+        config.endpoints,
+        drain,
+        reactor,
+        stopSignals,
+        auxiliaryEndpoints=auxiliary,
+        whenRunning=process.startupDone,
+    )
+
+
+def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:
+    """
+    @return: the resource of C{app}, made for C{drain}.
+    """
+    if isinstance(app, DemoApp):
+        return GraceApp(reactor, drain, app.pingDelay, tick=app.tick).resource()
+    if isinstance(app, WSGIApp):
+        return wsgiResource(app.application, drain, reactor, app.threads)
+    if not isinstance(app.resource, AppFactory):
+        return app.resource
+    try:
+        return app.resource(drain)
+    except AppLoadError as e:
+        # As a usage error would be: one line, exit status 1, before
+        # anything listens.
+        sys.stderr.write(f"twistd gracesvc: error: {e}\n")
+        raise SystemExit(1) from None
+
+
+def _metricsSite(resource: IResource, reactor: Any) -> Site:
+    site = Site(resource, reactor=reactor)
+    site.noisy = False
+    return site
+
+
+def _serveTreeMetrics(
+    tree: Master, reactor: Any, description: str, endpoint: IStreamServerEndpoint
+) -> None:
+    """
+    Serve the metrics of C{tree}, the master and all its workers (see
+    L{gracesvc._metrics.tree}), on C{endpoint} until the process exits.
+
+    @raise ListenFailed: it cannot listen.
+    """
+    site = _metricsSite(TreeMetricsResource(TreeMetrics(tree, reactor)), reactor)
+    failures: list[Failure] = []
+
+    def listening(port: IListeningPort) -> None:
+        log.info(
+            "gracesvc master serving metrics on {description} ({address})",
+            description=description,
+            address=str(port.getHost()),
+        )
+
+    endpoint.listen(site).addCallbacks(listening, failures.append)
+    if failures:
+        raise ListenFailed(
+            f"cannot listen on {description}: {failures[0].getErrorMessage()}"
+        )
+
+
+def _cannotStart(error: ListenFailed) -> NoReturn:
+    """
+    As twistd's gracesvc says it when it cannot listen: one log line, exit
+    status 1.
+    """
+    log.critical("gracesvc: {error}", error=str(error))
+    raise SystemExit(1) from None
