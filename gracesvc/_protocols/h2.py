@@ -77,7 +77,7 @@ from gracesvc._pins.twisted_h2 import (
     tolerantStateMachine,
     writeControlBytes,
 )
-from gracesvc._protocols.http1 import ResponseCutAtCap, answerServiceUnavailable
+from gracesvc._protocols.answers import ResponseCutAtCap, answerServiceUnavailable
 
 if TYPE_CHECKING:
     from gracesvc._protocols.http1 import DrainingChannel, DrainingSite

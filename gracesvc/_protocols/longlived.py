@@ -40,12 +40,8 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 
 from gracesvc._core.drain import Drain
-from gracesvc._protocols.http1 import (
-    DrainingChannel,
-    DrainingSite,
-    LongLivedKind,
-    answerEventStreamRetry,
-)
+from gracesvc._protocols.answers import LongLivedKind, answerEventStreamRetry
+from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
 
 #: Default reconnection time told to clients, in milliseconds, before
 #: jitter.

@@ -54,7 +54,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
@@ -74,9 +74,6 @@ from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
 from gracesvc._pins.twisted import webSocketParts
-
-if TYPE_CHECKING:
-    from twisted.web.iweb import IRequest
 
 #: The kind L{Drain.longLived} counts WebSockets under.
 KIND = "websocket"
@@ -606,11 +603,3 @@ class DrainingWebSocket:
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
-
-
-def isWebSocketUpgrade(request: IRequest) -> bool:
-    """
-    @return: whether C{request} asks to upgrade to a WebSocket.
-    """
-    upgrade = request.getHeader(b"upgrade")
-    return upgrade is not None and b"websocket" in upgrade.lower()

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import gracesvc
 from gracesvc._core import drain as _drain
 from gracesvc._process import service as _service
+from gracesvc._protocols import answers as _answers
 from gracesvc._protocols import http1 as _http
 from gracesvc._protocols import longlived as _events
 from gracesvc._protocols import websocket as _websocket
@@ -23,7 +24,7 @@ class PublicAPITests(SynchronousTestCase):
                 "DrainingSite": _http.DrainingSite,
                 "EventStream": _events.EventStream,
                 "LongPoll": _events.LongPoll,
-                "ResponseCutAtCap": _http.ResponseCutAtCap,
+                "ResponseCutAtCap": _answers.ResponseCutAtCap,
                 "drainOf": _events.drainOf,
                 "GracefulService": _service.GracefulService,
                 "ListenFailed": _service.ListenFailed,
