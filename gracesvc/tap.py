@@ -625,7 +625,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
         http2=True,
         h2c=bool(options["h2c"]),
     )
-    from gracesvc._protocols.h2 import H2Collector
+    from gracesvc._metrics.collectors import H2Collector
 
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     # The cap's watchdog and the heap's freeze belong to a real process,

@@ -39,20 +39,12 @@ The Twisted and h2 internals this needs are in L{gracesvc._pins.twisted_h2}.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import h2.errors
 import h2.events
 import h2.exceptions
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
-from prometheus_client.registry import Collector
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -66,7 +58,7 @@ from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
-from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._core.drain import IDrainableConnection, LongLivedOutcome
 from gracesvc._pins.twisted import closeBeneathTLS, handOver
 from gracesvc._pins.twisted_h2 import (
     connectionOf,
@@ -133,54 +125,6 @@ class H2Tally:
         """
         self.pingAcks += 1
         self.pingRoundTrips += roundTrip
-
-
-class H2Collector(Collector):
-    """
-    The HTTP/2 metrics, read from an L{H2Tally} and the L{Drain} when
-    Prometheus scrapes.
-    """
-
-    def __init__(self, drain: Drain, tally: H2Tally) -> None:
-        self.drain = drain
-        self.tally = tally
-
-    def collect(self) -> Iterator[Metric]:
-        tally = self.tally
-        goAways = CounterMetricFamily(
-            "gracesvc_h2_goaway_sent",
-            "HTTP/2 GOAWAY frames sent, by phase: notice (last stream id "
-            "2^31-1, at the drain's start), final (the highest stream "
-            "accepted).",
-            labels=["phase"],
-        )
-        for phase, n in sorted(tally.goAways.items()):
-            goAways.add_metric([phase], n)
-        yield goAways
-        yield CounterMetricFamily(
-            "gracesvc_h2_streams_refused",
-            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM): opened after "
-            "the final GOAWAY, or not yet handed to the application at the "
-            "cut.  The client may retry them elsewhere.",
-            value=tally.refused,
-        )
-        roundTrips = SummaryMetricFamily(
-            "gracesvc_h2_ping_rtt_seconds",
-            "Round trips of the drain's PING (sent with the first GOAWAY; its "
-            "ACK brings the final GOAWAY).",
-            count_value=tally.pingAcks,
-            sum_value=tally.pingRoundTrips,
-        )
-        yield roundTrips
-        byProtocol = GaugeMetricFamily(
-            "gracesvc_open_connections_by_protocol",
-            "Open connections, by protocol: http/1.1 (WebSockets included) or h2.",
-            labels=["protocol"],
-        )
-        h2open = min(tally.open, self.drain.connections)
-        byProtocol.add_metric(["http/1.1"], self.drain.connections - h2open)
-        byProtocol.add_metric(["h2"], h2open)
-        yield byProtocol
 
 
 class _State(Enum):

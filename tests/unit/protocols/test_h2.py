@@ -13,11 +13,11 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface.verify import verifyObject
 
 from gracesvc._core.drain import IDrainableConnection
+from gracesvc._metrics.collectors import H2Collector
 from gracesvc._protocols.h2 import (
     MAX_STREAM_ID,
     PING_DATA,
     DrainingH2Connection,
-    H2Collector,
     NegotiatingProtocol,
 )
 from gracesvc.testing import Wire, get, samples
