@@ -572,7 +572,7 @@ def makeService(options: Options, signals: SignalModule = signal) -> IService:
     from gracesvc._metrics.registry import Metrics, MetricsResource
     from gracesvc._process.service import StopSignals, TwistdService, freezeStartupHeap
     from gracesvc._process.watchdog import CapWatchdog, reactorAnswers
-    from gracesvc._protocols.http1 import DrainingSite
+    from gracesvc._protocols.site import DrainingSite
 
     reactor = options["reactor"]
     if options["workers"]:

@@ -17,7 +17,7 @@ streams, the event streams and the WSGI adapter.
 from __future__ import annotations
 
 from random import Random
-from typing import Literal
+from typing import Literal, Protocol
 
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
@@ -34,6 +34,18 @@ SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n
 LongLivedKind = Literal["stream", "poll"]
 
 _random = Random()
+
+
+class ResponseMetrics(Protocol):
+    """
+    What a draining site's protocols tell its metrics
+    (L{gracesvc._metrics.registry.Metrics}): each response completed.
+    """
+
+    def requestDone(self, request: Request, seconds: float) -> None:
+        """
+        C{request} was answered, C{seconds} after it was received whole.
+        """
 
 
 class ResponseCutAtCap(CancelledError):

@@ -1,13 +1,11 @@
 # -*- test-case-name: tests.unit.protocols.test_h2 -*-
 """
-HTTP/2: serve it beside HTTP/1.1, and drain it without losing a stream.
+HTTP/2, drained without losing a stream.
 
-L{NegotiatingProtocol} is what a L{DrainingSite} built with C{http2=True}
-gives each connection: an HTTP/1.1 L{DrainingChannel} first, switched to a
-L{DrainingH2Connection} when TLS negotiated C{h2} through ALPN or, with
-C{h2c=True} on a cleartext listener, when the client opened with HTTP/2's
-24-byte preface (prior knowledge; no C{Upgrade: h2c}, which RFC 9113
-deprecates).
+A L{gracesvc._protocols.site.DrainingSite} built with C{http2=True} serves
+it beside HTTP/1.1: L{gracesvc._protocols.negotiate.NegotiatingProtocol}
+hands a connection whose client speaks HTTP/2 to a
+L{DrainingH2Connection}.
 
 L{DrainingH2Connection} is one L{IDrainableConnection}, whose C{inFlight}
 counts its streams, and it drains in two phases (RFC 9113 section 6.8), as
@@ -40,28 +38,25 @@ The Twisted and h2 internals this needs are in L{gracesvc._pins.twisted_h2}.
 from __future__ import annotations
 
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h2.errors
 import h2.events
 import h2.exceptions
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IHandshakeListener,
     IReactorTime,
     ISSLTransport,
 )
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
-from gracesvc._core.drain import IDrainableConnection, LongLivedOutcome
-from gracesvc._pins.twisted import closeBeneathTLS, handOver
+from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._pins.twisted import closeBeneathTLS
 from gracesvc._pins.twisted_h2 import (
-    connectionOf,
     flushControlBytes,
     flushToSocket,
     goAwayFrame,
@@ -69,14 +64,15 @@ from gracesvc._pins.twisted_h2 import (
     tolerantStateMachine,
     writeControlBytes,
 )
-from gracesvc._protocols.answers import ResponseCutAtCap, answerServiceUnavailable
+from gracesvc._protocols.answers import (
+    LongLivedKind,
+    ResponseCutAtCap,
+    ResponseMetrics,
+    answerServiceUnavailable,
+)
 
 if TYPE_CHECKING:
-    from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
-
-#: The client connection preface (RFC 9113 section 3.4), which a
-#: prior-knowledge cleartext HTTP/2 client opens with.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    from twisted.web.http import Request
 
 #: The largest stream id: the first GOAWAY's last stream id, which refuses
 #: nothing.
@@ -127,6 +123,17 @@ class H2Tally:
         self.pingRoundTrips += roundTrip
 
 
+class H2Site(Protocol):
+    """
+    What a L{DrainingH2Connection} needs of its site, a
+    L{gracesvc._protocols.site.DrainingSite} (which imports this module).
+    """
+
+    drain: Drain
+    metrics: ResponseMetrics | None
+    h2Tally: H2Tally
+
+
 class _State(Enum):
     """
     Where a L{DrainingH2Connection} is; see the module docstring.
@@ -151,7 +158,7 @@ class DrainingH2Connection(H2Connection):
     """
 
     log = Logger()
-    site: DrainingSite  # type: ignore[assignment]
+    site: H2Site  # type: ignore[assignment]
 
     def __init__(self, reactor: IReactorTime) -> None:
         super().__init__(reactor)
@@ -444,13 +451,15 @@ class DrainingH2Connection(H2Connection):
             self._close()
         return cut
 
-    def longStreamStarted(self, streamID: int, kind: str) -> None:
+    def longResponseStarted(self, request: Request, kind: LongLivedKind) -> None:
         """
-        Stream C{streamID} is answered with a long-lived response (an event
-        stream, a long poll): the drain counts how it ends.
+        C{request}, answered on one of this connection's streams, is a
+        long-lived response of C{kind} (an event stream, a long poll): the
+        drain counts how it ends.
         """
-        if streamID in self.streams:
-            self._longLived[streamID] = kind
+        stream: Any = request.channel
+        if stream.streamID in self.streams:
+            self._longLived[stream.streamID] = kind
 
     def _endedLongLived(self, streamID: int, outcome: LongLivedOutcome) -> None:
         kind = self._longLived.pop(streamID, None)
@@ -489,17 +498,6 @@ class DrainingH2Connection(H2Connection):
         closeBeneathTLS(transport)
 
 
-def longStreamStarted(stream: Any, kind: str) -> None:
-    """
-    The request of C{stream}, an HTTP/2 stream of a L{DrainingSite}, is
-    answered with a long-lived response of C{kind} (see
-    L{gracesvc.EventStream}, L{gracesvc.LongPoll}).
-    """
-    connection = connectionOf(stream)
-    if isinstance(connection, DrainingH2Connection):
-        connection.longStreamStarted(stream.streamID, kind)
-
-
 def _unregister(transport: Any) -> None:
     """
     Stop being C{transport}'s producer, if still one: TLS will not shut
@@ -510,87 +508,3 @@ def _unregister(transport: Any) -> None:
     except RuntimeError:
         # StringTransport's way of saying none was registered.
         pass
-
-
-@implementer(IHandshakeListener)
-class NegotiatingProtocol(Protocol):
-    """
-    The protocol of one connection of a L{DrainingSite} that serves HTTP/2:
-    an HTTP/1.1 L{DrainingChannel} until the first bytes say the client
-    speaks HTTP/2 (C{h2} negotiated through ALPN, or, with C{h2c}, the
-    connection preface on a cleartext connection); then a
-    L{DrainingH2Connection}.
-
-    Twisted's own switch (C{_GenericHTTPChannelProtocol}) would leave the
-    HTTP/1.1 channel registered with the drain, which would then wait for it
-    until the cap.
-    """
-
-    def __init__(self, channel: DrainingChannel, h2c: bool) -> None:
-        self._current: Any = channel
-        self._channel = channel
-        self._sniffing = h2c
-        self._decided = False
-        self._buffer = b""
-
-    def connectionMade(self) -> None:
-        self._channel.makeConnection(self.transport)
-        if self._sniffing and ISSLTransport.providedBy(self.transport):
-            self._sniffing = False
-
-    def handshakeCompleted(self) -> None:
-        """
-        Tell the HTTP/1.1 channel its TLS handshake completed (before any
-        byte of HTTP, so before any switch): its idle grace counts from now.
-        """
-        self._channel.handshakeCompleted()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._decided:
-            self._current.dataReceived(data)
-            return
-        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
-            self._switch(data)
-            return
-        if self._sniffing:
-            self._buffer += data
-            data = self._buffer
-            if len(data) < len(PREFACE) and PREFACE.startswith(data):
-                return
-            self._buffer = b""
-            if data.startswith(PREFACE):
-                self._switch(data)
-                return
-        self._decided = True
-        # HTTP/1.1 from now on: the channel gets the transport's bytes
-        # directly (and, after a WebSocket upgrade, hands them on itself).
-        handOver(self.transport, self, self._channel)
-        self._channel.dataReceived(data)
-
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        current = self._current
-        if isinstance(current, DrainingH2Connection):
-            current.transportLost(reason)
-        else:
-            current.connectionLost(reason)
-
-    def _switch(self, data: bytes) -> None:
-        """
-        Hand the connection to a new L{DrainingH2Connection}, which joins the
-        drain before the HTTP/1.1 channel leaves it.
-        """
-        self._decided = True
-        channel = self._channel
-        transport: Any = self.transport
-        transport.unregisterProducer()
-        h2 = DrainingH2Connection(channel.factory.reactor)
-        h2.requestFactory = channel.requestFactory  # type: ignore[attr-defined]
-        h2.site = channel.site
-        h2.factory = channel.factory
-        h2.timeOut = channel.timeOut
-        h2.callLater = channel.callLater  # type: ignore[method-assign]
-        self._current = h2
-        h2.makeConnection(transport)
-        transport.registerProducer(h2, True)
-        channel.connectionLost(Failure(ConnectionDone("switched to HTTP/2")))
-        h2.dataReceived(data)

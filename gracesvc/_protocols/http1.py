@@ -13,7 +13,8 @@ habits would lose responses during one:
   - L{HTTPFactory} keeps no list of its connections, so nothing could wait
     for them or close the idle ones.
 
-L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
+L{DrainingChannel} fixes each for the drain, and
+L{gracesvc._protocols.site.DrainingSite} builds it.
 A channel upgraded to a WebSocket stays the one connection the drain sees,
 and hands the drain's duties to the WebSocket (L{gracesvc._protocols.websocket}).
 The Twisted internals this needs are in L{gracesvc._pins.twisted}.
@@ -23,15 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
-from twisted.web.resource import IResource
 from twisted.web.server import Request as SiteRequest
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection
@@ -45,13 +44,11 @@ from gracesvc._pins.twisted import (
 )
 from gracesvc._protocols.answers import (
     LongLivedKind,
+    ResponseMetrics,
     answerServiceUnavailable,
     isWebSocketUpgrade,
 )
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
-
-if TYPE_CHECKING:
-    from gracesvc._metrics.registry import Metrics
 
 
 class DrainingRequest(SiteRequest):
@@ -119,6 +116,22 @@ class _State(Enum):
 
 _IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = _State
 _LONG_LIVED = frozenset([_STREAM, _POLL])
+
+
+class ChannelSite(Protocol):
+    """
+    What a L{DrainingChannel} needs of its site, a
+    L{gracesvc._protocols.site.DrainingSite} (which imports this module).
+    """
+
+    drain: Drain
+    metrics: ResponseMetrics | None
+    webSocketPolicy: WebSocketPolicy
+
+    def log(self, request: Request) -> None:
+        """
+        Write C{request} to the access log.
+        """
 
 
 class UpgradedProtocol(Protocol):
@@ -195,10 +208,10 @@ class DrainingChannel(HTTPChannel):
         "_upgraded",
     )
 
-    site: DrainingSite
+    site: ChannelSite
     _drain: Drain
     _seconds: Callable[[], float]
-    _metrics: Metrics | None
+    _metrics: ResponseMetrics | None
     _state: _State
     lastActivity: float
     _requestReceivedAt: float
@@ -484,75 +497,3 @@ class DrainingChannel(HTTPChannel):
     def _closeIfIdle(self) -> None:
         self._idleCall = None
         self._closeWhenIdle()
-
-
-class DrainingSite(Site):
-    """
-    A L{Site} whose connections are L{DrainingChannel}s reporting to
-    C{drain}.
-
-    It also keeps its access log open until the drain is done: Twisted
-    closes it when the last port stops listening, which would leave every
-    request answered during the drain unlogged.
-    """
-
-    protocol = DrainingChannel  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        resource: IResource,
-        drain: Drain,
-        metrics: Metrics | None = None,
-        webSocketPolicy: WebSocketPolicy | None = None,
-        *,
-        http2: bool = False,
-        h2c: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        """
-        @param resource: the root resource.
-        @param drain: the drain every connection reports to.
-        @param metrics: counts every completed response, if given.
-        @param webSocketPolicy: how its WebSockets close (whatever
-            C{WebSocketResource} serves them); the defaults if L{None}.
-        @param http2: whether to serve HTTP/2 where TLS negotiates it
-            (ALPN C{h2}), through L{gracesvc._protocols.h2}.
-        @param h2c: whether to serve cleartext HTTP/2 too, to clients that
-            open with its connection preface (implies C{http2}).
-        @param kwargs: passed on to L{Site}, C{reactor} among them.
-        """
-        super().__init__(resource, **kwargs)
-        self.drain = drain
-        self.metrics = metrics
-        self.webSocketPolicy = (
-            WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
-        )
-        self.http2 = http2 or h2c
-        self.h2c = h2c
-        if self.http2:
-            from gracesvc._protocols.h2 import H2Tally
-
-            #: what its HTTP/2 connections did, for the metrics.
-            self.h2Tally = H2Tally()
-
-    def buildProtocol(self, addr: object) -> Any:
-        channel = super().buildProtocol(addr)
-        if not self.http2:
-            return channel
-        from gracesvc._protocols.h2 import NegotiatingProtocol
-
-        return NegotiatingProtocol(channel, self.h2c)
-
-    def acceptableProtocols(self) -> list[bytes]:
-        """
-        The protocols offered through ALPN: Twisted's L{Site} offers C{h2}
-        whenever h2 is installed, and an HTTP/1.1 channel would then be
-        spoken to in HTTP/2.
-        """
-        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
-
-    def stopFactory(self) -> None:
-        if self.drain.draining and not self.drain.finished:
-            self.drain.whenDone().addCallback(lambda _: self.stopFactory())
-            return
-        super().stopFactory()

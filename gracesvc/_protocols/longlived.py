@@ -41,7 +41,8 @@ from twisted.web.iweb import IRequest
 
 from gracesvc._core.drain import Drain
 from gracesvc._protocols.answers import LongLivedKind, answerEventStreamRetry
-from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
+from gracesvc._protocols.http1 import DrainingChannel
+from gracesvc._protocols.site import DrainingSite, longLivedHostOf
 
 #: Default reconnection time told to clients, in milliseconds, before
 #: jitter.
@@ -113,16 +114,6 @@ def drainOf(request: IRequest) -> Drain:
     return channel.site.drain  # type: ignore[no-any-return]
 
 
-def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
-    channel = getattr(request, "channel", None)
-    if isinstance(channel, DrainingChannel):
-        channel.longResponseStarted(request, kind)
-    elif isinstance(getattr(channel, "site", None), DrainingSite):
-        from gracesvc._protocols.h2 import longStreamStarted
-
-        longStreamStarted(channel, kind)
-
-
 class _LongResponse:
     """
     What L{EventStream} and L{LongPoll} share: a subscription to the drain's
@@ -183,7 +174,9 @@ class _LongResponse:
         return self.retry + self._random.randint(0, self.jitter)
 
     def _subscribe(self, kind: LongLivedKind) -> None:
-        _longResponseStarted(self._request, kind)
+        host = longLivedHostOf(self._request)
+        if host is not None:
+            host.longResponseStarted(self._request, kind)
         self._unsubscribe = self.drain.whenGoingAway(self._goingAway)
 
     def _goingAway(self) -> None:

@@ -10,6 +10,7 @@ from gracesvc._process import service as _service
 from gracesvc._protocols import answers as _answers
 from gracesvc._protocols import http1 as _http
 from gracesvc._protocols import longlived as _events
+from gracesvc._protocols import site as _site
 from gracesvc._protocols import websocket as _websocket
 
 
@@ -21,7 +22,7 @@ class PublicAPITests(SynchronousTestCase):
                 "Drain": _drain.Drain,
                 "IDrainableConnection": _drain.IDrainableConnection,
                 "DrainingChannel": _http.DrainingChannel,
-                "DrainingSite": _http.DrainingSite,
+                "DrainingSite": _site.DrainingSite,
                 "EventStream": _events.EventStream,
                 "LongPoll": _events.LongPoll,
                 "ResponseCutAtCap": _answers.ResponseCutAtCap,

@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
 from gracesvc._process.service import GracefulService
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
 from tests.unit.process.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals

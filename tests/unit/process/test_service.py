@@ -34,7 +34,7 @@ from gracesvc._process.service import (
     TwistdService,
     freezeStartupHeap,
 )
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 
 SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
 
