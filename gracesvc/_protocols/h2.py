@@ -51,18 +51,21 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
 from gracesvc._pins.twisted import closeBeneathTLS
 from gracesvc._pins.twisted_h2 import (
+    H2Connection,
     flushControlBytes,
     flushToSocket,
     goAwayFrame,
+    receiveData,
     requestOf,
+    streamsLost,
     tolerantStateMachine,
     writeControlBytes,
+    writePreparedFrames,
 )
 from gracesvc._protocols.answers import (
     LongLivedKind,
@@ -186,38 +189,23 @@ class DrainingH2Connection(H2Connection):
         self._drain.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
-        # Twisted's own, with the PING's ACK and the client's GOAWAY handled
-        # here: Twisted drops the first and aborts every stream on the second.
-        if self._state is _CLOSED:
-            return
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._terminate(Failure())
-            return
-        self.resetTimeout()
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._requestReceived(event)
-            elif isinstance(event, h2.events.DataReceived):
-                self._requestDataReceived(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._requestEnded(event)
-            elif isinstance(event, h2.events.StreamReset):
-                self._requestAborted(event)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._handleWindowUpdate(event)
-            elif isinstance(event, h2.events.PriorityUpdated):
-                self._handlePriorityUpdate(event)
-            elif isinstance(event, h2.events.PingAckReceived):
-                if event.ping_data == PING_DATA and self._state is _NOTICE:
-                    self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
-                    self._finalGoAway()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._peerGoneAway(event)
-            if self._state is _CLOSED:
-                return
-        self._tryToWriteControlData()
+        if self._state is not _CLOSED:
+            receiveData(self, data, self._otherEvent, self._closed)
+
+    def _otherEvent(self, event: h2.events.Event) -> None:
+        """
+        An event Twisted's dispatch would drop or mishandle: the ACK of the
+        drain's PING, the client's GOAWAY (Twisted aborts every stream).
+        """
+        if isinstance(event, h2.events.PingAckReceived):
+            if event.ping_data == PING_DATA and self._state is _NOTICE:
+                self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
+                self._finalGoAway()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._peerGoneAway(event)
+
+    def _closed(self) -> bool:
+        return self._state is _CLOSED
 
     def transportLost(self, reason: Failure) -> None:
         """
@@ -315,9 +303,9 @@ class DrainingH2Connection(H2Connection):
 
     def _terminate(self, reason: Failure) -> None:
         # A protocol error (h2 has queued its GOAWAY) or too many resets.
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         self._close()
-        H2Connection.connectionLost(self, reason, _cancelTimeouts=False)
+        streamsLost(self, reason)
         # Nothing more is read: h2's state machine is closed.
         self._state = _CLOSED
 
@@ -416,7 +404,7 @@ class DrainingH2Connection(H2Connection):
         self._tally.goAways["notice"] += 1
         self.conn.ping(PING_DATA)
         self._pingSentAt = self._clock.seconds()
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         wait = NOTICE_WAIT
         deadline = self._drain.deadline
         if deadline is not None:
@@ -446,7 +434,7 @@ class DrainingH2Connection(H2Connection):
                 self._endedLongLived(streamID, "cut")
                 answerServiceUnavailable(request, retryAfter)
                 cut += 1
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         if self._state is _FINAL and not self.streams:
             self._close()
         return cut

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gracesvc._pins.twisted import handOver
+from gracesvc._pins.twisted_h2 import takeOver
 from gracesvc._protocols.h2 import DrainingH2Connection
 from gracesvc._protocols.http1 import DrainingChannel
 
@@ -99,11 +100,7 @@ class NegotiatingProtocol(Protocol):
         transport: Any = self.transport
         transport.unregisterProducer()
         h2 = DrainingH2Connection(channel.factory.reactor)
-        h2.requestFactory = channel.requestFactory  # type: ignore[attr-defined]
-        h2.site = channel.site  # type: ignore[assignment]
-        h2.factory = channel.factory
-        h2.timeOut = channel.timeOut
-        h2.callLater = channel.callLater  # type: ignore[method-assign]
+        takeOver(h2, channel)
         self._current = h2
         h2.makeConnection(transport)
         transport.registerProducer(h2, True)
