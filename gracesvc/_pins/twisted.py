@@ -14,18 +14,32 @@ HTTP/2's internals (Twisted's private C{H2Connection}, h2's GOAWAY
 handling) are in L{gracesvc._pins.twisted_h2}, pinned by
 C{tests/unit/pins/test_twisted_h2.py}.
 
-Elsewhere, and pinned in the same test module: L{gracesvc._process.service}'s
-C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
-C{sigTerm}, which stop it and record the signal that twistd re-raises at
-exit (no interface declares them); L{gracesvc._protocols.http1.DrainingChannel}
-overrides L{HTTPChannel}'s C{_protocolUpgradeForWebsockets}, which
-L{twisted.web.websocket.WebSocketResource} calls to hand the connection
-over after its handshake (see L{webSocketParts}).
+Elsewhere, and pinned in the same test module:
+
+  - L{gracesvc._process.service}'s C{StopSignals} hands the first stop
+    signal to the reactor's C{sigInt} and C{sigTerm}, which stop it and
+    record the signal that twistd re-raises at exit (no interface declares
+    them);
+  - L{gracesvc._protocols.http1.DrainingChannel} overrides L{HTTPChannel}'s
+    C{_protocolUpgradeForWebsockets}, which
+    L{twisted.web.websocket.WebSocketResource} calls to hand the connection
+    over after its handshake (see L{webSocketParts}, L{deliverTo});
+  - C{DrainingChannel.allContentReceived} makes a request processed during
+    a drain a L{gracesvc._protocols.http1.DrainingRequest} by assigning its
+    C{__class__}, so that before the signal no request pays for the drain's
+    check (a function here would cost a call per request during the
+    drain).  This relies on the request being the plain
+    L{twisted.web.server.Request} that L{Site}'s C{requestFactory} makes, on
+    C{DrainingRequest} adding no state to it (no C{__init__}, no
+    C{__slots__}: the instances share one layout), and on
+    L{HTTPChannel.allContentReceived} calling the request's
+    C{requestReceived}, which calls C{process} after the assignment.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -99,6 +113,26 @@ def handOver(transport: object, old: object, new: object) -> bool:
             setattr(transport, name, new)
             return True
     return False
+
+
+def deliverTo(channel: HTTPChannel, dataReceived: Callable[[bytes], object]) -> None:
+    """
+    From now on, hand every byte C{channel} is given to C{dataReceived}
+    instead of parsing it as HTTP: its connection was upgraded to another
+    protocol.
+
+    As Twisted's own C{HTTPChannel._protocolUpgradeForWebsockets} does,
+    C{dataReceived} replaces the channel's method on the instance: a
+    transport looks C{dataReceived} up on its protocol at each read (see
+    L{handOver}), and so does the channel itself when it hands on what it
+    buffered while answering (C{requestDone}, through C{setLineMode}); a
+    wrapper around the channel would add a call per read.
+
+    Internals: C{HTTPChannel._protocolUpgradeForWebsockets}'s assignment of
+    C{dataReceived}; the instance dictionary of L{HTTPChannel} (which has
+    no C{__slots__}).
+    """
+    channel.dataReceived = dataReceived  # type: ignore[method-assign]
 
 
 def socketOf(transport: object) -> socket.socket | None:

@@ -37,6 +37,7 @@ from gracesvc._core.drain import Drain, IDrainableConnection
 from gracesvc._pins.twisted import (
     bytesWaiting,
     closeBeneathTLS,
+    deliverTo,
     hasPipelinedRequest,
     pauseParsing,
     resumeParsing,
@@ -274,7 +275,7 @@ class DrainingChannel(HTTPChannel):
                 # Processed during the drain: answered as a DrainingRequest
                 # (whose process checks the drain), even if its first bytes
                 # came before the signal.  Before it, no request pays for
-                # that check.
+                # that check (see gracesvc._pins.twisted).
                 request.__class__ = DrainingRequest
         HTTPChannel.allContentReceived(self)
 
@@ -390,8 +391,8 @@ class DrainingChannel(HTTPChannel):
         request = self.requests[-1]
         request.code = 101
         request.code_message = b"Switching Protocols"
-        # As Twisted's own upgrade does: the parsing is done with.
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        # The parsing is done with.
+        deliverTo(self, protocol.dataReceived)
         protocol.makeConnection(self)
 
     def _upgradeLost(self, reason: Failure) -> None:
