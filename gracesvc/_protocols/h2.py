@@ -54,6 +54,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import closeBeneathTLS
 from gracesvc._pins.twisted_h2 import (
     H2Connection,
@@ -137,7 +138,7 @@ class H2Site(Protocol):
     h2Tally: H2Tally
 
 
-class _State(Enum):
+class H2ConnectionState(Enum):
     """
     Where a L{DrainingH2Connection} is; see the module docstring.
     """
@@ -149,7 +150,7 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-_OPEN, _NOTICE, _FINAL, _CLOSING, _CLOSED = _State
+_OPEN, _NOTICE, _FINAL, _CLOSING, _CLOSED = H2ConnectionState
 
 
 @implementer(IDrainableConnection)
@@ -213,9 +214,8 @@ class DrainingH2Connection(H2Connection):
         for a lost stream producer or a GOAWAY): tell the drain, once.
         """
         self._state = _CLOSED
-        for call in (self._noticeCall, self._lingerCall):
-            if call is not None and call.active():
-                call.cancel()
+        cancelCall(self._noticeCall)
+        cancelCall(self._lingerCall)
         self._noticeCall = self._lingerCall = None
         self.connectionLost(reason)
         if not self._reported:
@@ -327,8 +327,7 @@ class DrainingH2Connection(H2Connection):
         """
         if self._state is not _OPEN and self._state is not _NOTICE:
             return
-        if self._noticeCall is not None and self._noticeCall.active():
-            self._noticeCall.cancel()
+        cancelCall(self._noticeCall)
         self._noticeCall = None
         self._state = _FINAL
         self._lastStreamID = self.conn.highest_inbound_stream_id
@@ -352,8 +351,7 @@ class DrainingH2Connection(H2Connection):
         if self._state is _CLOSING or self._state is _CLOSED:
             return
         self._state = _CLOSING
-        if self._noticeCall is not None and self._noticeCall.active():
-            self._noticeCall.cancel()
+        cancelCall(self._noticeCall)
         self._noticeCall = None
         self.setTimeout(None)
         transport: Any = self.transport

@@ -34,6 +34,7 @@ from twisted.web.server import Request as SiteRequest
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import (
     bytesWaiting,
     closeBeneathTLS,
@@ -90,7 +91,7 @@ class DrainingRequest(SiteRequest):
         SiteRequest.process(self)
 
 
-class _State(Enum):
+class ChannelState(Enum):
     """
     What a L{DrainingChannel} is doing, as Go's C{http.ConnState} and
     Twisted's C{HTTP11ClientProtocol._state} have it.
@@ -115,7 +116,7 @@ class _State(Enum):
     CLOSING = "closing"
 
 
-_IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = _State
+_IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = ChannelState
 _LONG_LIVED = frozenset([_STREAM, _POLL])
 
 
@@ -181,7 +182,7 @@ class DrainingChannel(HTTPChannel):
         has not been able to send a request yet (it waits until the cut,
         as a request partly received does).
 
-    Its one state (L{_State}) is moved by the parsing and answering hooks
+    Its one state (L{ChannelState}) is moved by the parsing and answering hooks
     below, and everything the drain asks of it is read from that.
 
     A request that upgrades the connection (Twisted's C{WebSocketResource})
@@ -213,7 +214,7 @@ class DrainingChannel(HTTPChannel):
     _drain: Drain
     _seconds: Callable[[], float]
     _metrics: ResponseMetrics | None
-    _state: _State
+    _state: ChannelState
     lastActivity: float
     _requestReceivedAt: float
     _idleCall: IDelayedCall | None
@@ -238,9 +239,8 @@ class DrainingChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._state = _CLOSING
-        for call in (self._idleCall, self._resumeCall):
-            if call is not None and call.active():
-                call.cancel()
+        cancelCall(self._idleCall)
+        cancelCall(self._resumeCall)
         self._idleCall = self._resumeCall = None
         if self._upgraded is not None:
             self._upgradeLost(reason)
@@ -293,7 +293,7 @@ class DrainingChannel(HTTPChannel):
         it ends (see L{Drain.longLived}).
         """
         if self._state is _BUSY and self.requests and self.requests[0] is request:
-            self._state = _State(kind)
+            self._state = ChannelState(kind)
 
     def requestDone(self, request: Request) -> None:
         drain = self._drain
@@ -385,8 +385,7 @@ class DrainingChannel(HTTPChannel):
         """
         self._state = _UPGRADED
         self._upgraded = protocol
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        cancelCall(self._idleCall)
         self._idleCall = None
         request = self.requests[-1]
         request.code = 101
@@ -478,8 +477,7 @@ class DrainingChannel(HTTPChannel):
     # Idle connections while draining.
 
     def _closeWhenIdle(self) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        cancelCall(self._idleCall)
         self._idleCall = None
         if self._state is not _IDLE or tlsHandshaking(self.transport):
             # A handshake in progress: handshakeCompleted looks again.
