@@ -29,10 +29,10 @@ Elsewhere, and pinned in the same test module:
     C{__class__}, so that before the signal no request pays for the drain's
     check (a function here would cost a call per request during the
     drain).  This relies on the request being the plain
-    L{twisted.web.server.Request} that L{Site}'s C{requestFactory} makes, on
-    C{DrainingRequest} adding no state to it (no C{__init__}, no
-    C{__slots__}: the instances share one layout), and on
-    L{HTTPChannel.allContentReceived} calling the request's
+    L{twisted.web.server.Request} that a L{twisted.web.server.Site}'s
+    C{requestFactory} makes, on C{DrainingRequest} adding no state to it
+    (no C{__init__}, no C{__slots__}: the instances share one layout), and
+    on L{HTTPChannel.allContentReceived} calling the request's
     C{requestReceived}, which calls C{process} after the assignment.
 """
 
@@ -101,7 +101,8 @@ def handOver(transport: object, old: object, new: object) -> bool:
     go straight to the protocol it chose, with no call through it.
 
     Internals: L{twisted.internet.tcp.Connection}'s C{protocol} (C{doRead}
-    looks it up at each read), L{ProtocolWrapper}'s C{wrappedProtocol}
+    looks it up at each read),
+    L{twisted.protocols.policies.ProtocolWrapper}'s C{wrappedProtocol}
     (which L{TLSMemoryBIOProtocol} delivers its plaintext to), and the
     C{protocol} of L{twisted.test.iosim}'s C{FakeTransport}.
 
@@ -137,13 +138,13 @@ def deliverTo(channel: HTTPChannel, dataReceived: Callable[[bytes], object]) -> 
 
 def socketOf(transport: object) -> socket.socket | None:
     """
-    @return: the socket under C{transport}, looking through wrapping
-        transports such as TLS (whose own handle is the TLS connection), or
-        L{None} for a transport without one.
-
     Internals: a wrapping transport's C{transport} attribute (the wrapped
     one), as L{TLSMemoryBIOProtocol} and L{twisted.protocols.policies}'
     wrappers keep it.
+
+    @return: the socket under C{transport}, looking through wrapping
+        transports such as TLS (whose own handle is the TLS connection), or
+        L{None} for a transport without one.
     """
     while transport is not None:
         getHandle = getattr(transport, "getHandle", None)
@@ -188,8 +189,6 @@ def closeBeneathTLS(transport: ITransport | None) -> None:
 
 def tlsHandshaking(transport: object) -> bool:
     """
-    @return: whether C{transport} is TLS whose handshake has not completed.
-
     The protocol under TLS is connected as soon as TCP is, before the
     client's first byte: a slow client (or one on a long round trip) may
     not have sent its ClientHello yet.  Such a connection is not idle, and
@@ -199,6 +198,8 @@ def tlsHandshaking(transport: object) -> bool:
     completes; this tells whether it has, for a protocol connected before.
 
     Internals: L{TLSMemoryBIOProtocol}'s C{_handshakeDone}.
+
+    @return: whether C{transport} is TLS whose handshake has not completed.
     """
     return isinstance(transport, TLSMemoryBIOProtocol) and not getattr(
         transport, "_handshakeDone", True
@@ -207,12 +208,13 @@ def tlsHandshaking(transport: object) -> bool:
 
 def hasPipelinedRequest(channel: HTTPChannel) -> bool:
     """
+    Internals: L{HTTPChannel}'s C{_dataBuffer} (bytes read while a request
+    is handled) and L{twisted.protocols.basic.LineReceiver}'s C{_buffer}
+    (bytes being parsed, when a request is answered while its
+    predecessor's pipelined bytes are parsed).
+
     @return: whether C{channel} has read bytes of a request behind the one
         being answered.
-
-    Internals: L{HTTPChannel}'s C{_dataBuffer} (bytes read while a request
-    is handled) and L{LineReceiver}'s C{_buffer} (bytes being parsed, when
-    a request is answered while its predecessor's pipelined bytes are parsed).
     """
     return bool(channel._buffer.strip()) or any(
         chunk.strip() for chunk in channel._dataBuffer
@@ -223,9 +225,10 @@ def pauseParsing(channel: HTTPChannel) -> None:
     """
     Stop C{channel} from parsing the bytes it has already read.
 
-    Internals: L{LineReceiver}'s C{paused}, which its C{dataReceived} loop
-    checks between lines (L{HTTPChannel.pauseProducing} pauses the
-    transport, not the parsing of what was read).
+    Internals: L{twisted.protocols.basic.LineReceiver}'s C{paused}, which
+    its C{dataReceived} loop checks between lines
+    (L{HTTPChannel.pauseProducing} pauses the transport, not the parsing of
+    what was read).
     """
     channel.paused = True
 
@@ -235,7 +238,7 @@ def resumeParsing(channel: HTTPChannel) -> None:
     Parse what C{channel} read while L{pauseParsing} held it.
 
     Internals: as L{pauseParsing}; C{dataReceived(b"")} runs the parsing
-    loop over L{LineReceiver}'s buffer.
+    loop over L{twisted.protocols.basic.LineReceiver}'s buffer.
     """
     channel.paused = False
     channel.dataReceived(b"")
@@ -351,10 +354,6 @@ def listeningSpec(endpoint: object) -> ListeningSpec | None:
 
 def tlsContextFactory(endpoint: object) -> IOpenSSLContextFactory | None:
     """
-    @return: the TLS context factory of an C{ssl:} server endpoint (its
-        certificate and key already read from their files, when the
-        description was parsed), or L{None} for an endpoint without TLS.
-
     A worker of C{--workers} adopts the TCP socket its master created for
     an C{ssl:} listener, and serves TLS on it with the context factory its
     own parse of the description made: so each generation reads the
@@ -363,6 +362,10 @@ def tlsContextFactory(endpoint: object) -> IOpenSSLContextFactory | None:
 
     Internals: L{twisted.internet.endpoints.SSL4ServerEndpoint}'s
     C{_sslContextFactory}.
+
+    @return: the TLS context factory of an C{ssl:} server endpoint (its
+        certificate and key already read from their files, when the
+        description was parsed), or L{None} for an endpoint without TLS.
     """
     from twisted.internet.endpoints import SSL4ServerEndpoint
 
@@ -402,11 +405,11 @@ def limitAccepts(port: IListeningPort, most: int) -> None:
 
 def exitSignal(reactor: object) -> int | None:
     """
-    @return: the signal that stopped C{reactor} through its own C{sigInt}
-        or C{sigTerm} handler (twistd re-raises it at exit), if one did.
-
     Internals: L{twisted.internet.base.ReactorBase}'s C{_exitSignal},
     pinned with C{StopSignals}' use of the handlers.
+
+    @return: the signal that stopped C{reactor} through its own C{sigInt}
+        or C{sigTerm} handler (twistd re-raises it at exit), if one did.
     """
     signum = getattr(reactor, "_exitSignal", None)
     return signum if isinstance(signum, int) else None

@@ -275,9 +275,9 @@ def flushToSocket(transport: object) -> None:
 
 def requestOf(stream: H2Stream) -> Request:
     """
-    @return: the request C{stream} answers.
-
     Internals: L{H2Stream}'s C{_request}.
+
+    @return: the request C{stream} answers.
     """
     request: Request = stream._request
     return request
@@ -285,9 +285,9 @@ def requestOf(stream: H2Stream) -> Request:
 
 def connectionOf(stream: H2Stream) -> H2Connection:
     """
-    @return: the connection C{stream} belongs to.
-
     Internals: L{H2Stream}'s C{_conn}.
+
+    @return: the connection C{stream} belongs to.
     """
     connection: H2Connection = stream._conn
     return connection

@@ -12,6 +12,9 @@ streams, the event streams and the WSGI adapter.
   - during the drain, a request to upgrade to a WebSocket
     (L{isWebSocketUpgrade}) gets the 503: a new long-lived connection
     belongs on another instance.
+
+What each protocol tells the site's metrics of its answers is
+L{ResponseMetrics}, so that no protocol depends on the metrics package.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ class DrainingH2Connection(H2Connection):
 
     def transportLost(self, reason: Failure) -> None:
         """
-        The transport is closed (L{connectionLost} is also called by Twisted
+        The transport is closed (C{connectionLost} is also called by Twisted
         for a lost stream producer or a GOAWAY): tell the drain, once.
         """
         self._state = _CLOSED

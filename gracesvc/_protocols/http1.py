@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.unit.core.test_drain -*-
+# -*- test-case-name: tests.unit.protocols.test_http1 -*-
 """
-HTTP/1.1 glue: a L{Site} whose connections take part in the drain.
+HTTP/1.1 glue: the connections of a site that take part in the drain.
 
 Twisted's L{HTTPChannel} has no notion of a graceful close, and three of its
 habits would lose responses during one:
@@ -10,14 +10,14 @@ habits would lose responses during one:
     would send its next request into a connection about to close;
   - a channel that is not persistent drops the pipelined requests it has
     already read, unparsed and unanswered;
-  - L{HTTPFactory} keeps no list of its connections, so nothing could wait
-    for them or close the idle ones.
+  - L{twisted.web.http.HTTPFactory} keeps no list of its connections, so
+    nothing could wait for them or close the idle ones.
 
 L{DrainingChannel} fixes each for the drain, and
-L{gracesvc._protocols.site.DrainingSite} builds it.
-A channel upgraded to a WebSocket stays the one connection the drain sees,
-and hands the drain's duties to the WebSocket (L{gracesvc._protocols.websocket}).
-The Twisted internals this needs are in L{gracesvc._pins.twisted}.
+L{gracesvc._protocols.site.DrainingSite} builds it.  A channel upgraded to
+a WebSocket stays the one connection the drain sees, and hands the drain's
+duties to the WebSocket (L{gracesvc._protocols.websocket}).  The Twisted
+internals this needs are in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ in the drain instead, on the timeline of L{gracesvc._core.drain}:
 
 The drain's connection counts them as C{stream} and C{poll} (the state of
 the L{DrainingChannel} answering them), and counts how each one in
-progress when the drain began ended (L{Drain.longLivedEnded}: C{clean} or
+progress when the drain began ended (in L{Drain.longLived}: C{clean} or
 C{cut}).
 """
 
@@ -231,7 +231,7 @@ class EventStream(_LongResponse):
     with no C{id:} (the client's C{Last-Event-ID} stays the last event it
     got), then ends the response with its terminating chunk, and the
     connection closes.  A stream asked for after the drain began is only
-    C{retry:} and ends at once (L{ended} is then true).
+    C{retry:} and ends at once (C{ended} is then true).
 
     @ivar lastEventId: the client's C{Last-Event-ID}, where a reconnecting
         client asks to resume; L{None} if it sent none.
@@ -336,7 +336,7 @@ class LongPoll(_LongResponse):
     200 and, by default, C{{"status": "reconnect", "retry": 1523}} (the
     milliseconds after which to poll again: C{retry} plus jitter), and the
     application's Deferred is cancelled.  A poll that arrives after the
-    drain began is answered so at once (L{ended} is then true).
+    drain began is answered so at once (C{ended} is then true).
     """
 
     def __init__(
