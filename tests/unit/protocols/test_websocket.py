@@ -154,9 +154,10 @@ class UpgradeTests(SynchronousTestCase):
 
     def test_closedWebSocketsLeaveTheDrain(self) -> None:
         """
-        WebSockets closed by their clients are gone from the drain (issue
-        12: Twisted's upgrade replaced the channel's C{connectionLost}, and
-        the drain waited for them until the cap): the drain is done at once.
+        WebSockets closed by their clients are gone from the drain
+        (Twisted's own upgrade replaces the channel's C{connectionLost}, and
+        the drain would wait for them until the cap): the drain is done at
+        once.
         """
         wire = Wire()
         clients = [wire.connectWebSocket() for _ in range(5)]
