@@ -33,7 +33,7 @@ from bench._common import machine, table
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import GracefulService
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 
 REQUEST = b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 

@@ -27,7 +27,7 @@ from twisted.web.wsgi import WSGIResource
 
 from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._core.drain import Drain
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._metrics.registry import Metrics
 from gracesvc._apps.threads import drainedThreadPool
 from gracesvc._apps.wsgi import DrainedWSGIResource

@@ -12,8 +12,10 @@ request.
 
 from gracesvc._core.drain import Drain, IDrainableConnection
 from gracesvc._process.service import GracefulService, ListenFailed
-from gracesvc._protocols.http1 import DrainingChannel, DrainingSite, ResponseCutAtCap
+from gracesvc._protocols.answers import ResponseCutAtCap
+from gracesvc._protocols.http1 import DrainingChannel
 from gracesvc._protocols.longlived import EventStream, LongPoll, drainOf
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
 __all__ = [

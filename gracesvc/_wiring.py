@@ -43,14 +43,13 @@ from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._config import App, DemoApp, ServeConfig, WorkersConfig, WSGIApp
 from gracesvc._core.drain import Drain, DrainPolicy
-from gracesvc._metrics.collectors import WorkerCollector
+from gracesvc._metrics.collectors import H2Collector, WorkerCollector
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
 from gracesvc._process.effects import ProcessEffects, RealProcess
 from gracesvc._process.service import ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
-from gracesvc._protocols.h2 import H2Collector
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._workers.command import (
     ACCEPT_LIMIT,
     WorkerSpec,

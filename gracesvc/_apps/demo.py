@@ -21,8 +21,8 @@ from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics, MetricsResource
+from gracesvc._protocols.answers import isWebSocketUpgrade
 from gracesvc._protocols.longlived import EventStream, LongPoll
-from gracesvc._protocols.websocket import isWebSocketUpgrade
 
 #: How long C{GET /poll} waits for a tick before it answers C{timeout}.
 POLL_TIMEOUT = 30.0

@@ -31,7 +31,7 @@ from gracesvc._apps.threads import DEFAULT_THREADS, drainedThreadPool
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import OTHER_ROUTE, labelRoute
 from gracesvc._pins.twisted_threads import WSGIResponse
-from gracesvc._protocols.http1 import ResponseCutAtCap
+from gracesvc._protocols.answers import ResponseCutAtCap
 
 #: The route label of requests to a WSGI application that does not say
 #: which route it matched.

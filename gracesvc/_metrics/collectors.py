@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.protocols.test_h2 -*-
 """
 The Prometheus collectors of what the protocols and the workers tally: the
 protocols keep plain counts, and only this package knows Prometheus.
@@ -8,8 +9,65 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
+
+from gracesvc._core.drain import Drain
+from gracesvc._protocols.h2 import H2Tally
+
+
+class H2Collector(Collector):
+    """
+    The HTTP/2 metrics, read from an L{H2Tally} and the L{Drain} when
+    Prometheus scrapes.
+    """
+
+    def __init__(self, drain: Drain, tally: H2Tally) -> None:
+        self.drain = drain
+        self.tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        tally = self.tally
+        goAways = CounterMetricFamily(
+            "gracesvc_h2_goaway_sent",
+            "HTTP/2 GOAWAY frames sent, by phase: notice (last stream id "
+            "2^31-1, at the drain's start), final (the highest stream "
+            "accepted).",
+            labels=["phase"],
+        )
+        for phase, n in sorted(tally.goAways.items()):
+            goAways.add_metric([phase], n)
+        yield goAways
+        yield CounterMetricFamily(
+            "gracesvc_h2_streams_refused",
+            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM): opened after "
+            "the final GOAWAY, or not yet handed to the application at the "
+            "cut.  The client may retry them elsewhere.",
+            value=tally.refused,
+        )
+        roundTrips = SummaryMetricFamily(
+            "gracesvc_h2_ping_rtt_seconds",
+            "Round trips of the drain's PING (sent with the first GOAWAY; its "
+            "ACK brings the final GOAWAY).",
+            count_value=tally.pingAcks,
+            sum_value=tally.pingRoundTrips,
+        )
+        yield roundTrips
+        byProtocol = GaugeMetricFamily(
+            "gracesvc_open_connections_by_protocol",
+            "Open connections, by protocol: http/1.1 (WebSockets included) or h2.",
+            labels=["protocol"],
+        )
+        h2open = min(tally.open, self.drain.connections)
+        byProtocol.add_metric(["http/1.1"], self.drain.connections - h2open)
+        byProtocol.add_metric(["h2"], h2open)
+        yield byProtocol
+
 
 # The workers of --workers.
 

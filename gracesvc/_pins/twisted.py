@@ -14,18 +14,32 @@ HTTP/2's internals (Twisted's private C{H2Connection}, h2's GOAWAY
 handling) are in L{gracesvc._pins.twisted_h2}, pinned by
 C{tests/unit/pins/test_twisted_h2.py}.
 
-Elsewhere, and pinned in the same test module: L{gracesvc._process.service}'s
-C{StopSignals} hands the first stop signal to the reactor's C{sigInt} and
-C{sigTerm}, which stop it and record the signal that twistd re-raises at
-exit (no interface declares them); L{gracesvc._protocols.http1.DrainingChannel}
-overrides L{HTTPChannel}'s C{_protocolUpgradeForWebsockets}, which
-L{twisted.web.websocket.WebSocketResource} calls to hand the connection
-over after its handshake (see L{webSocketParts}).
+Elsewhere, and pinned in the same test module:
+
+  - L{gracesvc._process.service}'s C{StopSignals} hands the first stop
+    signal to the reactor's C{sigInt} and C{sigTerm}, which stop it and
+    record the signal that twistd re-raises at exit (no interface declares
+    them);
+  - L{gracesvc._protocols.http1.DrainingChannel} overrides L{HTTPChannel}'s
+    C{_protocolUpgradeForWebsockets}, which
+    L{twisted.web.websocket.WebSocketResource} calls to hand the connection
+    over after its handshake (see L{webSocketParts}, L{deliverTo});
+  - C{DrainingChannel.allContentReceived} makes a request processed during
+    a drain a L{gracesvc._protocols.http1.DrainingRequest} by assigning its
+    C{__class__}, so that before the signal no request pays for the drain's
+    check (a function here would cost a call per request during the
+    drain).  This relies on the request being the plain
+    L{twisted.web.server.Request} that a L{twisted.web.server.Site}'s
+    C{requestFactory} makes, on C{DrainingRequest} adding no state to it
+    (no C{__init__}, no C{__slots__}: the instances share one layout), and
+    on L{HTTPChannel.allContentReceived} calling the request's
+    C{requestReceived}, which calls C{process} after the assignment.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
@@ -87,7 +101,8 @@ def handOver(transport: object, old: object, new: object) -> bool:
     go straight to the protocol it chose, with no call through it.
 
     Internals: L{twisted.internet.tcp.Connection}'s C{protocol} (C{doRead}
-    looks it up at each read), L{ProtocolWrapper <twisted.protocols.policies.ProtocolWrapper>}'s C{wrappedProtocol}
+    looks it up at each read),
+    L{twisted.protocols.policies.ProtocolWrapper}'s C{wrappedProtocol}
     (which L{TLSMemoryBIOProtocol} delivers its plaintext to), and the
     C{protocol} of L{twisted.test.iosim}'s C{FakeTransport}.
 
@@ -99,6 +114,26 @@ def handOver(transport: object, old: object, new: object) -> bool:
             setattr(transport, name, new)
             return True
     return False
+
+
+def deliverTo(channel: HTTPChannel, dataReceived: Callable[[bytes], object]) -> None:
+    """
+    From now on, hand every byte C{channel} is given to C{dataReceived}
+    instead of parsing it as HTTP: its connection was upgraded to another
+    protocol.
+
+    As Twisted's own C{HTTPChannel._protocolUpgradeForWebsockets} does,
+    C{dataReceived} replaces the channel's method on the instance: a
+    transport looks C{dataReceived} up on its protocol at each read (see
+    L{handOver}), and so does the channel itself when it hands on what it
+    buffered while answering (C{requestDone}, through C{setLineMode}); a
+    wrapper around the channel would add a call per read.
+
+    Internals: C{HTTPChannel._protocolUpgradeForWebsockets}'s assignment of
+    C{dataReceived}; the instance dictionary of L{HTTPChannel} (which has
+    no C{__slots__}).
+    """
+    channel.dataReceived = dataReceived  # type: ignore[method-assign]
 
 
 def socketOf(transport: object) -> socket.socket | None:
@@ -154,8 +189,6 @@ def closeBeneathTLS(transport: ITransport | None) -> None:
 
 def tlsHandshaking(transport: object) -> bool:
     """
-    @return: whether C{transport} is TLS whose handshake has not completed.
-
     The protocol under TLS is connected as soon as TCP is, before the
     client's first byte: a slow client (or one on a long round trip) may
     not have sent its ClientHello yet.  Such a connection is not idle, and
@@ -167,6 +200,8 @@ def tlsHandshaking(transport: object) -> bool:
     protocol connected before.
 
     Internals: L{TLSMemoryBIOProtocol}'s C{_handshakeDone}.
+
+    @return: whether C{transport} is TLS whose handshake has not completed.
     """
     return isinstance(transport, TLSMemoryBIOProtocol) and not getattr(
         transport, "_handshakeDone", True
@@ -176,8 +211,9 @@ def tlsHandshaking(transport: object) -> bool:
 def hasPipelinedRequest(channel: HTTPChannel) -> bool:
     """
     Internals: L{HTTPChannel}'s C{_dataBuffer} (bytes read while a request
-    is handled) and L{LineReceiver <twisted.protocols.basic.LineReceiver>}'s C{_buffer} (bytes being parsed, when
-    a request is answered while its predecessor's pipelined bytes are parsed).
+    is handled) and L{twisted.protocols.basic.LineReceiver}'s C{_buffer}
+    (bytes being parsed, when a request is answered while its
+    predecessor's pipelined bytes are parsed).
 
     @return: whether C{channel} has read bytes of a request behind the one
         being answered.
@@ -191,9 +227,10 @@ def pauseParsing(channel: HTTPChannel) -> None:
     """
     Stop C{channel} from parsing the bytes it has already read.
 
-    Internals: L{LineReceiver <twisted.protocols.basic.LineReceiver>}'s C{paused}, which its C{dataReceived} loop
-    checks between lines (L{HTTPChannel.pauseProducing} pauses the
-    transport, not the parsing of what was read).
+    Internals: L{twisted.protocols.basic.LineReceiver}'s C{paused}, which
+    its C{dataReceived} loop checks between lines
+    (L{HTTPChannel.pauseProducing} pauses the transport, not the parsing of
+    what was read).
     """
     channel.paused = True
 
@@ -203,8 +240,7 @@ def resumeParsing(channel: HTTPChannel) -> None:
     Parse what C{channel} read while L{pauseParsing} held it.
 
     Internals: as L{pauseParsing}; C{dataReceived(b"")} runs the parsing
-    loop over L{LineReceiver <twisted.protocols.basic.LineReceiver>}'s
-    buffer.
+    loop over L{twisted.protocols.basic.LineReceiver}'s buffer.
     """
     channel.paused = False
     channel.dataReceived(b"")

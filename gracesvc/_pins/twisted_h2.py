@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.unit.pins.test_twisted_h2 -*-
 """
 The internals of Twisted's HTTP/2 (and of hyper-h2) that
-L{gracesvc._protocols.h2.DrainingH2Connection} relies on, in one place.
+L{gracesvc._protocols.h2.DrainingH2Connection} and
+L{gracesvc._protocols.negotiate.NegotiatingProtocol} rely on, in one place.
 
 Twisted's L{H2Connection} is private and has no graceful close: its only
 GOAWAY (on timeout) closes h2's state machine, so that no stream in flight
@@ -12,12 +13,23 @@ pinned by C{tests/unit/pins/test_twisted_h2.py}: a Twisted or h2
 upgrade that changes one fails there, with the name of the internal,
 instead of losing streams during a drain.
 
-  - C{H2Connection.conn} (the h2 state machine), C{streams},
-    C{_requestReceived}, C{_requestDataReceived}, C{_requestEnded},
-    C{_requestAborted}, C{_handleWindowUpdate}, C{_handlePriorityUpdate},
-    C{_requestDone}, C{_terminate}, C{_tryToWriteControlData}, C{endRequest}
-    and C{timeoutConnection}: the event dispatch gracesvc re-implements in
-    its C{dataReceived}, and the hooks it overrides;
+  - L{H2Connection} itself, from the private C{twisted.web._http2}: the
+    base class, re-exported here and imported from nowhere else;
+  - the methods the subclass overrides (L{OVERRIDDEN}: C{_requestReceived},
+    C{_requestDataReceived}, C{_requestEnded}, C{_requestAborted},
+    C{_requestDone}, C{_terminate}, and the unprefixed C{endRequest} and
+    C{timeoutConnection} that only Twisted calls), each with the
+    parameters Twisted calls it with;
+  - C{H2Connection.conn} (the h2 state machine) and C{streams} (its
+    L{H2Stream}s by id), the state the subclass reads;
+  - C{H2Connection.dataReceived}'s event dispatch, which the subclass
+    changes (L{receiveData}), and C{_tryToWriteControlData}
+    (L{writePreparedFrames});
+  - C{H2Connection.connectionLost}'s private keyword C{_cancelTimeouts}
+    (L{streamsLost});
+  - what Twisted's own switch to HTTP/2 (C{_GenericHTTPChannelProtocol})
+    hands from the HTTP/1.1 channel to the L{H2Connection} (L{HANDED_OVER},
+    L{takeOver});
   - C{H2Connection._consumerBlocked} and C{_bufferedControlFrames}: see
     L{writeControlBytes}, L{flushControlBytes};
   - C{H2Stream._request} and C{_conn}: the request a stream answers
@@ -32,16 +44,134 @@ instead of losing streams during a drain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.interfaces import IWriteDescriptor
-from twisted.web._http2 import H2Connection, H2Stream
-from twisted.web.http import Request
+from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection as H2Connection
+from twisted.web._http2 import H2Stream as H2Stream
+from twisted.web.http import HTTPChannel, Request
+
+#: The methods of L{H2Connection} that
+#: L{gracesvc._protocols.h2.DrainingH2Connection} overrides, and the
+#: parameters Twisted calls each with.  The C{_request*} ones handle the
+#: events L{receiveData} dispatches; Twisted's data-sending loop,
+#: C{abortRequest} and C{connectionLost} call C{_requestDone};
+#: C{_requestAborted} (on a flood of resets) calls C{_terminate}; each
+#: L{H2Stream} calls C{endRequest}, and the idle timeout
+#: C{timeoutConnection}.
+OVERRIDDEN: dict[str, tuple[str, ...]] = {
+    "__init__": ("self", "reactor"),
+    "connectionMade": ("self",),
+    "dataReceived": ("self", "data"),
+    "timeoutConnection": ("self",),
+    "endRequest": ("self", "streamID"),
+    "_requestReceived": ("self", "event"),
+    "_requestDataReceived": ("self", "event"),
+    "_requestEnded": ("self", "event"),
+    "_requestAborted": ("self", "event"),
+    "_requestDone": ("self", "streamID"),
+    "_terminate": ("self", "reason"),
+}
+
+#: What Twisted's HTTP factory gives each channel it builds, and what its own
+#: switch to HTTP/2 (C{_GenericHTTPChannelProtocol.dataReceived}) gives the
+#: L{H2Connection} that replaces the channel: C{requestFactory}, C{site} and
+#: C{factory} for each stream, C{timeOut} and C{callLater} for its idle
+#: timeout (L{TimeoutMixin<twisted.protocols.policies.TimeoutMixin>}).
+HANDED_OVER = ("requestFactory", "site", "factory", "timeOut", "callLater")
+
+
+def takeOver(connection: H2Connection, channel: HTTPChannel) -> None:
+    """
+    Give C{connection}, made to replace C{channel} once its client turned
+    out to speak HTTP/2, what the factory gave C{channel}, as Twisted's own
+    switch does (see L{HANDED_OVER}).
+    """
+    for name in HANDED_OVER:
+        setattr(connection, name, getattr(channel, name))
+
+
+def receiveData(
+    connection: H2Connection,
+    data: bytes,
+    otherEvent: Callable[[h2.events.Event], object],
+    closed: Callable[[], bool],
+) -> None:
+    """
+    Twisted's C{H2Connection.dataReceived}, but for the events it
+    mishandles during a drain: feed C{data} to C{connection}'s h2 state
+    machine, and hand each event that comes out to Twisted's handler of it
+    (or the subclass's override), or, for one Twisted does not dispatch, to
+    C{otherEvent}.  Twisted drops the PING's ACK, and on the client's
+    GOAWAY aborts every stream; the subclass handles both.
+
+    The dispatch stops as soon as C{closed()} is true: a handler closed the
+    connection (a flood of resets, a protocol error, the last stream of a
+    draining connection answered).  Otherwise the control frames h2 made
+    meanwhile are written.
+
+    Internals: L{H2Connection}'s C{dataReceived} (its dispatch, copied),
+    C{conn}, C{_terminate} (on an h2 protocol error), C{_requestReceived},
+    C{_requestDataReceived}, C{_requestEnded}, C{_requestAborted},
+    C{_handleWindowUpdate}, C{_handlePriorityUpdate} and
+    C{_tryToWriteControlData}.
+    """
+    try:
+        events = connection.conn.receive_data(data)
+    except h2.exceptions.ProtocolError:
+        connection._terminate(Failure())
+        return
+    connection.resetTimeout()
+    for event in events:
+        if isinstance(event, h2.events.RequestReceived):
+            connection._requestReceived(event)
+        elif isinstance(event, h2.events.DataReceived):
+            connection._requestDataReceived(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            connection._requestEnded(event)
+        elif isinstance(event, h2.events.StreamReset):
+            connection._requestAborted(event)
+        elif isinstance(event, h2.events.WindowUpdated):
+            connection._handleWindowUpdate(event)
+        elif isinstance(event, h2.events.PriorityUpdated):
+            connection._handlePriorityUpdate(event)
+        else:
+            otherEvent(event)
+        if closed():
+            return
+    connection._tryToWriteControlData()
+
+
+def writePreparedFrames(connection: H2Connection) -> None:
+    """
+    Write the frames C{connection}'s h2 state machine has prepared (a
+    PING, a RST_STREAM, the GOAWAY of a protocol error), behind the control
+    frames Twisted holds back while the transport is paused.
+
+    Internals: L{H2Connection}'s C{_tryToWriteControlData}.
+    """
+    connection._tryToWriteControlData()
+
+
+def streamsLost(connection: H2Connection, reason: Failure) -> None:
+    """
+    Tell every stream of C{connection} that the connection is lost with
+    C{reason}, and forget them, leaving its timers armed (the abort of a
+    peer that never reads what was written among them), as Twisted's
+    C{_terminate} does.
+
+    Internals: L{H2Connection.connectionLost}'s private keyword
+    C{_cancelTimeouts}.
+    """
+    H2Connection.connectionLost(connection, reason, _cancelTimeouts=False)
 
 
 class PeerGoAwayTolerant(h2.connection.H2Connection):
@@ -145,9 +275,9 @@ def flushToSocket(transport: object) -> None:
 
 def requestOf(stream: H2Stream) -> Request:
     """
-    @return: the request C{stream} answers.
-
     Internals: L{H2Stream}'s C{_request}.
+
+    @return: the request C{stream} answers.
     """
     request: Request = stream._request
     return request
@@ -155,9 +285,9 @@ def requestOf(stream: H2Stream) -> Request:
 
 def connectionOf(stream: H2Stream) -> H2Connection:
     """
-    @return: the connection C{stream} belongs to.
-
     Internals: L{H2Stream}'s C{_conn}.
+
+    @return: the connection C{stream} belongs to.
     """
     connection: H2Connection = stream._conn
     return connection

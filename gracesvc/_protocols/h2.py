@@ -1,13 +1,11 @@
 # -*- test-case-name: tests.unit.protocols.test_h2 -*-
 """
-HTTP/2: serve it beside HTTP/1.1, and drain it without losing a stream.
+HTTP/2, drained without losing a stream.
 
-L{NegotiatingProtocol} is what a L{DrainingSite} built with C{http2=True}
-gives each connection: an HTTP/1.1 L{DrainingChannel} first, switched to a
-L{DrainingH2Connection} when TLS negotiated C{h2} through ALPN or, with
-C{h2c=True} on a cleartext listener, when the client opened with HTTP/2's
-24-byte preface (prior knowledge; no C{Upgrade: h2c}, which RFC 9113
-deprecates).
+A L{gracesvc._protocols.site.DrainingSite} built with C{http2=True} serves
+it beside HTTP/1.1: L{gracesvc._protocols.negotiate.NegotiatingProtocol}
+hands a connection whose client speaks HTTP/2 to a
+L{DrainingH2Connection}.
 
 L{DrainingH2Connection} is one L{IDrainableConnection}, whose C{inFlight}
 counts its streams, and it drains in two phases (RFC 9113 section 6.8), as
@@ -39,52 +37,46 @@ The Twisted and h2 internals this needs are in L{gracesvc._pins.twisted_h2}.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h2.errors
 import h2.events
 import h2.exceptions
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-    SummaryMetricFamily,
-)
-from prometheus_client.registry import Collector
-from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IHandshakeListener,
     IReactorTime,
     ISSLTransport,
 )
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._http2 import H2Connection
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
-from gracesvc._pins.twisted import closeBeneathTLS, handOver
+from gracesvc._core.timers import cancelCall
+from gracesvc._pins.twisted import closeBeneathTLS
 from gracesvc._pins.twisted_h2 import (
-    connectionOf,
+    H2Connection,
     flushControlBytes,
     flushToSocket,
     goAwayFrame,
+    receiveData,
     requestOf,
+    streamsLost,
     tolerantStateMachine,
     writeControlBytes,
+    writePreparedFrames,
 )
-from gracesvc._protocols.http1 import ResponseCutAtCap, answerServiceUnavailable
+from gracesvc._protocols.answers import (
+    LongLivedKind,
+    ResponseCutAtCap,
+    ResponseMetrics,
+    answerServiceUnavailable,
+)
 
 if TYPE_CHECKING:
-    from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
-
-#: The client connection preface (RFC 9113 section 3.4), which a
-#: prior-knowledge cleartext HTTP/2 client opens with.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    from twisted.web.http import Request
 
 #: The largest stream id: the first GOAWAY's last stream id, which refuses
 #: nothing.
@@ -135,55 +127,18 @@ class H2Tally:
         self.pingRoundTrips += roundTrip
 
 
-class H2Collector(Collector):
+class H2Site(Protocol):
     """
-    The HTTP/2 metrics, read from an L{H2Tally} and the L{Drain} when
-    Prometheus scrapes.
+    What a L{DrainingH2Connection} needs of its site, a
+    L{gracesvc._protocols.site.DrainingSite} (which imports this module).
     """
 
-    def __init__(self, drain: Drain, tally: H2Tally) -> None:
-        self.drain = drain
-        self.tally = tally
-
-    def collect(self) -> Iterator[Metric]:
-        tally = self.tally
-        goAways = CounterMetricFamily(
-            "gracesvc_h2_goaway_sent",
-            "HTTP/2 GOAWAY frames sent, by phase: notice (last stream id "
-            "2^31-1, at the drain's start), final (the highest stream "
-            "accepted).",
-            labels=["phase"],
-        )
-        for phase, n in sorted(tally.goAways.items()):
-            goAways.add_metric([phase], n)
-        yield goAways
-        yield CounterMetricFamily(
-            "gracesvc_h2_streams_refused",
-            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM): opened after "
-            "the final GOAWAY, or not yet handed to the application at the "
-            "cut.  The client may retry them elsewhere.",
-            value=tally.refused,
-        )
-        roundTrips = SummaryMetricFamily(
-            "gracesvc_h2_ping_rtt_seconds",
-            "Round trips of the drain's PING (sent with the first GOAWAY; its "
-            "ACK brings the final GOAWAY).",
-            count_value=tally.pingAcks,
-            sum_value=tally.pingRoundTrips,
-        )
-        yield roundTrips
-        byProtocol = GaugeMetricFamily(
-            "gracesvc_open_connections_by_protocol",
-            "Open connections, by protocol: http/1.1 (WebSockets included) or h2.",
-            labels=["protocol"],
-        )
-        h2open = min(tally.open, self.drain.connections)
-        byProtocol.add_metric(["http/1.1"], self.drain.connections - h2open)
-        byProtocol.add_metric(["h2"], h2open)
-        yield byProtocol
+    drain: Drain
+    metrics: ResponseMetrics | None
+    h2Tally: H2Tally
 
 
-class _State(Enum):
+class H2ConnectionState(Enum):
     """
     Where a L{DrainingH2Connection} is; see the module docstring.
     """
@@ -195,7 +150,7 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-_OPEN, _NOTICE, _FINAL, _CLOSING, _CLOSED = _State
+_OPEN, _NOTICE, _FINAL, _CLOSING, _CLOSED = H2ConnectionState
 
 
 @implementer(IDrainableConnection)
@@ -207,7 +162,7 @@ class DrainingH2Connection(H2Connection):
     """
 
     log = Logger()
-    site: DrainingSite  # type: ignore[assignment]
+    site: H2Site  # type: ignore[assignment]
 
     def __init__(self, reactor: IReactorTime) -> None:
         super().__init__(reactor)
@@ -235,48 +190,32 @@ class DrainingH2Connection(H2Connection):
         self._drain.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
-        # Twisted's own, with the PING's ACK and the client's GOAWAY handled
-        # here: Twisted drops the first and aborts every stream on the second.
-        if self._state is _CLOSED:
-            return
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError:
-            self._terminate(Failure())
-            return
-        self.resetTimeout()
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._requestReceived(event)
-            elif isinstance(event, h2.events.DataReceived):
-                self._requestDataReceived(event)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._requestEnded(event)
-            elif isinstance(event, h2.events.StreamReset):
-                self._requestAborted(event)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._handleWindowUpdate(event)
-            elif isinstance(event, h2.events.PriorityUpdated):
-                self._handlePriorityUpdate(event)
-            elif isinstance(event, h2.events.PingAckReceived):
-                if event.ping_data == PING_DATA and self._state is _NOTICE:
-                    self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
-                    self._finalGoAway()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self._peerGoneAway(event)
-            if self._state is _CLOSED:
-                return
-        self._tryToWriteControlData()
+        if self._state is not _CLOSED:
+            receiveData(self, data, self._otherEvent, self._closed)
+
+    def _otherEvent(self, event: h2.events.Event) -> None:
+        """
+        An event Twisted's dispatch would drop or mishandle: the ACK of the
+        drain's PING, the client's GOAWAY (Twisted aborts every stream).
+        """
+        if isinstance(event, h2.events.PingAckReceived):
+            if event.ping_data == PING_DATA and self._state is _NOTICE:
+                self._tally.pingAcked(self._clock.seconds() - self._pingSentAt)
+                self._finalGoAway()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._peerGoneAway(event)
+
+    def _closed(self) -> bool:
+        return self._state is _CLOSED
 
     def transportLost(self, reason: Failure) -> None:
         """
-        The transport is closed (L{connectionLost} is also called by Twisted
+        The transport is closed (C{connectionLost} is also called by Twisted
         for a lost stream producer or a GOAWAY): tell the drain, once.
         """
         self._state = _CLOSED
-        for call in (self._noticeCall, self._lingerCall):
-            if call is not None and call.active():
-                call.cancel()
+        cancelCall(self._noticeCall)
+        cancelCall(self._lingerCall)
         self._noticeCall = self._lingerCall = None
         self.connectionLost(reason)
         if not self._reported:
@@ -364,9 +303,9 @@ class DrainingH2Connection(H2Connection):
 
     def _terminate(self, reason: Failure) -> None:
         # A protocol error (h2 has queued its GOAWAY) or too many resets.
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         self._close()
-        H2Connection.connectionLost(self, reason, _cancelTimeouts=False)
+        streamsLost(self, reason)
         # Nothing more is read: h2's state machine is closed.
         self._state = _CLOSED
 
@@ -388,8 +327,7 @@ class DrainingH2Connection(H2Connection):
         """
         if self._state is not _OPEN and self._state is not _NOTICE:
             return
-        if self._noticeCall is not None and self._noticeCall.active():
-            self._noticeCall.cancel()
+        cancelCall(self._noticeCall)
         self._noticeCall = None
         self._state = _FINAL
         self._lastStreamID = self.conn.highest_inbound_stream_id
@@ -413,8 +351,7 @@ class DrainingH2Connection(H2Connection):
         if self._state is _CLOSING or self._state is _CLOSED:
             return
         self._state = _CLOSING
-        if self._noticeCall is not None and self._noticeCall.active():
-            self._noticeCall.cancel()
+        cancelCall(self._noticeCall)
         self._noticeCall = None
         self.setTimeout(None)
         transport: Any = self.transport
@@ -465,7 +402,7 @@ class DrainingH2Connection(H2Connection):
         self._tally.goAways["notice"] += 1
         self.conn.ping(PING_DATA)
         self._pingSentAt = self._clock.seconds()
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         wait = NOTICE_WAIT
         deadline = self._drain.deadline
         if deadline is not None:
@@ -495,18 +432,20 @@ class DrainingH2Connection(H2Connection):
                 self._endedLongLived(streamID, "cut")
                 answerServiceUnavailable(request, retryAfter)
                 cut += 1
-        self._tryToWriteControlData()
+        writePreparedFrames(self)
         if self._state is _FINAL and not self.streams:
             self._close()
         return cut
 
-    def longStreamStarted(self, streamID: int, kind: str) -> None:
+    def longResponseStarted(self, request: Request, kind: LongLivedKind) -> None:
         """
-        Stream C{streamID} is answered with a long-lived response (an event
-        stream, a long poll): the drain counts how it ends.
+        C{request}, answered on one of this connection's streams, is a
+        long-lived response of C{kind} (an event stream, a long poll): the
+        drain counts how it ends.
         """
-        if streamID in self.streams:
-            self._longLived[streamID] = kind
+        stream: Any = request.channel
+        if stream.streamID in self.streams:
+            self._longLived[stream.streamID] = kind
 
     def _endedLongLived(self, streamID: int, outcome: LongLivedOutcome) -> None:
         kind = self._longLived.pop(streamID, None)
@@ -545,17 +484,6 @@ class DrainingH2Connection(H2Connection):
         closeBeneathTLS(transport)
 
 
-def longStreamStarted(stream: Any, kind: str) -> None:
-    """
-    The request of C{stream}, an HTTP/2 stream of a L{DrainingSite}, is
-    answered with a long-lived response of C{kind} (see
-    L{gracesvc.EventStream}, L{gracesvc.LongPoll}).
-    """
-    connection = connectionOf(stream)
-    if isinstance(connection, DrainingH2Connection):
-        connection.longStreamStarted(stream.streamID, kind)
-
-
 def _unregister(transport: Any) -> None:
     """
     Stop being C{transport}'s producer, if still one: TLS will not shut
@@ -566,87 +494,3 @@ def _unregister(transport: Any) -> None:
     except RuntimeError:
         # StringTransport's way of saying none was registered.
         pass
-
-
-@implementer(IHandshakeListener)
-class NegotiatingProtocol(Protocol):
-    """
-    The protocol of one connection of a L{DrainingSite} that serves HTTP/2:
-    an HTTP/1.1 L{DrainingChannel} until the first bytes say the client
-    speaks HTTP/2 (C{h2} negotiated through ALPN, or, with C{h2c}, the
-    connection preface on a cleartext connection); then a
-    L{DrainingH2Connection}.
-
-    Twisted's own switch (C{_GenericHTTPChannelProtocol}) would leave the
-    HTTP/1.1 channel registered with the drain, which would then wait for it
-    until the cap.
-    """
-
-    def __init__(self, channel: DrainingChannel, h2c: bool) -> None:
-        self._current: Any = channel
-        self._channel = channel
-        self._sniffing = h2c
-        self._decided = False
-        self._buffer = b""
-
-    def connectionMade(self) -> None:
-        self._channel.makeConnection(self.transport)
-        if self._sniffing and ISSLTransport.providedBy(self.transport):
-            self._sniffing = False
-
-    def handshakeCompleted(self) -> None:
-        """
-        Tell the HTTP/1.1 channel its TLS handshake completed (before any
-        byte of HTTP, so before any switch): its idle grace counts from now.
-        """
-        self._channel.handshakeCompleted()
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._decided:
-            self._current.dataReceived(data)
-            return
-        if getattr(self.transport, "negotiatedProtocol", None) == b"h2":
-            self._switch(data)
-            return
-        if self._sniffing:
-            self._buffer += data
-            data = self._buffer
-            if len(data) < len(PREFACE) and PREFACE.startswith(data):
-                return
-            self._buffer = b""
-            if data.startswith(PREFACE):
-                self._switch(data)
-                return
-        self._decided = True
-        # HTTP/1.1 from now on: the channel gets the transport's bytes
-        # directly (and, after a WebSocket upgrade, hands them on itself).
-        handOver(self.transport, self, self._channel)
-        self._channel.dataReceived(data)
-
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        current = self._current
-        if isinstance(current, DrainingH2Connection):
-            current.transportLost(reason)
-        else:
-            current.connectionLost(reason)
-
-    def _switch(self, data: bytes) -> None:
-        """
-        Hand the connection to a new L{DrainingH2Connection}, which joins the
-        drain before the HTTP/1.1 channel leaves it.
-        """
-        self._decided = True
-        channel = self._channel
-        transport: Any = self.transport
-        transport.unregisterProducer()
-        h2 = DrainingH2Connection(channel.factory.reactor)
-        h2.requestFactory = channel.requestFactory  # type: ignore[attr-defined]
-        h2.site = channel.site
-        h2.factory = channel.factory
-        h2.timeOut = channel.timeOut
-        h2.callLater = channel.callLater  # type: ignore[method-assign]
-        self._current = h2
-        h2.makeConnection(transport)
-        transport.registerProducer(h2, True)
-        channel.connectionLost(Failure(ConnectionDone("switched to HTTP/2")))
-        h2.dataReceived(data)

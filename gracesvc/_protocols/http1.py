@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.unit.core.test_drain -*-
+# -*- test-case-name: tests.unit.protocols.test_http1 -*-
 """
-HTTP/1.1 glue: a L{Site} whose connections take part in the drain.
+HTTP/1.1 glue: the connections of a site that take part in the drain.
 
 Twisted's L{HTTPChannel} has no notion of a graceful close, and three of its
 habits would lose responses during one:
@@ -10,134 +10,47 @@ habits would lose responses during one:
     would send its next request into a connection about to close;
   - a channel that is not persistent drops the pipelined requests it has
     already read, unparsed and unanswered;
-  - L{HTTPFactory <twisted.web.http.HTTPFactory>} keeps no list of its connections, so nothing could wait
-    for them or close the idle ones.
+  - L{twisted.web.http.HTTPFactory} keeps no list of its connections, so
+    nothing could wait for them or close the idle ones.
 
-L{DrainingChannel} fixes each for the drain, and L{DrainingSite} builds it.
-A channel upgraded to a WebSocket stays the one connection the drain sees,
-and hands the drain's duties to the WebSocket (L{gracesvc._protocols.websocket}).
-The Twisted internals this needs are in L{gracesvc._pins.twisted}.
+L{DrainingChannel} fixes each for the drain, and
+L{gracesvc._protocols.site.DrainingSite} builds it.  A channel upgraded to
+a WebSocket stays the one connection the drain sees, and hands the drain's
+duties to the WebSocket (L{gracesvc._protocols.websocket}).  The Twisted
+internals this needs are in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from random import Random
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Protocol
 
-from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
 from twisted.web.server import Request as SiteRequest
-from twisted.web.server import Site
 from zope.interface import implementer
 
 from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import (
     bytesWaiting,
     closeBeneathTLS,
+    deliverTo,
     hasPipelinedRequest,
     pauseParsing,
     resumeParsing,
-    takeNotifications,
     tlsHandshaking,
 )
-from gracesvc._protocols.websocket import (
-    DrainingWebSocket,
-    WebSocketPolicy,
+from gracesvc._protocols.answers import (
+    LongLivedKind,
+    ResponseMetrics,
+    answerServiceUnavailable,
     isWebSocketUpgrade,
 )
-
-if TYPE_CHECKING:
-    from gracesvc._metrics.registry import Metrics
-
-SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
-
-#: What a long-lived response is, for the connection's state and the
-#: metrics: an event stream or a long poll.
-LongLivedKind = Literal["stream", "poll"]
-
-_random = Random()
-
-
-class ResponseCutAtCap(CancelledError):
-    """
-    The drain reached its cap before the handler answered; the client got a
-    503 instead.  This is what L{Request.notifyFinish} errbacks with, which
-    makes Klein cancel the handler.
-    """
-
-
-def acceptsEventStream(request: Request) -> bool:
-    """
-    @return: whether C{request} asks for a server-sent event stream, as a
-        browser's C{EventSource} does (C{Accept: text/event-stream}).
-    """
-    accept = request.requestHeaders.getRawHeaders(b"accept")
-    return accept is not None and any(b"text/event-stream" in a for a in accept)
-
-
-def answerEventStreamRetry(request: IRequest | Request, retry: int) -> None:
-    """
-    Answer C{request} with an event stream made only of a C{retry:} field,
-    and end it: the client reconnects in C{retry} milliseconds, to another
-    instance by then.  A 503 instead would make C{EventSource} give up for
-    good.
-
-    @param retry: the reconnection time, in milliseconds.
-    """
-    body = b"retry: %d\n\n" % (retry,)
-    request.setResponseCode(200)
-    # Headers the application set stay: without its CORS headers, a
-    # cross-origin EventSource would give up for good too.
-    headers = request.responseHeaders
-    headers.setRawHeaders(b"Content-Type", [b"text/event-stream"])
-    headers.setRawHeaders(b"Cache-Control", [b"no-cache"])
-    headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
-    headers.removeHeader(b"Content-Encoding")
-    request.write(body)
-    request.finish()
-
-
-def answerServiceUnavailable(request: Request, retryAfter: int) -> bool:
-    """
-    Cancel the handler of C{request} and answer it with a 503; or, if it
-    asks for an event stream, with a stream of only a C{retry:} field (see
-    L{answerEventStreamRetry}) of about C{retryAfter}.
-
-    The handler is told first, through the Deferreds of
-    L{Request.notifyFinish}: that is how Klein (and well-behaved resources)
-    learn a request will not be answered by them, and Klein then cancels the
-    handler's Deferred instead of writing a 500.
-
-    @param retryAfter: seconds for the C{Retry-After} header.
-    @return: whether the answer was written (a handler may still have
-        answered when it was cancelled).
-    """
-    for d in takeNotifications(request):
-        d.errback(Failure(ResponseCutAtCap()))
-    if request.finished or request.startedWriting:
-        return False
-    if acceptsEventStream(request):
-        answerEventStreamRetry(request, retryAfter * 1000 + _random.randrange(1000))
-        return True
-    request.setResponseCode(503)
-    request.responseHeaders = Headers(
-        {
-            b"Content-Type": [b"text/plain; charset=utf-8"],
-            b"Content-Length": [b"%d" % (len(SERVICE_UNAVAILABLE_BODY),)],
-            b"Retry-After": [b"%d" % (retryAfter,)],
-            b"Connection": [b"close"],
-        }
-    )
-    request.write(SERVICE_UNAVAILABLE_BODY)
-    request.finish()
-    return True
+from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
 
 class DrainingRequest(SiteRequest):
@@ -178,7 +91,7 @@ class DrainingRequest(SiteRequest):
         SiteRequest.process(self)
 
 
-class _State(Enum):
+class ChannelState(Enum):
     """
     What a L{DrainingChannel} is doing, as Go's C{http.ConnState} and
     Twisted's C{HTTP11ClientProtocol._state} have it.
@@ -203,8 +116,24 @@ class _State(Enum):
     CLOSING = "closing"
 
 
-_IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = _State
+_IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = ChannelState
 _LONG_LIVED = frozenset([_STREAM, _POLL])
+
+
+class ChannelSite(Protocol):
+    """
+    What a L{DrainingChannel} needs of its site, a
+    L{gracesvc._protocols.site.DrainingSite} (which imports this module).
+    """
+
+    drain: Drain
+    metrics: ResponseMetrics | None
+    webSocketPolicy: WebSocketPolicy
+
+    def log(self, request: Request) -> None:
+        """
+        Write C{request} to the access log.
+        """
 
 
 class UpgradedProtocol(Protocol):
@@ -253,7 +182,7 @@ class DrainingChannel(HTTPChannel):
         has not been able to send a request yet (it waits until the cut,
         as a request partly received does).
 
-    Its one state (L{_State}) is moved by the parsing and answering hooks
+    Its one state (L{ChannelState}) is moved by the parsing and answering hooks
     below, and everything the drain asks of it is read from that.
 
     A request that upgrades the connection (Twisted's C{WebSocketResource})
@@ -281,11 +210,11 @@ class DrainingChannel(HTTPChannel):
         "_upgraded",
     )
 
-    site: DrainingSite
+    site: ChannelSite
     _drain: Drain
     _seconds: Callable[[], float]
-    _metrics: Metrics | None
-    _state: _State
+    _metrics: ResponseMetrics | None
+    _state: ChannelState
     lastActivity: float
     _requestReceivedAt: float
     _idleCall: IDelayedCall | None
@@ -310,9 +239,8 @@ class DrainingChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._state = _CLOSING
-        for call in (self._idleCall, self._resumeCall):
-            if call is not None and call.active():
-                call.cancel()
+        cancelCall(self._idleCall)
+        cancelCall(self._resumeCall)
         self._idleCall = self._resumeCall = None
         if self._upgraded is not None:
             self._upgradeLost(reason)
@@ -347,7 +275,7 @@ class DrainingChannel(HTTPChannel):
                 # Processed during the drain: answered as a DrainingRequest
                 # (whose process checks the drain), even if its first bytes
                 # came before the signal.  Before it, no request pays for
-                # that check.
+                # that check (see gracesvc._pins.twisted).
                 request.__class__ = DrainingRequest
         HTTPChannel.allContentReceived(self)
 
@@ -365,7 +293,7 @@ class DrainingChannel(HTTPChannel):
         it ends (see L{Drain.longLived}).
         """
         if self._state is _BUSY and self.requests and self.requests[0] is request:
-            self._state = _State(kind)
+            self._state = ChannelState(kind)
 
     def requestDone(self, request: Request) -> None:
         drain = self._drain
@@ -457,14 +385,13 @@ class DrainingChannel(HTTPChannel):
         """
         self._state = _UPGRADED
         self._upgraded = protocol
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        cancelCall(self._idleCall)
         self._idleCall = None
         request = self.requests[-1]
         request.code = 101
         request.code_message = b"Switching Protocols"
-        # As Twisted's own upgrade does: the parsing is done with.
-        self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
+        # The parsing is done with.
+        deliverTo(self, protocol.dataReceived)
         protocol.makeConnection(self)
 
     def _upgradeLost(self, reason: Failure) -> None:
@@ -550,8 +477,7 @@ class DrainingChannel(HTTPChannel):
     # Idle connections while draining.
 
     def _closeWhenIdle(self) -> None:
-        if self._idleCall is not None and self._idleCall.active():
-            self._idleCall.cancel()
+        cancelCall(self._idleCall)
         self._idleCall = None
         if self._state is not _IDLE or tlsHandshaking(self.transport):
             # A handshake in progress: handshakeCompleted looks again.
@@ -570,75 +496,3 @@ class DrainingChannel(HTTPChannel):
     def _closeIfIdle(self) -> None:
         self._idleCall = None
         self._closeWhenIdle()
-
-
-class DrainingSite(Site):
-    """
-    A L{Site} whose connections are L{DrainingChannel}s reporting to
-    C{drain}.
-
-    It also keeps its access log open until the drain is done: Twisted
-    closes it when the last port stops listening, which would leave every
-    request answered during the drain unlogged.
-    """
-
-    protocol = DrainingChannel  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        resource: IResource,
-        drain: Drain,
-        metrics: Metrics | None = None,
-        webSocketPolicy: WebSocketPolicy | None = None,
-        *,
-        http2: bool = False,
-        h2c: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        """
-        @param resource: the root resource.
-        @param drain: the drain every connection reports to.
-        @param metrics: counts every completed response, if given.
-        @param webSocketPolicy: how its WebSockets close (whatever
-            C{WebSocketResource} serves them); the defaults if L{None}.
-        @param http2: whether to serve HTTP/2 where TLS negotiates it
-            (ALPN C{h2}), through L{gracesvc._protocols.h2}.
-        @param h2c: whether to serve cleartext HTTP/2 too, to clients that
-            open with its connection preface (implies C{http2}).
-        @param kwargs: passed on to L{Site}, C{reactor} among them.
-        """
-        super().__init__(resource, **kwargs)
-        self.drain = drain
-        self.metrics = metrics
-        self.webSocketPolicy = (
-            WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
-        )
-        self.http2 = http2 or h2c
-        self.h2c = h2c
-        if self.http2:
-            from gracesvc._protocols.h2 import H2Tally
-
-            #: what its HTTP/2 connections did, for the metrics.
-            self.h2Tally = H2Tally()
-
-    def buildProtocol(self, addr: object) -> Any:
-        channel = super().buildProtocol(addr)
-        if not self.http2:
-            return channel
-        from gracesvc._protocols.h2 import NegotiatingProtocol
-
-        return NegotiatingProtocol(channel, self.h2c)
-
-    def acceptableProtocols(self) -> list[bytes]:
-        """
-        The protocols offered through ALPN: Twisted's L{Site} offers C{h2}
-        whenever h2 is installed, and an HTTP/1.1 channel would then be
-        spoken to in HTTP/2.
-        """
-        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
-
-    def stopFactory(self) -> None:
-        if self.drain.draining and not self.drain.finished:
-            self.drain.whenDone().addCallback(lambda _: self.stopFactory())
-            return
-        super().stopFactory()

@@ -40,12 +40,9 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 
 from gracesvc._core.drain import Drain
-from gracesvc._protocols.http1 import (
-    DrainingChannel,
-    DrainingSite,
-    LongLivedKind,
-    answerEventStreamRetry,
-)
+from gracesvc._protocols.answers import LongLivedKind, answerEventStreamRetry
+from gracesvc._protocols.http1 import DrainingChannel
+from gracesvc._protocols.site import DrainingSite, longLivedHostOf
 
 #: Default reconnection time told to clients, in milliseconds, before
 #: jitter.
@@ -117,16 +114,6 @@ def drainOf(request: IRequest) -> Drain:
     return channel.site.drain  # type: ignore[no-any-return]
 
 
-def _longResponseStarted(request: Request, kind: LongLivedKind) -> None:
-    channel = getattr(request, "channel", None)
-    if isinstance(channel, DrainingChannel):
-        channel.longResponseStarted(request, kind)
-    elif isinstance(getattr(channel, "site", None), DrainingSite):
-        from gracesvc._protocols.h2 import longStreamStarted
-
-        longStreamStarted(channel, kind)
-
-
 class _LongResponse:
     """
     What L{EventStream} and L{LongPoll} share: a subscription to the drain's
@@ -187,7 +174,9 @@ class _LongResponse:
         return self.retry + self._random.randint(0, self.jitter)
 
     def _subscribe(self, kind: LongLivedKind) -> None:
-        _longResponseStarted(self._request, kind)
+        host = longLivedHostOf(self._request)
+        if host is not None:
+            host.longResponseStarted(self._request, kind)
         self._unsubscribe = self.drain.whenGoingAway(self._goingAway)
 
     def _goingAway(self) -> None:
@@ -242,7 +231,7 @@ class EventStream(_LongResponse):
     with no C{id:} (the client's C{Last-Event-ID} stays the last event it
     got), then ends the response with its terminating chunk, and the
     connection closes.  A stream asked for after the drain began is only
-    C{retry:} and ends at once (L{ended} is then true).
+    C{retry:} and ends at once (C{ended} is then true).
 
     @ivar lastEventId: the client's C{Last-Event-ID}, where a reconnecting
         client asks to resume; L{None} if it sent none.
@@ -347,7 +336,7 @@ class LongPoll(_LongResponse):
     200 and, by default, C{{"status": "reconnect", "retry": 1523}} (the
     milliseconds after which to poll again: C{retry} plus jitter), and the
     application's Deferred is cancelled.  A poll that arrives after the
-    drain began is answered so at once (L{ended} is then true).
+    drain began is answered so at once (C{ended} is then true).
     """
 
     def __init__(

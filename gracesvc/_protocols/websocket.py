@@ -33,7 +33,7 @@ transport would, and adds what a drain needs and Twisted lacks:
     above.  At the cut, at the cap or on a second signal it is aborted:
     never is an HTTP response written into it.
 
-Each WebSocket has one state (L{_State})::
+Each WebSocket has one state (L{WebSocketState})::
 
     OPEN ──going away──> GOING_AWAY ──> CLOSE_SENT ──> CLOSING ──> CLOSED
       │  (the application's last        (our Close    (handshake    (TCP
@@ -54,10 +54,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.websocket import WebSocketProtocol
@@ -72,11 +76,10 @@ from wsproto.events import (
 )
 from zope.interface import implementer
 
+from gracesvc._core.calls import callLogged
 from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import webSocketParts
-
-if TYPE_CHECKING:
-    from twisted.web.iweb import IRequest
 
 #: The kind L{Drain.longLived} counts WebSockets under.
 KIND = "websocket"
@@ -198,7 +201,130 @@ class Carrier(Protocol):
     def unregisterProducer(self) -> None: ...
 
 
-class _State(Enum):
+class MessageTooBig(Exception):
+    """
+    A message grew past its L{MessageBuffer}'s limit.
+    """
+
+
+class MessageBuffer:
+    """
+    The parts of the message being received, joined once its last part is
+    in, up to a size limit, as hypercorn's C{WebsocketBuffer}: wsproto hands
+    a message over in parts, and Twisted's own transport joins parts of any
+    size.
+
+    Past the limit the message is dropped, and so is every part after it:
+    the connection is closing.
+    """
+
+    def __init__(self, maxSize: int) -> None:
+        """
+        @param maxSize: the largest message, in bytes (UTF-8 for text).
+        """
+        self.maxSize = maxSize
+        self._parts: list[str | bytes | bytearray] = []
+        self._size = 0
+        self._overflowed = False
+
+    def add(self, event: TextMessage | BytesMessage) -> str | bytes | None:
+        """
+        Add a part of the message.
+
+        @return: the whole message once C{event} is its last part; L{None}
+            until then, and for every part once the limit was passed.
+        @raise MessageTooBig: C{event} took the message past the limit.
+        """
+        if self._overflowed:
+            return None
+        data = event.data
+        self._size += len(data.encode("utf-8") if isinstance(data, str) else data)
+        if self._size > self.maxSize:
+            self._overflowed = True
+            self._parts = []
+            raise MessageTooBig(self._size)
+        self._parts.append(data)
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if isinstance(data, str):
+            return "".join(cast(list[str], parts))
+        return b"".join(cast(list[bytes], parts))
+
+
+class Keepalive:
+    """
+    The keepalive pings of one WebSocket, as the C{websockets} library and
+    uvicorn send them: a ping one interval after the connection opened or
+    the last pong came, and a pong awaited for a timeout.  A random payload
+    of its own tells its pong apart from the answers to the application's
+    pings.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        interval: float | None,
+        timeout: float,
+        ping: Callable[[bytes], bool],
+        timedOut: Callable[[], object],
+    ) -> None:
+        """
+        @param interval: seconds from the open or a pong to the next ping;
+            L{None} for no pings.
+        @param timeout: seconds a ping waits for its pong.
+        @param ping: sends a ping with the payload it is given, if the
+            WebSocket is still open, and returns whether it did.
+        @param timedOut: called when a pong did not come in time.
+        """
+        self._clock = clock
+        self.interval = interval
+        self.timeout = timeout
+        self._ping = ping
+        self._timedOut = timedOut
+        self._call: IDelayedCall | None = None
+        self._payload: bytes | None = None
+
+    def start(self) -> None:
+        """
+        The next ping, one interval from now.
+        """
+        if self.interval is not None:
+            self._call = self._clock.callLater(self.interval, self._send)
+
+    def stop(self) -> None:
+        """
+        No ping, and no wait for a pong, until L{start}.
+        """
+        cancelCall(self._call)
+        self._call = None
+
+    def pongReceived(self, payload: bytes) -> bool:
+        """
+        @return: whether C{payload} is the one of the last ping sent: its
+            wait is over (L{start} schedules the next).  Otherwise the pong
+            answers one of the application's pings.
+        """
+        if self._payload is None or payload != self._payload:
+            return False
+        self._payload = None
+        self.stop()
+        return True
+
+    def _send(self) -> None:
+        self._call = None
+        payload = os.urandom(4)
+        if self._ping(payload):
+            self._payload = payload
+            self._call = self._clock.callLater(self.timeout, self._pongLate)
+
+    def _pongLate(self) -> None:
+        self._call = None
+        self._payload = None
+        self._timedOut()
+
+
+class WebSocketState(Enum):
     """
     What a L{DrainingWebSocket} is doing.
     """
@@ -217,7 +343,7 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-_OPEN, _GOING_AWAY, _CLOSE_SENT, _CLOSING, _CLOSED = _State
+_OPEN, _GOING_AWAY, _CLOSE_SENT, _CLOSING, _CLOSED = WebSocketState
 
 
 @implementer(IDrainableConnection)
@@ -263,12 +389,15 @@ class DrainingWebSocket:
         self._state = _OPEN
         self._told = False
         self._outcome: LongLivedOutcome | None = None
-        self._message: list[str | bytes | bytearray] = []
-        self._messageSize = 0
-        self._discarding = False
+        self._message = MessageBuffer(policy.maxMessageSize)
         self._timer: IDelayedCall | None = None
-        self._keepalive: IDelayedCall | None = None
-        self._pingPayload: bytes | None = None
+        self._keepalive = Keepalive(
+            drain.clock,
+            policy.pingInterval,
+            policy.pingTimeout,
+            self._keepalivePing,
+            self._pingTimedOut,
+        )
         self._unsubscribe: Callable[[], object] | None = None
 
     @classmethod
@@ -299,7 +428,8 @@ class DrainingWebSocket:
             self._unsubscribe = self.drain.clock.callLater(0, self._goAway).cancel
         else:
             self._unsubscribe = self.drain.whenGoingAway(self._goAway)
-        self._scheduleKeepalive()
+        if self._state is _OPEN:
+            self._keepalive.start()
 
     def dataReceived(self, data: bytes) -> None:
         if self._state is _CLOSING or self._state is _CLOSED:
@@ -317,7 +447,7 @@ class DrainingWebSocket:
     def connectionLost(self, reason: Failure) -> None:
         self._state = _CLOSED
         self._cancelTimer()
-        self._stopKeepalive()
+        self._keepalive.stop()
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
@@ -387,41 +517,27 @@ class DrainingWebSocket:
 
     def _received(self, event: Event) -> None:
         if isinstance(event, TextMessage | BytesMessage):
-            self._messagePart(event)
+            try:
+                message = self._message.add(event)
+            except MessageTooBig:
+                self._close(MESSAGE_TOO_BIG, "message too big")
+                return
+            if isinstance(message, str):
+                self.application.textMessageReceived(message)
+            elif message is not None:
+                self.application.bytesMessageReceived(message)
         elif isinstance(event, Ping):
             # No Pong after our Close (wsproto would raise).
             if self.connection.state is ConnectionState.OPEN:
                 self._write(self.connection.send(event.response()))
         elif isinstance(event, Pong):
-            if self._pingPayload is not None and event.payload == self._pingPayload:
-                self._pingPayload = None
-                self._stopKeepalive()
-                self._scheduleKeepalive()
+            if self._keepalive.pongReceived(event.payload):
+                if self._state is _OPEN:
+                    self._keepalive.start()
             else:
                 self.application.pongReceived(event.payload)
         elif isinstance(event, CloseConnection):
             self._closeReceived(event)
-
-    def _messagePart(self, event: TextMessage | BytesMessage) -> None:
-        if self._discarding:
-            return
-        data = event.data
-        self._messageSize += len(
-            data.encode("utf-8") if isinstance(data, str) else data
-        )
-        if self._messageSize > self.policy.maxMessageSize:
-            self._discarding = True
-            self._message = []
-            self._close(MESSAGE_TOO_BIG, "message too big")
-            return
-        self._message.append(data)
-        if not event.message_finished:
-            return
-        parts, self._message, self._messageSize = self._message, [], 0
-        if isinstance(data, str):
-            self.application.textMessageReceived("".join(cast(list[str], parts)))
-        else:
-            self.application.bytesMessageReceived(b"".join(cast(list[bytes], parts)))
 
     def _closeReceived(self, event: CloseConnection) -> None:
         state = self.connection.state
@@ -460,7 +576,7 @@ class DrainingWebSocket:
         if not (self._state is _OPEN or self._state is _GOING_AWAY):
             return
         self._cancelTimer()
-        self._stopKeepalive()
+        self._keepalive.stop()
         self._state = _CLOSE_SENT
         self._write(self.connection.send(CloseConnection(code, reason)))
         self._timer = self.drain.clock.callLater(
@@ -482,7 +598,7 @@ class DrainingWebSocket:
         not read).
         """
         self._cancelTimer()
-        self._stopKeepalive()
+        self._keepalive.stop()
         self._state = _CLOSING
         if self._told:
             self._ended("clean")
@@ -500,7 +616,7 @@ class DrainingWebSocket:
 
     def _abortTransport(self) -> None:
         self._cancelTimer()
-        self._stopKeepalive()
+        self._keepalive.stop()
         if self._state is not _CLOSED:
             self._state = _CLOSING
         if self.transport is not None:
@@ -519,31 +635,17 @@ class DrainingWebSocket:
         if self._state is not _OPEN:
             return
         self._state = _GOING_AWAY
-        result = None
         goingAway = getattr(self.application, "goingAway", None)
         if goingAway is not None:
-            try:
-                result = goingAway()
-            except Exception:
-                self.log.failure("WebSocket application failed in goingAway")
-        if hasattr(result, "__await__"):
-            result = ensureDeferred(result)  # type: ignore[arg-type]
-        if isinstance(result, Deferred) and not result.called:
-            self._timer = self.drain.clock.callLater(
-                self.policy.closeTimeout / 2, self._goodbyeSaid
+            said = callLogged(
+                goingAway, self.log, "WebSocket application failed in goingAway"
             )
-            result.addErrback(
-                lambda f: self.log.failure(
-                    "WebSocket application failed in goingAway", failure=f
+            if said is not None and not said.called:
+                self._timer = self.drain.clock.callLater(
+                    self.policy.closeTimeout / 2, self._goodbyeSaid
                 )
-            ).addBoth(lambda _: self._goodbyeSaid())
-            return
-        if isinstance(result, Deferred):
-            result.addErrback(
-                lambda f: self.log.failure(
-                    "WebSocket application failed in goingAway", failure=f
-                )
-            )
+                said.addBoth(lambda _: self._goodbyeSaid())
+                return
         self._goodbyeSaid()
 
     def _goodbyeSaid(self) -> None:
@@ -552,45 +654,24 @@ class DrainingWebSocket:
 
     # Keepalive.
 
-    def _scheduleKeepalive(self) -> None:
+    def _keepalivePing(self, payload: bytes) -> bool:
         """
-        The next keepalive ping, one interval from now.
+        Send a keepalive ping with C{payload}, if the WebSocket is open.
         """
-        interval = self.policy.pingInterval
-        if interval is not None and self._state is _OPEN:
-            self._keepalive = self.drain.clock.callLater(interval, self._sendPing)
-
-    def _sendPing(self) -> None:
-        """
-        Ping the peer; its pong schedules the next ping, its silence closes.
-        """
-        self._keepalive = None
         if (
             self._state is not _OPEN
             or self.connection.state is not ConnectionState.OPEN
         ):
-            return
-        # A payload of our own, so that the pong is told apart from the
-        # answers to the application's pings.
-        self._pingPayload = os.urandom(4)
-        self._write(self.connection.send(Ping(self._pingPayload)))
-        self._keepalive = self.drain.clock.callLater(
-            self.policy.pingTimeout, self._pingTimedOut
-        )
+            return False
+        self._write(self.connection.send(Ping(payload)))
+        return True
 
     def _pingTimedOut(self) -> None:
-        self._keepalive = None
-        self._pingPayload = None
         self.log.info(
             "WebSocket closed: no pong within {timeout} s of a keepalive ping",
             timeout=self.policy.pingTimeout,
         )
         self._fail(INTERNAL_ERROR, "keepalive ping timeout")
-
-    def _stopKeepalive(self) -> None:
-        keepalive, self._keepalive = self._keepalive, None
-        if keepalive is not None and keepalive.active():
-            keepalive.cancel()
 
     # Helpers.
 
@@ -603,14 +684,5 @@ class DrainingWebSocket:
             self.drain.longLived.ended(KIND, outcome)
 
     def _cancelTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-
-def isWebSocketUpgrade(request: IRequest) -> bool:
-    """
-    @return: whether C{request} asks to upgrade to a WebSocket.
-    """
-    upgrade = request.getHeader(b"upgrade")
-    return upgrade is not None and b"websocket" in upgrade.lower()
+        cancelCall(self._timer)
+        self._timer = None

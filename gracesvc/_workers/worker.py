@@ -7,7 +7,6 @@ log lines carry.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 

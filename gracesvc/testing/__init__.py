@@ -49,7 +49,8 @@ from wsproto.events import Request as WebSocketRequest
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics
-from gracesvc._protocols.http1 import DrainingChannel, DrainingSite
+from gracesvc._protocols.http1 import DrainingChannel
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 
 _RESPONSE = re.compile(

@@ -7,8 +7,10 @@ from twisted.trial.unittest import SynchronousTestCase
 import gracesvc
 from gracesvc._core import drain as _drain
 from gracesvc._process import service as _service
+from gracesvc._protocols import answers as _answers
 from gracesvc._protocols import http1 as _http
 from gracesvc._protocols import longlived as _events
+from gracesvc._protocols import site as _site
 from gracesvc._protocols import websocket as _websocket
 
 
@@ -20,10 +22,10 @@ class PublicAPITests(SynchronousTestCase):
                 "Drain": _drain.Drain,
                 "IDrainableConnection": _drain.IDrainableConnection,
                 "DrainingChannel": _http.DrainingChannel,
-                "DrainingSite": _http.DrainingSite,
+                "DrainingSite": _site.DrainingSite,
                 "EventStream": _events.EventStream,
                 "LongPoll": _events.LongPoll,
-                "ResponseCutAtCap": _http.ResponseCutAtCap,
+                "ResponseCutAtCap": _answers.ResponseCutAtCap,
                 "drainOf": _events.drainOf,
                 "GracefulService": _service.GracefulService,
                 "ListenFailed": _service.ListenFailed,

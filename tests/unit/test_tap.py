@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc import tap
 from gracesvc._config import DemoApp, WSGIApp
 from gracesvc._process.service import GracefulService
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
 from tests.support.process import FakeProcess

@@ -31,7 +31,7 @@ from gracesvc._apps.load import AppFactory
 from gracesvc._config import ResourceApp, ServeConfig
 from gracesvc._metrics.tree import TreeMetricsResource
 from gracesvc._process.service import TwistdService
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 from gracesvc._wiring import serve, serveMaster
 from gracesvc._workers.command import AdoptedListener, WorkerSpec
 from gracesvc._workers.master import Master

@@ -8,6 +8,7 @@ of L{gracesvc._pins.twisted} it pins, and adapt it to the new Twisted.
 
 from __future__ import annotations
 
+import dis
 import os
 import socket
 from signal import SIGINT, SIGTERM
@@ -115,6 +116,91 @@ class HTTPChannelTests(SynchronousTestCase):
         taken = _twisted.takeNotifications(request)
         self.assertEqual(taken, [d])
         self.assertEqual(request.notifications, [])
+
+
+class ChannelUpgradeTests(SynchronousTestCase):
+    def test_twistedsUpgradeReplacesDataReceived(self) -> None:
+        """
+        C{HTTPChannel._protocolUpgradeForWebsockets} replaces the channel's
+        C{dataReceived} on the instance, as L{_twisted.deliverTo} does.
+        """
+        stored = {
+            instruction.argval
+            for instruction in dis.get_instructions(
+                HTTPChannel._protocolUpgradeForWebsockets
+            )
+            if instruction.opname == "STORE_ATTR"
+        }
+        self.assertIn("dataReceived", stored)
+
+    def test_deliverToTakesEveryByteAfter(self) -> None:
+        """
+        After L{_twisted.deliverTo}, the bytes a TCP transport reads and the
+        ones the channel buffered while answering (handed on by
+        C{requestDone}) go to the new C{dataReceived}, unparsed.
+        """
+        from twisted.internet import tcp
+
+        c, _ = channel()
+        c.dataReceived(get("/a") + b"buffered")
+        upgraded: list[bytes] = []
+        _twisted.deliverTo(c, upgraded.append)
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        connection = tcp.Connection(a, c)
+        b.send(b"read")
+        connection.doRead()
+        c.received[0].finish()
+        self.assertEqual(upgraded, [b"read", b"buffered"])
+        self.assertEqual(len(c.received), 1)
+
+
+class RequestClassTests(SynchronousTestCase):
+    def test_siteMakesPlainRequests(self) -> None:
+        """
+        C{Site.requestFactory}: a site's requests are
+        L{twisted.web.server.Request}s, whose class
+        C{DrainingChannel.allContentReceived} replaces by
+        L{DrainingRequest}, a subclass that adds no state.
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Request as SiteRequest
+        from twisted.web.server import Site
+
+        from gracesvc._protocols.http1 import DrainingRequest
+
+        self.assertIs(Site(Resource()).requestFactory, SiteRequest)
+        self.assertEqual(DrainingRequest.__bases__, (SiteRequest,))
+        self.assertNotIn("__init__", vars(DrainingRequest))
+        self.assertNotIn("__slots__", vars(DrainingRequest))
+
+    def test_processAfterAllContentReceived(self) -> None:
+        """
+        C{HTTPChannel.allContentReceived} calls the last request's
+        C{requestReceived}, which calls its C{process}: a class assigned
+        before C{HTTPChannel.allContentReceived} runs is the one whose
+        C{process} answers.
+        """
+        processed: list[Request] = []
+
+        class Swapped(Request):
+            def process(self) -> None:
+                processed.append(self)
+
+        class Swapping(Recorder):
+            def allContentReceived(self) -> None:
+                self.requests[-1].__class__ = Swapped
+                super().allContentReceived()
+
+        self.assertIn(
+            "requestReceived", HTTPChannel.allContentReceived.__code__.co_names
+        )
+        self.assertIn("process", Request.requestReceived.__code__.co_names)
+        c = Swapping()
+        c.makeConnection(StringTransport())
+        c.dataReceived(get("/a"))
+        self.assertEqual([type(r) for r in processed], [Swapped])
 
 
 class TransportTests(SynchronousTestCase):

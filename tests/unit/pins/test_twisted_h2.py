@@ -9,18 +9,26 @@ function of L{gracesvc._pins.twisted_h2} it pins, and adapt it.
 
 from __future__ import annotations
 
+import dis
+import inspect
+
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 from hyperframe.frame import GoAwayFrame
 from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._http2 import H2Connection, H2Stream
-from twisted.web.http import Request
+from twisted.web.http import Request, _GenericHTTPChannelProtocol
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from gracesvc._pins import twisted_h2 as _twisted_h2
 from gracesvc._protocols.h2 import DrainingH2Connection
@@ -48,16 +56,81 @@ def clientAndServer(
     return client
 
 
-class H2ConnectionTests(SynchronousTestCase):
-    def test_dataReceivedDispatchesTheseEvents(self) -> None:
+def handlersAndEvents(function: object) -> tuple[set[str], set[str]]:
+    """
+    @return: the names of the C{H2Connection} handlers C{function} calls
+        (C{_request*}, C{_handle*}), and of the h2 events it names.
+    """
+    names = set(function.__code__.co_names)  # type: ignore[attr-defined]
+    handlers = {n for n in names if n.startswith(("_request", "_handle"))}
+    events = {n for n in names if isinstance(getattr(h2.events, n, None), type)}
+    return handlers, events
+
+
+class OverrideTests(SynchronousTestCase):
+    def test_overriddenMethodsTakeTheseParameters(self) -> None:
         """
-        H2Connection.dataReceived: DrainingH2Connection re-implements its
-        dispatch, so a new event handled there must be handled there too.
+        H2Connection's __init__, connectionMade, dataReceived,
+        timeoutConnection, endRequest, _requestReceived,
+        _requestDataReceived, _requestEnded, _requestAborted, _requestDone
+        and _terminate: each exists and takes the parameters
+        DrainingH2Connection's override takes.
         """
-        names = set(H2Connection.dataReceived.__code__.co_names)
-        handlers = {n for n in names if n.startswith(("_request", "_handle"))}
+        for name, parameters in _twisted_h2.OVERRIDDEN.items():
+            for cls in (H2Connection, DrainingH2Connection):
+                method = getattr(cls, name, None)
+                self.assertTrue(callable(method), f"{cls.__name__}.{name}")
+                self.assertEqual(
+                    tuple(inspect.signature(method).parameters),  # type: ignore[arg-type]
+                    parameters,
+                    f"{cls.__name__}.{name}",
+                )
+
+    def test_everyOverrideIsPinned(self) -> None:
+        """
+        Every method of H2Connection that DrainingH2Connection overrides is
+        in OVERRIDDEN, and so pinned above.
+        """
+        overrides = {
+            name
+            for name, value in vars(DrainingH2Connection).items()
+            if inspect.isfunction(value) and hasattr(H2Connection, name)
+        }
+        self.assertEqual(overrides, set(_twisted_h2.OVERRIDDEN))
+
+    def test_whoCallsTheOverrides(self) -> None:
+        """
+        H2Connection's _sendPrioritisedData, abortRequest and connectionLost
+        call _requestDone; _requestAborted (on a flood of resets) calls
+        _terminate.
+        """
+        for caller in ("_sendPrioritisedData", "abortRequest", "connectionLost"):
+            code = getattr(H2Connection, caller).__code__
+            self.assertIn("_requestDone", code.co_names, caller)
+        self.assertIn("_terminate", H2Connection._requestAborted.__code__.co_names)
+
+    def test_streamsAndStateMachine(self) -> None:
+        """
+        H2Connection.conn and streams: the h2 state machine, and the
+        streams by id.
+        """
+        connection = H2Connection(Clock())
+        self.assertIsInstance(connection.conn, h2.connection.H2Connection)
+        self.assertEqual(connection.streams, {})
+
+
+class DispatchTests(SynchronousTestCase):
+    def test_dispatchAsTwisteds(self) -> None:
+        """
+        H2Connection.dataReceived: receiveData copies its dispatch, so an
+        event Twisted's handles must be handled by the copy too.  Twisted's
+        also handles ConnectionTerminated (the client's GOAWAY), which
+        receiveData leaves to its caller.
+        """
+        twisted = handlersAndEvents(H2Connection.dataReceived)
+        copy = handlersAndEvents(_twisted_h2.receiveData)
         self.assertEqual(
-            handlers,
+            twisted[0],
             {
                 "_requestReceived",
                 "_requestDataReceived",
@@ -67,26 +140,150 @@ class H2ConnectionTests(SynchronousTestCase):
                 "_handlePriorityUpdate",
             },
         )
-        self.assertIn("_terminate", names)
-        self.assertIn("_tryToWriteControlData", names)
-
-    def test_hooksOverridden(self) -> None:
-        """
-        H2Connection's _requestDone, _terminate, endRequest and
-        timeoutConnection: the hooks DrainingH2Connection overrides exist.
-        """
-        for name in (
-            "_requestDone",
-            "_terminate",
-            "endRequest",
-            "timeoutConnection",
-            "_sendPrioritisedData",
-        ):
-            self.assertTrue(callable(getattr(H2Connection, name)), name)
+        self.assertEqual(copy[0], twisted[0])
+        self.assertEqual(copy[1] | {"ConnectionTerminated"}, twisted[1])
+        for name in ("receive_data", "_terminate", "resetTimeout"):
+            self.assertIn(name, H2Connection.dataReceived.__code__.co_names)
         self.assertIn(
-            "_requestDone", H2Connection._sendPrioritisedData.__code__.co_names
+            "_tryToWriteControlData", H2Connection.dataReceived.__code__.co_names
         )
 
+    def connected(self) -> tuple[H2Connection, StringTransport, bytes]:
+        """
+        @return: a connection of Twisted's, its transport, and what a client
+            that opens and pings it sends.
+        """
+        connection = H2Connection(Clock())
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        transport.clear()
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        client.initiate_connection()
+        client.ping(b"12345678")
+        return connection, transport, client.data_to_send()
+
+    def test_otherEventsToTheCaller(self) -> None:
+        """
+        The events Twisted does not dispatch go to the caller's
+        C{otherEvent}; then the frames h2 made meanwhile (the PING's ACK)
+        are written.
+        """
+        connection, transport, data = self.connected()
+        others: list[object] = []
+        _twisted_h2.receiveData(connection, data, others.append, lambda: False)
+        self.assertEqual(
+            [type(e) for e in others],
+            [h2.events.RemoteSettingsChanged, h2.events.PingReceived],
+        )
+        self.assertIn(b"12345678", transport.value())
+
+    def test_stopsOnceClosed(self) -> None:
+        """
+        The dispatch stops at the first event after which C{closed()} is
+        true, and writes nothing.
+        """
+        connection, transport, data = self.connected()
+        others: list[object] = []
+        _twisted_h2.receiveData(connection, data, others.append, lambda: True)
+        self.assertEqual([type(e) for e in others], [h2.events.RemoteSettingsChanged])
+        self.assertEqual(transport.value(), b"")
+
+    def test_writePreparedFrames(self) -> None:
+        """
+        H2Connection._tryToWriteControlData: writes what h2 prepared, or
+        queues it while the transport is paused.
+        """
+        connection = H2Connection(Clock())
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        transport.clear()
+        connection.conn.ping(b"87654321")
+        _twisted_h2.writePreparedFrames(connection)
+        self.assertIn(b"87654321", transport.value())
+        transport.clear()
+        connection.pauseProducing()
+        connection.conn.ping(b"abcdefgh")
+        _twisted_h2.writePreparedFrames(connection)
+        self.assertEqual(transport.value(), b"")
+        self.assertIn(b"abcdefgh", b"".join(connection._bufferedControlFrames))
+
+
+class ConnectionLostTests(SynchronousTestCase):
+    def test_streamsLostKeepsTheTimers(self) -> None:
+        """
+        H2Connection.connectionLost's private keyword _cancelTimeouts (True
+        by default): streamsLost passes False, and the idle timeout stays
+        armed.
+        """
+        parameter = inspect.signature(H2Connection.connectionLost).parameters[
+            "_cancelTimeouts"
+        ]
+        self.assertIs(parameter.default, True)
+        clock = Clock()
+        for lose, armed in [
+            (_twisted_h2.streamsLost, True),
+            (H2Connection.connectionLost, False),
+        ]:
+            connection = H2Connection(clock)
+            connection.timeOut = 10
+            connection.callLater = clock.callLater  # type: ignore[method-assign,assignment]
+            connection.makeConnection(StringTransport())
+            timeouts = [
+                call for call in clock.getDelayedCalls() if "Timeout" in repr(call)
+            ]
+            self.assertEqual(len(timeouts), 1)
+            lose(connection, Failure(ConnectionLost()))
+            self.assertEqual(timeouts[0].active(), armed, lose)
+            if armed:
+                timeouts[0].cancel()
+
+
+class SwitchTests(SynchronousTestCase):
+    def test_whatTwistedsSwitchHandsOver(self) -> None:
+        """
+        _GenericHTTPChannelProtocol.dataReceived: Twisted's switch to HTTP/2
+        sets HANDED_OVER on the H2Connection it makes, and nothing else;
+        H2Connection reads requestFactory, site and factory for each
+        stream.
+        """
+        stored = {
+            instruction.argval
+            for instruction in dis.get_instructions(
+                _GenericHTTPChannelProtocol.dataReceived
+            )
+            if instruction.opname == "STORE_ATTR"
+        }
+        self.assertEqual(
+            stored - {"_channel", "_negotiatedProtocol"},
+            set(_twisted_h2.HANDED_OVER),
+        )
+        self.assertLessEqual(
+            {"requestFactory", "site", "factory"},
+            set(H2Connection._requestReceived.__code__.co_names),
+        )
+
+    def test_takeOver(self) -> None:
+        """
+        takeOver gives the connection what the site's factory gave the
+        channel.
+        """
+        clock = Clock()
+        site = Site(Resource(), reactor=clock)
+        site.timeOut = 7
+        generic = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert generic is not None
+        channel = generic._channel
+        connection = H2Connection(clock)
+        _twisted_h2.takeOver(connection, channel)
+        for name in _twisted_h2.HANDED_OVER:
+            self.assertEqual(getattr(connection, name), getattr(channel, name), name)
+        self.assertIs(connection.site, site)
+        self.assertEqual(connection.timeOut, 7)
+
+
+class H2ConnectionTests(SynchronousTestCase):
     def test_controlFramesWaitWhilePaused(self) -> None:
         """
         H2Connection's _consumerBlocked, _bufferedControlFrames and

@@ -28,7 +28,7 @@ from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import GracefulService, ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
-from gracesvc._protocols.http1 import DrainingSite
+from gracesvc._protocols.site import DrainingSite
 
 SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
 

@@ -10,15 +10,11 @@ from hyperframe.frame import GoAwayFrame, PingFrame, WindowUpdateFrame
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
-from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import IDrainableConnection
+from gracesvc._metrics.collectors import H2Collector
 from gracesvc._protocols.h2 import (
     MAX_STREAM_ID,
     PING_DATA,
-    DrainingH2Connection,
-    H2Collector,
-    NegotiatingProtocol,
 )
 from gracesvc.testing import Wire, get, samples
 from gracesvc.testing.h2 import H2WireClient
@@ -53,41 +49,6 @@ def wire(**kwargs: object) -> Wire:
 
 
 class ServingTests(SynchronousTestCase):
-    def test_priorKnowledgeStreamAnswered(self) -> None:
-        """
-        With h2c, a cleartext client opening with the preface is served
-        HTTP/2, by a connection the drain sees as one of its own.
-        """
-        w = wire()
-        c = H2WireClient(w)
-        sid = c.request("/healthz")
-        self.assertEqual(c.streams[sid].status, 200)
-        self.assertTrue(c.streams[sid].ended)
-        self.assertIsInstance(c.server, NegotiatingProtocol)
-        self.assertEqual(w.drain.connections, 1)
-        (connection,) = w.drain._connections
-        self.assertIsInstance(connection, DrainingH2Connection)
-        verifyObject(IDrainableConnection, connection)
-
-    def test_alpnH2(self) -> None:
-        """
-        A connection whose TLS negotiated C{h2} is served HTTP/2.
-        """
-        w = wire()
-        c = H2WireClient(w, tls=True)
-        sid = c.request("/healthz")
-        self.assertEqual(c.streams[sid].status, 200)
-
-    def test_http11Beside(self) -> None:
-        """
-        HTTP/1.1 is served as before on the same site.
-        """
-        w = wire()
-        c = w.connect()
-        c.send(get("/healthz"))
-        self.assertEqual([r.code for r in c.responses], [200])
-        self.assertEqual(w.drain.connections, 1)
-
     def test_inFlightCountsStreams(self) -> None:
         """
         The drain counts each stream in flight, and none once answered.
@@ -99,16 +60,6 @@ class ServingTests(SynchronousTestCase):
         w.advance(1.0)
         self.assertEqual([c.streams[s].status for s in sids], [200] * 3)
         self.assertEqual(w.drain.inFlight, 0)
-
-    def test_badPrefaceIsHTTP11(self) -> None:
-        """
-        Bytes that are not the preface go to HTTP/1.1, which answers them
-        (here, a method no route allows).
-        """
-        w = wire()
-        c = w.connect()
-        c.send(b"PRI * HTTP/1.1\r\n\r\n")
-        self.assertEqual([r.code for r in c.responses], [405])
 
     def test_protocolErrorClosesOnlyThatConnection(self) -> None:
         """
@@ -401,16 +352,6 @@ class HostileClientTests(SynchronousTestCase):
         self.assertTrue(c.closed)
 
 
-class SiteTests(SynchronousTestCase):
-    def test_alpnOffersH2OnlyWhenServed(self) -> None:
-        """
-        A site that does not serve HTTP/2 offers only http/1.1 through
-        ALPN (Twisted's Site offers h2 whenever h2 is installed).
-        """
-        self.assertEqual(Wire().site.acceptableProtocols(), [b"http/1.1"])
-        self.assertEqual(wire().site.acceptableProtocols(), [b"h2", b"http/1.1"])
-
-
 class TogetherTests(SynchronousTestCase):
     def test_streamsWebSocketsAndHTTP11(self) -> None:
         """
@@ -432,22 +373,6 @@ class TogetherTests(SynchronousTestCase):
         self.assertEqual(ws.closeCode, 1001)
         self.assertTrue(w.drain.finished)
         self.assertEqual(w.drain.connections, 0)
-
-    def test_webSocketThroughTheSwitch(self) -> None:
-        """
-        A WebSocket upgraded on a connection that went through the HTTP/2
-        switch gets its messages (and its keepalive pongs read), both ways:
-        the channel hands its bytes on after the upgrade.
-        """
-        w = wire()
-        ws = w.connectWebSocket()
-        ws.sendText("hello")
-        ws.sendBytes(b"\x00")
-        self.assertEqual(ws.messages, ["hello", b"\x00"])
-        for _ in range(7):
-            w.advance(10)
-        self.assertTrue(ws.open)
-        self.assertEqual(len(ws.pings), 3)
 
     def test_eventStreamWrapsUpUnderH2(self) -> None:
         """

@@ -10,19 +10,23 @@ import json
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import Ping, TextMessage
+from wsproto.events import BytesMessage, Ping, TextMessage
 from wsproto.events import Request as WebSocketRequest
 from zope.interface.verify import verifyObject
 
 from gracesvc._core.drain import IDrainableConnection
 from gracesvc._protocols.websocket import (
     DrainingWebSocket,
+    Keepalive,
+    MessageBuffer,
+    MessageTooBig,
     WebSocketPolicy,
 )
 from gracesvc.testing import WebSocketClient, Wire, get, samples
@@ -150,9 +154,10 @@ class UpgradeTests(SynchronousTestCase):
 
     def test_closedWebSocketsLeaveTheDrain(self) -> None:
         """
-        WebSockets closed by their clients are gone from the drain (issue
-        12: Twisted's upgrade replaced the channel's C{connectionLost}, and
-        the drain waited for them until the cap): the drain is done at once.
+        WebSockets closed by their clients are gone from the drain
+        (Twisted's own upgrade replaces the channel's C{connectionLost}, and
+        the drain would wait for them until the cap): the drain is done at
+        once.
         """
         wire = Wire()
         clients = [wire.connectWebSocket() for _ in range(5)]
@@ -579,6 +584,99 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertEqual(client.closeCode, 1001)
         wire.advance(4.9)
         self.assertEqual(client.pings, [])
+
+
+class MessageBufferTests(SynchronousTestCase):
+    def test_partsJoined(self) -> None:
+        """
+        A message comes whole once its last part is in, text as text and
+        bytes as bytes; the next one starts empty.
+        """
+        buffer = MessageBuffer(10)
+        self.assertIsNone(buffer.add(TextMessage("ab", message_finished=False)))
+        self.assertEqual(buffer.add(TextMessage("cd")), "abcd")
+        self.assertIsNone(buffer.add(BytesMessage(b"\x00", message_finished=False)))
+        self.assertEqual(buffer.add(BytesMessage(b"\x01")), b"\x00\x01")
+        self.assertEqual(buffer.add(TextMessage("x" * 10)), "x" * 10)
+
+    def test_limitInUTF8(self) -> None:
+        """
+        Text counts in UTF-8 bytes: the part that passes the limit raises
+        L{MessageTooBig}, and every part after it is dropped.
+        """
+        buffer = MessageBuffer(10)
+        self.assertIsNone(buffer.add(TextMessage("é" * 4, message_finished=False)))
+        with self.assertRaises(MessageTooBig):
+            buffer.add(TextMessage("éx"))
+        self.assertIsNone(buffer.add(TextMessage("small")))
+
+
+class KeepaliveUnitTests(SynchronousTestCase):
+    def keepalive(
+        self, interval: float | None = 20, opened: bool = True
+    ) -> tuple[Keepalive, Clock, list[bytes], list[str]]:
+        """
+        @return: a L{Keepalive} on a L{Clock}, the payloads it pinged, and
+            its timeouts.
+        """
+        clock = Clock()
+        pinged: list[bytes] = []
+        late: list[str] = []
+
+        def ping(payload: bytes) -> bool:
+            if opened:
+                pinged.append(payload)
+            return opened
+
+        keepalive = Keepalive(clock, interval, 5, ping, lambda: late.append("late"))
+        return keepalive, clock, pinged, late
+
+    def test_pongAwaitedThenNextPing(self) -> None:
+        """
+        A ping one interval after L{Keepalive.start}; its pong is told apart
+        from another one, and ends the wait.
+        """
+        keepalive, clock, pinged, late = self.keepalive()
+        keepalive.start()
+        clock.advance(19.9)
+        self.assertEqual(pinged, [])
+        clock.advance(0.1)
+        (payload,) = pinged
+        self.assertEqual(len(payload), 4)
+        self.assertFalse(keepalive.pongReceived(b"app"))
+        self.assertTrue(keepalive.pongReceived(payload))
+        self.assertFalse(keepalive.pongReceived(payload))
+        clock.advance(10)
+        self.assertEqual((clock.getDelayedCalls(), late), ([], []))
+
+    def test_silenceTimesOut(self) -> None:
+        keepalive, clock, pinged, late = self.keepalive()
+        keepalive.start()
+        clock.advance(20)
+        clock.advance(4.9)
+        self.assertEqual(late, [])
+        clock.advance(0.1)
+        self.assertEqual(late, ["late"])
+        self.assertFalse(keepalive.pongReceived(pinged[0]))
+
+    def test_noneWhenDisabledStoppedOrClosed(self) -> None:
+        """
+        No ping without an interval, after L{Keepalive.stop}, or when the
+        WebSocket no longer sends one; and then no wait for a pong.
+        """
+        for keepalive, clock, pinged, late in [
+            self.keepalive(interval=None),
+            self.keepalive(opened=False),
+        ]:
+            keepalive.start()
+            clock.advance(100)
+            self.assertEqual((pinged, late, clock.getDelayedCalls()), ([], [], []))
+        keepalive, clock, pinged, late = self.keepalive()
+        keepalive.start()
+        clock.advance(20)
+        keepalive.stop()
+        clock.advance(100)
+        self.assertEqual((len(pinged), late), (1, []))
 
 
 class PolicyTests(SynchronousTestCase):
