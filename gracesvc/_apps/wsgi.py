@@ -30,7 +30,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from gracesvc._apps.threads import DEFAULT_THREADS, drainedThreadPool
+from gracesvc._apps.threads import DEFAULT_THREADS, drainingThreadPool
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import OTHER_ROUTE, labelRoute
 from gracesvc._pins.twisted_threads import TwistedWSGIResponse
@@ -242,7 +242,7 @@ def _contentLength(headers: Iterable[tuple[str, str]]) -> int | None:
     return None
 
 
-class _DrainedWSGIResponse(WSGIResponse):
+class _DrainingWSGIResponse(WSGIResponse):
     """
     The response to one request to a WSGI application under the drain: it
     finds the route label of its request (L{route}), and has the drain wait
@@ -283,7 +283,7 @@ class _DrainedWSGIResponse(WSGIResponse):
 
 
 @implementer(IResource)
-class DrainedWSGIResource:
+class DrainingWSGIResource:
     """
     Serve a WSGI application from a thread pool, as L{WSGIResource} does,
     under a drain (see the module docstring).
@@ -318,7 +318,7 @@ class DrainedWSGIResource:
         self.drain = drain
 
     def render(self, request: IRequest) -> object:
-        response = _DrainedWSGIResponse(
+        response = _DrainingWSGIResponse(
             self.reactor,
             self.threadpool,
             self.application,
@@ -354,6 +354,6 @@ def wsgiResource(
         queue.
     @raise ValueError: C{threads} is less than 1.
     """
-    pool = drainedThreadPool(reactor, drain, threads)
-    resource: IResource = DrainedWSGIResource(reactor, pool, application, drain)
+    pool = drainingThreadPool(reactor, drain, threads)
+    resource: IResource = DrainingWSGIResource(reactor, pool, application, drain)
     return resource

@@ -25,7 +25,7 @@ from zope.interface import provider
 
 from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.wsgi import (
-    DrainedWSGIResource,
+    DrainingWSGIResource,
     WSGIApplication,
     WSGIResponse,
     wsgiRoute,
@@ -104,7 +104,7 @@ class WSGITestCase(SynchronousTestCase):
 
     def serve(self, application: WSGIApplication | Flask) -> Wire:
         def root(wire: Wire) -> Any:
-            resource = DrainedWSGIResource(
+            resource = DrainingWSGIResource(
                 ThreadsInline(),  # type: ignore[arg-type]
                 self.pool,  # type: ignore[arg-type]
                 application,
@@ -147,7 +147,7 @@ class InFlightTests(WSGITestCase):
         """
         requests: list[weakref.ref[IRequest]] = []
 
-        class Recording(DrainedWSGIResource):
+        class Recording(DrainingWSGIResource):
             def render(self, request: IRequest) -> object:
                 requests.append(weakref.ref(request))
                 return super().render(request)
