@@ -7,15 +7,47 @@ application's, each request labelled with its route for the metrics.
 
 from __future__ import annotations
 
+import json
+
 from klein.interfaces import IKleinRequest
 from klein.resource import KleinResource
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from gracesvc._apps.demo import renderHealthz, renderReadyz
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import OTHER_ROUTE, Metrics, MetricsResource, labelRoute
+
+
+def answerJSON(request: IRequest, code: int, body: dict[str, str]) -> bytes:
+    """
+    Answer C{request} with C{body} as JSON and status C{code}.
+
+    @return: the response body, for a resource's C{render} to return.
+    """
+    payload = json.dumps(body).encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", b"%d" % (len(payload),))
+    return payload
+
+
+def renderHealthz(request: IRequest) -> bytes:
+    """
+    200 while the process is alive, draining or not: a liveness probe must
+    not restart an instance that is shutting down on purpose.
+    """
+    return answerJSON(request, 200, {"status": "ok"})
+
+
+def renderReadyz(request: IRequest, drain: Drain) -> bytes:
+    """
+    200 while serving, 503 from the first stop signal on, so that load
+    balancers take the instance out of rotation.
+    """
+    if drain.draining:
+        return answerJSON(request, 503, {"status": "draining"})
+    return answerJSON(request, 200, {"status": "ready"})
 
 
 class _Probe(Resource):

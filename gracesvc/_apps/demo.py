@@ -19,6 +19,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
+from gracesvc._apps.compose import answerJSON, renderHealthz, renderReadyz
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._protocols.longlived import EventStream, LongPoll
@@ -26,32 +27,6 @@ from gracesvc._protocols.websocket import isWebSocketUpgrade
 
 #: How long C{GET /poll} waits for a tick before it answers C{timeout}.
 POLL_TIMEOUT = 30.0
-
-
-def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
-    payload = json.dumps(body).encode("utf-8")
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Content-Length", b"%d" % (len(payload),))
-    return payload
-
-
-def renderHealthz(request: IRequest) -> bytes:
-    """
-    200 while the process is alive, draining or not: a liveness probe must
-    not restart an instance that is shutting down on purpose.
-    """
-    return _json(request, 200, {"status": "ok"})
-
-
-def renderReadyz(request: IRequest, drain: Drain) -> bytes:
-    """
-    200 while serving, 503 from the first stop signal on, so that load
-    balancers take the instance out of rotation.
-    """
-    if drain.draining:
-        return _json(request, 503, {"status": "draining"})
-    return _json(request, 200, {"status": "ready"})
 
 
 class EchoWebSocket:
@@ -240,9 +215,9 @@ class GraceApp:
         Answer C{{"message": "pong"}} after the ping delay.
         """
         if self.pingDelay <= 0:
-            return _json(request, 200, {"message": "pong"})
+            return answerJSON(request, 200, {"message": "pong"})
         return deferLater(
-            self.clock, self.pingDelay, _json, request, 200, {"message": "pong"}
+            self.clock, self.pingDelay, answerJSON, request, 200, {"message": "pong"}
         )
 
     @router.route("/events", methods=["GET"])
