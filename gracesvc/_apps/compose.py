@@ -52,8 +52,7 @@ def renderReadyz(request: IRequest, drain: Drain) -> bytes:
 
 class _Probe(Resource):
     """
-    A probe: C{GET} (and C{HEAD}) only, anything else a 405 as the built-in
-    app's Klein routes answer it.
+    A probe: C{GET} (and C{HEAD}) only, anything else a 405 that says so.
     """
 
     isLeaf = True
@@ -205,7 +204,13 @@ def withOperationalRoutes(
     paths as they are; the application's by the Klein rule it matched, the
     static children it went through (see L{ResourceRoutes}), or for WSGI
     what L{gracesvc._apps.wsgi.wsgiRoute} finds.
+
+    An C{app} already composed with operational routes (the demo's, see
+    L{gracesvc._apps.demo.GraceApp.resource}) is served behind these
+    instead of its own: a request goes through one root.
     """
+    if isinstance(app, OperationalRoot):
+        app = app.app
     routes: dict[bytes, IResource] = {
         b"healthz": _Healthz(),
         b"readyz": _Readyz(drain),

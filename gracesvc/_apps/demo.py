@@ -1,5 +1,8 @@
 """
-The routes gracesvc serves.
+The demo application gracesvc serves when it is given no application of
+the user's: C{/ping}, an event stream, a long poll and a WebSocket echo,
+served as any application is, behind gracesvc's operational routes (see
+L{gracesvc._apps.compose}).
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
-from gracesvc._apps.compose import answerJSON, renderHealthz, renderReadyz
+from gracesvc._apps.compose import answerJSON, withOperationalRoutes
 from gracesvc._core.drain import Drain
-from gracesvc._metrics.registry import Metrics, MetricsResource
+from gracesvc._metrics.registry import Metrics, labelRoute
 from gracesvc._protocols.longlived import EventStream, LongPoll
 from gracesvc._protocols.websocket import isWebSocketUpgrade
 
@@ -170,8 +173,15 @@ def _lastEventId(stream: EventStream) -> int:
 
 class GraceApp:
     """
-    The Klein application: C{/ping}, C{/events}, C{/poll}, C{/healthz},
-    C{/readyz} and the C{/ws} WebSocket echo.
+    The demo's Klein application: C{/ping}, C{/events}, C{/poll} and the
+    C{/ws} WebSocket echo, behind gracesvc's C{/healthz}, C{/readyz} and
+    C{/metrics} (see L{resource}).
+
+    Each route labels its requests with its rule (L{labelRoute}) as it
+    answers them: the label the composition finds for any Klein application
+    by matching the request again (L{gracesvc._apps.compose.kleinRoute}),
+    without that second match, which costs a few microseconds a request.  A
+    request that matches no route is labelled the composition's way.
 
     @ivar router: the routes, shared by every instance; state lives on the
         instance.
@@ -189,8 +199,8 @@ class GraceApp:
     ) -> None:
         """
         @param clock: schedules the C{/ping} delay and the ticks.
-        @param drain: tells C{/readyz} whether the service is draining, and
-            C{/events} and C{/poll} when to wrap up.
+        @param drain: tells C{/events} and C{/poll} when to wrap up, and
+            C{/readyz} whether the service is draining.
         @param pingDelay: seconds C{/ping} waits before answering.
         @param metrics: served on C{/metrics} if given (L{None} when they are
             served on an endpoint of their own).
@@ -205,15 +215,19 @@ class GraceApp:
 
     def resource(self) -> IResource:
         """
-        @return: the root resource serving these routes.
+        @return: the root resource: these routes behind gracesvc's
+            operational routes, composed as any application is
+            (L{gracesvc._apps.compose.withOperationalRoutes}; composing it
+            again puts the other operational routes in their place).
         """
-        return self.router.resource()
+        return withOperationalRoutes(self.router.resource(), self.drain, self.metrics)
 
     @router.route("/ping", methods=["GET"])
     def ping(self, request: IRequest) -> bytes | Deferred[bytes]:
         """
         Answer C{{"message": "pong"}} after the ping delay.
         """
+        labelRoute(request, "/ping")
         if self.pingDelay <= 0:
             return answerJSON(request, 200, {"message": "pong"})
         return deferLater(
@@ -230,6 +244,7 @@ class GraceApp:
         Ends with a C{shutdown} event when the drain goes away (see
         L{EventStream}).
         """
+        labelRoute(request, "/events")
         stream = EventStream(request, self.drain)
         if stream.ended:
             return stream.whenEnded()
@@ -252,6 +267,7 @@ class GraceApp:
         L{POLL_TIMEOUT}, or C{{"status": "reconnect", "retry": ms}} at once
         when the drain goes away (see L{LongPoll}).
         """
+        labelRoute(request, "/poll")
         news = self.ticker.nextTick().addCallback(
             lambda n: json.dumps({"status": "tick", "tick": n}).encode("utf-8")
         )
@@ -262,39 +278,16 @@ class GraceApp:
         )
         return LongPoll(request, self.drain).answerWith(news)
 
-    @router.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
-        """
-        See L{renderHealthz}.
-        """
-        return renderHealthz(request)
-
-    @router.route("/metrics", methods=["GET"])
-    def metricsRoute(self, request: IRequest) -> bytes | Resource:
-        """
-        The metrics in the Prometheus text format, unless they are served on
-        an endpoint of their own.
-        """
-        if self.metrics is None:
-            return NoResource()
-        return MetricsResource(self.metrics)
-
     @router.route("/ws", methods=["GET"])
     def ws(self, request: IRequest) -> bytes | Resource:
         """
         The WebSocket echo (see L{EchoWebSocket}); a plain C{GET} is told
         to upgrade (426).
         """
+        labelRoute(request, "/ws")
         if not isWebSocketUpgrade(request):
             request.setResponseCode(426)
             request.setHeader(b"Upgrade", b"websocket")
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"Upgrade Required: this is a WebSocket endpoint.\n"
         return self.echo
-
-    @router.route("/readyz", methods=["GET"])
-    def readyz(self, request: IRequest) -> bytes:
-        """
-        See L{renderReadyz}.
-        """
-        return renderReadyz(request, self.drain)

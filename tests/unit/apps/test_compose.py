@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._apps.compose import OperationalRoot, withOperationalRoutes
 from gracesvc.testing import Response, Wire, get, parseResponses, samples
 from tests.apps.kleinapp import Greeter
 from tests.apps.resourceapp import Root
@@ -124,6 +124,25 @@ class KleinAppTests(ComposeTestCase):
         [response] = client.responses
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers[b"allow"], b"GET, HEAD")
+
+
+class ComposedTwiceTests(ComposeTestCase):
+    def test_oneRoot(self) -> None:
+        """
+        An app already behind operational routes is served behind the new
+        ones instead of its own: one root, the last composition's routes.
+        """
+        app = Root()
+        drain = Wire().drain
+        inner = withOperationalRoutes(app, drain, None)
+        self.serve(lambda wire: withOperationalRoutes(inner, wire.drain, wire.metrics))
+        root = self.wire.site.resource
+        assert isinstance(root, OperationalRoot)
+        self.assertIs(root.app, app)
+        self.assertEqual(self.fetch("/metrics").code, 200)
+        self.assertEqual(self.fetch("/hello").body, b"hello from a resource\n")
+        self.wire.drain.start()
+        self.assertEqual(self.fetch("/readyz").code, 503)
 
 
 class MetricsElsewhereTests(ComposeTestCase):
