@@ -157,9 +157,10 @@ class OperationalRoot:
         self.routes = routes
         self._labels = {name: "/" + name.decode("ascii") for name in routes}
         self.appRoutes = ResourceRoutes(app)
-        # An application that labels each of its requests itself (a WSGI
-        # one, see L{gracesvc._apps.wsgi.DrainingWSGIResource.labelsRoutes}) is
-        # not labelled on the way: that label would be replaced unread.
+        # An application that labels its requests itself (a WSGI one, see
+        # L{gracesvc._apps.wsgi.DrainingWSGIResource.labelsRoutes}; the
+        # demo's routes) is not labelled on the way: that label would be
+        # replaced unread.
         self._appLabel: ResourceRoutes | None = (
             None if getattr(app, "labelsRoutes", False) else self.appRoutes
         )

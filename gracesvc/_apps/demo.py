@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
@@ -171,6 +172,16 @@ def _lastEventId(stream: EventStream) -> int:
     return 0
 
 
+class _SelfLabelling(KleinResource):
+    """
+    The demo's routes as a resource: each route labels the requests it
+    answers, and a request no route answers is C{other} as it stands, so
+    the composition leaves the labelling to it.
+    """
+
+    labelsRoutes = True
+
+
 class GraceApp:
     """
     The demo's Klein application: C{/ping}, C{/events}, C{/poll} and the
@@ -220,7 +231,8 @@ class GraceApp:
             (L{gracesvc._apps.compose.withOperationalRoutes}; composing it
             again puts the other operational routes in their place).
         """
-        return withOperationalRoutes(self.router.resource(), self.drain, self.metrics)
+        routes: IResource = _SelfLabelling(self.router)
+        return withOperationalRoutes(routes, self.drain, self.metrics)
 
     @router.route("/ping", methods=["GET"])
     def ping(self, request: IRequest) -> bytes | Deferred[bytes]:
