@@ -25,6 +25,7 @@ from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
 from gracesvc._apps.compose import answerJSON, withOperationalRoutes
 from gracesvc._core.drain import Drain
+from gracesvc._core.timers import cancelCall
 from gracesvc._metrics.registry import Metrics, labelRoute
 from gracesvc._protocols.longlived import EventStream, LongPoll
 from gracesvc._protocols.websocket import isWebSocketUpgrade
@@ -116,8 +117,8 @@ class Ticker:
 
         def unsubscribe() -> None:
             self._listeners.pop(key, None)
-            if not self._listeners and self._call is not None:
-                self._call.cancel()
+            if not self._listeners:
+                cancelCall(self._call)
                 self._call = None
 
         return unsubscribe
