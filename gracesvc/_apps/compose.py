@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.unit.apps.test_compose -*-
 """
-The root resource for an application of the user's: gracesvc's own
-C{/healthz}, C{/readyz} and C{/metrics} next to it, everything else the
-application's, each request labelled with its route for the metrics.
+The root resource for any application gracesvc serves, the user's or its
+demo: gracesvc's own C{/healthz}, C{/readyz} and C{/metrics} next to it,
+everything else the application's, each request labelled with its route
+for the metrics.
 """
 
 from __future__ import annotations
