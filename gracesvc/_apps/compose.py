@@ -84,13 +84,13 @@ class _Readyz(_Probe):
 
 def kleinRoute(request: IRequest) -> str:
     """
-    @return: the route a Klein application matched for C{request}: its
-        rule (C{/users/<int:id>}), under the path the application is
-        mounted at; L{OTHER_ROUTE} if it matched none.
-
     Klein keeps the URL map it bound for the request on the request
     (C{IKleinRequest(request).mapper}) but not the rule it matched: it is
     matched again, a few microseconds.
+
+    @return: the route a Klein application matched for C{request}: its
+        rule (C{/users/<int:id>}), under the path the application is
+        mounted at; L{OTHER_ROUTE} if it matched none.
     """
     mapper = getattr(IKleinRequest(request), "mapper", None)
     if mapper is None:

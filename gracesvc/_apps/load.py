@@ -74,7 +74,7 @@ def loadApp(spec: str, option: str = "--app") -> IResource | AppFactory:
 
     @param spec: C{MODULE:ATTRIBUTE}, naming a Klein app (anything with a
         C{resource()} method), an L{IResource} provider, or a callable taking
-        no arguments (such as a L{Resource} subclass) that returns one of
+        no arguments (such as a L{Resource <twisted.web.resource.Resource>} subclass) that returns one of
         these, or a callable whose one required parameter is C{drain}.
     @param option: the option C{spec} was given with, for messages.
     @return: the resource, or for a factory taking the drain an

@@ -285,7 +285,7 @@ class _DrainingWSGIResponse(WSGIResponse):
 @implementer(IResource)
 class DrainingWSGIResource:
     """
-    Serve a WSGI application from a thread pool, as L{WSGIResource} does,
+    Serve a WSGI application from a thread pool, as L{WSGIResource <twisted.web.wsgi.WSGIResource>} does,
     under a drain (see the module docstring).
 
     A request whose connection is lost while its thread runs is answered by
@@ -349,7 +349,7 @@ def wsgiResource(
     Serve C{application} on a thread pool of its own, started when the
     reactor runs and given up on when C{drain} is done.
 
-    @param reactor: an L{IReactorCore} and L{IReactorThreads} provider.
+    @param reactor: an L{IReactorCore <twisted.internet.interfaces.IReactorCore>} and L{IReactorThreads} provider.
     @param threads: the most requests run at once; more wait in the pool's
         queue.
     @raise ValueError: C{threads} is less than 1.
