@@ -145,7 +145,8 @@ class OperationalRoot:
     """
     The root resource: C{/healthz}, C{/readyz} and C{/metrics} (exactly
     those paths) are gracesvc's; any other path goes, whole, to the
-    application, as if it were the root.
+    application, as if it were the root: rendered by this root when the
+    application is a leaf, traversed into when it has children.
 
     @ivar app: the application's resource.
     @ivar routes: gracesvc's resources, by first (and only) path segment.
@@ -165,6 +166,11 @@ class OperationalRoot:
         self._appLabel: ResourceRoutes | None = (
             None if getattr(app, "labelsRoutes", False) else self.appRoutes
         )
+        # A leaf application (Klein's, WSGI's) is rendered by this root
+        # itself, with no step of traversal in between: it costs a request
+        # a few calls fewer, and the application sees the request's paths
+        # as it would as the root.  One with children is traversed into.
+        self.isLeaf = bool(app.isLeaf)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         if not request.postpath:
@@ -180,8 +186,20 @@ class OperationalRoot:
         return self.app
 
     def render(self, request: IRequest) -> object:
-        # Site always traverses at least one segment (b"" for "/"), so
-        # this is only reached when the root is rendered directly.
+        if self.isLeaf:
+            postpath = request.postpath
+            if len(postpath) == 1:
+                name = postpath[0]
+                route = self.routes.get(name)
+                if route is not None:
+                    labelRoute(request, self._labels[name])
+                    return route.render(request)
+            if self._appLabel is not None:
+                labelRoute(request, self._appLabel)
+            return self.app.render(request)
+        # Site always traverses at least one segment (b"" for "/") below a
+        # root that is no leaf, so this is only reached when the root is
+        # rendered directly.
         labelRoute(request, self.appRoutes)
         return self.app.render(request)
 
