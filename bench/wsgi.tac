@@ -10,9 +10,9 @@ C{GRACESVC_BENCH_WSGI} is four comma-separated choices:
   - site: C{plain} (L{Site}) or C{draining} (L{DrainingSite}, with metrics
     unless the root is bare);
   - resource: C{stock} (Twisted's L{WSGIResource}) or C{drained}
-    (L{DrainedWSGIResource});
+    (L{DrainingWSGIResource});
   - pool: C{web} (a L{ThreadPool} as C{twistd web --wsgi} makes it) or
-    C{drained} (L{drainedThreadPool}, gracesvc's);
+    C{drained} (L{drainingThreadPool}, gracesvc's);
   - root: C{bare} (the WSGI resource is the root) or C{operational}
     (L{withOperationalRoutes}, with C{/metrics}).
 """
@@ -29,8 +29,8 @@ from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._core.drain import Drain
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._metrics.registry import Metrics
-from gracesvc._apps.threads import drainedThreadPool
-from gracesvc._apps.wsgi import DrainedWSGIResource
+from gracesvc._apps.threads import drainingThreadPool
+from gracesvc._apps.wsgi import DrainingWSGIResource
 from tests.apps.flaskapp import app as flask
 
 port = int(os.environ["GRACESVC_BENCH_PORT"])
@@ -43,11 +43,11 @@ if poolKind == "web":
     pool = ThreadPool()
     reactor.callWhenRunning(pool.start)
 else:
-    pool = drainedThreadPool(reactor, drain)
+    pool = drainingThreadPool(reactor, drain)
 if resourceKind == "stock":
     user = WSGIResource(reactor, pool, flask)
 else:
-    user = DrainedWSGIResource(reactor, pool, flask, drain)
+    user = DrainingWSGIResource(reactor, pool, flask, drain)
 metrics = Metrics(drain)
 root = user if rootKind == "bare" else withOperationalRoutes(user, drain, metrics)
 if siteKind == "plain":

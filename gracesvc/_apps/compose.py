@@ -1,11 +1,14 @@
 # -*- test-case-name: tests.unit.apps.test_compose -*-
 """
-The root resource for an application of the user's: gracesvc's own
-C{/healthz}, C{/readyz} and C{/metrics} next to it, everything else the
-application's, each request labelled with its route for the metrics.
+The root resource for any application gracesvc serves, the user's or its
+demo: gracesvc's own C{/healthz}, C{/readyz} and C{/metrics} next to it,
+everything else the application's, each request labelled with its route
+for the metrics.
 """
 
 from __future__ import annotations
+
+import json
 
 from klein.interfaces import IKleinRequest
 from klein.resource import KleinResource
@@ -13,15 +16,44 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
-from gracesvc._apps.demo import renderHealthz, renderReadyz
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import OTHER_ROUTE, Metrics, MetricsResource, labelRoute
 
 
+def answerJSON(request: IRequest, code: int, body: dict[str, str]) -> bytes:
+    """
+    Answer C{request} with C{body} as JSON and status C{code}.
+
+    @return: the response body, for a resource's C{render} to return.
+    """
+    payload = json.dumps(body).encode("utf-8")
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", b"%d" % (len(payload),))
+    return payload
+
+
+def renderHealthz(request: IRequest) -> bytes:
+    """
+    200 while the process is alive, draining or not: a liveness probe must
+    not restart an instance that is shutting down on purpose.
+    """
+    return answerJSON(request, 200, {"status": "ok"})
+
+
+def renderReadyz(request: IRequest, drain: Drain) -> bytes:
+    """
+    200 while serving, 503 from the first stop signal on, so that load
+    balancers take the instance out of rotation.
+    """
+    if drain.draining:
+        return answerJSON(request, 503, {"status": "draining"})
+    return answerJSON(request, 200, {"status": "ready"})
+
+
 class _Probe(Resource):
     """
-    A probe: C{GET} (and C{HEAD}) only, anything else a 405 as the built-in
-    app's Klein routes answer it.
+    A probe: C{GET} (and C{HEAD}) only, anything else a 405 that says so.
     """
 
     isLeaf = True
@@ -113,7 +145,8 @@ class OperationalRoot:
     """
     The root resource: C{/healthz}, C{/readyz} and C{/metrics} (exactly
     those paths) are gracesvc's; any other path goes, whole, to the
-    application, as if it were the root.
+    application, as if it were the root: rendered by this root when the
+    application is a leaf, traversed into when it has children.
 
     @ivar app: the application's resource.
     @ivar routes: gracesvc's resources, by first (and only) path segment.
@@ -126,12 +159,18 @@ class OperationalRoot:
         self.routes = routes
         self._labels = {name: "/" + name.decode("ascii") for name in routes}
         self.appRoutes = ResourceRoutes(app)
-        # An application that labels each of its requests itself (a WSGI
-        # one, see L{gracesvc._apps.wsgi.DrainedWSGIResource.labelsRoutes}) is
-        # not labelled on the way: that label would be replaced unread.
+        # An application that labels its requests itself (a WSGI one, see
+        # L{gracesvc._apps.wsgi.DrainingWSGIResource.labelsRoutes}; the
+        # demo's routes) is not labelled on the way: that label would be
+        # replaced unread.
         self._appLabel: ResourceRoutes | None = (
             None if getattr(app, "labelsRoutes", False) else self.appRoutes
         )
+        # A leaf application (Klein's, WSGI's) is rendered by this root
+        # itself, with no step of traversal in between: it costs a request
+        # a few calls fewer, and the application sees the request's paths
+        # as it would as the root.  One with children is traversed into.
+        self.isLeaf = bool(app.isLeaf)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         if not request.postpath:
@@ -147,8 +186,20 @@ class OperationalRoot:
         return self.app
 
     def render(self, request: IRequest) -> object:
-        # Site always traverses at least one segment (b"" for "/"), so
-        # this is only reached when the root is rendered directly.
+        if self.isLeaf:
+            postpath = request.postpath
+            if len(postpath) == 1:
+                name = postpath[0]
+                route = self.routes.get(name)
+                if route is not None:
+                    labelRoute(request, self._labels[name])
+                    return route.render(request)
+            if self._appLabel is not None:
+                labelRoute(request, self._appLabel)
+            return self.app.render(request)
+        # Site always traverses at least one segment (b"" for "/") below a
+        # root that is no leaf, so this is only reached when the root is
+        # rendered directly.
         labelRoute(request, self.appRoutes)
         return self.app.render(request)
 
@@ -173,7 +224,13 @@ def withOperationalRoutes(
     paths as they are; the application's by the Klein rule it matched, the
     static children it went through (see L{ResourceRoutes}), or for WSGI
     what L{gracesvc._apps.wsgi.wsgiRoute} finds.
+
+    An C{app} already composed with operational routes (the demo's, see
+    L{gracesvc._apps.demo.GraceApp.resource}) is served behind these
+    instead of its own: a request goes through one root.
     """
+    if isinstance(app, OperationalRoot):
+        app = app.app
     routes: dict[bytes, IResource] = {
         b"healthz": _Healthz(),
         b"readyz": _Readyz(drain),

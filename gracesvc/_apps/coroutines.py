@@ -20,8 +20,11 @@ from collections.abc import Coroutine, Generator
 from inspect import iscoroutine
 from typing import Any, TypeVar
 
+from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python.failure import Failure
+
+from gracesvc._pins.klein import replaceKleinEnsureDeferred
 
 _T = TypeVar("_T")
 
@@ -117,20 +120,12 @@ def _wake(result: object, waiter: asyncio.Future[None]) -> object:
 def runKleinCoroutinesOnAsyncio(reactor: object) -> bool:
     """
     If C{reactor} is the asyncio reactor, have every Klein app run its
-    C{async def} handlers with L{ensureDeferredOnAsyncio}.
-
-    Internals: C{klein._app._call} turns a handler's coroutine into a
-    Deferred by calling the C{ensureDeferred} global of C{klein._app};
-    that global is replaced (for every Klein app in the process).
+    C{async def} handlers with L{ensureDeferredOnAsyncio} (see
+    L{replaceKleinEnsureDeferred}).
 
     @return: whether it did.
     """
-    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
-
     if not isinstance(reactor, AsyncioSelectorReactor):
         return False
-    import klein._app
-
-    # Not an attribute of klein._app for the type checker: it is an import.
-    setattr(klein._app, "ensureDeferred", ensureDeferredOnAsyncio)  # noqa: B010
+    replaceKleinEnsureDeferred(ensureDeferredOnAsyncio)
     return True

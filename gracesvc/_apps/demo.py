@@ -1,5 +1,8 @@
 """
-The routes gracesvc serves.
+The demo application gracesvc serves when it is given no application of
+the user's: C{/ping}, an event stream, a long poll and a WebSocket echo,
+served as any application is, behind gracesvc's operational routes (see
+L{gracesvc._apps.compose}).
 """
 
 from __future__ import annotations
@@ -10,48 +13,25 @@ import random
 from collections.abc import Callable
 
 from klein import Klein
+from klein.resource import KleinResource
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
+from gracesvc._apps.compose import answerJSON, withOperationalRoutes
 from gracesvc._core.drain import Drain
-from gracesvc._metrics.registry import Metrics, MetricsResource
+from gracesvc._core.timers import cancelCall
+from gracesvc._metrics.registry import Metrics, labelRoute
 from gracesvc._protocols.answers import isWebSocketUpgrade
 from gracesvc._protocols.longlived import EventStream, LongPoll
 
 #: How long C{GET /poll} waits for a tick before it answers C{timeout}.
 POLL_TIMEOUT = 30.0
-
-
-def _json(request: IRequest, code: int, body: dict[str, str]) -> bytes:
-    payload = json.dumps(body).encode("utf-8")
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Content-Length", b"%d" % (len(payload),))
-    return payload
-
-
-def renderHealthz(request: IRequest) -> bytes:
-    """
-    200 while the process is alive, draining or not: a liveness probe must
-    not restart an instance that is shutting down on purpose.
-    """
-    return _json(request, 200, {"status": "ok"})
-
-
-def renderReadyz(request: IRequest, drain: Drain) -> bytes:
-    """
-    200 while serving, 503 from the first stop signal on, so that load
-    balancers take the instance out of rotation.
-    """
-    if drain.draining:
-        return _json(request, 503, {"status": "draining"})
-    return _json(request, 200, {"status": "ready"})
 
 
 class EchoWebSocket:
@@ -137,8 +117,8 @@ class Ticker:
 
         def unsubscribe() -> None:
             self._listeners.pop(key, None)
-            if not self._listeners and self._call is not None:
-                self._call.cancel()
+            if not self._listeners:
+                cancelCall(self._call)
                 self._call = None
 
         return unsubscribe
@@ -193,10 +173,27 @@ def _lastEventId(stream: EventStream) -> int:
     return 0
 
 
+class _SelfLabelling(KleinResource):
+    """
+    The demo's routes as a resource: each route labels the requests it
+    answers, and a request no route answers is C{other} as it stands, so
+    the composition leaves the labelling to it.
+    """
+
+    labelsRoutes = True
+
+
 class GraceApp:
     """
-    The Klein application: C{/ping}, C{/events}, C{/poll}, C{/healthz},
-    C{/readyz} and the C{/ws} WebSocket echo.
+    The demo's Klein application: C{/ping}, C{/events}, C{/poll} and the
+    C{/ws} WebSocket echo, behind gracesvc's C{/healthz}, C{/readyz} and
+    C{/metrics} (see L{resource}).
+
+    Each route labels its requests with its rule (L{labelRoute}) as it
+    answers them: the label the composition finds for any Klein application
+    by matching the request again (L{gracesvc._apps.compose.kleinRoute}),
+    without that second match, which costs a few microseconds a request.  A
+    request that matches no route is labelled the composition's way.
 
     @ivar router: the routes, shared by every instance; state lives on the
         instance.
@@ -214,8 +211,8 @@ class GraceApp:
     ) -> None:
         """
         @param clock: schedules the C{/ping} delay and the ticks.
-        @param drain: tells C{/readyz} whether the service is draining, and
-            C{/events} and C{/poll} when to wrap up.
+        @param drain: tells C{/events} and C{/poll} when to wrap up, and
+            C{/readyz} whether the service is draining.
         @param pingDelay: seconds C{/ping} waits before answering.
         @param metrics: served on C{/metrics} if given (L{None} when they are
             served on an endpoint of their own).
@@ -230,19 +227,24 @@ class GraceApp:
 
     def resource(self) -> IResource:
         """
-        @return: the root resource serving these routes.
+        @return: the root resource: these routes behind gracesvc's
+            operational routes, composed as any application is
+            (L{gracesvc._apps.compose.withOperationalRoutes}; composing it
+            again puts the other operational routes in their place).
         """
-        return self.router.resource()
+        routes: IResource = _SelfLabelling(self.router)
+        return withOperationalRoutes(routes, self.drain, self.metrics)
 
     @router.route("/ping", methods=["GET"])
     def ping(self, request: IRequest) -> bytes | Deferred[bytes]:
         """
         Answer C{{"message": "pong"}} after the ping delay.
         """
+        labelRoute(request, "/ping")
         if self.pingDelay <= 0:
-            return _json(request, 200, {"message": "pong"})
+            return answerJSON(request, 200, {"message": "pong"})
         return deferLater(
-            self.clock, self.pingDelay, _json, request, 200, {"message": "pong"}
+            self.clock, self.pingDelay, answerJSON, request, 200, {"message": "pong"}
         )
 
     @router.route("/events", methods=["GET"])
@@ -255,6 +257,7 @@ class GraceApp:
         Ends with a C{shutdown} event when the drain goes away (see
         L{EventStream}).
         """
+        labelRoute(request, "/events")
         stream = EventStream(request, self.drain)
         if stream.ended:
             return stream.whenEnded()
@@ -277,6 +280,7 @@ class GraceApp:
         L{POLL_TIMEOUT}, or C{{"status": "reconnect", "retry": ms}} at once
         when the drain goes away (see L{LongPoll}).
         """
+        labelRoute(request, "/poll")
         news = self.ticker.nextTick().addCallback(
             lambda n: json.dumps({"status": "tick", "tick": n}).encode("utf-8")
         )
@@ -287,39 +291,16 @@ class GraceApp:
         )
         return LongPoll(request, self.drain).answerWith(news)
 
-    @router.route("/healthz", methods=["GET"])
-    def healthz(self, request: IRequest) -> bytes:
-        """
-        See L{renderHealthz}.
-        """
-        return renderHealthz(request)
-
-    @router.route("/metrics", methods=["GET"])
-    def metricsRoute(self, request: IRequest) -> bytes | Resource:
-        """
-        The metrics in the Prometheus text format, unless they are served on
-        an endpoint of their own.
-        """
-        if self.metrics is None:
-            return NoResource()
-        return MetricsResource(self.metrics)
-
     @router.route("/ws", methods=["GET"])
     def ws(self, request: IRequest) -> bytes | Resource:
         """
         The WebSocket echo (see L{EchoWebSocket}); a plain C{GET} is told
         to upgrade (426).
         """
+        labelRoute(request, "/ws")
         if not isWebSocketUpgrade(request):
             request.setResponseCode(426)
             request.setHeader(b"Upgrade", b"websocket")
             request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
             return b"Upgrade Required: this is a WebSocket endpoint.\n"
         return self.echo
-
-    @router.route("/readyz", methods=["GET"])
-    def readyz(self, request: IRequest) -> bytes:
-        """
-        See L{renderReadyz}.
-        """
-        return renderReadyz(request, self.drain)

@@ -35,7 +35,7 @@ _READY_THREADS = ThreadPool.min
 log = Logger()
 
 
-def drainedThreadPool(
+def drainingThreadPool(
     reactor: IReactorCore,
     drain: Drain,
     threads: int = DEFAULT_THREADS,

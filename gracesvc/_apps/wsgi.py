@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.http import Request
@@ -27,10 +30,10 @@ from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from gracesvc._apps.threads import DEFAULT_THREADS, drainedThreadPool
+from gracesvc._apps.threads import DEFAULT_THREADS, drainingThreadPool
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import OTHER_ROUTE, labelRoute
-from gracesvc._pins.twisted_threads import WSGIResponse
+from gracesvc._pins.twisted_threads import TwistedWSGIResponse
 from gracesvc._protocols.answers import ResponseCutAtCap
 
 #: The route label of requests to a WSGI application that does not say
@@ -85,7 +88,161 @@ class _WSGIRoute:
         return self.found if self.found is not None else wsgiRoute(self.environ)
 
 
-class _DrainedWSGIResponse(WSGIResponse):
+class WSGIResponse(TwistedWSGIResponse):
+    """
+    Twisted's WSGI response (see L{TwistedWSGIResponse}), changed for a
+    request that ends before its application does: cut at the cap by the
+    drain, or its connection lost.
+
+      - A request still waiting in the pool's queue when it ends never runs
+        the application.
+      - What the thread writes after the end is dropped silently.  Twisted
+        writes it to the finished request, which raises in the thread, ends
+        the application with an error and logs a traceback.
+      - The application's iterable is closed whatever happens, as PEP 3333
+        asks (Twisted closes it only on success).
+      - L{whenThreadDone} fires in the reactor thread once the thread is
+        done with the request, so that its work can be waited for.
+      - L{requestFailed} is called when the request ends unanswered.
+
+    @ivar threadStarted: whether a thread began running the application.
+    @ivar threadDone: whether the thread is done with this request (or
+        skipped it); set in the reactor thread.
+    """
+
+    log = Logger()
+
+    threadStarted = False
+    threadDone = False
+    # Made only for those who wait (see whenThreadDone): most requests end
+    # with nobody waiting, and then need no Deferred.
+    _threadWaiters: list[Deferred[None]] | None = None
+    #: the Content-Length the application declared, once it started.
+    _length: int | None = None
+
+    def whenThreadDone(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires with L{None} in the reactor thread
+            once the thread is done with this request (or skipped it); at
+            once if it is.
+        """
+        done: Deferred[None] = Deferred()
+        if self.threadDone:
+            done.callback(None)
+        elif self._threadWaiters is None:
+            self._threadWaiters = [done]
+        else:
+            self._threadWaiters.append(done)
+        return done
+
+    def _threadEnded(self) -> None:
+        """
+        In the reactor thread: the thread is done with this request.
+        """
+        self.threadDone = True
+        waiters, self._threadWaiters = self._threadWaiters, None
+        for done in waiters or ():
+            done.callback(None)
+
+    def run(self) -> None:
+        """
+        In a pool thread: run the application, unless the request has
+        already ended.
+        """
+        if self.requestFinished:
+            self.reactor.callFromThread(self._threadEnded)
+            return
+        self.threadStarted = True
+        # The application's last hand-over to the reactor (_succeeded or
+        # _failed) also ends the thread's part: one wake-up of the reactor
+        # fewer per request than a call of its own.
+        self._runApplication()
+
+    def _runApplication(self) -> None:
+        try:
+            appIterator = self.application(self.environ, self.startResponse)
+            try:
+                for chunk in appIterator:
+                    if chunk:
+                        self.write(chunk)
+                    if self.requestFinished:
+                        break
+            finally:
+                close = getattr(appIterator, "close", None)
+                if close is not None:
+                    close()
+        except BaseException:
+            self.reactor.callFromThread(self._failed, self.started, Failure())
+        else:
+            self.reactor.callFromThread(self._succeeded, self.started)
+        self.started = True
+
+    def write(self, data: bytes) -> None:
+        """
+        The WSGI C{write} callable, in a pool thread: hand C{data} to the
+        reactor and wait until it is written, or drop it if the request has
+        ended.
+        """
+        if self.requestFinished:
+            return
+        try:
+            blockingCallFromThread(self.reactor, self._writeNow, self.started, data)
+        finally:
+            self.started = True
+
+    def _writeNow(self, started: bool, data: bytes) -> None:
+        if self.requestFinished:
+            return
+        if not started:
+            self.sendResponseHeaders()
+            self._length = _contentLength(self.headers)
+        self.request.write(data)
+        if self._length is not None and self.request.sentLength >= self._length:
+            # The whole body is written: finish now, in this reactor turn,
+            # not once the thread has closed the app's iterable.  A client
+            # that has read the body may close at once, and the response
+            # would go unlogged and uncounted though it was delivered.
+            self.request.finish()
+
+    def _succeeded(self, started: bool) -> None:
+        try:
+            if self.requestFinished:
+                return
+            if not started:
+                self.sendResponseHeaders()
+            self.request.finish()
+        finally:
+            # _threadEnded, without a call when nobody waits (most requests).
+            self.threadDone = True
+            if self._threadWaiters is not None:
+                self._threadEnded()
+
+    def _failed(self, started: bool, failure: Failure) -> None:
+        try:
+            self.log.failure("WSGI application error", failure=failure)
+            if self.requestFinished:
+                return
+            if started:
+                self.request.loseConnection()
+            else:
+                self.request.setResponseCode(500)
+                self.request.finish()
+        finally:
+            self._threadEnded()
+
+
+def _contentLength(headers: Iterable[tuple[str, str]]) -> int | None:
+    """
+    @return: the C{Content-Length} among a WSGI application's response
+        headers, if it declared a valid one.
+    """
+    for name, value in headers:
+        if name.lower() == "content-length" and value.isdigit():
+            return int(value)
+    return None
+
+
+class _DrainingWSGIResponse(WSGIResponse):
     """
     The response to one request to a WSGI application under the drain: it
     finds the route label of its request (L{route}), and has the drain wait
@@ -126,7 +283,7 @@ class _DrainedWSGIResponse(WSGIResponse):
 
 
 @implementer(IResource)
-class DrainedWSGIResource:
+class DrainingWSGIResource:
     """
     Serve a WSGI application from a thread pool, as L{WSGIResource <twisted.web.wsgi.WSGIResource>} does,
     under a drain (see the module docstring).
@@ -161,7 +318,7 @@ class DrainedWSGIResource:
         self.drain = drain
 
     def render(self, request: IRequest) -> object:
-        response = _DrainedWSGIResponse(
+        response = _DrainingWSGIResponse(
             self.reactor,
             self.threadpool,
             self.application,
@@ -197,6 +354,6 @@ def wsgiResource(
         queue.
     @raise ValueError: C{threads} is less than 1.
     """
-    pool = drainedThreadPool(reactor, drain, threads)
-    resource: IResource = DrainedWSGIResource(reactor, pool, application, drain)
+    pool = drainingThreadPool(reactor, drain, threads)
+    resource: IResource = DrainingWSGIResource(reactor, pool, application, drain)
     return resource

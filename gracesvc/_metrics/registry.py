@@ -12,7 +12,9 @@ rule such as C{/users/<int:id>}, a Flask rule, a static child of a resource
 tree), never the raw path, so that scanners cannot blow up the number of
 series.  Whoever hands a request to the application records how its route
 is to be found, with L{labelRoute}; it is looked up once, when the response
-is complete (L{routeOf}).
+is complete (L{routeOf}).  A request nobody labelled (one answered before
+it reached an application, say) is counted as L{OTHER_ROUTE}: the registry
+knows no application's paths.
 """
 
 from __future__ import annotations
@@ -40,18 +42,9 @@ from twisted.web.resource import Resource
 
 from gracesvc._core.drain import LONGLIVED_OUTCOMES, Drain
 
-#: Paths reported as their own C{route} label when nothing recorded the
-#: request's route (the built-in app); anything else is L{OTHER_ROUTE}.
-ROUTES = frozenset(
-    [b"/ping", b"/events", b"/poll", b"/ws", b"/healthz", b"/readyz", b"/metrics"]
-)
-
 #: The route label of a request that matched no route, or whose route
 #: cannot be known.
 OTHER_ROUTE = "other"
-
-#: L{ROUTES}, each with its label, so that a request costs one lookup.
-_PATH_ROUTES = {path: path.decode("ascii") for path in ROUTES}
 
 #: A route label, or how to find it once the response is complete.
 RouteLabel = str | Callable[[Any], str]
@@ -76,16 +69,15 @@ def labelRoute(request: IRequest | Request, label: RouteLabel) -> None:
 
 def routeOf(request: IRequest | Request) -> str:
     """
-    @return: the route label of C{request}: what L{labelRoute} recorded, or
-        for a request with none, its path if it is one of L{ROUTES}, else
-        L{OTHER_ROUTE}.  A label function that raises is logged and counts
-        as L{OTHER_ROUTE}.
+    @return: the route label of C{request}: what L{labelRoute} recorded,
+        L{OTHER_ROUTE} if nothing was.  A label function that raises is
+        logged and counts as L{OTHER_ROUTE}.
     """
     label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
-    if label is None:
-        return _PATH_ROUTES.get(request.path, OTHER_ROUTE)
     if isinstance(label, str):
         return label
+    if label is None:
+        return OTHER_ROUTE
     try:
         return label(request)
     except Exception:
@@ -303,10 +295,10 @@ class Metrics:
         # finds the route as routeOf does without calling it: each call is
         # a good part of the cost.
         label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
-        if label is None:
-            route = _PATH_ROUTES.get(request.path, OTHER_ROUTE)
-        elif isinstance(label, str):
+        if isinstance(label, str):
             route = label
+        elif label is None:
+            route = OTHER_ROUTE
         else:
             try:
                 route = label(request)

@@ -3,10 +3,10 @@
 Test your resources under a drain: in-memory HTTP connections to a
 L{DrainingSite}, driven by a L{Clock}.
 
-L{Wire} serves a resource (gracesvc's own routes unless you give one)
-through a real L{DrainingSite} and L{Drain}; L{Wire.connect} opens a
-L{Client}; L{get} builds a request; L{Client.responses} parses what came
-back; L{Wire.advance} lets time pass.  L{Wire.connectWebSocket} opens a
+L{Wire} serves your application's resource (gracesvc's demo app unless
+you give one) through a real L{DrainingSite} and L{Drain}; L{Wire.connect}
+opens a L{Client}; L{get} builds a request; L{Client.responses} parses what
+came back; L{Wire.advance} lets time pass.  L{Wire.connectWebSocket} opens a
 L{WebSocketClient}, which speaks WebSocket through wsproto and records what
 it received.  L{gracesvc.testing.process} has the process-level
 counterpart: real C{twistd} processes and raw socket clients.
@@ -430,6 +430,19 @@ class WebSocketClient(Client):
                 self.clientTransport.write(self.ws.send(event.response()))
 
 
+def _demoApp(pingDelay: float, tick: float) -> Callable[[Wire], IResource]:
+    """
+    @return: what makes gracesvc's demo app for a L{Wire}, on its clock and
+        drain, with its metrics on C{/metrics}.
+    """
+
+    def make(wire: Wire) -> IResource:
+        app = GraceApp(wire.clock, wire.drain, pingDelay, wire.metrics, tick)
+        return app.resource()
+
+    return make
+
+
 class Wire:
     """
     A L{DrainingSite} on a L{Clock}, with in-memory clients.
@@ -456,19 +469,21 @@ class Wire:
         @param h2c: whether the site serves HTTP/2 too (to clients that open
             with its preface, or whose transport says ALPN chose C{h2}): see
             L{gracesvc.testing.h2.H2WireClient}.
-        @param shutdownTimeout: see L{DrainPolicy}.
-        @param drainDelay: see L{DrainPolicy}.
-        @param pingDelay: how long gracesvc's own C{/ping} waits, when
+        @param shutdownTimeout: see L{gracesvc.DrainPolicy}.
+        @param drainDelay: see L{gracesvc.DrainPolicy}.
+        @param pingDelay: how long the demo app's C{/ping} waits, when
             C{resource} is not given.
-        @param idleGrace: see L{DrainPolicy}.
-        @param resource: the root resource to serve, or a callable that makes
-            it from this wire (for a resource that needs its clock, drain or
-            metrics); gracesvc's own routes (C{/ping}, C{/events}, C{/poll},
-            C{/healthz}, C{/readyz}, C{/metrics}) if L{None}.
+        @param idleGrace: see L{gracesvc.DrainPolicy}.
+        @param resource: the root resource of the application to serve, or
+            a callable that makes it from this wire (for an application
+            that needs its clock, drain or metrics); if L{None}, gracesvc's
+            demo app (C{/ping}, C{/events}, C{/poll}, C{/ws}) behind
+            gracesvc's C{/healthz}, C{/readyz} and C{/metrics}, as
+            C{twistd gracesvc} serves it without C{--app}.
         @param clock: the clock to run on; a new one if L{None}.
         @param webSocketPolicy: how the site's WebSockets close; the
             defaults if L{None}.
-        @param tick: the seconds between two ticks of gracesvc's own
+        @param tick: the seconds between two ticks of the demo app's
             C{/events} and C{/poll}, when C{resource} is not given.
         """
         self.clock = Clock() if clock is None else clock
@@ -480,9 +495,8 @@ class Wire:
         )
         self.metrics = Metrics(self.drain)
         if resource is None:
-            app = GraceApp(self.clock, self.drain, pingDelay, self.metrics, tick)
-            resource = app.resource()
-        elif not IResource.providedBy(resource):
+            resource = _demoApp(pingDelay, tick)
+        if not IResource.providedBy(resource):
             resource = resource(self)
         self.site = DrainingSite(
             resource,

@@ -20,6 +20,9 @@ class PublicAPITests(SynchronousTestCase):
             {name: getattr(gracesvc, name) for name in gracesvc.__all__},
             {
                 "Drain": _drain.Drain,
+                "DrainPolicy": _drain.DrainPolicy,
+                "HookPhase": _drain.HookPhase,
+                "Phase": _drain.Phase,
                 "IDrainableConnection": _drain.IDrainableConnection,
                 "DrainingChannel": _http.DrainingChannel,
                 "DrainingSite": _site.DrainingSite,

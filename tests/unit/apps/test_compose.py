@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
-from gracesvc._apps.compose import withOperationalRoutes
+from gracesvc._apps.compose import OperationalRoot, withOperationalRoutes
 from gracesvc.testing import Response, Wire, get, parseResponses, samples
 from tests.apps.kleinapp import Greeter
 from tests.apps.resourceapp import Root
@@ -124,6 +124,70 @@ class KleinAppTests(ComposeTestCase):
         [response] = client.responses
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers[b"allow"], b"GET, HEAD")
+
+
+class LeafAppTests(ComposeTestCase):
+    def test_leafAppSeesThePathsAsTheRoot(self) -> None:
+        """
+        A leaf application (Klein's, WSGI's) is rendered by the root with
+        no step of traversal: it sees the request's paths as it would as
+        the root, and gracesvc's paths are still gracesvc's.
+        """
+        seen: list[tuple[list[bytes], list[bytes]]] = []
+
+        class Leaf(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: IRequest) -> bytes:
+                seen.append((list(request.prepath), list(request.postpath)))
+                return b"leaf\n"
+
+        self.serve(lambda wire: Leaf())
+        root = self.wire.site.resource
+        assert isinstance(root, OperationalRoot)
+        self.assertTrue(root.isLeaf)
+        self.assertEqual(self.fetch("/a/b").body, b"leaf\n")
+        self.assertEqual(self.fetch("/").body, b"leaf\n")
+        self.assertEqual(self.fetch("/healthz").body, b'{"status": "ok"}')
+        self.assertEqual(self.fetch("/healthz/deep").body, b"leaf\n")
+        self.assertEqual(
+            seen, [([], [b"a", b"b"]), ([], [b""]), ([], [b"healthz", b"deep"])]
+        )
+
+    def test_headOnAKleinRoute(self) -> None:
+        """
+        C{HEAD} on a C{GET} route of a Klein app: its headers, no body.
+        """
+        self.serve(lambda wire: Greeter(wire.clock).resource())
+        client = self.wire.connect()
+        client.send(b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" + get("/hello"))
+        self.assertEqual([r.code for r in client.responses], [200, 200])
+        self.assertEqual(client.responses[1].body, b"hello from klein\n")
+
+    def test_treeIsTraversed(self) -> None:
+        self.serve(lambda wire: Root())
+        root = self.wire.site.resource
+        assert isinstance(root, OperationalRoot)
+        self.assertFalse(root.isLeaf)
+
+
+class ComposedTwiceTests(ComposeTestCase):
+    def test_oneRoot(self) -> None:
+        """
+        An app already behind operational routes is served behind the new
+        ones instead of its own: one root, the last composition's routes.
+        """
+        app = Root()
+        drain = Wire().drain
+        inner = withOperationalRoutes(app, drain, None)
+        self.serve(lambda wire: withOperationalRoutes(inner, wire.drain, wire.metrics))
+        root = self.wire.site.resource
+        assert isinstance(root, OperationalRoot)
+        self.assertIs(root.app, app)
+        self.assertEqual(self.fetch("/metrics").code, 200)
+        self.assertEqual(self.fetch("/hello").body, b"hello from a resource\n")
+        self.wire.drain.start()
+        self.assertEqual(self.fetch("/readyz").code, 503)
 
 
 class MetricsElsewhereTests(ComposeTestCase):

@@ -134,30 +134,11 @@ class EnsureDeferredOnAsyncioTests(OnALoop):
 
 
 class KleinTests(SynchronousTestCase):
-    def test_kleinCallsTheEnsureDeferredGlobal(self) -> None:
-        """
-        C{klein._app._call}: turns a handler's coroutine into a Deferred with
-        the C{ensureDeferred} global of C{klein._app}, what
-        L{runKleinCoroutinesOnAsyncio} replaces.
-        """
-        self.assertIs(vars(klein._app)["ensureDeferred"], ensureDeferred)
-        self.assertIn("ensureDeferred", klein._app._call.__code__.co_names)
-        calls: list[object] = []
-
-        def recording(coro: Any) -> Deferred[Any]:
-            calls.append(coro)
-            return ensureDeferred(coro)
-
-        self.patch(klein._app, "ensureDeferred", recording)
-
-        async def handler() -> str:
-            return "ok"
-
-        d = klein._app._call(None, handler)
-        self.assertEqual(self.successResultOf(d), "ok")  # type: ignore[arg-type]
-        self.assertEqual(len(calls), 1)
-
     def test_onlyOnTheAsyncioReactor(self) -> None:
+        """
+        Klein's coroutines run with L{ensureDeferredOnAsyncio} on the asyncio
+        reactor only (the pin it uses is in C{tests/unit/pins/test_klein.py}).
+        """
         from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
         self.patch(klein._app, "ensureDeferred", ensureDeferred)

@@ -1,5 +1,6 @@
 """
-The routes, through treq's in-memory client.
+The demo's routes, through treq's in-memory client, and through a
+L{DrainingSite} for the route each request is counted under.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
+from gracesvc.testing import Wire, get, samples
 
 
 class RouteTests(SynchronousTestCase):
@@ -78,3 +80,57 @@ class RouteTests(SynchronousTestCase):
     def test_wrongMethodIs405(self) -> None:
         response = self.successResultOf(self.treq.post("http://test/ping"))
         self.assertEqual(response.code, 405)
+
+
+class RouteLabelTests(SynchronousTestCase):
+    def test_eachRouteItsRule(self) -> None:
+        """
+        Each request is counted under the rule of the route it matched, as
+        any Klein application's are: gracesvc's own paths as they are, and
+        a request that matched no route (an unknown path, a wrong method)
+        as C{other}.
+        """
+        wire = Wire(pingDelay=0, tick=1)
+        client = wire.connect()
+        client.send(get("/ping") + get("/ws") + get("/healthz") + get("/readyz"))
+        client.send(get("/wp-admin") + get("/ping/deeper"))
+        client.send(b"POST /ping HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        client.send(get("/poll"))
+        wire.advance(1)
+        client.send(get("/metrics"))
+        self.assertEqual(
+            [r.code for r in client.responses],
+            [200, 426, 200, 200, 404, 404, 405, 200, 200],
+        )
+        self.assertEqual(
+            {
+                (dict(labels)["route"], dict(labels)["code"]): value
+                for (name, labels), value in samples(wire.metrics.exposition()).items()
+                if name == "gracesvc_requests_total"
+            },
+            {
+                ("/ping", "200"): 1,
+                ("/ws", "426"): 1,
+                ("/healthz", "200"): 1,
+                ("/readyz", "200"): 1,
+                ("other", "404"): 2,
+                ("other", "405"): 1,
+                ("/poll", "200"): 1,
+                ("/metrics", "200"): 1,
+            },
+        )
+
+    def test_eventStreamItsRule(self) -> None:
+        wire = Wire(tick=1)
+        client = wire.connect()
+        client.send(get("/events"))
+        wire.advance(1)
+        wire.drain.start()
+        wire.advance(1)
+        scraped = samples(wire.metrics.exposition())
+        self.assertEqual(
+            scraped[
+                ("gracesvc_requests_total", (("code", "200"), ("route", "/events")))
+            ],
+            1,
+        )

@@ -23,7 +23,7 @@ from zope.interface import provider
 from gracesvc._apps.threads import (
     DEFAULT_THREADS,
     boundReactorThreads,
-    drainedThreadPool,
+    drainingThreadPool,
     giveUpOn,
     timeLeft,
 )
@@ -153,7 +153,7 @@ class ReactorThreadsTests(CapturingTestCase):
         self.assertEqual(len(self.steps("threads_abandoned")), 1)
 
 
-class DrainedThreadPoolTests(CapturingTestCase):
+class DrainingThreadPoolTests(CapturingTestCase):
     def test_sizeAndDefault(self) -> None:
         """
         The default size is C{twistd web --wsgi}'s: at most 20 threads, 5 kept
@@ -161,14 +161,14 @@ class DrainedThreadPoolTests(CapturingTestCase):
         """
         self.assertEqual(DEFAULT_THREADS, 20)
         drain = Drain(Clock())
-        pool = drainedThreadPool(MemoryReactorClock(), drain)
+        pool = drainingThreadPool(MemoryReactorClock(), drain)
         self.assertEqual((pool.min, pool.max), (5, 20))
-        pool = drainedThreadPool(MemoryReactorClock(), drain, threads=2)
+        pool = drainingThreadPool(MemoryReactorClock(), drain, threads=2)
         self.assertEqual((pool.min, pool.max), (2, 2))
 
     def test_noThreads(self) -> None:
         error = self.assertRaises(
-            ValueError, drainedThreadPool, MemoryReactorClock(), Drain(Clock()), 0
+            ValueError, drainingThreadPool, MemoryReactorClock(), Drain(Clock()), 0
         )
         self.assertEqual(str(error), "a thread pool needs at least 1 thread, got 0")
 
@@ -179,7 +179,7 @@ class DrainedThreadPoolTests(CapturingTestCase):
         """
         reactor = MemoryReactorClock()
         drain = Drain(Clock())
-        pool = drainedThreadPool(reactor, drain, threads=1)
+        pool = drainingThreadPool(reactor, drain, threads=1)
         self.assertIs(pool.threadFactory, daemonThread)
         self.assertFalse(pool.started)
         for hook, args, kwargs in reactor.whenRunningHooks:

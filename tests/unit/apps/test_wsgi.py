@@ -9,16 +9,27 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from io import BytesIO
+from typing import Any, cast
 
 from flask import Flask
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 from zope.interface import provider
 
 from gracesvc._apps.compose import withOperationalRoutes
-from gracesvc._apps.wsgi import DrainedWSGIResource, WSGIApplication, wsgiRoute
+from gracesvc._apps.wsgi import (
+    DrainingWSGIResource,
+    WSGIApplication,
+    WSGIResponse,
+    wsgiRoute,
+)
 from gracesvc.testing import Client, Wire, get, samples
 from tests.apps.flaskapp import makeApp
 from tests.support.threadfakes import ManualThreadPool, ThreadsInline
@@ -26,6 +37,44 @@ from tests.support.threadfakes import ManualThreadPool, ThreadsInline
 #: Past the cut (the default cap, 5 s, less the cut's lead of 0.1 s), before
 #: the cap.
 CUT = 4.95
+
+
+class WSGIResponseTests(SynchronousTestCase):
+    """
+    One response on its own: a request, a pool whose thread runs when the
+    test says.
+    """
+
+    def response(self) -> tuple[WSGIResponse, Request]:
+        request = Request(cast(HTTPChannel, DummyChannel()))
+        request.method = b"GET"
+        request.uri = request.path = b"/a"
+        request.clientproto = b"HTTP/1.1"
+        request.prepath, request.postpath = [], [b"a"]
+        request.content = BytesIO()
+        response = WSGIResponse(
+            cast(IReactorThreads, ThreadsInline()),
+            cast(ThreadPool, ManualThreadPool()),
+            lambda environ, startResponse: startResponse("200 OK", []) and [],
+            request,
+        )
+        return response, request
+
+    def test_whenThreadDone(self) -> None:
+        """
+        L{WSGIResponse.whenThreadDone} fires once the thread is done with the
+        request, or at once if it is already.
+        """
+        response, _ = self.response()
+        pool = cast(ManualThreadPool, response.threadpool)
+        response.start()
+        waiting = [response.whenThreadDone(), response.whenThreadDone()]
+        for d in waiting:
+            self.assertNoResult(d)
+        pool.runNext()
+        for d in waiting:
+            self.assertIsNone(self.successResultOf(d))
+        self.assertIsNone(self.successResultOf(response.whenThreadDone()))
 
 
 class WSGITestCase(SynchronousTestCase):
@@ -55,7 +104,7 @@ class WSGITestCase(SynchronousTestCase):
 
     def serve(self, application: WSGIApplication | Flask) -> Wire:
         def root(wire: Wire) -> Any:
-            resource = DrainedWSGIResource(
+            resource = DrainingWSGIResource(
                 ThreadsInline(),  # type: ignore[arg-type]
                 self.pool,  # type: ignore[arg-type]
                 application,
@@ -98,7 +147,7 @@ class InFlightTests(WSGITestCase):
         """
         requests: list[weakref.ref[IRequest]] = []
 
-        class Recording(DrainedWSGIResource):
+        class Recording(DrainingWSGIResource):
             def render(self, request: IRequest) -> object:
                 requests.append(weakref.ref(request))
                 return super().render(request)

@@ -223,6 +223,7 @@ class MetricsThroughADrainTests(SynchronousTestCase):
         for code in (200, 599, 600, 999, -1, 200):
             request = Request(DummyChannel())
             request.path, request.code = b"/ping", code
+            labelRoute(request, "/ping")
             wire.metrics.requestDone(request, 0.001)
         scraped = self.scrape(wire)
         counts = {
@@ -267,13 +268,14 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual(routeOf(request), "other")
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
-    def test_unlabelledRequestsUseKnownPaths(self) -> None:
+    def test_unlabelledRequestsAreOther(self) -> None:
         """
-        Requests nobody labelled (the built-in app) are counted by path if it
-        is one of gracesvc's routes, else as C{other}.
+        Requests nobody labelled are counted as C{other}, whatever their
+        path: the registry knows no application's routes (the demo's label
+        themselves, see C{tests/unit/apps/test_demo.py}).
         """
         request: Any = DummyRequest([b"ping"])
         request.path = b"/ping"
-        self.assertEqual(routeOf(request), "/ping")
+        self.assertEqual(routeOf(request), "other")
         request.path = b"/wp-admin"
         self.assertEqual(routeOf(request), "other")
