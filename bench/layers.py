@@ -27,9 +27,11 @@ from typing import Any
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from bench._common import machine, table
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import GracefulService
@@ -49,13 +51,21 @@ class ReactorClock(Clock):
     seconds = staticmethod(time.time)
 
 
+def demo(clock: Clock, drain: Drain) -> IResource:
+    """
+    @return: the demo app behind the operational routes, as twistd's
+        gracesvc serves it.
+    """
+    return withOperationalRoutes(GraceApp(clock, drain, 0).resource(), drain, None)
+
+
 def plainSite(clock: Clock) -> Site:
-    return Site(GraceApp(clock, Drain(clock), 0).resource(), reactor=clock)
+    return Site(demo(clock, Drain(clock)), reactor=clock)
 
 
 def drainingSite(clock: Clock) -> Site:
     drain = Drain(clock)
-    return DrainingSite(GraceApp(clock, drain, 0).resource(), drain, reactor=clock)
+    return DrainingSite(demo(clock, drain), drain, reactor=clock)
 
 
 def shippedSite(clock: Clock) -> Site:

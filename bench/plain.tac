@@ -22,14 +22,16 @@ from twisted.application import service, strports
 from twisted.internet import reactor
 from twisted.web.server import Site
 
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 
 port = int(os.environ["GRACESVC_BENCH_PORT"])
 pingDelay = float(os.environ.get("GRACESVC_BENCH_PING_DELAY", "5"))
 
-app = GraceApp(reactor, Drain(reactor), pingDelay)
-site = Site(app.resource(), reactor=reactor)
+drain = Drain(reactor)
+app = GraceApp(reactor, drain, pingDelay)
+site = Site(withOperationalRoutes(app.resource(), drain, None), reactor=reactor)
 
 application = service.Application("plain-klein")
 strports.service(f"tcp:{port}:interface=127.0.0.1", site, reactor).setServiceParent(

@@ -224,13 +224,7 @@ def withOperationalRoutes(
     paths as they are; the application's by the Klein rule it matched, the
     static children it went through (see L{ResourceRoutes}), or for WSGI
     what L{gracesvc._apps.wsgi.wsgiRoute} finds.
-
-    An C{app} already composed with operational routes (the demo's, see
-    L{gracesvc._apps.demo.GraceApp.resource}) is served behind these
-    instead of its own: a request goes through one root.
     """
-    if isinstance(app, OperationalRoot):
-        app = app.app
     routes: dict[bytes, IResource] = {
         b"healthz": _Healthz(),
         b"readyz": _Readyz(drain),

@@ -23,10 +23,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.websocket import WebSocketResource, WebSocketTransport
 
-from gracesvc._apps.compose import answerJSON, withOperationalRoutes
+from gracesvc._apps.compose import answerJSON
 from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
-from gracesvc._metrics.registry import Metrics, labelRoute
+from gracesvc._metrics.registry import labelRoute
 from gracesvc._protocols.answers import isWebSocketUpgrade
 from gracesvc._protocols.longlived import EventStream, LongPoll
 
@@ -186,8 +186,9 @@ class _SelfLabelling(KleinResource):
 class GraceApp:
     """
     The demo's Klein application: C{/ping}, C{/events}, C{/poll} and the
-    C{/ws} WebSocket echo, behind gracesvc's C{/healthz}, C{/readyz} and
-    C{/metrics} (see L{resource}).
+    C{/ws} WebSocket echo.  It is served as any C{--app} is, behind
+    gracesvc's C{/healthz}, C{/readyz} and C{/metrics}
+    (L{gracesvc._apps.compose.withOperationalRoutes}).
 
     Each route labels its requests with its rule (L{labelRoute}) as it
     answers them: the label the composition finds for any Klein application
@@ -206,7 +207,6 @@ class GraceApp:
         clock: IReactorTime,
         drain: Drain,
         pingDelay: float,
-        metrics: Metrics | None = None,
         tick: float = 0.5,
     ) -> None:
         """
@@ -214,26 +214,20 @@ class GraceApp:
         @param drain: tells C{/events} and C{/poll} when to wrap up, and
             C{/readyz} whether the service is draining.
         @param pingDelay: seconds C{/ping} waits before answering.
-        @param metrics: served on C{/metrics} if given (L{None} when they are
-            served on an endpoint of their own).
         @param tick: seconds between two ticks of C{/events} and C{/poll}.
         """
         self.clock = clock
         self.drain = drain
         self.pingDelay = pingDelay
-        self.metrics = metrics
         self.echo = WebSocketResource(EchoFactory())
         self.ticker = Ticker(clock, tick)
 
     def resource(self) -> IResource:
         """
-        @return: the root resource: these routes behind gracesvc's
-            operational routes, composed as any application is
-            (L{gracesvc._apps.compose.withOperationalRoutes}; composing it
-            again puts the other operational routes in their place).
+        @return: the application's resource: its routes, each labelling its
+            requests itself.
         """
-        routes: IResource = _SelfLabelling(self.router)
-        return withOperationalRoutes(routes, self.drain, self.metrics)
+        return _SelfLabelling(self.router)
 
     @router.route("/ping", methods=["GET"])
     def ping(self, request: IRequest) -> bytes | Deferred[bytes]:

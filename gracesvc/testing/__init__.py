@@ -46,6 +46,7 @@ from wsproto.events import (
 )
 from wsproto.events import Request as WebSocketRequest
 
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics
@@ -437,8 +438,8 @@ def _demoApp(pingDelay: float, tick: float) -> Callable[[Wire], IResource]:
     """
 
     def make(wire: Wire) -> IResource:
-        app = GraceApp(wire.clock, wire.drain, pingDelay, wire.metrics, tick)
-        return app.resource()
+        app = GraceApp(wire.clock, wire.drain, pingDelay, tick)
+        return withOperationalRoutes(app.resource(), wire.drain, wire.metrics)
 
     return make
 

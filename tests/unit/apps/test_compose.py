@@ -171,25 +171,6 @@ class LeafAppTests(ComposeTestCase):
         self.assertFalse(root.isLeaf)
 
 
-class ComposedTwiceTests(ComposeTestCase):
-    def test_oneRoot(self) -> None:
-        """
-        An app already behind operational routes is served behind the new
-        ones instead of its own: one root, the last composition's routes.
-        """
-        app = Root()
-        drain = Wire().drain
-        inner = withOperationalRoutes(app, drain, None)
-        self.serve(lambda wire: withOperationalRoutes(inner, wire.drain, wire.metrics))
-        root = self.wire.site.resource
-        assert isinstance(root, OperationalRoot)
-        self.assertIs(root.app, app)
-        self.assertEqual(self.fetch("/metrics").code, 200)
-        self.assertEqual(self.fetch("/hello").body, b"hello from a resource\n")
-        self.wire.drain.start()
-        self.assertEqual(self.fetch("/readyz").code, 503)
-
-
 class MetricsElsewhereTests(ComposeTestCase):
     def test_metricsPathIsTheApps(self) -> None:
         """

@@ -11,6 +11,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc.testing import Wire, get, samples
@@ -22,7 +23,9 @@ class RouteTests(SynchronousTestCase):
         self.drain = Drain(self.clock)
         self.app = GraceApp(self.clock, self.drain, pingDelay=5)
         # StubTreq makes its methods at run time: mypy cannot see them.
-        self.treq: Any = StubTreq(self.app.resource())
+        self.treq: Any = StubTreq(
+            withOperationalRoutes(self.app.resource(), self.drain, None)
+        )
 
     def fetch(self, path: str) -> tuple[int, bytes, bytes]:
         response = self.successResultOf(self.treq.get(f"http://test{path}"))

@@ -24,6 +24,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import GracefulService, ListenFailed, TwistdService
@@ -159,7 +160,8 @@ class FakeSignals:
 
 def makeService(reactor: Any, *descriptions: str) -> GracefulService:
     drain = Drain(reactor, shutdownTimeout=2)
-    site = DrainingSite(GraceApp(reactor, drain, 1).resource(), drain, reactor=reactor)
+    root = withOperationalRoutes(GraceApp(reactor, drain, 1).resource(), drain, None)
+    site = DrainingSite(root, drain, reactor=reactor)
     endpoints = [(d, serverFromString(reactor, d)) for d in descriptions]
     return GracefulService(site, endpoints, drain, reactor)
 
