@@ -12,13 +12,9 @@ the drain tells them to, cleanly; L{drainOf} finds the drain serving a
 request.
 """
 
-from gracesvc._core.drain import (
-    Drain,
-    DrainPolicy,
-    HookPhase,
-    IDrainableConnection,
-    Phase,
-)
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
+from gracesvc._core.policy import DrainPolicy, HookPhase, Phase
 from gracesvc._process.service import GracefulService, ListenFailed
 from gracesvc._protocols.answers import ResponseCutAtCap
 from gracesvc._protocols.http1 import DrainingChannel

@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.web.resource import IResource
 
 from gracesvc._apps.load import AppFactory
-from gracesvc._core.drain import DrainPolicy
+from gracesvc._core.policy import DrainPolicy
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc._workers.command import WorkerSpec
 from gracesvc._workers.sockets import SocketSpec

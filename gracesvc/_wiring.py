@@ -42,7 +42,8 @@ from gracesvc._apps.load import AppFactory, AppLoadError
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._config import App, DemoApp, ServeConfig, WorkersConfig, WSGIApp
-from gracesvc._core.drain import Drain, DrainPolicy
+from gracesvc._core.drain import Drain
+from gracesvc._core.policy import DrainPolicy
 from gracesvc._metrics.collectors import H2Collector, WorkerCollector
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource

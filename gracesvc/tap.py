@@ -37,7 +37,7 @@ from gracesvc._config import (
     WorkersConfig,
     WSGIApp,
 )
-from gracesvc._core.drain import DrainPolicy
+from gracesvc._core.policy import DrainPolicy
 from gracesvc._pins.twisted import listeningSpec, tlsContextFactory
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc._workers.command import WorkerSpec, parseWorkerSpec

@@ -65,34 +65,14 @@ from twisted.python.failure import Failure
 from gracesvc._core.connections import ConnectionSet, IDrainableConnection
 from gracesvc._core.hooks import Hooks
 from gracesvc._core.policy import (
-    DEFAULT_IDLE_GRACE,
-    MAX_CUT_LEAD,
     DrainPolicy,
     HookPhase,
     Phase,
 )
 from gracesvc._core.tally import (
-    LONGLIVED_OUTCOMES,
     DrainTally,
-    LongLivedOutcome,
-    LongLivedTally,
 )
 from gracesvc._core.timers import cancelCall
-
-# The drain and, for the modules that import them from here, the names of
-# the pieces it is made of.
-__all__ = [
-    "DEFAULT_IDLE_GRACE",
-    "LONGLIVED_OUTCOMES",
-    "MAX_CUT_LEAD",
-    "Drain",
-    "DrainPolicy",
-    "HookPhase",
-    "IDrainableConnection",
-    "LongLivedOutcome",
-    "LongLivedTally",
-    "Phase",
-]
 
 _T = TypeVar("_T")
 

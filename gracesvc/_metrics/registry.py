@@ -40,7 +40,8 @@ from twisted.web.http import Request
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from gracesvc._core.drain import LONGLIVED_OUTCOMES, Drain
+from gracesvc._core.drain import Drain
+from gracesvc._core.tally import LONGLIVED_OUTCOMES
 
 #: The route label of a request that matched no route, or whose route
 #: cannot be known.

@@ -12,7 +12,7 @@ arms L{CapWatchdog}: a thread of its own that, if the process is still there
 at the cap, asks the reactor for a sign of life.  A reactor that answers
 within L{PROBE} keeps the cap itself (one the machine starved until after
 the cap runs its cut and its cap in one turn, and needs the cut's lead to
-flush the 503s, see L{gracesvc._core.drain.DrainPolicy.cutLead}): it gets that
+flush the 503s, see L{gracesvc._core.policy.DrainPolicy.cutLead}): it gets that
 lead.  One that does not answer is kept away by the application: the
 watchdog logs where the reactor's thread is and ends the process by the
 same signal, as the drain would have.
@@ -74,7 +74,7 @@ class CapWatchdog:
 
     @ivar deadline: the cap, on C{now}'s clock, once armed.
     @ivar lead: how long past the cap a live reactor may take: the cut's
-        lead, see L{gracesvc._core.drain.DrainPolicy.cutLead}.
+        lead, see L{gracesvc._core.policy.DrainPolicy.cutLead}.
     """
 
     log = Logger()

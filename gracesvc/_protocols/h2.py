@@ -53,7 +53,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
+from gracesvc._core.tally import LongLivedOutcome
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import closeBeneathTLS
 from gracesvc._pins.twisted_h2 import (

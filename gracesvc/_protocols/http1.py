@@ -33,7 +33,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request as SiteRequest
 from zope.interface import implementer
 
-from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import (
     bytesWaiting,

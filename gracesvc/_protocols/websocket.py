@@ -77,7 +77,9 @@ from wsproto.events import (
 from zope.interface import implementer
 
 from gracesvc._core.calls import callLogged
-from gracesvc._core.drain import Drain, IDrainableConnection, LongLivedOutcome
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
+from gracesvc._core.tally import LongLivedOutcome
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import webSocketParts
 

@@ -51,7 +51,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gracesvc._core.drain import Drain, IDrainableConnection
+from gracesvc._core.connections import IDrainableConnection
+from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import exitSignal
 from gracesvc._process.effects import ProcessEffects, exitAtOnce

@@ -70,7 +70,7 @@ EXIT_MARGIN = 0.5
 #: this leaves room for a loaded CI machine).
 SECOND_SIGNAL_EXIT = 0.5
 
-#: gracesvc's idle grace (C{gracesvc._core.drain.DEFAULT_IDLE_GRACE}).
+#: gracesvc's idle grace (C{gracesvc._core.policy.DEFAULT_IDLE_GRACE}).
 IDLE_GRACE = 0.5
 
 #: How long a L{Read} waits for the answers it expects.
@@ -107,7 +107,7 @@ class Config:
     def cutLead(self) -> float:
         """
         How long before the cap unanswered requests get their 503
-        (C{gracesvc._core.drain.MAX_CUT_LEAD}, shortened for short caps).
+        (C{gracesvc._core.policy.MAX_CUT_LEAD}, shortened for short caps).
         """
         return min(0.1, self.shutdownTimeout / 10)
 

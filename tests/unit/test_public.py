@@ -5,7 +5,9 @@ The public names are the private objects, re-exported.
 from twisted.trial.unittest import SynchronousTestCase
 
 import gracesvc
+from gracesvc._core import connections as _connections
 from gracesvc._core import drain as _drain
+from gracesvc._core import policy as _policy
 from gracesvc._process import service as _service
 from gracesvc._protocols import answers as _answers
 from gracesvc._protocols import http1 as _http
@@ -20,10 +22,10 @@ class PublicAPITests(SynchronousTestCase):
             {name: getattr(gracesvc, name) for name in gracesvc.__all__},
             {
                 "Drain": _drain.Drain,
-                "DrainPolicy": _drain.DrainPolicy,
-                "HookPhase": _drain.HookPhase,
-                "Phase": _drain.Phase,
-                "IDrainableConnection": _drain.IDrainableConnection,
+                "DrainPolicy": _policy.DrainPolicy,
+                "HookPhase": _policy.HookPhase,
+                "Phase": _policy.Phase,
+                "IDrainableConnection": _connections.IDrainableConnection,
                 "DrainingChannel": _http.DrainingChannel,
                 "DrainingSite": _site.DrainingSite,
                 "EventStream": _events.EventStream,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import IDrainableConnection
+from gracesvc._core.connections import IDrainableConnection
 from gracesvc._protocols.h2 import DrainingH2Connection
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc.testing import Wire, get

@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, Ping, TextMessage
 from wsproto.events import Request as WebSocketRequest
 from zope.interface.verify import verifyObject
 
-from gracesvc._core.drain import IDrainableConnection
+from gracesvc._core.connections import IDrainableConnection
 from gracesvc._protocols.websocket import (
     DrainingWebSocket,
     Keepalive,
