@@ -29,7 +29,7 @@ from gracesvc._process.service import GracefulService
 from gracesvc._protocols.http1 import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
-from tests.unit.process.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
+from tests.support.service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
 def parse(*argv: str) -> tap.Options:

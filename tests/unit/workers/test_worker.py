@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc._core.drain import Drain
 from gracesvc._process.service import StopSignals
 from gracesvc._workers.worker import ControlProtocol, WorkerControl, decode, encode
-from tests.unit.process.test_service import (
+from tests.support.service import (
     SIGTERM,
     FakeReactor,
     FakeSignals,
