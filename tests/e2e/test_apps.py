@@ -12,8 +12,7 @@ import time
 
 from gracesvc.testing import get
 from gracesvc.testing.process import InFlight, RawClient, run, waitUntilRefused
-
-from .test_endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"

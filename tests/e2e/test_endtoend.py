@@ -14,7 +14,6 @@ import threading
 import time
 
 import twisted.test
-from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.testing import get, samples
 from gracesvc.testing.process import (
@@ -27,19 +26,7 @@ from gracesvc.testing.process import (
     run,
     waitUntilRefused,
 )
-
-
-class EndToEndTestCase(SynchronousTestCase):
-    def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
-        twistd = Twistd(*args, **kwargs)  # type: ignore[arg-type]
-        self.addCleanup(twistd.kill)
-        self.twistd = twistd
-        return twistd.waitUntilServing()
-
-    def assertCleanLog(self, twistd: Twistd) -> None:
-        log = twistd.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
+from tests.support.endtoend import EndToEndTestCase
 
 
 class DrainTests(EndToEndTestCase):

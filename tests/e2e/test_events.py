@@ -11,8 +11,6 @@ import json
 import signal
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from gracesvc.testing import get, parseEventStream
 from gracesvc.testing.process import (
     CURL,
@@ -22,19 +20,15 @@ from gracesvc.testing.process import (
     Twistd,
     waitForConnections,
 )
+from tests.support.endtoend import EndToEndTestCase
 
 TICK = b"event: tick"
 
 
-class EventsTestCase(SynchronousTestCase):
+class EventsTestCase(EndToEndTestCase):
     def setUp(self) -> None:
         if CURL is None:
             self.skipTest("curl is not installed (.ci/run installs it)")
-
-    def startTwistd(self, *args: str) -> Twistd:
-        twistd = Twistd(*args)
-        self.addCleanup(twistd.kill)
-        return twistd.waitUntilServing()
 
     def curl(self, twistd: Twistd, path: str = "/events", *headers: str) -> CurlStream:
         c = CurlStream(twistd.port, path, *headers)
@@ -55,11 +49,6 @@ class EventsTestCase(SynchronousTestCase):
         self.assertTrue(1000 <= retry <= 2000, retry)
         self.assertEqual(json.loads(last["data"])["retry"], retry)
         self.assertLessEqual({e["event"] for e in events[:-1]}, {"tick"})
-
-    def assertCleanLog(self, twistd: Twistd) -> None:
-        log = twistd.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
 
 
 class StreamTests(EventsTestCase):

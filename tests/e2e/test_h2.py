@@ -30,8 +30,7 @@ from twisted.trial.unittest import SkipTest
 from gracesvc.testing import get
 from gracesvc.testing.h2 import NODE_CLIENT, H2SocketClient
 from gracesvc.testing.process import InFlight, RawWebSocket, Twistd, freePort
-
-from .test_endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase
 
 PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 MAX_STREAM_ID = 2**31 - 1

@@ -26,10 +26,9 @@ import socket
 import threading
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from gracesvc.testing import get
 from gracesvc.testing.process import RawClient, Twistd
+from tests.support.endtoend import EndToEndTestCase
 
 #: The C{--shutdown-timeout} the tests run with.
 CAP = 1.0
@@ -68,13 +67,13 @@ def readUntilClosed(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, s
         data += chunk
 
 
-class HostileTestCase(SynchronousTestCase):
+class HostileTestCase(EndToEndTestCase):
     cap = CAP
 
-    def startTwistd(self, *args: str) -> Twistd:
-        twistd = Twistd("--shutdown-timeout", repr(self.cap), *args)
-        self.addCleanup(twistd.kill)
-        return twistd.waitUntilServing()
+    def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
+        return super().startTwistd(
+            "--shutdown-timeout", repr(self.cap), *args, **kwargs
+        )
 
     def socketTo(self, twistd: Twistd) -> socket.socket:
         sock = connect(twistd.port)
@@ -126,11 +125,6 @@ class HostileTestCase(SynchronousTestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - sentAt, self.cap + EXIT_MARGIN)
         self.assertCleanLog(twistd)
-
-    def assertCleanLog(self, twistd: Twistd) -> None:
-        log = twistd.log()
-        for text in ("Traceback", "Unhandled", "#critical]", "#error]"):
-            self.assertNotIn(text, log)
 
 
 class MalformedRequestTests(HostileTestCase):

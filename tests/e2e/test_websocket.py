@@ -37,8 +37,7 @@ from gracesvc.testing.process import (
     RawWebSocket,
     freePort,
 )
-
-from .test_endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,0 +1,41 @@
+"""
+What the end-to-end tests share: a test case that starts C{twistd -n
+gracesvc} and reads its log.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from gracesvc.testing.process import Process, Twistd
+
+#: What a server's log must never hold: a traceback, a failure Twisted did
+#: not see handled, or an event logged as an error or worse.
+UNCLEAN = ("Traceback", "Unhandled", "#critical]", "#error]")
+
+
+class EndToEndTestCase(SynchronousTestCase):
+    """
+    Tests of one real C{twistd -n gracesvc} process.
+
+    @ivar twistd: the process L{startTwistd} started last.
+    """
+
+    def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
+        """
+        Start C{twistd -n gracesvc} with C{args} (and L{Twistd}'s keyword
+        arguments), killed by its pid when the test ends, and wait until it
+        serves.
+        """
+        twistd = Twistd(*args, **kwargs)  # type: ignore[arg-type]
+        self.addCleanup(twistd.kill)
+        self.twistd = twistd
+        return twistd.waitUntilServing()
+
+    def assertCleanLog(self, process: Process) -> None:
+        """
+        The log of C{process} holds none of L{UNCLEAN}.
+        """
+        log = process.log()
+        for text in UNCLEAN:
+            self.assertNotIn(text, log)
