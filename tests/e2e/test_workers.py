@@ -10,12 +10,10 @@ from __future__ import annotations
 import collections
 import datetime
 import os
-import shlex
 import shutil
 import signal
 import socket
 import ssl
-import sys
 import tempfile
 import time
 
@@ -29,10 +27,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc.testing import get, samples
 from gracesvc.testing.h2 import H2SocketClient
 from gracesvc.testing.process import (
-    TWISTD,
     InFlight,
     Master,
-    Process,
     RawClient,
     alive,
     childPids,
@@ -41,20 +37,15 @@ from gracesvc.testing.process import (
     run,
     waitUntilRefused,
 )
-
-from .test_deploy import (
-    _SYSTEMD_EXEC,
-    DEPLOY,
-    SYSTEMD_SERVICE,
+from tests.support.clients import Load, failures
+from tests.support.deploy import (
     SYSTEMD_SOCKET,
-    Load,
+    WORKERS_SERVICE,
     SocketActivated,
-    SystemdSocketTests,
-    failures,
-    gracesvcOptions,
+    SystemdSocketTestCase,
     systemdUnit,
-    waitFor,
 )
+from tests.support.endtoend import waitFor
 
 #: An app a test can break and mend between reloads (C{--app app:resource}).
 APP = """
@@ -675,65 +666,22 @@ class WorkerOptionsTests(SynchronousTestCase):
             self.assertNotIn("Traceback", result.stderr)
 
 
-#: The unit of C{--workers} under systemd.
-WORKERS_SERVICE = os.path.join(DEPLOY, "gracesvc-workers.service")
-
-
-class WorkersUnitTests(SynchronousTestCase):
-    def test_reloadStopAndTimeout(self) -> None:
-        """
-        C{systemctl reload} sends SIGHUP to the master; C{systemctl stop}
-        SIGTERM to the master alone, waiting longer than its cap and the
-        exits before SIGKILL; the command is the single-process one with
-        C{--workers}.
-        """
-        service = systemdUnit(WORKERS_SERVICE)["Service"]
-        self.assertEqual(service["Type"], "notify")
-        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
-        self.assertEqual(service["KillMode"], "mixed")
-        self.assertEqual(service["KillSignal"], "SIGTERM")
-        options = gracesvcOptions(shlex.split(service["ExecStart"])[1:])
-        self.assertEqual(options["workers"], 2)
-        self.assertGreater(
-            float(service["TimeoutStopSec"]), options["shutdown-timeout"] + 1.5
-        )
-        single = shlex.split(systemdUnit(SYSTEMD_SERVICE)["Service"]["ExecStart"])
-        workers = shlex.split(service["ExecStart"])
-        self.assertEqual([a for a in workers if a not in ("--workers", "2")], single)
-
-
-class WorkersSocketActivated(SocketActivated):
+class SystemdWorkersTests(SystemdSocketTestCase):
     """
-    C{deploy/gracesvc-workers.service}'s command, started as systemd starts
-    it from C{deploy/gracesvc.socket}.
+    The replacements of C{tests/e2e/test_deploy.py} with
+    C{deploy/gracesvc-workers.service} on a socket the test owns, as systemd
+    would hand it over.
     """
 
-    def __init__(self, listening: socket.socket, fdName: str, *extraArgs: str) -> None:
-        argv = shlex.split(systemdUnit(WORKERS_SERVICE)["Service"]["ExecStart"])
-        argv[0] = TWISTD
-        argv += list(extraArgs)
-        fd = listening.fileno()
-        Process.__init__(
-            self,
-            [sys.executable, "-c", _SYSTEMD_EXEC, str(fd), *argv],
-            prefix="gracesvc-systemd-",
-            env=dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES=fdName),
-            passFds=(fd,),
-        )
-
-
-class SystemdWorkersTests(SystemdSocketTests):
-    """
-    test_deploy's replacement test with C{deploy/gracesvc-workers.service}
-    on a socket the test owns, as systemd would hand it over: replacements
-    under load lose nothing.
-    """
+    unit = WORKERS_SERVICE
 
     def start(self, listening: socket.socket) -> SocketActivated:
         fdName = systemdUnit(SYSTEMD_SOCKET)["Socket"].get(
             "FileDescriptorName", "gracesvc.socket"
         )
-        process = WorkersSocketActivated(listening, fdName, "--ping-delay", "0.05")
+        process = SocketActivated(
+            listening, fdName, "--ping-delay", "0.05", unit=self.unit
+        )
         workers: set[int] = set()
 
         def killWorkers() -> None:
@@ -756,5 +704,9 @@ class SystemdWorkersTests(SystemdSocketTests):
         )
         return process
 
-
-del SystemdSocketTests
+    def test_replacementsUnderLoadLoseNothing(self) -> None:
+        """
+        Three replacements of the C{--workers} command under load lose
+        nothing: see L{SystemdSocketTestCase.assertReplacementsLoseNothing}.
+        """
+        self.assertReplacementsLoseNothing()

@@ -1,9 +1,12 @@
 """
 What the end-to-end tests share: a test case that starts C{twistd -n
-gracesvc} and reads its log.
+gracesvc} and reads its log, and a bounded wait on a condition.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -39,3 +42,19 @@ class EndToEndTestCase(SynchronousTestCase):
         log = process.log()
         for text in UNCLEAN:
             self.assertNotIn(text, log)
+
+
+def waitFor(
+    condition: Callable[[], bool], timeout: float, what: Callable[[], str]
+) -> None:
+    """
+    Poll C{condition} every 20 ms until true.
+
+    @raise AssertionError: with C{what()} if it is still false after
+        C{timeout}.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(what())
+        time.sleep(0.02)
