@@ -11,8 +11,8 @@ import signal
 import time
 
 from gracesvc.testing import get
-from gracesvc.testing.process import InFlight, RawClient, run, waitUntilRefused
-from tests.support.endtoend import EndToEndTestCase
+from gracesvc.testing.process import InFlight, RawClient, waitUntilRefused
+from tests.support.endtoend import EndToEndTestCase, runTwistd
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"
@@ -179,7 +179,7 @@ class ServeAppTests(EndToEndTestCase):
 
 class BadAppTests(EndToEndTestCase):
     def assertOneLineError(self, *args: str, expected: str) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--listen", "tcp:0", *args)
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--listen", "tcp:0", *args)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         stderr = result.stderr.strip()
         self.assertNotIn("Traceback", stderr + result.stdout)

@@ -23,10 +23,9 @@ from gracesvc.testing.process import (
     connectRefused,
     freePort,
     pingBackToBack,
-    run,
     waitUntilRefused,
 )
-from tests.support.endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase, runTwistd
 
 
 class DrainTests(EndToEndTestCase):
@@ -364,13 +363,13 @@ class BadInputTests(EndToEndTestCase):
             self.assertIn(text, stderr)
 
     def test_badOptionValues(self) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--shutdown-timeout", "abc")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--shutdown-timeout", "abc")
         self.assertOneLineError(result, "--shutdown-timeout", "'abc'")
-        result = run("--pidfile=", "-n", "gracesvc", "--ping-delay", "-1")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--ping-delay", "-1")
         self.assertOneLineError(result, "--ping-delay")
 
     def test_badEndpoint(self) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--listen", "tcp:notaport")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--listen", "tcp:notaport")
         self.assertOneLineError(result, "--listen 'tcp:notaport'")
 
     def test_portInUse(self) -> None:
@@ -381,7 +380,7 @@ class BadInputTests(EndToEndTestCase):
         port = freePort()
         first = self.startTwistd(port=port)
         self.assertFalse(connectRefused(port))
-        result = run(
+        result = runTwistd(
             "--pidfile=",
             "-n",
             "gracesvc",

@@ -28,13 +28,12 @@ from gracesvc.testing import get, samples
 from gracesvc.testing.h2 import H2SocketClient
 from gracesvc.testing.process import (
     InFlight,
-    Master,
+    MasterProcess,
     RawClient,
     alive,
     childPids,
     connectRefused,
     freePort,
-    run,
     waitUntilRefused,
 )
 from tests.support.clients import Load, failures
@@ -45,7 +44,7 @@ from tests.support.deploy import (
     SystemdSocketTestCase,
     systemdUnit,
 )
-from tests.support.endtoend import waitFor
+from tests.support.endtoend import runTwistd, waitFor
 
 #: An app a test can break and mend between reloads (C{--app app:resource}).
 APP = """
@@ -64,8 +63,8 @@ resource = Version()
 
 
 class MasterTestCase(SynchronousTestCase):
-    def start(self, *args: str, workers: int = 2, **kwargs: object) -> Master:
-        master = Master(*args, workers=workers, **kwargs)
+    def start(self, *args: str, workers: int = 2, **kwargs: object) -> MasterProcess:
+        master = MasterProcess(*args, workers=workers, **kwargs)
         self.addCleanup(master.kill)
         return master.waitUntilReady()
 
@@ -419,7 +418,7 @@ class WorkersTestCase(MasterTestCase):
         A worker that cannot start (an app that does not import) stops the
         start: one line from the master, exit status 1, no crash loop.
         """
-        master = Master("--app", "no_such_module:app", workers=2)
+        master = MasterProcess("--app", "no_such_module:app", workers=2)
         self.addCleanup(master.kill)
         self.assertEqual(master.wait(20), 1)
         log = master.log()
@@ -482,7 +481,7 @@ class TLSWorkersTests(MasterTestCase):
     worker serves TLS on it with the certificate it read.
     """
 
-    def startTLS(self, *args: str, certificate: str = PEM) -> tuple[Master, int]:
+    def startTLS(self, *args: str, certificate: str = PEM) -> tuple[MasterProcess, int]:
         """
         Start a master with an C{ssl:} listener and a cleartext one (the one
         C{waitUntilReady} asks).
@@ -640,7 +639,7 @@ class WorkerOptionsTests(SynchronousTestCase):
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            result = run(
+            result = runTwistd(
                 "--pidfile=",
                 "-n",
                 "gracesvc",
@@ -659,7 +658,7 @@ class WorkerOptionsTests(SynchronousTestCase):
         A bad C{--workers} is one line on standard error and exit status 1.
         """
         for value in ("-1", "two", "1.5"):
-            result = run("--pidfile=", "-n", "gracesvc", "--workers", value)
+            result = runTwistd("--pidfile=", "-n", "gracesvc", "--workers", value)
             self.assertEqual(result.returncode, 1, value)
             self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
             self.assertIn("--workers", result.stderr)

@@ -1,16 +1,19 @@
 """
 What the end-to-end tests share: a test case that starts C{twistd -n
-gracesvc} and reads its log, and a bounded wait on a condition.
+gracesvc} and reads its log, twistd run to completion, and a bounded
+wait on a condition.
 """
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc.testing.process import Process, Twistd
+from gracesvc.testing.process import TWISTD, Process, Twistd
 
 #: What a server's log must never hold: a traceback, a failure Twisted did
 #: not see handled, or an event logged as an error or worse.
@@ -42,6 +45,22 @@ class EndToEndTestCase(SynchronousTestCase):
         log = process.log()
         for text in UNCLEAN:
             self.assertNotIn(text, log)
+
+
+def runTwistd(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{twistd} with C{argv} to completion, in a temporary directory of
+    its own, its output captured.
+    """
+    directory = tempfile.mkdtemp(prefix="gracesvc-e2e-")
+    return subprocess.run(
+        [TWISTD, *argv],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def waitFor(
