@@ -20,7 +20,7 @@ from gracesvc.testing.process import (
     Twistd,
     waitForConnections,
 )
-from tests.support.endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase, waitForDraining
 
 TICK = b"event: tick"
 
@@ -111,7 +111,7 @@ class LongPollTests(EventsTestCase):
     def test_tenLongPollsAnsweredAtSIGINT(self) -> None:
         twistd = self.startTwistd("--tick", "60")
         polls = [InFlight(twistd.port, get("/poll")) for _ in range(10)]
-        time.sleep(0.3)
+        waitForConnections(twistd.port, poll=10)
         self.assertEqual([p.response for p in polls], [None] * 10)
         sentAt = twistd.signal(signal.SIGINT)
         for p in polls:
@@ -144,7 +144,7 @@ class DrainDelayTests(EventsTestCase):
         polls = [InFlight(twistd.port, get("/poll")) for _ in range(2)]
         waitForConnections(twistd.port, stream=3, poll=2)
         sentAt = twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitForDraining(twistd.port)
         late = self.curl(twistd)
         self.assertEqual(late.wait(), 0, late.stderr)
         [retryOnly] = parseEventStream(late.output)

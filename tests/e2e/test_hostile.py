@@ -28,7 +28,7 @@ import time
 
 from gracesvc.testing import get
 from gracesvc.testing.process import RawClient, Twistd
-from tests.support.endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase, waitFor, waitForServer
 
 #: The C{--shutdown-timeout} the tests run with.
 CAP = 1.0
@@ -200,7 +200,11 @@ class ShortBodyTests(HostileTestCase):
         twistd = self.startTwistd()
         sock = self.socketTo(twistd)
         sock.sendall(self.request)
-        time.sleep(0.1)
+        waitForServer(
+            twistd.port,
+            lambda state: state.connections["receiving"] >= 1,
+            "receiving the body",
+        )
         sock.close()
         self.assertServes(twistd)
         self.stopAndAssertExit(twistd)
@@ -271,7 +275,16 @@ class SlowClientTests(HostileTestCase):
         )
         self.addCleanup(inLine.stop)
         self.addCleanup(inHeaders.stop)
-        time.sleep(0.6)
+        waitFor(
+            lambda: inLine.sent > 1 and inHeaders.sent > 1,
+            10,
+            lambda: f"sent {inLine.sent} and {inHeaders.sent} bytes",
+        )
+        waitForServer(
+            twistd.port,
+            lambda state: state.connections["receiving"] >= 2,
+            "receiving both requests",
+        )
         self.assertServes(twistd)
         self.assertGreater(inLine.sent, 1)
         self.assertGreater(inHeaders.sent, 1)
