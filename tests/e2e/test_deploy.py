@@ -21,7 +21,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -33,6 +32,7 @@ from tests.support.deploy import (
     HAProxyConfig,
     SystemdSocketTestCase,
     gracesvcOptions,
+    pingsAnswered,
 )
 from tests.support.endtoend import waitFor
 
@@ -145,6 +145,17 @@ class HAProxyTests(SynchronousTestCase):
         self.addCleanup(twistd.kill)
         return twistd.waitUntilServing()
 
+    def waitUntilAnswering(self, instance: Twistd) -> None:
+        """
+        Wait until HAProxy sends C{instance} its share of the load: it has
+        answered a few C{/ping}.
+        """
+        waitFor(
+            lambda: pingsAnswered(instance) >= 10,
+            15,
+            lambda: f"no load through HAProxy:\n{instance.log()}",
+        )
+
     def restartUnderLoad(self, drainDelay: float) -> tuple[list[Outcome], list[str]]:
         """
         Run the scenario, and print what the clients saw.
@@ -174,7 +185,8 @@ class HAProxyTests(SynchronousTestCase):
         self.addCleanup(load.stop)
         stoppedLogs = []
         signalledAt = []
-        time.sleep(0.5)
+        for instance in instances.values():
+            self.waitUntilAnswering(instance)
         for _ in range(2):
             for name, old in list(instances.items()):
                 signalledAt.append(old.signal(signal.SIGTERM))
@@ -182,7 +194,7 @@ class HAProxyTests(SynchronousTestCase):
                 stoppedLogs.append(old.log())
                 instances[name] = self.startInstance(ports[name], drainDelay)
                 haproxy.waitUntil(name, "UP")
-                time.sleep(0.3)
+                self.waitUntilAnswering(instances[name])
         outcomes = load.stop()
         self.assertEqual(set(haproxy.serverStates().values()), {"UP"}, haproxy.log())
         failed = failures(outcomes)

@@ -44,7 +44,7 @@ from tests.support.deploy import (
     SystemdSocketTestCase,
     systemdUnit,
 )
-from tests.support.endtoend import runTwistd, waitFor
+from tests.support.endtoend import runTwistd, waitFor, waitUntilRead
 
 #: An app a test can break and mend between reloads (C{--app app:resource}).
 APP = """
@@ -82,8 +82,10 @@ class WorkersTestCase(MasterTestCase):
         requests = []
         for _ in range(20):
             requests.append(InFlight(master.port, get("/ping")))
+            # Paced, so that both workers get some: each accepts one
+            # connection per wake-up.
             time.sleep(0.01)
-        time.sleep(0.1)
+        waitUntilRead(*(r.client.sock for r in requests))
         if toGroup:
             sentAt = master.signalGroup(signal.SIGTERM)
         else:
@@ -131,9 +133,9 @@ class WorkersTestCase(MasterTestCase):
         """
         master = self.start("--ping-delay", "10", "--shutdown-timeout", "8")
         requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
-        time.sleep(0.3)
+        waitUntilRead(*(r.client.sock for r in requests))
         master.signal(signal.SIGTERM)
-        time.sleep(0.3)
+        waitUntilRefused(master.port)
         sentAt = master.signal(signal.SIGTERM)
         master.wait(5)
         assert master.exitedAt is not None
@@ -158,10 +160,10 @@ class WorkersTestCase(MasterTestCase):
         )
         load = Load(master.port, clients=8, requestsPerConnection=1)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         master.signal(signal.SIGHUP)
         master.waitUntilReady(generation=2)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         outcomes = load.stop()
         with RawClient(metricsPort) as client:
             client.send(get("/metrics", "Connection: close"))
@@ -187,7 +189,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "10", "--shutdown-timeout", "1")
         workers = master.workers()
         requests = [InFlight(master.port, get("/ping")) for _ in range(6)]
-        time.sleep(0.3)
+        waitUntilRead(*(r.client.sock for r in requests))
         sentAt = master.signal(signal.SIGTERM)
         master.wait(5)
         assert master.exitedAt is not None
@@ -208,7 +210,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.01")
         load = Load(master.port)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         previous = set(master.workers())
         for generation in (2, 3, 4):
             master.signal(signal.SIGHUP)
@@ -222,7 +224,7 @@ class WorkersTestCase(MasterTestCase):
             self.assertEqual(len(current), 2)
             self.assertFalse(current & previous)
             previous = current
-            time.sleep(0.3)
+            load.waitForAnswers(30)
         outcomes = load.stop()
         print(f"\n3 reloads under load: {len(outcomes)} requests, {failures(outcomes)}")
         self.assertEqual(failures(outcomes), collections.Counter())
@@ -259,7 +261,7 @@ class WorkersTestCase(MasterTestCase):
             20,
             lambda: f"no failed reload:\n{master.log()}",
         )
-        time.sleep(0.3)
+        load.waitForAnswers(30)
         outcomes = load.stop()
         self.assertEqual(failures(outcomes), collections.Counter())
         self.assertEqual(set(master.workers()), workers)
@@ -283,7 +285,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.2", "--shutdown-timeout", "2")
         workers = master.workers()
         requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
-        time.sleep(0.05)
+        waitUntilRead(*(r.client.sock for r in requests))
         killedAt = master.signal(signal.SIGKILL)
         waitFor(
             lambda: not any(alive(p) for p in workers) and connectRefused(master.port),
@@ -304,7 +306,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.01")
         load = Load(master.port, clients=4)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         victim, survivor = master.workers()
         killedAt = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -317,7 +319,7 @@ class WorkersTestCase(MasterTestCase):
             lambda: f"not replaced:\n{master.log()}",
         )
         replacedAfter = time.monotonic() - killedAt
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         outcomes = load.stop()
         failed = failures(outcomes)
         print(
@@ -517,8 +519,10 @@ class TLSWorkersTests(MasterTestCase):
         requests = []
         for _ in range(20):
             requests.append(InFlight(tlsPort, get("/ping"), tls=True, untilClosed=True))
+            # Paced, so that both workers get some: each accepts one
+            # connection per wake-up.
             time.sleep(0.01)
-        time.sleep(0.1)
+        waitUntilRead(h2.sock, *(r.client.sock for r in requests))
         sentAt = master.signal(signal.SIGTERM)
         refusedAt = waitUntilRefused(tlsPort)
         h2.readUntil(lambda: h2.frames.streams[stream].ended, 10)
@@ -569,7 +573,7 @@ class TLSWorkersTests(MasterTestCase):
         self.assertEqual(servedName(tlsPort), original)
         load = Load(tlsPort, clients=3, tls=True)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(30)
         renewed = os.path.join(directory, "renewed.pem")
         with open(renewed, "wb") as f:
             f.write(selfSigned("renewed.gracesvc.test"))
@@ -585,7 +589,7 @@ class TLSWorkersTests(MasterTestCase):
                 lambda: f"old workers still running:\n{master.log()}",
             )
             previous = set(master.workers())
-            time.sleep(0.3)
+            load.waitForAnswers(20)
         outcomes = load.stop()
         print(
             f"\n2 reloads under HTTPS load: {len(outcomes)} requests, "

@@ -78,6 +78,30 @@ class Load:
         with self._lock:
             return list(self.outcomes)
 
+    def waitForAnswers(self, count: int, timeout: float = 15.0) -> None:
+        """
+        Wait until C{count} more requests have been answered 200 from now:
+        the load is going through whatever serves it at the moment.
+
+        @raise AssertionError: if they were not within C{timeout}.
+        """
+        target = self.answered() + count
+        deadline = time.monotonic() + timeout
+        while self.answered() < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"only {count - target + self.answered()} of {count} requests "
+                    f"answered within {timeout}s: {failures(self.outcomes)}"
+                )
+            time.sleep(0.01)
+
+    def answered(self) -> int:
+        """
+        @return: how many requests have been answered 200 so far.
+        """
+        with self._lock:
+            return sum(1 for o in self.outcomes if o.result == "ok")
+
     def _running(self, made: int) -> bool:
         return (
             not self._stop.is_set()
