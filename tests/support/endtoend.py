@@ -250,9 +250,14 @@ def waitUntilRead(*clients: socket.socket, timeout: float = 10.0) -> None:
     a worker of a C{--workers} tree.  A connection already closed counts
     as read.
     """
-    ends = [
-        (_procAddress(c.getsockname()), _procAddress(c.getpeername())) for c in clients
-    ]
+    ends = []
+    for client in clients:
+        try:
+            ends.append(
+                (_procAddress(client.getsockname()), _procAddress(client.getpeername()))
+            )
+        except OSError:
+            continue
     deadline = time.monotonic() + timeout
     while True:
         queues = _tcpQueues()
