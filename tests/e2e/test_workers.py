@@ -62,14 +62,19 @@ resource = Version()
 """
 
 
-class MasterTestCase(SynchronousTestCase):
+class MasterProcessTestCase(SynchronousTestCase):
+    """
+    Tests of a real C{--workers} tree (not the in-memory C{MasterTestCase}
+    of the unit tests).
+    """
+
     def start(self, *args: str, workers: int = 2, **kwargs: object) -> MasterProcess:
         master = MasterProcess(*args, workers=workers, **kwargs)
         self.addCleanup(master.kill)
         return master.waitUntilReady()
 
 
-class WorkersTestCase(MasterTestCase):
+class WorkersTestCase(MasterProcessTestCase):
     def inFlightAtSignal(self, toGroup: bool) -> None:
         """
         20 C{/ping} in flight, then SIGTERM to the master or to its group:
@@ -477,7 +482,7 @@ def servedName(port: int) -> str:
     return commonName(x509.load_der_x509_certificate(der))
 
 
-class TLSWorkersTests(MasterTestCase):
+class TLSWorkersTests(MasterProcessTestCase):
     """
     C{--workers 2} on an C{ssl:} listener: the master binds TCP, each
     worker serves TLS on it with the certificate it read.
