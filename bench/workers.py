@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from gracesvc.testing import get, samples
 from gracesvc.testing.process import (
     InFlight,
-    Master,
+    MasterProcess,
     RawClient,
     Twistd,
     alive,
@@ -63,8 +63,8 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def start(*args: str, workers: int = 2) -> Master:
-    master = Master("--ping-delay", "0", *args, workers=workers)
+def start(*args: str, workers: int = 2) -> MasterProcess:
+    master = MasterProcess("--ping-delay", "0", *args, workers=workers)
     try:
         return master.waitUntilReady()
     except BaseException:
@@ -72,7 +72,7 @@ def start(*args: str, workers: int = 2) -> Master:
         raise
 
 
-def stop(master: Master) -> None:
+def stop(master: MasterProcess) -> None:
     if not master.exited:
         master.signal(signal.SIGTERM)
         try:
@@ -187,7 +187,7 @@ class NewConnections(threading.Thread):
 
 
 def loadRun(
-    master: Master, seconds: float, connections: int, reloads: int
+    master: MasterProcess, seconds: float, connections: int, reloads: int
 ) -> list[str]:
     """
     Load C{master} with wrk and a new-connection client for C{seconds},

@@ -234,10 +234,12 @@ def alive(pid: int) -> bool:
         return False
 
 
-class Master(Twistd):
+class MasterProcess(Twistd):
     """
-    C{twistd -n gracesvc --workers N}, in a process group of its own; its
-    workers are found as its children in C{/proc} and killed by pid too.
+    C{twistd -n gracesvc --workers N}: the process of a workers' master (a
+    L{gracesvc._workers.master.Master} runs in it), in a process group of its
+    own; its workers are found as its children in C{/proc} and killed by pid
+    too.
     """
 
     def __init__(self, *args: str, workers: int = 2, **kwargs: object) -> None:
@@ -284,7 +286,9 @@ class Master(Twistd):
         ]
         return "\n".join(self._masterLines)
 
-    def waitUntilReady(self, timeout: float = 20.0, generation: int = 1) -> Master:
+    def waitUntilReady(
+        self, timeout: float = 20.0, generation: int = 1
+    ) -> MasterProcess:
         """
         Wait until the master logs that a generation is serving, and it
         answers.
@@ -327,21 +331,6 @@ class Master(Twistd):
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-
-
-def run(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """
-    Run C{twistd} with C{argv} to completion.
-    """
-    directory = tempfile.mkdtemp(prefix="gracesvc-e2e-")
-    return subprocess.run(
-        [TWISTD, *argv],
-        cwd=directory,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _clientTLS() -> ssl.SSLContext:

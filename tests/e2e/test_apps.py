@@ -8,12 +8,15 @@ one-line errors for apps that cannot be served.
 from __future__ import annotations
 
 import signal
-import time
 
 from gracesvc.testing import get
-from gracesvc.testing.process import InFlight, RawClient, run, waitUntilRefused
-
-from .test_endtoend import EndToEndTestCase
+from gracesvc.testing.process import InFlight, RawClient, waitUntilRefused
+from tests.support.endtoend import (
+    EndToEndTestCase,
+    runTwistd,
+    waitForInFlight,
+    waitUntilRead,
+)
 
 FLASK = "tests.apps.flaskapp:app"
 KLEIN = "tests.apps.kleinapp:app"
@@ -32,7 +35,7 @@ class DrainAppTests(EndToEndTestCase):
         """
         twistd = self.startTwistd(*args, reactor=reactor)
         requests = [InFlight(twistd.port, get(path)) for _ in range(20)]
-        time.sleep(0.5)
+        waitForInFlight(twistd.port, 20)
         sentAt = twistd.signal(signal.SIGINT)
         refusedAt = waitUntilRefused(twistd.port)
         status = twistd.wait(10)
@@ -89,7 +92,7 @@ class DrainAppTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--app", "tests.apps.kleinapp:withPool")
         requests = [InFlight(twistd.port, get("/sleep/1.0")) for _ in range(3)]
-        time.sleep(0.3)
+        waitForInFlight(twistd.port, 3)
         twistd.signal(signal.SIGINT)
         self.assertEqual(twistd.wait(10), -signal.SIGINT)
         for r in requests:
@@ -110,7 +113,7 @@ class DrainAppTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--wsgi", FLASK, "--shutdown-timeout", "1")
         request = InFlight(twistd.port, get("/sleep/60.0"))
-        time.sleep(0.3)
+        waitForInFlight(twistd.port, 1)
         sentAt = twistd.signal(signal.SIGINT)
         self.assertEqual(twistd.wait(10), -signal.SIGINT)
         request.join(5)
@@ -130,7 +133,9 @@ class DrainAppTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--app", TREE, "--shutdown-timeout", "1")
         request = InFlight(twistd.port, get("/block/30"))
-        time.sleep(0.3)
+        # The reactor is blocked from the turn it reads the request on: no
+        # scrape can ask it.
+        waitUntilRead(request.client.sock)
         sentAt = twistd.signal(signal.SIGINT)
         self.assertEqual(twistd.wait(10), -signal.SIGINT)
         request.join(5)
@@ -180,7 +185,7 @@ class ServeAppTests(EndToEndTestCase):
 
 class BadAppTests(EndToEndTestCase):
     def assertOneLineError(self, *args: str, expected: str) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--listen", "tcp:0", *args)
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--listen", "tcp:0", *args)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         stderr = result.stderr.strip()
         self.assertNotIn("Traceback", stderr + result.stdout)

@@ -14,7 +14,6 @@ import threading
 import time
 
 import twisted.test
-from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc.testing import get, samples
 from gracesvc.testing.process import (
@@ -24,22 +23,16 @@ from gracesvc.testing.process import (
     connectRefused,
     freePort,
     pingBackToBack,
-    run,
     waitUntilRefused,
 )
-
-
-class EndToEndTestCase(SynchronousTestCase):
-    def startTwistd(self, *args: str, **kwargs: object) -> Twistd:
-        twistd = Twistd(*args, **kwargs)  # type: ignore[arg-type]
-        self.addCleanup(twistd.kill)
-        self.twistd = twistd
-        return twistd.waitUntilServing()
-
-    def assertCleanLog(self, twistd: Twistd) -> None:
-        log = twistd.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
+from tests.support.endtoend import (
+    EndToEndTestCase,
+    runTwistd,
+    total,
+    waitForDraining,
+    waitForInFlight,
+    waitForServer,
+)
 
 
 class DrainTests(EndToEndTestCase):
@@ -51,7 +44,7 @@ class DrainTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--ping-delay", "2")
         requests = [InFlight(twistd.port, get("/ping")) for _ in range(20)]
-        time.sleep(0.5)
+        waitForInFlight(twistd.port, 20)
         sentAt = twistd.signal(signal.SIGINT)
         refusedAt = waitUntilRefused(twistd.port)
         status = twistd.wait(10)
@@ -113,7 +106,7 @@ class DrainTests(EndToEndTestCase):
     def test_SIGTERMDrainsLikeSIGINT(self) -> None:
         twistd = self.startTwistd("--ping-delay", "1")
         request = InFlight(twistd.port, get("/ping"))
-        time.sleep(0.2)
+        waitForInFlight(twistd.port, 1)
         twistd.signal(signal.SIGTERM)
         self.assertEqual(twistd.wait(10), -signal.SIGTERM)
         request.join(5)
@@ -128,7 +121,7 @@ class DrainTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "1")
         request = InFlight(twistd.port, get("/ping"))
-        time.sleep(0.2)
+        waitForInFlight(twistd.port, 1)
         sentAt = twistd.signal(signal.SIGINT)
         twistd.wait(10)
         request.join(5)
@@ -147,9 +140,11 @@ class DrainTests(EndToEndTestCase):
         """
         twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "1")
         request = InFlight(twistd.port, get("/ping"))
-        time.sleep(0.2)
+        waitForInFlight(twistd.port, 1)
         sentAt = twistd.signal(signal.SIGINT)
-        # The cut is due 0.9 s after the signal, the cap 1 s after it.
+        # The cut is due 0.9 s after the signal, the cap 1 s after it: these
+        # two waits are the scenario, the reactor stopped from just before
+        # the cut until past the cap.
         time.sleep(max(0.0, sentAt + 0.8 - time.monotonic()))
         twistd.signal(signal.SIGSTOP)
         try:
@@ -183,16 +178,24 @@ class KeepAliveTests(EndToEndTestCase):
         C{Connection: close}.
         """
         twistd = self.startTwistd("--ping-delay", "0.01")
-        stop = time.monotonic() + 1.0
+        giveUpAt = time.monotonic() + 16
         outcomes: list[tuple[int, int, str]] = []
 
         def client() -> None:
-            outcomes.append(pingBackToBack(twistd.port, stop + 15))
+            outcomes.append(pingBackToBack(twistd.port, giveUpAt))
 
         threads = [threading.Thread(target=client) for _ in range(10)]
         for t in threads:
             t.start()
-        time.sleep(max(0.0, stop - time.monotonic()))
+        waitForServer(
+            twistd.port,
+            lambda state: (
+                state.openConnections >= 10
+                and total(state.samples, "gracesvc_requests_total", route="/ping")
+                >= 200
+            ),
+            "10 clients connected and 200 /ping answered",
+        )
         twistd.signal(signal.SIGINT)
         twistd.wait(10)
         for t in threads:
@@ -211,6 +214,13 @@ class KeepAliveTests(EndToEndTestCase):
             c.send(get("/healthz"))
             c.readResponse()
             idle.append(c)
+        waitForServer(
+            twistd.port,
+            lambda state: state.inFlight >= 1 and state.connections["idle"] >= 10,
+            "1 request in flight and 10 idle connections",
+        )
+        # Past the idle grace (0.5 s) of every idle connection, which the
+        # drain then closes at once: that is what is measured.
         time.sleep(0.6)
         sentAt = twistd.signal(signal.SIGINT)
         for c in idle:
@@ -225,9 +235,11 @@ class KeepAliveTests(EndToEndTestCase):
     def test_lateRequestOnAcceptedConnection(self) -> None:
         twistd = self.startTwistd("--ping-delay", "0.1")
         c = RawClient(twistd.port)
-        time.sleep(0.1)
+        waitForServer(
+            twistd.port, lambda state: state.connections["idle"] >= 1, "accepted"
+        )
         twistd.signal(signal.SIGINT)
-        time.sleep(0.05)
+        waitUntilRefused(twistd.port)
         c.send(get("/ping"))
         response = c.readResponse()
         self.assertEqual(
@@ -240,7 +252,9 @@ class KeepAliveTests(EndToEndTestCase):
         twistd = self.startTwistd()
         c = RawClient(twistd.port)
         self.addCleanup(c.close)
-        time.sleep(0.1)
+        waitForServer(
+            twistd.port, lambda state: state.connections["idle"] >= 1, "accepted"
+        )
         sentAt = twistd.signal(signal.SIGINT)
         twistd.wait(5)
         assert twistd.exitedAt is not None
@@ -250,7 +264,7 @@ class KeepAliveTests(EndToEndTestCase):
         twistd = self.startTwistd("--ping-delay", "0.5")
         c = RawClient(twistd.port)
         c.send(get("/ping") + get("/healthz") + get("/ping"))
-        time.sleep(0.2)
+        waitForInFlight(twistd.port, 1)
         twistd.signal(signal.SIGINT)
         codes = [c.readResponse().code for _ in range(3)]
         self.assertEqual(codes, [200, 200, 200])
@@ -292,6 +306,9 @@ class TLSTests(EndToEndTestCase):
         idle = TLSClient(port)
         idle.send(get("/healthz"))
         self.assertEqual(idle.readResponse().code, 200)
+        waitForInFlight(plainPort, 1)
+        # Past the idle connection's idle grace (0.5 s), so that the drain
+        # closes it at once: that is what is measured.
         time.sleep(0.6)
         sentAt = twistd.signal(signal.SIGTERM)
         self.assertTrue(idle.waitForClose())
@@ -315,7 +332,7 @@ class ReadinessTests(EndToEndTestCase):
             "--drain-delay", "1", "--ping-delay", "0", "--shutdown-timeout", "3"
         )
         sentAt = twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitForDraining(twistd.port)
         with RawClient(twistd.port) as c:
             c.send(get("/readyz"))
             self.assertEqual(c.readResponse().code, 503)
@@ -334,9 +351,9 @@ class SecondSignalTests(EndToEndTestCase):
     def test_secondSignalExitsAtOnce(self) -> None:
         twistd = self.startTwistd("--ping-delay", "10", "--shutdown-timeout", "8")
         request = InFlight(twistd.port, get("/ping"))
-        time.sleep(0.2)
+        waitForInFlight(twistd.port, 1)
         twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitUntilRefused(twistd.port)
         secondAt = twistd.signal(signal.SIGINT)
         self.assertEqual(twistd.wait(5), -signal.SIGINT)
         assert twistd.exitedAt is not None
@@ -377,13 +394,13 @@ class BadInputTests(EndToEndTestCase):
             self.assertIn(text, stderr)
 
     def test_badOptionValues(self) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--shutdown-timeout", "abc")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--shutdown-timeout", "abc")
         self.assertOneLineError(result, "--shutdown-timeout", "'abc'")
-        result = run("--pidfile=", "-n", "gracesvc", "--ping-delay", "-1")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--ping-delay", "-1")
         self.assertOneLineError(result, "--ping-delay")
 
     def test_badEndpoint(self) -> None:
-        result = run("--pidfile=", "-n", "gracesvc", "--listen", "tcp:notaport")
+        result = runTwistd("--pidfile=", "-n", "gracesvc", "--listen", "tcp:notaport")
         self.assertOneLineError(result, "--listen 'tcp:notaport'")
 
     def test_portInUse(self) -> None:
@@ -394,7 +411,7 @@ class BadInputTests(EndToEndTestCase):
         port = freePort()
         first = self.startTwistd(port=port)
         self.assertFalse(connectRefused(port))
-        result = run(
+        result = runTwistd(
             "--pidfile=",
             "-n",
             "gracesvc",
@@ -435,10 +452,10 @@ class MetricsEndpointTests(EndToEndTestCase):
                 return samples(c.buffer.split(b"\r\n\r\n", 1)[1])
 
         requests = [InFlight(twistd.port, get("/ping")) for _ in range(3)]
-        time.sleep(0.2)
+        waitForInFlight(metricsPort, 3, path="/", countsItself=False)
         self.assertEqual(scrape()[("gracesvc_requests_in_flight", ())], 3)
         twistd.signal(signal.SIGINT)
-        time.sleep(0.1)
+        waitForDraining(metricsPort, path="/", countsItself=False)
         during = scrape()
         self.assertEqual(during[("gracesvc_draining", ())], 1)
         self.assertEqual(during[("gracesvc_requests_in_flight", ())], 3)

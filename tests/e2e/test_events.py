@@ -11,8 +11,6 @@ import json
 import signal
 import time
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from gracesvc.testing import get, parseEventStream
 from gracesvc.testing.process import (
     CURL,
@@ -22,19 +20,15 @@ from gracesvc.testing.process import (
     Twistd,
     waitForConnections,
 )
+from tests.support.endtoend import EndToEndTestCase, waitForDraining
 
 TICK = b"event: tick"
 
 
-class EventsTestCase(SynchronousTestCase):
+class EventsTestCase(EndToEndTestCase):
     def setUp(self) -> None:
         if CURL is None:
             self.skipTest("curl is not installed (.ci/run installs it)")
-
-    def startTwistd(self, *args: str) -> Twistd:
-        twistd = Twistd(*args)
-        self.addCleanup(twistd.kill)
-        return twistd.waitUntilServing()
 
     def curl(self, twistd: Twistd, path: str = "/events", *headers: str) -> CurlStream:
         c = CurlStream(twistd.port, path, *headers)
@@ -55,11 +49,6 @@ class EventsTestCase(SynchronousTestCase):
         self.assertTrue(1000 <= retry <= 2000, retry)
         self.assertEqual(json.loads(last["data"])["retry"], retry)
         self.assertLessEqual({e["event"] for e in events[:-1]}, {"tick"})
-
-    def assertCleanLog(self, twistd: Twistd) -> None:
-        log = twistd.log()
-        self.assertNotIn("Traceback", log)
-        self.assertNotIn("Unhandled", log)
 
 
 class StreamTests(EventsTestCase):
@@ -122,7 +111,7 @@ class LongPollTests(EventsTestCase):
     def test_tenLongPollsAnsweredAtSIGINT(self) -> None:
         twistd = self.startTwistd("--tick", "60")
         polls = [InFlight(twistd.port, get("/poll")) for _ in range(10)]
-        time.sleep(0.3)
+        waitForConnections(twistd.port, poll=10)
         self.assertEqual([p.response for p in polls], [None] * 10)
         sentAt = twistd.signal(signal.SIGINT)
         for p in polls:
@@ -155,7 +144,7 @@ class DrainDelayTests(EventsTestCase):
         polls = [InFlight(twistd.port, get("/poll")) for _ in range(2)]
         waitForConnections(twistd.port, stream=3, poll=2)
         sentAt = twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitForDraining(twistd.port)
         late = self.curl(twistd)
         self.assertEqual(late.wait(), 0, late.stderr)
         [retryOnly] = parseEventStream(late.output)

@@ -44,6 +44,7 @@ from gracesvc.testing.process import (
     RawClient,
     waitUntilRefused,
 )
+from tests.support.endtoend import waitForInFlight
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 USER, GROUP = "nobody", "nogroup"
@@ -259,7 +260,7 @@ class PrivilegedPortTests(SynchronousTestCase):
         self.assertEqual(gids[:2], [self.gid, self.gid])
 
         requests = [InFlight(self.port, get("/ping")) for _ in range(20)]
-        time.sleep(0.3)
+        waitForInFlight(self.port, 20)
         twistd.signal(signal.SIGINT)
         waitUntilRefused(self.port)
         status = twistd.wait(10)

@@ -37,8 +37,7 @@ from gracesvc.testing.process import (
     RawWebSocket,
     freePort,
 )
-
-from .test_endtoend import EndToEndTestCase
+from tests.support.endtoend import EndToEndTestCase, waitForDraining, waitForServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -165,6 +164,8 @@ class KeepaliveTests(EndToEndTestCase):
             async with websockets.connect(
                 f"ws://127.0.0.1:{twistd.port}/ws", ping_interval=None
             ) as c:
+                # Five keepalive pings go by: staying open through them is
+                # what is tested.
                 await asyncio.sleep(1.0)
                 await c.send("still here")
                 return str(await c.recv())
@@ -279,7 +280,11 @@ class RawWebSocketTests(EndToEndTestCase):
                 ws.readUntilClosed()
                 self.assertEqual(ws.close, (1000, ""))
             ws.disconnect()
-        time.sleep(0.2)
+        waitForServer(
+            twistd.port,
+            lambda state: state.openConnections == 0,
+            "every WebSocket closed",
+        )
         sentAt = twistd.signal(signal.SIGINT)
         twistd.wait(10)
         assert twistd.exitedAt is not None
@@ -295,7 +300,7 @@ class RawWebSocketTests(EndToEndTestCase):
         ws = RawWebSocket(twistd.port)
         self.addCleanup(ws.disconnect)
         sentAt = twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitForDraining(twistd.port)
         late = RawWebSocket(twistd.port)
         self.addCleanup(late.disconnect)
         self.assertEqual(late.status, 503)
@@ -336,7 +341,7 @@ class RawWebSocketTests(EndToEndTestCase):
         ws = RawWebSocket(twistd.port)
         self.addCleanup(ws.disconnect)
         twistd.signal(signal.SIGINT)
-        time.sleep(0.3)
+        waitForDraining(twistd.port)
         secondAt = twistd.signal(signal.SIGINT)
         ws.readUntilClosed()
         twistd.wait(10)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import collections
 import datetime
 import os
-import shlex
 import shutil
 import signal
 import socket
 import ssl
-import sys
 import tempfile
 import time
 
@@ -29,32 +27,24 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc.testing import get, samples
 from gracesvc.testing.h2 import H2SocketClient
 from gracesvc.testing.process import (
-    TWISTD,
     InFlight,
-    Master,
-    Process,
+    MasterProcess,
     RawClient,
     alive,
     childPids,
     connectRefused,
     freePort,
-    run,
     waitUntilRefused,
 )
-
-from .test_deploy import (
-    _SYSTEMD_EXEC,
-    DEPLOY,
-    SYSTEMD_SERVICE,
+from tests.support.clients import Load, failures
+from tests.support.deploy import (
     SYSTEMD_SOCKET,
-    Load,
+    WORKERS_SERVICE,
     SocketActivated,
-    SystemdSocketTests,
-    failures,
-    gracesvcOptions,
+    SystemdSocketTestCase,
     systemdUnit,
-    waitFor,
 )
+from tests.support.endtoend import runTwistd, waitFor, waitUntilRead
 
 #: An app a test can break and mend between reloads (C{--app app:resource}).
 APP = """
@@ -72,14 +62,19 @@ resource = Version()
 """
 
 
-class MasterTestCase(SynchronousTestCase):
-    def start(self, *args: str, workers: int = 2, **kwargs: object) -> Master:
-        master = Master(*args, workers=workers, **kwargs)
+class MasterProcessTestCase(SynchronousTestCase):
+    """
+    Tests of a real C{--workers} tree (not the in-memory C{MasterTestCase}
+    of the unit tests).
+    """
+
+    def start(self, *args: str, workers: int = 2, **kwargs: object) -> MasterProcess:
+        master = MasterProcess(*args, workers=workers, **kwargs)
         self.addCleanup(master.kill)
         return master.waitUntilReady()
 
 
-class WorkersTestCase(MasterTestCase):
+class WorkersTestCase(MasterProcessTestCase):
     def inFlightAtSignal(self, toGroup: bool) -> None:
         """
         20 C{/ping} in flight, then SIGTERM to the master or to its group:
@@ -92,8 +87,10 @@ class WorkersTestCase(MasterTestCase):
         requests = []
         for _ in range(20):
             requests.append(InFlight(master.port, get("/ping")))
+            # Paced, so that both workers get some: each accepts one
+            # connection per wake-up.
             time.sleep(0.01)
-        time.sleep(0.1)
+        waitUntilRead(*(r.client.sock for r in requests))
         if toGroup:
             sentAt = master.signalGroup(signal.SIGTERM)
         else:
@@ -141,9 +138,9 @@ class WorkersTestCase(MasterTestCase):
         """
         master = self.start("--ping-delay", "10", "--shutdown-timeout", "8")
         requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
-        time.sleep(0.3)
+        waitUntilRead(*(r.client.sock for r in requests))
         master.signal(signal.SIGTERM)
-        time.sleep(0.3)
+        waitUntilRefused(master.port)
         sentAt = master.signal(signal.SIGTERM)
         master.wait(5)
         assert master.exitedAt is not None
@@ -168,10 +165,10 @@ class WorkersTestCase(MasterTestCase):
         )
         load = Load(master.port, clients=8, requestsPerConnection=1)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         master.signal(signal.SIGHUP)
         master.waitUntilReady(generation=2)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         outcomes = load.stop()
         with RawClient(metricsPort) as client:
             client.send(get("/metrics", "Connection: close"))
@@ -197,7 +194,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "10", "--shutdown-timeout", "1")
         workers = master.workers()
         requests = [InFlight(master.port, get("/ping")) for _ in range(6)]
-        time.sleep(0.3)
+        waitUntilRead(*(r.client.sock for r in requests))
         sentAt = master.signal(signal.SIGTERM)
         master.wait(5)
         assert master.exitedAt is not None
@@ -218,7 +215,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.01")
         load = Load(master.port)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         previous = set(master.workers())
         for generation in (2, 3, 4):
             master.signal(signal.SIGHUP)
@@ -232,7 +229,7 @@ class WorkersTestCase(MasterTestCase):
             self.assertEqual(len(current), 2)
             self.assertFalse(current & previous)
             previous = current
-            time.sleep(0.3)
+            load.waitForAnswers(30)
         outcomes = load.stop()
         print(f"\n3 reloads under load: {len(outcomes)} requests, {failures(outcomes)}")
         self.assertEqual(failures(outcomes), collections.Counter())
@@ -269,7 +266,7 @@ class WorkersTestCase(MasterTestCase):
             20,
             lambda: f"no failed reload:\n{master.log()}",
         )
-        time.sleep(0.3)
+        load.waitForAnswers(30)
         outcomes = load.stop()
         self.assertEqual(failures(outcomes), collections.Counter())
         self.assertEqual(set(master.workers()), workers)
@@ -293,7 +290,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.2", "--shutdown-timeout", "2")
         workers = master.workers()
         requests = [InFlight(master.port, get("/ping")) for _ in range(4)]
-        time.sleep(0.05)
+        waitUntilRead(*(r.client.sock for r in requests))
         killedAt = master.signal(signal.SIGKILL)
         waitFor(
             lambda: not any(alive(p) for p in workers) and connectRefused(master.port),
@@ -314,7 +311,7 @@ class WorkersTestCase(MasterTestCase):
         master = self.start("--ping-delay", "0.01")
         load = Load(master.port, clients=4)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         victim, survivor = master.workers()
         killedAt = time.monotonic()
         os.kill(victim, signal.SIGKILL)
@@ -327,7 +324,7 @@ class WorkersTestCase(MasterTestCase):
             lambda: f"not replaced:\n{master.log()}",
         )
         replacedAfter = time.monotonic() - killedAt
-        time.sleep(0.5)
+        load.waitForAnswers(50)
         outcomes = load.stop()
         failed = failures(outcomes)
         print(
@@ -428,7 +425,7 @@ class WorkersTestCase(MasterTestCase):
         A worker that cannot start (an app that does not import) stops the
         start: one line from the master, exit status 1, no crash loop.
         """
-        master = Master("--app", "no_such_module:app", workers=2)
+        master = MasterProcess("--app", "no_such_module:app", workers=2)
         self.addCleanup(master.kill)
         self.assertEqual(master.wait(20), 1)
         log = master.log()
@@ -485,13 +482,13 @@ def servedName(port: int) -> str:
     return commonName(x509.load_der_x509_certificate(der))
 
 
-class TLSWorkersTests(MasterTestCase):
+class TLSWorkersTests(MasterProcessTestCase):
     """
     C{--workers 2} on an C{ssl:} listener: the master binds TCP, each
     worker serves TLS on it with the certificate it read.
     """
 
-    def startTLS(self, *args: str, certificate: str = PEM) -> tuple[Master, int]:
+    def startTLS(self, *args: str, certificate: str = PEM) -> tuple[MasterProcess, int]:
         """
         Start a master with an C{ssl:} listener and a cleartext one (the one
         C{waitUntilReady} asks).
@@ -527,8 +524,10 @@ class TLSWorkersTests(MasterTestCase):
         requests = []
         for _ in range(20):
             requests.append(InFlight(tlsPort, get("/ping"), tls=True, untilClosed=True))
+            # Paced, so that both workers get some: each accepts one
+            # connection per wake-up.
             time.sleep(0.01)
-        time.sleep(0.1)
+        waitUntilRead(h2.sock, *(r.client.sock for r in requests))
         sentAt = master.signal(signal.SIGTERM)
         refusedAt = waitUntilRefused(tlsPort)
         h2.readUntil(lambda: h2.frames.streams[stream].ended, 10)
@@ -579,7 +578,7 @@ class TLSWorkersTests(MasterTestCase):
         self.assertEqual(servedName(tlsPort), original)
         load = Load(tlsPort, clients=3, tls=True)
         self.addCleanup(load.stop)
-        time.sleep(0.5)
+        load.waitForAnswers(30)
         renewed = os.path.join(directory, "renewed.pem")
         with open(renewed, "wb") as f:
             f.write(selfSigned("renewed.gracesvc.test"))
@@ -595,7 +594,7 @@ class TLSWorkersTests(MasterTestCase):
                 lambda: f"old workers still running:\n{master.log()}",
             )
             previous = set(master.workers())
-            time.sleep(0.3)
+            load.waitForAnswers(20)
         outcomes = load.stop()
         print(
             f"\n2 reloads under HTTPS load: {len(outcomes)} requests, "
@@ -649,7 +648,7 @@ class WorkerOptionsTests(SynchronousTestCase):
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            result = run(
+            result = runTwistd(
                 "--pidfile=",
                 "-n",
                 "gracesvc",
@@ -668,72 +667,29 @@ class WorkerOptionsTests(SynchronousTestCase):
         A bad C{--workers} is one line on standard error and exit status 1.
         """
         for value in ("-1", "two", "1.5"):
-            result = run("--pidfile=", "-n", "gracesvc", "--workers", value)
+            result = runTwistd("--pidfile=", "-n", "gracesvc", "--workers", value)
             self.assertEqual(result.returncode, 1, value)
             self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
             self.assertIn("--workers", result.stderr)
             self.assertNotIn("Traceback", result.stderr)
 
 
-#: The unit of C{--workers} under systemd.
-WORKERS_SERVICE = os.path.join(DEPLOY, "gracesvc-workers.service")
-
-
-class WorkersUnitTests(SynchronousTestCase):
-    def test_reloadStopAndTimeout(self) -> None:
-        """
-        C{systemctl reload} sends SIGHUP to the master; C{systemctl stop}
-        SIGTERM to the master alone, waiting longer than its cap and the
-        exits before SIGKILL; the command is the single-process one with
-        C{--workers}.
-        """
-        service = systemdUnit(WORKERS_SERVICE)["Service"]
-        self.assertEqual(service["Type"], "notify")
-        self.assertEqual(service["ExecReload"], "/bin/kill -HUP $MAINPID")
-        self.assertEqual(service["KillMode"], "mixed")
-        self.assertEqual(service["KillSignal"], "SIGTERM")
-        options = gracesvcOptions(shlex.split(service["ExecStart"])[1:])
-        self.assertEqual(options["workers"], 2)
-        self.assertGreater(
-            float(service["TimeoutStopSec"]), options["shutdown-timeout"] + 1.5
-        )
-        single = shlex.split(systemdUnit(SYSTEMD_SERVICE)["Service"]["ExecStart"])
-        workers = shlex.split(service["ExecStart"])
-        self.assertEqual([a for a in workers if a not in ("--workers", "2")], single)
-
-
-class WorkersSocketActivated(SocketActivated):
+class SystemdWorkersTests(SystemdSocketTestCase):
     """
-    C{deploy/gracesvc-workers.service}'s command, started as systemd starts
-    it from C{deploy/gracesvc.socket}.
+    The replacements of C{tests/e2e/test_deploy.py} with
+    C{deploy/gracesvc-workers.service} on a socket the test owns, as systemd
+    would hand it over.
     """
 
-    def __init__(self, listening: socket.socket, fdName: str, *extraArgs: str) -> None:
-        argv = shlex.split(systemdUnit(WORKERS_SERVICE)["Service"]["ExecStart"])
-        argv[0] = TWISTD
-        argv += list(extraArgs)
-        fd = listening.fileno()
-        Process.__init__(
-            self,
-            [sys.executable, "-c", _SYSTEMD_EXEC, str(fd), *argv],
-            prefix="gracesvc-systemd-",
-            env=dict(os.environ, LISTEN_FDS="1", LISTEN_FDNAMES=fdName),
-            passFds=(fd,),
-        )
-
-
-class SystemdWorkersTests(SystemdSocketTests):
-    """
-    test_deploy's replacement test with C{deploy/gracesvc-workers.service}
-    on a socket the test owns, as systemd would hand it over: replacements
-    under load lose nothing.
-    """
+    unit = WORKERS_SERVICE
 
     def start(self, listening: socket.socket) -> SocketActivated:
         fdName = systemdUnit(SYSTEMD_SOCKET)["Socket"].get(
             "FileDescriptorName", "gracesvc.socket"
         )
-        process = WorkersSocketActivated(listening, fdName, "--ping-delay", "0.05")
+        process = SocketActivated(
+            listening, fdName, "--ping-delay", "0.05", unit=self.unit
+        )
         workers: set[int] = set()
 
         def killWorkers() -> None:
@@ -756,5 +712,9 @@ class SystemdWorkersTests(SystemdSocketTests):
         )
         return process
 
-
-del SystemdSocketTests
+    def test_replacementsUnderLoadLoseNothing(self) -> None:
+        """
+        Three replacements of the C{--workers} command under load lose
+        nothing: see L{SystemdSocketTestCase.assertReplacementsLoseNothing}.
+        """
+        self.assertReplacementsLoseNothing()

@@ -33,7 +33,7 @@ from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
 from tests.support.process import FakeProcess
-from tests.unit.process.test_service import SIGINT, SIGTERM, FakeReactor, FakeSignals
+from tests.support.service import SIGINT, SIGTERM, FakeReactor, FakeSignals
 
 
 def parse(*argv: str) -> tap.Options:

@@ -39,7 +39,7 @@ from gracesvc._workers.sockets import SocketSpec
 from gracesvc._workers.worker import WorkerControl
 from gracesvc.testing import Wire, get, samples
 from tests.support.process import FakeProcess
-from tests.unit.process.test_service import FakeReactor, FakeSignals
+from tests.support.service import FakeReactor, FakeSignals
 
 
 def configured(reactor: Any, *argv: str) -> ServeConfig:

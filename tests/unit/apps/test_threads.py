@@ -29,8 +29,13 @@ from gracesvc._apps.threads import (
 )
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted_threads import daemonThread
-from tests.support.threadfakes import ManualThreadPool, ThreadsInline
-from tests.unit.pins.test_twisted_threads import PATIENCE, Reactor, blockedPool
+from tests.support.threadfakes import (
+    PATIENCE,
+    ManualThreadPool,
+    Reactor,
+    ThreadsInline,
+    blockedPool,
+)
 
 
 def joinStoppers() -> None:

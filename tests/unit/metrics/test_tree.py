@@ -9,7 +9,7 @@ import json
 
 from gracesvc._metrics.tree import TreeMetrics
 from gracesvc.testing import samples
-from tests.unit.workers.test_master import MasterTestCase, transportOf
+from tests.support.workers import MasterTestCase, transportOf
 
 WORKER_METRICS = (
     "# HELP gracesvc_requests_total Responses.\n"

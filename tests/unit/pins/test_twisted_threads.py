@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import threading
 from io import BytesIO
-from typing import Any, cast
+from typing import cast
 
-from twisted.internet.base import ReactorBase
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IReactorThreads
 from twisted.python.failure import Failure
@@ -30,33 +29,13 @@ from twisted.web.wsgi import _WSGIResponse
 
 from gracesvc._apps.wsgi import WSGIResponse
 from gracesvc._pins import twisted_threads as _twisted_threads
-from tests.support.threadfakes import ManualThreadPool, ThreadsInline
-
-#: How long a test waits for a real thread, at most: only a broken test
-#: waits that long.
-PATIENCE = 10.0
-
-
-def blockedPool(test: SynchronousTestCase) -> tuple[ThreadPool, threading.Event]:
-    """
-    A started pool of daemon threads with one thread blocked until the
-    returned event is set (at the latest when the test ends).
-    """
-    pool = ThreadPool(0, 2, "pinned")
-    _twisted_threads.useDaemonThreads(pool)
-    pool.start()
-    release = threading.Event()
-    running = threading.Event()
-
-    def blocked() -> None:
-        running.set()
-        release.wait(PATIENCE)
-
-    pool.callInThread(blocked)
-    test.assertTrue(running.wait(PATIENCE))
-    test.addCleanup(lambda: None if pool.joined else pool.stop())
-    test.addCleanup(release.set)
-    return pool, release
+from tests.support.threadfakes import (
+    PATIENCE,
+    ManualThreadPool,
+    Reactor,
+    ThreadsInline,
+    blockedPool,
+)
 
 
 class ThreadPoolTests(SynchronousTestCase):
@@ -96,21 +75,6 @@ class ThreadPoolTests(SynchronousTestCase):
         pool.start()
         self.assertEqual(_twisted_threads.stopWithin(pool, PATIENCE), 0)
         self.assertFalse(any(t.is_alive() for t in pool.threads))
-
-
-class Reactor(ReactorBase):
-    """
-    A reactor base with no I/O, enough to fire system events.
-    """
-
-    def installWaker(self) -> None:
-        pass
-
-    def wakeUp(self) -> None:
-        pass
-
-    def removeAll(self) -> list[Any]:
-        return []
 
 
 class ReactorThreadPoolTests(SynchronousTestCase):

@@ -17,7 +17,7 @@ from gracesvc._process.effects import RealProcess, exitAtOnce
 from gracesvc._process.heap import freezeStartupHeap
 from gracesvc._process.watchdog import CapWatchdog
 from tests.support.process import FakeProcess
-from tests.unit.process.test_service import SIGTERM, FakeReactor, FakeSignals
+from tests.support.service import SIGTERM, FakeReactor, FakeSignals
 
 
 class StoppedBy:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._core.drain import Drain
 from gracesvc._process.signals import StopSignals
-from tests.unit.process.test_service import (
+from tests.support.service import (
     SIGINT,
     SIGTERM,
     FakeReactor,

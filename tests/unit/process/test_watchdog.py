@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._process.signals import StopSignals
 from gracesvc._process.watchdog import PROBE, CapWatchdog, reactorAnswers, stuckAt
-from tests.unit.process.test_service import FakeReactor, FakeSignals, makeService
+from tests.support.service import FakeReactor, FakeSignals, makeService
 
 
 class FakeWatchdog(CapWatchdog):

@@ -21,7 +21,7 @@ from gracesvc._process.signals import StopSignals
 from gracesvc._workers.channel import encode
 from gracesvc._workers.worker import ControlProtocol, WorkerControl
 from tests.support.process import FakeProcess
-from tests.unit.process.test_service import (
+from tests.support.service import (
     SIGTERM,
     FakeReactor,
     FakeSignals,
