@@ -1,8 +1,8 @@
 """
 The house plan, checked: no import cycles between gracesvc's modules or its
 packages (lazy imports and C{TYPE_CHECKING} imports count), the drain core
-imports no other room, and only L{gracesvc._pins} imports the private
-modules of Twisted, Klein and h2.
+imports no other room, only L{gracesvc._pins} imports the private modules
+of Twisted, Klein and h2, and no test module imports another.
 """
 
 from __future__ import annotations
@@ -181,6 +181,26 @@ class ImportGraphTests(SynchronousTestCase):
                 ):
                     leaks.append(f"{module}:{line} imports {name}")
         self.assertEqual(sorted(set(leaks)), [])
+
+    def test_testModulesImportNoTestModule(self) -> None:
+        """
+        What the tests share is in C{tests/support}: no test module imports
+        another.
+        """
+        tests = os.path.join(os.path.dirname(PACKAGE), "tests")
+        found = []
+        for directory, _, files in os.walk(tests):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(directory, name)
+                dotted = os.path.relpath(path, os.path.dirname(tests))[:-3]
+                for target, line in imported(dotted.replace(os.sep, "."), path):
+                    if target.split(".")[-1].startswith("test_") or target.startswith(
+                        ("tests.unit.", "tests.e2e.")
+                    ):
+                        found.append(f"{dotted}:{line} imports {target}")
+        self.assertEqual(sorted(set(found)), [])
 
     def test_cyclesAreFound(self) -> None:
         """
