@@ -5,6 +5,13 @@ routes served by a plain C{Site} with no drain layer (C{bench/plain.tac}),
 both under twistd and both logging access lines alike.
 
     .venv/bin/python -m bench.throughput [--rounds 10] [--duration 4] [--smoke]
+    .venv/bin/python -m bench.throughput --against REV
+
+With C{--against REV} a third server joins each round: C{twistd -n
+gracesvc} from the git revision C{REV} (extracted with C{git archive} into
+C{bench/out/}), loaded at the same time as the other two, so that a change
+to the code is measured against what it changed, side by side in one run
+(REV's CPU time per request / this checkout's).
 
 Each round starts a fresh gracesvc and a fresh plain server side by side,
 pinned to the same core, and loads both at the same time, one load
@@ -33,18 +40,29 @@ core 0 and the load generators to core 1.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench._common import cores, machine, startServer, stopServer, table
+from bench._common import (
+    DEFAULT_OUT,
+    ROOT,
+    cores,
+    machine,
+    startGracesvc,
+    startServer,
+    stopServer,
+    table,
+)
 from bench._net import pythonLoad
 from gracesvc.testing.process import Twistd
 
@@ -157,12 +175,12 @@ class Round:
         requests = self.requests.get(kind, 0)
         return self.cpu[kind] / requests if requests else 0.0
 
-    def cpuRatio(self) -> float:
+    def cpuRatio(self, kind: str = "plain") -> float:
         """
-        @return: plain's CPU time per request / gracesvc's.
+        @return: C{kind}'s CPU time per request / gracesvc's.
         """
         grace = self.cpuPerRequest("gracesvc")
-        return self.cpuPerRequest("plain") / grace if grace else 0.0
+        return self.cpuPerRequest(kind) / grace if grace else 0.0
 
     def rpsRatio(self) -> float:
         plain = self.rps.get("plain", 0.0)
@@ -171,6 +189,51 @@ class Round:
 
 KINDS = ("gracesvc", "plain")
 
+#: The kind of the server from another revision (C{--against}).
+AGAINST = "against"
+
+
+def checkoutOf(revision: str) -> str:
+    """
+    @return: a directory holding the tree of git C{revision} of this
+        checkout, extracted once into C{bench/out/}.
+    """
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    directory = os.path.join(DEFAULT_OUT, f"against-{commit[:12]}")
+    if not os.path.isdir(directory):
+        os.makedirs(DEFAULT_OUT, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+        partial = directory + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(partial, filter="data")
+        os.rename(partial, directory)
+    return directory
+
+
+def startAgainst(checkout: str) -> Twistd:
+    """
+    Start C{twistd -n gracesvc} from C{checkout} (see L{checkoutOf}): its
+    C{gracesvc} package and twistd plugin come first on the path.
+    """
+    path = os.environ.get("PYTHONPATH")
+    env = dict(
+        os.environ,
+        PYTHONPATH=checkout if not path else f"{checkout}{os.pathsep}{path}",
+    )
+    return startGracesvc("--ping-delay", "0", env=env)
+
 
 def measureRound(
     load: Load,
@@ -178,29 +241,32 @@ def measureRound(
     duration: float,
     serverCpu: int | None,
     start: Callable[[str], Twistd] | None = None,
+    kinds: Sequence[str] = KINDS,
 ) -> Round:
     """
-    Start both servers, warm both, load both at once, stop both.
+    Start the servers, warm them, load them all at once, stop them.
 
     @param start: starts the server of a kind (C{"gracesvc"} or
         C{"plain"}); L{startServer} with no ping delay if L{None}.
+    @param kinds: the kinds of server, each loaded by a generator of its
+        own.
     """
     servers: dict[str, Twistd] = {}
     result = Round()
-    served = dict.fromkeys(KINDS, 0)
+    served = dict.fromkeys(kinds, 0)
     try:
-        for kind in KINDS:
+        for kind in kinds:
             servers[kind] = startServer(kind, 0.0) if start is None else start(kind)
             if serverCpu is not None:
                 os.sched_setaffinity(servers[kind].pid, {serverCpu})
-        ports = [servers[kind].port for kind in KINDS]
+        ports = [servers[kind].port for kind in kinds]
         for kind, (_, requests, _) in zip(
-            KINDS, load.runTogether(ports, warmup), strict=True
+            kinds, load.runTogether(ports, warmup), strict=True
         ):
             served[kind] += requests
-        before = {kind: cpuSeconds(servers[kind].pid) for kind in KINDS}
+        before = {kind: cpuSeconds(servers[kind].pid) for kind in kinds}
         runs = load.runTogether(ports, duration)
-        for kind, (rps, requests, problems) in zip(KINDS, runs, strict=True):
+        for kind, (rps, requests, problems) in zip(kinds, runs, strict=True):
             result.cpu[kind] = cpuSeconds(servers[kind].pid) - before[kind]
             result.rps[kind], result.requests[kind] = rps, requests
             result.problems[kind] = problems
@@ -285,6 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--smoke", action="store_true", help="one short round: does it still work?"
     )
     parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="also load gracesvc of this git revision, side by side in each round",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help=f"exit 3 if the CPU-time ratio is below {TARGET}",
@@ -322,10 +393,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'s' if args.rounds != 1 else ''}, each a fresh pair of servers loaded at "
         f"the same time for {args.duration:g} s after {args.warmup:g} s warm-up"
     )
+    kinds: tuple[str, ...] = KINDS
+    start: Callable[[str], Twistd] | None = None
+    if args.against is not None:
+        checkout = checkoutOf(args.against)
+        kinds = (*KINDS, AGAINST)
+
+        def start(kind: str) -> Twistd:
+            if kind == AGAINST:
+                return startAgainst(checkout)
+            return startServer(kind, 0.0)
+
+        print(f"against: gracesvc of {args.against}, from {checkout}")
     sys.stdout.flush()
     began = time.monotonic()
     rounds = [
-        measureRound(load, args.warmup, args.duration, serverCpu)
+        measureRound(load, args.warmup, args.duration, serverCpu, start, kinds)
         for _ in range(args.rounds)
     ]
 
@@ -382,14 +465,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nserver CPU time per request, plain / gracesvc: median {ratio:.3f}, "
         f"rounds {spread(cpuRatios)}"
     )
+    if args.against is not None:
+        againstRatios = [r.cpuRatio(AGAINST) for r in rounds]
+        print(
+            f"server CPU time per request, gracesvc of {args.against} / this "
+            f"gracesvc: median {statistics.median(againstRatios):.3f}, rounds "
+            f"{spread(againstRatios)}; per request: "
+            f"{us(median(lambda r: r.cpuPerRequest(AGAINST)))} us against "
+            f"{us(median(lambda r: r.cpuPerRequest('gracesvc')))} us"
+        )
     print(
         f"requests per second, gracesvc / plain: median "
         f"{statistics.median(rpsRatios):.3f}, rounds {spread(rpsRatios)} (moves "
         "with other load on the machine)"
     )
     access = {
-        k: statistics.median(r.accessPerRequest[k] for r in rounds)
-        for k in ("gracesvc", "plain")
+        k: statistics.median(r.accessPerRequest[k] for r in rounds) for k in KINDS
     }
     print(
         f"access log lines per request: gracesvc {access['gracesvc']:.2f}, plain {access['plain']:.2f} "
