@@ -34,6 +34,7 @@ from gracesvc.testing.process import (
     Twistd,
     freePort,
 )
+from tests.support.autobahn import fuzz, wstest
 from tests.support.clients import Load, failures
 from tests.support.endtoend import (
     EndToEndTestCase,
@@ -375,6 +376,19 @@ class PlainASGITests(EndToEndTestCase):
         self.assertEqual(told[-1], "lifespan shutdown")
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - sentAt, 1.0)
+        self.assertCleanLog(twistd)
+
+    def test_autobahn(self) -> None:
+        """
+        The Autobahn fuzzing client's cases, as run for C{/ws}, against a
+        plain ASGI echo: no case fails.
+        """
+        wstest()
+        twistd = self.startTwistd("--asgi", RAW)
+        fuzz(self, f"ws://127.0.0.1:{twistd.port}/ws")
+        twistd.signal(signal.SIGINT)
+        twistd.wait(10)
+        self.assertIn("0 connections open", twistd.log())
         self.assertCleanLog(twistd)
 
     def test_workersReloadUnderLoad(self) -> None:
