@@ -473,7 +473,9 @@ class HTTPCycle:
             log.error("ASGI application returned without starting a response")
         elif state is _STARTED:
             log.error("ASGI application returned without completing its response")
-        if state is _WAITING:
+        if state is _WAITING or (state is _STARTED and not self.request.startedWriting):
+            # Nothing written yet (the start is held until the first body):
+            # still time for a clean 500.
             self._internalError()
         elif state is _STARTED:
             self._abort()
