@@ -109,6 +109,24 @@ class HandshakeCarrier(Protocol):
         completed.
         """
 
+    def pauseReading(self) -> None:
+        """
+        Stop reading from the connection: the application has messages
+        enough waiting (TCP then holds the client).
+        """
+
+    def resumeReading(self) -> None:
+        """
+        Read from the connection again.
+        """
+
+
+#: Messages received and not yet read by the application past which the
+#: connection stops reading; it reads again once they are down to
+#: L{RECEIVE_LOW}.
+RECEIVE_HIGH = 32
+RECEIVE_LOW = 8
+
 
 class SessionState(Enum):
     """
@@ -209,6 +227,7 @@ class ASGIWebSocket:
         self._disconnect: MutableMapping[str, Any] | None = None
         self._cancelCall: IDelayedCall | None = None
         self._denial: tuple[int, list[tuple[bytes, bytes]]] = (500, [])
+        self._readingPaused = False
 
     def start(self) -> None:
         """
@@ -238,6 +257,8 @@ class ASGIWebSocket:
         message = self._inbox.popleft()
         if message["type"] == "websocket.disconnect":
             self._disconnect = message
+        elif self._readingPaused and len(self._inbox) <= RECEIVE_LOW:
+            self._resumeReading()
         return message
 
     def _deliver(self, message: MutableMapping[str, Any]) -> None:
@@ -245,6 +266,23 @@ class ASGIWebSocket:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _received(self, message: MutableMapping[str, Any]) -> None:
+        """
+        A message from the client, for the application: past
+        L{RECEIVE_HIGH} of them unread, the connection stops reading.
+        """
+        self._deliver(message)
+        if not self._readingPaused and len(self._inbox) >= RECEIVE_HIGH:
+            websocket = self.websocket
+            if websocket is not None and websocket.sending:
+                self._readingPaused = True
+                self.carrier.pauseReading()
+
+    def _resumeReading(self) -> None:
+        if self._readingPaused:
+            self._readingPaused = False
+            self.carrier.resumeReading()
 
     # send
 
@@ -281,6 +319,8 @@ class ASGIWebSocket:
                 websocket.loseConnection(
                     int(message.get("code", 1000)), str(message.get("reason") or "")
                 )
+                # The closing handshake: the client's Close must be read.
+                self._resumeReading()
                 self._applicationClosed()
                 return
         elif state is _CONNECTING:
@@ -365,10 +405,10 @@ class ASGIWebSocket:
         pass
 
     def textMessageReceived(self, text: str) -> None:
-        self._deliver({"type": "websocket.receive", "text": text})
+        self._received({"type": "websocket.receive", "text": text})
 
     def bytesMessageReceived(self, data: bytes | bytearray) -> None:
-        self._deliver({"type": "websocket.receive", "bytes": bytes(data)})
+        self._received({"type": "websocket.receive", "bytes": bytes(data)})
 
     def pongReceived(self, payload: bytes) -> None:
         pass
@@ -389,6 +429,8 @@ class ASGIWebSocket:
         (see L{DrainingWebSocket}), before the server's Close; one that did
         not gets the Close now.
         """
+        # The server's Close follows: the client's answer must be read.
+        self._resumeReading()
         if not self.app.noticeWanted:
             return None
         closed: Deferred[None] = Deferred()
@@ -526,6 +568,18 @@ class _RequestCarrier:
     def abort(self) -> None:
         if not self.request.finished:
             self.request.loseConnection()
+
+    def pauseReading(self) -> None:
+        # TCP and TLS transports are push producers; ITransport does not
+        # say so.
+        pause = getattr(self.request.channel.transport, "pauseProducing", None)
+        if pause is not None:
+            pause()
+
+    def resumeReading(self) -> None:
+        resume = getattr(self.request.channel.transport, "resumeProducing", None)
+        if resume is not None:
+            resume()
 
     def _lost(self, reason: Failure) -> None:
         session = self.session

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc._asgi.spec import WEBSOCKET_ASGI, ClientDisconnected
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import get
-from tests.support.asgi import Application, ASGIWire, Receive, Send
+from tests.support.asgi import Application, ASGIWire, Message, Receive, Send
 
 
 async def echo(scope: Any, receive: Receive, send: Send) -> None:
@@ -176,6 +176,40 @@ class HandshakeTests(SessionTestCase):
         served.run()
         self.assertEqual(client.closeCode, 1011)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class FlowControlTests(SessionTestCase):
+    def test_unreadMessagesPauseReading(self) -> None:
+        """
+        Past 32 messages the application has not read, the connection stops
+        reading (TCP holds the client); it reads again once the application
+        has caught up to 8.
+        """
+        reading: list[bool] = []
+        go = asyncio.Event()
+        read: list[Message] = []
+
+        async def slow(scope: Any, receive: Receive, send: Send) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await go.wait()
+            while len(read) < 40:
+                read.append(await receive())
+
+        served = self.serve(slow)
+        client = served.wire.connectWebSocket("/")
+        served.run()
+        transport = client.serverTransport
+        transport.pauseProducing = lambda: reading.append(False)  # type: ignore[method-assign]
+        transport.resumeProducing = lambda: reading.append(True)  # type: ignore[method-assign]
+        for n in range(40):
+            client.sendText(str(n))
+        served.run()
+        self.assertEqual(reading, [False])
+        served.loop.call_soon(go.set)
+        served.run()
+        self.assertEqual(reading, [False, True])
+        self.assertEqual([m["text"] for m in read], [str(n) for n in range(40)])
 
 
 class CloseTests(SessionTestCase):
