@@ -22,7 +22,7 @@ from gracesvc._workers.sockets import SocketSpec
 if TYPE_CHECKING:
     from gracesvc._apps.wsgi import WSGIApplication
     from gracesvc._asgi.app import ASGIApplication
-    from gracesvc._asgi.lifespan import LifespanMode
+    from gracesvc._asgi.spec import LifespanMode
 
 #: A listener: its description, as given and as logs and errors name it,
 #: and the endpoint parsed from it.

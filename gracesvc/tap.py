@@ -34,8 +34,8 @@ from gracesvc._apps.load import (
     parseThreads,
 )
 from gracesvc._apps.threads import DEFAULT_THREADS
-from gracesvc._asgi.lifespan import LIFESPAN_MODES, LifespanMode
 from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor
+from gracesvc._asgi.spec import LIFESPAN_MODES, LifespanMode
 from gracesvc._config import (
     App,
     ASGIAppConfig,

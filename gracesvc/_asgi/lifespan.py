@@ -32,20 +32,14 @@ import asyncio
 from collections import deque
 from collections.abc import MutableMapping
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from gracesvc._asgi.app import ASGIApp
-from gracesvc._asgi.spec import LIFESPAN_ASGI, SHUTDOWN_NOTICE
-
-#: C{--asgi-lifespan}: C{auto} runs the lifespan if the application
-#: supports it, C{on} requires it, C{off} never runs it.
-LifespanMode = Literal["auto", "on", "off"]
-
-LIFESPAN_MODES: tuple[LifespanMode, ...] = ("auto", "on", "off")
+from gracesvc._asgi.spec import LIFESPAN_ASGI, SHUTDOWN_NOTICE, LifespanMode
 
 
 class LifespanFailed(Exception):

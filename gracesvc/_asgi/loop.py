@@ -17,8 +17,10 @@ reactor would keep it.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+if TYPE_CHECKING:
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
 
 class ReactorMismatch(Exception):
@@ -36,13 +38,15 @@ def installAsyncioReactor() -> AsyncioSelectorReactor:
     @return: the asyncio reactor.
     @raise ReactorMismatch: another reactor is installed.
     """
+    # Imported here, not as the plugin's options module is: twistd --help
+    # need not import asyncio.
+    from twisted.internet import asyncioreactor
+
     installed: object = sys.modules.get("twisted.internet.reactor")
     if installed is None:
-        from twisted.internet import asyncioreactor
-
         asyncioreactor.install()
         installed = sys.modules["twisted.internet.reactor"]
-    if not isinstance(installed, AsyncioSelectorReactor):
+    if not isinstance(installed, asyncioreactor.AsyncioSelectorReactor):
         raise ReactorMismatch(
             f"--asgi runs the application on Twisted's asyncio reactor, but "
             f"{type(installed).__name__} is installed: leave out twistd's "

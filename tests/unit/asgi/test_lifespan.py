@@ -13,10 +13,9 @@ from gracesvc._asgi.app import ASGIApp
 from gracesvc._asgi.lifespan import (
     Lifespan,
     LifespanFailed,
-    LifespanMode,
     LifespanState,
 )
-from gracesvc._asgi.spec import LIFESPAN_ASGI, SHUTDOWN_NOTICE
+from gracesvc._asgi.spec import LIFESPAN_ASGI, SHUTDOWN_NOTICE, LifespanMode
 from tests.support.asgi import Application, Message, Receive, Send, spin
 
 
