@@ -45,7 +45,7 @@ import asyncio
 from collections import deque
 from collections.abc import MutableMapping
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -108,6 +108,14 @@ class HandshakeCarrier(Protocol):
         Close the connection at once: a denial response that cannot be
         completed.
         """
+
+
+class ReadingCarrier(HandshakeCarrier, Protocol):
+    """
+    A L{HandshakeCarrier} that can also stop reading its connection: with
+    one, a client that sends faster than the application reads is held by
+    TCP (see L{RECEIVE_HIGH}).  A carrier without these methods reads on.
+    """
 
     def pauseReading(self) -> None:
         """
@@ -275,14 +283,15 @@ class ASGIWebSocket:
         self._deliver(message)
         if not self._readingPaused and len(self._inbox) >= RECEIVE_HIGH:
             websocket = self.websocket
-            if websocket is not None and websocket.sending:
+            pause = getattr(self.carrier, "pauseReading", None)
+            if pause is not None and websocket is not None and websocket.sending:
                 self._readingPaused = True
-                self.carrier.pauseReading()
+                pause()
 
     def _resumeReading(self) -> None:
         if self._readingPaused:
             self._readingPaused = False
-            self.carrier.resumeReading()
+            cast(ReadingCarrier, self.carrier).resumeReading()
 
     # send
 
