@@ -6,6 +6,8 @@ specification's facts every part of the room shares.
 
 from __future__ import annotations
 
+from typing import Literal
+
 #: The C{asgi} key of an HTTP scope.  HTTP C{spec_version} 2.3, not 2.4:
 #: from 2.4 on, Starlette stops listening for C{http.disconnect} during a
 #: streaming response and would never notice an event stream gracesvc ends.
@@ -22,6 +24,13 @@ LIFESPAN_ASGI = {"version": "3.0", "spec_version": "2.0"}
 #: C{lifespan.startup.complete}, to be told when the server goes away and
 #: how long is left until the cut (see C{gracesvc.asgi.ShutdownNotice}).
 SHUTDOWN_NOTICE = "lifespan.shutdown.notice"
+
+
+#: C{--asgi-lifespan}: C{auto} runs the lifespan if the application
+#: supports it, C{on} requires it, C{off} never runs it.
+LifespanMode = Literal["auto", "on", "off"]
+
+LIFESPAN_MODES: tuple[LifespanMode, ...] = ("auto", "on", "off")
 
 
 class ClientDisconnected(OSError):

@@ -172,6 +172,89 @@ class WhenRunningTests(SynchronousTestCase):
         self.assertEqual(calls, [1])
 
 
+class ReadingPort(FakePort):
+    """
+    A port that records whether the reactor reads it (accepts).
+    """
+
+    reading = True
+
+    def startReading(self) -> None:
+        self.reading = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+
+@implementer(IStreamServerEndpoint)
+class ReadingEndpoint:
+    def __init__(self) -> None:
+        self.port = ReadingPort("gated", [])
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return succeed(self.port)
+
+
+class StartupTests(SynchronousTestCase):
+    def gated(
+        self, startup: Deferred[None], failed: list[int] | None = None
+    ) -> tuple[TwistdService, ReadingEndpoint, FakeReactor]:
+        reactor = FakeReactor()
+        service = makeService(reactor)
+        endpoint = ReadingEndpoint()
+        twistd = TwistdService(
+            service.factory,
+            [("gated", endpoint)],
+            service.drain,
+            reactor,
+            StopSignals(reactor, service.drain, FakeSignals()),
+            startup=lambda: startup,
+            startupFailed=None if failed is None else lambda: failed.append(1),
+        )
+        return twistd, endpoint, reactor
+
+    def test_acceptsOnlyOnceStartedUp(self) -> None:
+        """
+        With a startup (an ASGI lifespan's), the ports listen while the
+        process may be root but accept nothing until the startup, run once
+        the reactor runs, succeeded; L{TwistdService.whenReady} fires then.
+        """
+        startup: Deferred[None] = Deferred()
+        twistd, endpoint, reactor = self.gated(startup)
+        twistd.privilegedStartService()
+        self.assertFalse(endpoint.port.reading)
+        twistd.startService()
+        ready = twistd.whenReady()
+        reactor.start(FakeSignals())
+        self.assertFalse(endpoint.port.reading)
+        self.assertNoResult(ready)
+        startup.callback(None)
+        self.assertTrue(endpoint.port.reading)
+        self.successResultOf(ready)
+        self.assertTrue(twistd.ready)
+
+    def test_failedStartup(self) -> None:
+        """
+        A startup that fails is one critical log line, and C{startupFailed}
+        is called (it ends the process); nothing is ever accepted.
+        """
+        startup: Deferred[None] = Deferred()
+        failed: list[int] = []
+        twistd, endpoint, reactor = self.gated(startup, failed)
+        events: list[dict[str, Any]] = []
+        twistd.log = Logger(observer=cast(ILogObserver, events.append))
+        twistd.privilegedStartService()
+        twistd.startService()
+        reactor.start(FakeSignals())
+        startup.errback(RuntimeError("ASGI lifespan startup failed: no database"))
+        self.assertEqual(failed, [1])
+        self.assertFalse(endpoint.port.reading)
+        self.assertEqual(
+            [e["error"] for e in events if "error" in e],
+            ["ASGI lifespan startup failed: no database"],
+        )
+
+
 class DrainTests(SynchronousTestCase):
     def test_shutdownTriggerStartsTheDrain(self) -> None:
         """
