@@ -20,7 +20,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from gracesvc._core.drain import Drain
-from gracesvc._pins.twisted_h2 import connectionOf
+from gracesvc._pins.twisted_h2 import connectionOf, takeOver
 from gracesvc._protocols.answers import LongLivedKind, ResponseMetrics
 from gracesvc._protocols.h2 import DrainingH2Connection, H2Tally
 from gracesvc._protocols.http1 import DrainingChannel
@@ -79,7 +79,26 @@ class DrainingSite(Site):
         channel = super().buildProtocol(addr)
         if not self.http2:
             return channel
-        return NegotiatingProtocol(channel, self.h2c)
+        return NegotiatingProtocol(channel, self.h2c, self)
+
+    def buildH2Connection(self, http1: object) -> DrainingH2Connection:
+        """
+        Make the HTTP/2 connection a connection of this site (or of another
+        HTTP/1.1 path that serves its HTTP/2 through this site) switches
+        to, given what this site gives its channels, as Twisted's own switch
+        gives it.
+
+        @param http1: the HTTP/1.1 protocol the connection started with:
+            one of this site's channels, or another path's protocol.
+        """
+        h2 = DrainingH2Connection(self.reactor)
+        channel = (
+            http1
+            if isinstance(http1, DrainingChannel)
+            else Site.buildProtocol(self, None)
+        )
+        takeOver(h2, channel)
+        return h2
 
     def acceptableProtocols(self) -> list[bytes]:
         """
