@@ -68,8 +68,6 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httptools
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -86,8 +84,10 @@ from twisted.web.http import datetimeToLogString
 from zope.interface import implementer
 
 from gracesvc._asgi.app import ASGIApp, routeOf
-from gracesvc._asgi.spec import HTTP_ASGI
+from gracesvc._asgi.scopes import addressOf, subprotocols
+from gracesvc._asgi.spec import HTTP_ASGI, WEBSOCKET_ASGI
 from gracesvc._asgi.streams import EventBoundary, goodbye
+from gracesvc._asgi.websocket import ASGIWebSocket, startSession
 from gracesvc._core.connections import IDrainableConnection
 from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
@@ -95,7 +95,9 @@ from gracesvc._metrics.registry import OTHER_ROUTE
 from gracesvc._pins.twisted import bytesWaiting, closeBeneathTLS, tlsHandshaking
 from gracesvc._pins.twisted_send import eagerSocket, sendNow
 from gracesvc._protocols.answers import SERVICE_UNAVAILABLE_BODY
-from gracesvc._protocols.negotiate import H2Builder, NegotiatingProtocol
+from gracesvc._protocols.negotiate import NegotiatingProtocol
+from gracesvc._protocols.site import DrainingSite
+from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
 log = Logger()
 
@@ -233,18 +235,18 @@ class UpgradedProtocol(Protocol):
 
 class WebSocketHandshake(Protocol):
     """
-    What starts the ASGI WebSocket session of an upgrade request: it runs the
-    application's C{websocket.connect}, and then either writes the 101 and
-    calls L{ASGIConnection.upgrade}, or answers the request as HTTP (a 403,
-    a denial response) through L{ASGIConnection.answerUpgrade}.
+    What starts the ASGI WebSocket session of an upgrade request (see
+    L{serveWebSockets}): it runs the application's C{websocket.connect},
+    and then either has the connection upgraded (L{ASGIConnection.upgrade})
+    or answers the request as HTTP (a 403, a denial response: see
+    L{ASGIConnection.answerUpgrade}).
     """
 
-    def __call__(self, connection: ASGIConnection, scope: dict[str, Any]) -> None:
+    def __call__(self, connection: ASGIConnection, cycle: Cycle) -> None:
         """
         @param connection: the connection, its reading paused: it is the
             carrier of the WebSocket once upgraded.
-        @param scope: the request's HTTP scope (the WebSocket scope is made
-            from it: C{type} and C{scheme} differ).
+        @param cycle: the upgrade request, its scope an HTTP one.
         """
 
 
@@ -270,12 +272,6 @@ class ConnectionState(Enum):
 
 
 _IDLE, _RECEIVING, _BUSY, _STREAM, _UPGRADED, _CLOSING = ConnectionState
-
-
-def _address(address: object) -> tuple[str, int] | None:
-    if isinstance(address, IPv4Address | IPv6Address):
-        return (address.host, address.port)
-    return None
 
 
 def _escape(value: bytes) -> str:
@@ -342,6 +338,7 @@ class Cycle:
         "stream",
         "goingAway",
         "upgrade",
+        "handshake",
     )
 
     def __init__(
@@ -389,6 +386,8 @@ class Cycle:
         self.goingAway = False
         #: a WebSocket upgrade request.
         self.upgrade = False
+        #: the carrier of its WebSocket handshake, once started.
+        self.handshake: _Handshake | None = None
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -765,8 +764,8 @@ class ASGIConnection:
             "type": "http",
             "asgi": HTTP_ASGI,
             "http_version": "1.1",
-            "server": _address(host),
-            "client": _address(transport.getPeer()),
+            "server": addressOf(host),
+            "client": addressOf(transport.getPeer()),
             "scheme": "https" if factory.isTLS(transport) else "http",
             "root_path": factory.rootPath,
         }
@@ -811,6 +810,8 @@ class ASGIConnection:
         if cycle is not None and not cycle.complete:
             cycle.disconnected = True
             cycle._wake()
+            if cycle.handshake is not None:
+                cycle.handshake.lost()
             if cycle.stream is not None and self.drain.draining:
                 self.drain.longLived.ended("stream", "clean")
         for queued in self.pipeline:
@@ -942,18 +943,23 @@ class ASGIConnection:
             # Read after the cut: no time is left to answer it.
             self._answerCut([cycle, *self.pipeline], self.drain.policy.retryAfter, True)
             return
+        app = self.factory.app
+        if self.drain.draining:
+            # The drain waits for it (see ASGIApp.trackWith).
+            cycle.task = app.run(cycle.run(self.app))
+            return
         task = cycle.task = self.loop.create_task(cycle.run(self.app))
-        self.factory.app.tasks.add(task)
+        # Out of the set again at its end (taskDone): a done callback would
+        # cost another turn of the loop per request.
+        app.tasks.add(task)
 
     def taskDone(self, cycle: Cycle) -> None:
         """
         C{cycle}'s task is ending, whatever way.
         """
-        factory = self.factory
-        tasks = factory.app.tasks
-        tasks.discard(cycle.task)
-        if not tasks and factory.tasksWaiter is not None:
-            factory.tasksDone()
+        task = cycle.task
+        if task is not None:
+            self.factory.app.tasks.discard(task)
 
     def responseComplete(self, cycle: Cycle) -> None:
         """
@@ -1110,11 +1116,11 @@ class ASGIConnection:
 
     def _startUpgrade(self, cycle: Cycle) -> None:
         drain = self.drain
-        handshake = self.factory.webSockets
-        if drain.draining or handshake is None:
+        webSockets = self.factory.webSockets
+        if drain.draining or webSockets is None:
             self._answerUpgrade(cycle, drain.draining)
             return
-        handshake(self, cycle.scope)
+        webSockets(self, cycle)
 
     def _answerUpgrade(self, cycle: Cycle, draining: bool) -> None:
         if draining:
@@ -1158,12 +1164,14 @@ class ASGIConnection:
     def answerUpgrade(self, status: int, headers: bytes, body: bytes) -> None:
         """
         Answer the upgrade request being handled as plain HTTP (the
-        application refused the WebSocket), and close after.
+        application refused the WebSocket, or the handshake was not a valid
+        one), and close after.
 
         @param headers: header lines, each ending in CR LF.
         """
         cycle = self.cycle
-        assert cycle is not None
+        if cycle is None or cycle.complete:
+            return
         cycle.status = status
         cycle.complete = True
         cycle.sent = len(body)
@@ -1437,6 +1445,8 @@ class ASGIConnection:
             cycle.complete = True
             cycle.disconnected = True
             cycle._wake()
+            if cycle.handshake is not None:
+                cycle.handshake.cut()
             if any(
                 name == b"accept" and b"text/event-stream" in value
                 for name, value in cycle.scope["headers"]
@@ -1495,9 +1505,6 @@ class ASGIHTTPFactory(Factory):
     """
     Makes an L{ASGIConnection} for each connection to serve C{app} with
     C{drain}; behind a L{NegotiatingProtocol} when HTTP/2 is served too.
-
-    @ivar tasksWaiter: while the drain waits for the application's tasks to
-        end (see L{waitForTasks}), what fires when the last one does.
     """
 
     def __init__(
@@ -1509,7 +1516,7 @@ class ASGIHTTPFactory(Factory):
         metricsPage: Callable[[], bytes] | None = None,
         ready: Callable[[], bool] = lambda: True,
         webSockets: WebSocketHandshake | None = None,
-        h2: H2Builder | None = None,
+        h2: DrainingSite | None = None,
         h2c: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
         keepAliveTimeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -1526,9 +1533,10 @@ class ASGIHTTPFactory(Factory):
             startup complete), for C{/readyz}.
         @param webSockets: starts the ASGI WebSocket session of an upgrade
             request; L{None} answers upgrades 400.
-        @param h2: makes the HTTP/2 connections of a client that negotiated
-            C{h2} through ALPN (or, with C{h2c}, opened with HTTP/2's
-            preface); L{None} serves HTTP/1.1 only.
+        @param h2: the site that serves the HTTP/2 connections (the
+            application behind Twisted's C{Request}) of clients that
+            negotiated C{h2} through ALPN (or, with C{h2c}, opened with
+            HTTP/2's preface); L{None} serves HTTP/1.1 only.
         @param h2c: whether to serve cleartext HTTP/2 to clients that open
             with its preface.
         @param headerTimeout: seconds from a request head's first byte to
@@ -1552,7 +1560,6 @@ class ASGIHTTPFactory(Factory):
         self.rootPath = rootPath
         self.accessLog = accessLog
         self.dates = _Dates()
-        self.tasksWaiter: Deferred[None] | None = None
         self._streams: dict[Cycle, Callable[[], None]] = {}
 
     def buildProtocol(self, addr: object) -> Any:
@@ -1560,6 +1567,15 @@ class ASGIHTTPFactory(Factory):
         if self.h2 is None:
             return connection
         return NegotiatingProtocol(connection, self.h2c, self.h2)
+
+    def startFactory(self) -> None:
+        # The HTTP/2 site's access log and its dates.
+        if self.h2 is not None:
+            self.h2.doStart()
+
+    def stopFactory(self) -> None:
+        if self.h2 is not None:
+            self.h2.doStop()
 
     def acceptableProtocols(self) -> list[bytes]:
         """
@@ -1584,26 +1600,6 @@ class ASGIHTTPFactory(Factory):
         unsubscribe = self._streams.pop(cycle, None)
         if unsubscribe is not None:
             unsubscribe()
-
-    # The application's tasks.
-
-    def waitForTasks(self) -> Deferred[None]:
-        """
-        @return: a Deferred that fires once no task of the application is
-            running: the drain waits for it (a task may go on after its
-            response, with a framework's background tasks).
-        """
-        d: Deferred[None] = Deferred()
-        if not self.app.tasks:
-            d.callback(None)
-            return d
-        self.tasksWaiter = d
-        return d
-
-    def tasksDone(self) -> None:
-        waiter, self.tasksWaiter = self.tasksWaiter, None
-        if waiter is not None:
-            waiter.callback(None)
 
     # The access log and the metrics.
 
@@ -1640,3 +1636,87 @@ class ASGIHTTPFactory(Factory):
             f'"{_escape(referrer)}" "{_escape(agent)}"\n'
         )
         legacyLog.logfile.write(line)
+
+
+class _Handshake:
+    """
+    The carrier of one WebSocket handshake on an L{ASGIConnection} (see
+    L{gracesvc._asgi.websocket.HandshakeCarrier}): the 101 and the
+    hand-over, or an HTTP answer; and what the connection tells the session
+    before the hand-over.
+    """
+
+    __slots__ = ("connection", "cycle", "session", "_denial")
+
+    def __init__(self, connection: ASGIConnection, cycle: Cycle) -> None:
+        self.connection = connection
+        self.cycle = cycle
+        self.session: ASGIWebSocket | None = None
+        self._denial: list[bytes] = []
+
+    def upgrade(self, response: bytes, websocket: DrainingWebSocket) -> None:
+        connection = self.connection
+        if self.cycle.complete or connection.state == "closing":
+            return
+        connection.write(response)
+        connection.upgrade(websocket)
+
+    def respond(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more: bool
+    ) -> None:
+        """
+        A denial response, buffered to its end and written whole: its
+        C{content-length} is the body's.
+        """
+        self._denial.append(body)
+        if more:
+            return
+        body = b"".join(self._denial)
+        lines = b"".join(
+            b"%s: %s\r\n" % (bytes(name).lower(), bytes(value))
+            for name, value in headers
+            if bytes(name).lower()
+            not in (b"content-length", b"transfer-encoding", b"connection")
+            and b"\n" not in bytes(value)
+            and b"\r" not in bytes(value)
+        )
+        if STATUS_LINES.get(status) is None:
+            status = 500
+        self.connection.answerUpgrade(status, lines, body)
+
+    def abort(self) -> None:
+        self.connection.abortConnection()
+
+    def lost(self) -> None:
+        if self.session is not None:
+            self.session.handshakeLost()
+
+    def cut(self) -> None:
+        if self.session is not None:
+            self.session.handshakeCut()
+
+
+def serveWebSockets(
+    app: ASGIApp, drain: Drain, policy: WebSocketPolicy
+) -> WebSocketHandshake:
+    """
+    @return: what starts the ASGI WebSocket session
+        (L{gracesvc._asgi.websocket.startSession}) of an upgrade request on
+        an L{ASGIConnection}, with its C{websocket} scope.
+    """
+
+    def handshake(connection: ASGIConnection, cycle: Cycle) -> None:
+        http = cycle.scope
+        scope = http.copy()
+        del scope["method"]
+        scope["type"] = "websocket"
+        scope["asgi"] = WEBSOCKET_ASGI
+        scope["scheme"] = "wss" if http["scheme"] == "https" else "ws"
+        scope["subprotocols"] = subprotocols(http["headers"])
+        scope["extensions"] = {"websocket.http.response": {}}
+        carrier = cycle.handshake = _Handshake(connection, cycle)
+        carrier.session = startSession(
+            app, scope, http["headers"], cycle.url, carrier, drain, policy
+        )
+
+    return handshake

@@ -645,8 +645,8 @@ class DrainTests(ServerTestCase):
         """
         A WebSocket upgrade during the drain: 503 with C{Retry-After}.
         """
-        started: list[Scope] = []
-        server = self.serve(hello, webSockets=lambda c, s: started.append(s))
+        started: list[Any] = []
+        server = self.serve(hello, webSockets=lambda c, cycle: started.append(cycle))
         server.drain.start()
         _, transport = server.request(
             get("/ws", "Upgrade: websocket", "Connection: Upgrade")
@@ -654,21 +654,6 @@ class DrainTests(ServerTestCase):
         [response] = responses(transport)
         self.assertEqual(response.code, 503)
         self.assertEqual(started, [])
-
-    def test_waitsForTasks(self) -> None:
-        """
-        The drain can wait for the application's tasks, which may go on
-        after their response.
-        """
-        held = Held()
-        server = self.serve(held)
-        server.request(get("/"))
-        waiting = server.factory.waitForTasks()
-        self.assertNoResult(waiting)
-        assert held.release is not None
-        held.release.set()
-        server.turn()
-        self.successResultOf(waiting)
 
 
 class UpgradeTests(ServerTestCase):
@@ -678,8 +663,10 @@ class UpgradeTests(ServerTestCase):
         bytes read go to the upgraded protocol, the one behind the head
         first, and the connection answers to the drain as it does.
         """
-        upgrades: list[tuple[ASGIConnection, Scope]] = []
-        server = self.serve(hello, webSockets=lambda c, s: upgrades.append((c, s)))
+        upgrades: list[tuple[ASGIConnection, Any]] = []
+        server = self.serve(
+            hello, webSockets=lambda c, cycle: upgrades.append((c, cycle.scope))
+        )
         connection, transport = server.request(
             get("/ws", "Upgrade: websocket", "Connection: Upgrade") + b"\x81\x00"
         )
