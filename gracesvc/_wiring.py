@@ -240,6 +240,7 @@ def _serveSite(
         reactor=reactor,
         http2=True,
         h2c=config.h2c,
+        accessLog=config.accessLog,
     )
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     served: IProtocolFactory = site
@@ -343,6 +344,7 @@ def _asgiHTTP1(
         webSockets=serveWebSockets(app, drain, config.webSocketPolicy),
         h2=site,
         h2c=config.h2c,
+        accessLog=config.accessLog,
     )
 
 

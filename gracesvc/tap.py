@@ -258,6 +258,12 @@ class Options(usage.Options):
             "slot's connections wait while it has no worker ready (a crash, "
             "a stuck worker). Any process of the same user can join the port.",
         ],
+        [
+            "no-access-log",
+            None,
+            "Write no access log line per response (it costs more CPU than "
+            "the rest of a small request: see docs/asgi-http1.md).",
+        ],
     ]
 
     #: The options a master does not hand on to its workers.
@@ -350,6 +356,7 @@ class Options(usage.Options):
             policy=policy,
             webSocketPolicy=webSocketPolicy,
             h2c=bool(self["h2c"]),
+            accessLog=not self["no-access-log"],
             endpoints=endpoints,
             metricsEndpoint=(
                 None

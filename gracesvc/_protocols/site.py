@@ -49,6 +49,7 @@ class DrainingSite(Site):
         *,
         http2: bool = False,
         h2c: bool = False,
+        accessLog: bool = True,
         **kwargs: Any,
     ) -> None:
         """
@@ -61,6 +62,8 @@ class DrainingSite(Site):
             (ALPN C{h2}), through L{gracesvc._protocols.h2}.
         @param h2c: whether to serve cleartext HTTP/2 too, to clients that
             open with its connection preface (implies C{http2}).
+        @param accessLog: whether to write each response to the access
+            log.
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
@@ -71,6 +74,7 @@ class DrainingSite(Site):
         )
         self.http2 = http2 or h2c
         self.h2c = h2c
+        self.accessLog = accessLog
         if self.http2:
             #: what its HTTP/2 connections did, for the metrics.
             self.h2Tally = H2Tally()
@@ -107,6 +111,10 @@ class DrainingSite(Site):
         spoken to in HTTP/2.
         """
         return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
+
+    def log(self, request: Request) -> None:
+        if self.accessLog:
+            super().log(request)
 
     def stopFactory(self) -> None:
         if self.drain.draining and not self.drain.finished:

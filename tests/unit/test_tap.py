@@ -459,6 +459,19 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(site, DrainingSite)
         self.assertEqual((site.http2, site.h2c), (True, True))
 
+    def test_noAccessLog(self) -> None:
+        """
+        C{--no-access-log}: the site writes no line per response.
+        """
+        service, _, _ = self.makeService()
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertTrue(site.accessLog)
+        service, _, _ = self.makeService("--no-access-log")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertFalse(site.accessLog)
+
     def test_metricsOnTheirOwnEndpoint(self) -> None:
         service, reactor, _ = self.makeService(
             "--listen", "tcp:8081", "--metrics-listen", "tcp:9100"
