@@ -35,7 +35,12 @@ from gracesvc._apps.load import (
 )
 from gracesvc._apps.threads import DEFAULT_THREADS
 from gracesvc._asgi.lifespan import LIFESPAN_MODES, LifespanMode
-from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor
+from gracesvc._asgi.loop import (
+    LOOP_KINDS,
+    LoopKind,
+    ReactorMismatch,
+    installAsyncioReactor,
+)
 from gracesvc._config import (
     App,
     ASGIAppConfig,
@@ -208,6 +213,15 @@ class Options(usage.Options):
             "[default: auto]",
         ],
         [
+            "asgi-loop",
+            None,
+            None,
+            "With --asgi: the event loop under Twisted's asyncio reactor: "
+            "uvloop, asyncio, or auto (uvloop if installed: pip install "
+            "'gracesvc[uvloop]'). twistd -r asyncio always runs asyncio's. "
+            "[default: auto]",
+        ],
+        [
             "workers",
             None,
             "0",
@@ -335,6 +349,8 @@ class Options(usage.Options):
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         policy = self._drainPolicy()
         self._checkAppOptions()
+        if self["asgi-loop"] is not None and self["asgi"] is None:
+            raise usage.UsageError("--asgi-loop: only with --asgi")
         if self["asgi"] is not None and self.reactor is None:
             self.reactor = self._asyncioReactor()
         # The workers import the app, each generation anew.
@@ -580,13 +596,24 @@ class Options(usage.Options):
             f"--asgi-lifespan: expected auto, on or off, got {mode!r}"
         )
 
+    def _loopKind(self) -> LoopKind:
+        kind = self["asgi-loop"]
+        if kind is None:
+            return "auto"
+        for known in LOOP_KINDS:
+            if kind == known:
+                return known
+        raise usage.UsageError(
+            f"--asgi-loop: expected auto, asyncio or uvloop, got {kind!r}"
+        )
+
     def _asyncioReactor(self) -> Any:
         """
         Install the asyncio reactor for C{--asgi}, before the application
         is imported (see L{gracesvc._asgi.loop}).
         """
         try:
-            return installAsyncioReactor()
+            return installAsyncioReactor(self._loopKind())
         except ReactorMismatch as e:
             raise usage.UsageError(str(e)) from None
 

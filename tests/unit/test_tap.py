@@ -232,6 +232,9 @@ class OptionsTests(SynchronousTestCase):
     def test_unknownOption(self) -> None:
         self.assertRejected("--bogus", "--bogus")
 
+    def test_asgiLoopOnlyWithASGI(self) -> None:
+        self.assertRejected("--asgi-loop: only with --asgi", "--asgi-loop=uvloop")
+
     def test_h2cTakesNoValue(self) -> None:
         self.assertRejected("h2c", "--h2c=yes")
 
