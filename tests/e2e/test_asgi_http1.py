@@ -14,7 +14,7 @@ import time
 import websockets
 
 from gracesvc.testing import get, parseEventStream
-from gracesvc.testing.process import CurlStream, RawClient
+from gracesvc.testing.process import CurlStream, MasterProcess, RawClient
 from tests.support.endtoend import EndToEndTestCase, waitFor
 
 APP = "tests.apps.rawasgi:app"
@@ -163,3 +163,47 @@ class DrainTests(EndToEndTestCase):
         assert twistd.exitedAt is not None
         self.assertLess(twistd.exitedAt - sentAt, 1.2)
         self.assertCleanLog(twistd)
+
+
+class LoopTests(EndToEndTestCase):
+    def test_asyncioLoop(self) -> None:
+        """
+        C{--asgi-loop asyncio}: the same path on the standard library's
+        loop.
+        """
+        twistd = self.startTwistd("--asgi", APP, "--asgi-loop", "asyncio")
+        with RawClient(twistd.port) as client:
+            client.send(get("/a") + get("/b"))
+            self.assertEqual(client.readResponse().body, b"/a")
+            self.assertEqual(client.readResponse().body, b"/b")
+        sentAt = twistd.signal(signal.SIGTERM)
+        twistd.wait(5)
+        assert twistd.exitedAt is not None
+        self.assertLess(twistd.exitedAt - sentAt, 1.0)
+        self.assertCleanLog(twistd)
+
+    def test_workersSeenToEnd(self) -> None:
+        """
+        C{--workers 2 --asgi}, on uvloop when it is installed: the master
+        hears each worker end (uvloop takes the signal wakeup descriptor
+        from Twisted's child waker), so a reload retires the old generation
+        and SIGTERM ends the tree at once, not at the cap.
+        """
+        master = MasterProcess("--asgi", APP, "--shutdown-timeout", "10")
+        self.addCleanup(master.kill)
+        master.waitUntilReady()
+        old = set(master.workers())
+        master.signal(signal.SIGHUP)
+        master.waitUntilReady(generation=2)
+        waitFor(
+            lambda: not old & set(master.workers()),
+            5,
+            lambda: f"old workers not reaped:\n{master.log()}",
+        )
+        with RawClient(master.port) as client:
+            client.send(get("/after-reload"))
+            self.assertEqual(client.readResponse().body, b"/after-reload")
+        sentAt = master.signal(signal.SIGTERM)
+        master.wait(8)
+        assert master.exitedAt is not None
+        self.assertLess(master.exitedAt - sentAt, 3.0)
