@@ -172,7 +172,11 @@ def loadASGI(spec: str, option: str = "--asgi") -> Callable[..., Any]:
     """
     where = f"{option} {spec!r}"
     found = _find(spec, where)
-    if IResource.providedBy(found) or _hasResourceMethod(found):
+    if (
+        IResource.providedBy(found)
+        or _hasResourceMethod(found)
+        or (isinstance(found, type) and IResource.implementedBy(found))
+    ):
         raise AppLoadError(
             f"{where} is {_describe(found)}: a Klein app or an IResource, not an "
             f"ASGI application; serve it with --app"

@@ -86,10 +86,13 @@ class ASGIApp:
     def stopTasks(self, clock: IReactorTime, within: float) -> Deferred[None]:
         """
         Cancel every task left, the lifespan's included, and wait for them
-        to end, at most C{within} seconds: before the reactor stops, so that
-        none is destroyed pending.
+        to end; then close the asynchronous generators left suspended (an
+        event stream's generator whose response was cancelled while it
+        waited at a C{yield}), so that their C{finally} blocks run.  All
+        before the reactor stops, so that no task is destroyed pending, and
+        at most C{within} seconds.
 
-        @return: a Deferred that fires when they have ended, or after
+        @return: a Deferred that fires when all that is done, or after
             C{within} seconds.
         """
         tasks = [task for task in self.tasks if not task.done()]
@@ -97,23 +100,31 @@ class ASGIApp:
         if lifespan is not None and not lifespan.done():
             tasks.append(lifespan)
         done: Deferred[None] = Deferred()
-        if not tasks:
-            done.callback(None)
-            return done
         left = len(tasks)
+
+        def finished(_: object = None) -> None:
+            if not done.called:
+                timer.cancel()
+                done.callback(None)
 
         def ended(task: asyncio.Task[None]) -> None:
             nonlocal left
             left -= 1
-            if not left and not done.called:
-                timer.cancel()
-                done.callback(None)
+            if not left:
+                closeGenerators()
+
+        def closeGenerators() -> None:
+            self.loop.create_task(self.loop.shutdown_asyncgens()).add_done_callback(
+                finished
+            )
 
         def timedOut() -> None:
             if not done.called:
                 done.callback(None)
 
         timer = clock.callLater(max(0.0, within), timedOut)
+        if not tasks:
+            closeGenerators()
         for task in tasks:
             task.add_done_callback(ended)
             task.cancel()

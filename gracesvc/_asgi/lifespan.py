@@ -35,7 +35,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from gracesvc._asgi.app import ASGIApp
@@ -251,6 +251,7 @@ class Lifespan:
             self.log.failure(
                 "ASGI lifespan task failed",
                 failure=Failure(error, type(error), error.__traceback__),
+                level=LogLevel.error,
             )
         if state is LifespanState.STOPPING:
             self._fireStopped()

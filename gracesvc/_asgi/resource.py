@@ -55,7 +55,7 @@ from random import Random
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, Request
 from twisted.web.iweb import IRequest
@@ -468,12 +468,15 @@ class HTTPCycle:
             log.failure(
                 "Exception in ASGI application",
                 failure=Failure(error, type(error), error.__traceback__),
+                level=LogLevel.error,
             )
         elif state is _WAITING:
             log.error("ASGI application returned without starting a response")
         elif state is _STARTED:
             log.error("ASGI application returned without completing its response")
-        if state is _WAITING:
+        if state is _WAITING or (state is _STARTED and not self.request.startedWriting):
+            # Nothing written yet (the start is held until the first body):
+            # still time for a clean 500.
             self._internalError()
         elif state is _STARTED:
             self._abort()

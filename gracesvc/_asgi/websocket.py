@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.server import NOT_DONE_YET
@@ -452,6 +452,7 @@ class ASGIWebSocket:
             log.failure(
                 "Exception in ASGI application",
                 failure=Failure(error, type(error), error.__traceback__),
+                level=LogLevel.error,
             )
         if state is _CONNECTING:
             if error is None:

@@ -14,18 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import ssl
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import twisted.test
 import websockets
-from twisted.trial.unittest import SkipTest
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 
 from gracesvc.testing import get, samples
@@ -37,6 +33,7 @@ from gracesvc.testing.process import (
     RawWebSocket,
     freePort,
 )
+from tests.support.autobahn import fuzz, wstest
 from tests.support.endtoend import EndToEndTestCase, waitForDraining, waitForServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -373,40 +370,6 @@ class RawWebSocketTests(EndToEndTestCase):
         self.assertCleanLog(twistd)
 
 
-def wstest() -> str:
-    """
-    @return: the Autobahn test suite's C{wstest}, in the Python 2.7
-        virtualenv C{make autobahn} makes.
-    @raise SkipTest: where there is none, saying why.
-    """
-    path = os.environ.get("GRACESVC_WSTEST") or os.path.join(
-        ROOT, ".venv-autobahn", "bin", "wstest"
-    )
-    if os.access(path, os.X_OK):
-        return path
-    if not any(
-        subprocess.run(
-            [python2, "-c", "import sys; assert sys.version_info[:2] == (2, 7)"],
-            capture_output=True,
-            timeout=10,
-        ).returncode
-        == 0
-        for python2 in [
-            "/root/.pyenv/versions/2.7.18/bin/python",
-            shutil.which("python2.7") or "python2.7",
-        ]
-        if os.access(python2, os.X_OK)
-    ):
-        raise SkipTest(
-            "the Autobahn test suite needs Python 2.7 (autobahntestsuite is "
-            "Python 2 only), and this machine has none"
-        )
-    raise SkipTest(
-        f"no Autobahn test suite at {path}: run make autobahn (a Python 2.7 "
-        f"virtualenv with autobahntestsuite)"
-    )
-
-
 class AutobahnTests(EndToEndTestCase):
     def test_fuzzingClientFindsNoFailure(self) -> None:
         """
@@ -416,64 +379,10 @@ class AutobahnTests(EndToEndTestCase):
         and 10 (auto-fragmentation): no case fails.  Compression (12, 13)
         is not offered.
         """
-        binary = wstest()
+        wstest()
         twistd = self.startTwistd()
-        reports = tempfile.mkdtemp(prefix="gracesvc-autobahn-")
-        self.addCleanup(shutil.rmtree, reports, True)
-        spec = os.path.join(reports, "fuzzingclient.json")
-        with open(spec, "w") as f:
-            json.dump(
-                {
-                    "outdir": reports,
-                    "servers": [
-                        {"agent": "gracesvc", "url": f"ws://127.0.0.1:{twistd.port}/ws"}
-                    ],
-                    "cases": AUTOBAHN_CASES,
-                    "exclude-cases": [],
-                    "exclude-agent-cases": {},
-                },
-                f,
-            )
-        result = subprocess.run(
-            [binary, "-m", "fuzzingclient", "-s", spec],
-            cwd=reports,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            stdin=subprocess.DEVNULL,
-        )
-        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        with open(os.path.join(reports, "index.json")) as f:
-            index = json.load(f)
-        behaviours: dict[str, list[str]] = {}
-        for case, outcome in index["gracesvc"].items():
-            for key in ("behavior", "behaviorClose"):
-                behaviours.setdefault(outcome[key], []).append(case)
-        self.assertNotIn("FAILED", behaviours, behaviours.get("FAILED"))
-        self.assertGreater(len(index["gracesvc"]), 250)
+        fuzz(self, f"ws://127.0.0.1:{twistd.port}/ws")
         twistd.signal(signal.SIGINT)
         twistd.wait(10)
         self.assertIn("0 connections open", twistd.log())
         self.assertCleanLog(twistd)
-
-
-#: The Autobahn cases run: all but 9's larger messages (above the 1 MiB
-#: default limit, and slow) and compression.
-AUTOBAHN_CASES = [
-    "1.*",
-    "2.*",
-    "3.*",
-    "4.*",
-    "5.*",
-    "6.*",
-    "7.*",
-    "9.1.1",
-    "9.1.2",
-    "9.1.3",
-    "9.2.1",
-    "9.2.2",
-    "9.2.3",
-    "9.7.*",
-    "9.8.*",
-    "10.*",
-]

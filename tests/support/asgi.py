@@ -1,120 +1,89 @@
 """
-What the tests of the ASGI path share: an ASGI application's loop turned
-by hand, and an L{ASGIConnection} on an in-memory transport under a drain on
-a L{Clock}.
+ASGI applications served in memory: a L{Wire} whose site serves an
+L{ASGIResource}, and an asyncio loop of the test's own, driven by hand
+between two moves of the wire's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 
 from gracesvc._asgi.app import ASGIApp
-from gracesvc._asgi.http1 import ASGIConnection, ASGIHTTPFactory
-from gracesvc._core.drain import Drain
-from gracesvc._core.policy import DrainPolicy
-from gracesvc.testing import Response, parseResponses
+from gracesvc._asgi.lifespan import Lifespan
+from gracesvc._asgi.resource import ASGIResource
+from gracesvc._protocols.websocket import WebSocketPolicy
+from gracesvc.testing import Wire
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Application = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 
 
-class MemoryTransport(StringTransport):
+def spin(loop: asyncio.AbstractEventLoop, turns: int = 1) -> None:
     """
-    A L{StringTransport} that records an abort apart from a close.
+    Run C{turns} iterations of C{loop}: what is ready runs, nothing waits.
     """
-
-    aborted = False
-
-    def __init__(self) -> None:
-        super().__init__(
-            hostAddress=IPv4Address("TCP", "10.0.0.1", 8080),
-            peerAddress=IPv4Address("TCP", "10.0.0.2", 54321),
-        )
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        self.loseConnection()
+    for _ in range(turns):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
 
 
-class Counted:
+class ASGIWire:
     """
-    A L{gracesvc._asgi.http1.ResponseCounter} that records each response.
-    """
+    An ASGI application behind a L{Wire}'s L{DrainingSite}, on a loop
+    driven by L{run}.
 
-    def __init__(self) -> None:
-        self.responses: list[tuple[str, int, float]] = []
-
-    def responseDone(self, route: str, code: int, seconds: float) -> None:
-        self.responses.append((route, code, seconds))
-
-
-class Server:
-    """
-    An ASGI application served by L{ASGIHTTPFactory} in memory: its loop is
-    turned by L{turn}, its drain's clock advanced by hand.
+    @ivar loop: the application's loop.
+    @ivar app: the application as gracesvc serves it.
+    @ivar wire: the site, its drain and its clock.
     """
 
     def __init__(
         self,
-        application: Callable[..., Any],
-        shutdownTimeout: float = 5.0,
-        **factoryArguments: Any,
+        application: Application,
+        webSocketPolicy: WebSocketPolicy | None = None,
+        lifespan: Lifespan | None = None,
+        **wireKeywords: Any,
     ) -> None:
         self.loop = asyncio.new_event_loop()
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.drain = Drain(
-            self.clock, policy=DrainPolicy(shutdownTimeout=shutdownTimeout)
-        )
         self.app = ASGIApp(application, self.loop)
-        self.counted = Counted()
-        factoryArguments.setdefault("metrics", self.counted)
-        factoryArguments.setdefault("accessLog", False)
-        self.factory = ASGIHTTPFactory(self.app, self.drain, **factoryArguments)
+        self.policy = WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
 
-    def close(self) -> None:
-        for task in asyncio.all_tasks(self.loop):
-            task.cancel()
-        self.turn()
-        self.loop.close()
+        def resource(wire: Wire) -> IResource:
+            served: IResource = ASGIResource(
+                self.app, wire.drain, lifespan, self.policy
+            )
+            return served
 
-    def connect(self) -> tuple[ASGIConnection, MemoryTransport]:
-        connection = self.factory.buildProtocol(None)
-        assert isinstance(connection, ASGIConnection)
-        transport = MemoryTransport()
-        connection.makeConnection(transport)
-        return connection, transport
+        self.wire = Wire(resource=resource, webSocketPolicy=self.policy, **wireKeywords)
 
-    def turn(self, turns: int = 10) -> None:
+    def run(self, turns: int = 10) -> None:
         """
-        Run the loop's ready callbacks, and those they schedule, a few
-        turns.
+        Let the application and the wire take C{turns} turns each.
         """
         for _ in range(turns):
-            self.loop.run_until_complete(asyncio.sleep(0))
+            spin(self.loop)
+            self.wire.flush()
 
-    def request(
-        self, data: bytes, turns: int = 10
-    ) -> tuple[ASGIConnection, MemoryTransport]:
+    def advance(self, seconds: float) -> None:
         """
-        Connect, send C{data}, and turn the loop.
+        Let C{seconds} pass on the wire's clock, the loop turning between.
         """
-        connection, transport = self.connect()
-        connection.dataReceived(data)
-        self.turn(turns)
-        return connection, transport
+        steps = max(1, round(seconds / 0.01))
+        for _ in range(steps):
+            self.wire.clock.advance(seconds / steps)
+            self.run(2)
 
-
-def responses(transport: StringTransport) -> list[Response]:
-    return parseResponses(transport.value())
-
-
-def lose(connection: ASGIConnection, transport: MemoryTransport) -> None:
-    """
-    What the reactor does once a connection closed.
-    """
-    connection.connectionLost(Failure(ConnectionError("closed")))
+    def close(self) -> None:
+        """
+        Cancel what is left of the application's tasks, and close the loop.
+        """
+        for task in list(self.app.tasks):
+            task.cancel()
+        spin(self.loop, 5)
+        self.loop.close()

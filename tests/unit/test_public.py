@@ -38,3 +38,20 @@ class PublicAPITests(SynchronousTestCase):
                 "WebSocketPolicy": _websocket.WebSocketPolicy,
             },
         )
+
+    def test_asgiExports(self) -> None:
+        """
+        C{gracesvc.asgi} is what an ASGI application imports: the
+        middleware, and the room's own error and extension name.
+        """
+        import gracesvc.asgi
+        from gracesvc._asgi import spec as _spec
+
+        self.assertEqual(
+            {name: getattr(gracesvc.asgi, name) for name in gracesvc.asgi.__all__},
+            {
+                "ShutdownNotice": gracesvc.asgi.ShutdownNotice,
+                "ClientDisconnected": _spec.ClientDisconnected,
+                "SHUTDOWN_NOTICE": _spec.SHUTDOWN_NOTICE,
+            },
+        )

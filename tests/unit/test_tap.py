@@ -388,6 +388,70 @@ class AppOptionTests(SynchronousTestCase):
         self.assertEqual(options["threads"], 20)
 
 
+class ASGIOptionTests(SynchronousTestCase):
+    def assertRejected(self, message: str, *argv: str) -> None:
+        OptionsTests.assertRejected(self, message, *argv)  # type: ignore[arg-type]
+
+    def test_asgiExcludesAppAndWsgi(self) -> None:
+        self.assertRejected(
+            "--app and --asgi cannot be used together",
+            "--app",
+            "tests.apps.resourceapp:Root",
+            "--asgi",
+            "tests.apps.asgiraw:app",
+        )
+        self.assertRejected(
+            "--wsgi and --asgi cannot be used together",
+            "--wsgi",
+            "tests.apps.flaskapp:app",
+            "--asgi",
+            "tests.apps.asgiraw:app",
+        )
+
+    def test_lifespanMode(self) -> None:
+        self.assertRejected(
+            "--asgi-lifespan: only with --asgi", "--asgi-lifespan", "on"
+        )
+        self.assertRejected(
+            "--asgi-lifespan: expected auto, on or off, got 'maybe'",
+            "--asgi",
+            "tests.apps.asgiraw:app",
+            "--asgi-lifespan",
+            "maybe",
+        )
+
+    def test_asgiLoadedWhenOptionsAreParsed(self) -> None:
+        """
+        The application is imported while the options are checked (on the
+        reactor given, here a test's: C{twistd} installs the asyncio one
+        first), with its lifespan mode, C{auto} by default.
+        """
+        from gracesvc._config import ASGIAppConfig
+        from tests.apps.asgiraw import app
+
+        options = parse("--asgi", "tests.apps.asgiraw:app")
+        asgi = options.config.app
+        assert isinstance(asgi, ASGIAppConfig)
+        self.assertIs(asgi.application, app)
+        self.assertEqual((asgi.spec, asgi.lifespan), ("tests.apps.asgiraw:app", "auto"))
+        options = parse("--asgi", "tests.apps.asgiraw:app", "--asgi-lifespan", "off")
+        asgi = options.config.app
+        assert isinstance(asgi, ASGIAppConfig)
+        self.assertEqual(asgi.lifespan, "off")
+
+    def test_workersGetTheASGIOptions(self) -> None:
+        options = parse(
+            "--asgi",
+            "tests.apps.asgiraw:app",
+            "--asgi-lifespan",
+            "on",
+            "--workers",
+            "2",
+        )
+        self.assertIn("--asgi=tests.apps.asgiraw:app", options.workerArguments())
+        self.assertIn("--asgi-lifespan=on", options.workerArguments())
+
+
 class MakeServiceTests(SynchronousTestCase):
     def makeService(
         self, *argv: str

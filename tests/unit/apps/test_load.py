@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import textwrap
+import types
 
 from klein.resource import KleinResource
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +21,7 @@ from gracesvc._apps.load import (
     AppFactory,
     AppLoadError,
     loadApp,
+    loadASGI,
     loadWSGI,
     parseThreads,
 )
@@ -449,3 +451,78 @@ class ThreadsTests(SynchronousTestCase):
                 str(self.assertRaises(AppLoadError, parseThreads, value)),
                 f"--threads: expected a whole number of threads >= 1, got {value!r}",
             )
+
+
+class LoadASGITests(SynchronousTestCase):
+    def assertRefused(self, spec: str, message: str) -> None:
+        error = self.assertRaises(AppLoadError, loadASGI, spec)
+        self.assertIn(message, str(error))
+        self.assertNotIn("\n", str(error))
+
+    def test_asgi3(self) -> None:
+        from tests.apps.asgiraw import app
+
+        self.assertIs(loadASGI("tests.apps.asgiraw:app"), app)
+
+    def test_frameworks(self) -> None:
+        """
+        FastAPI's and Starlette's applications, Django's handler and
+        Channels' router are ASGI 3 applications, loaded as they are.
+        """
+        from tests.apps import fastapiapp, starletteapp
+
+        self.assertIs(loadASGI("tests.apps.fastapiapp:app"), fastapiapp.app)
+        self.assertIs(loadASGI("tests.apps.starletteapp:app"), starletteapp.app)
+        loadASGI("tests.apps.djangoapp.channelsasgi:application")
+
+    def test_asgi2IsWrapped(self) -> None:
+        """
+        An ASGI 2 application (a class made with the scope) is run as an
+        ASGI 3 one.
+        """
+        import asyncio
+
+        calls: list[object] = []
+
+        class Legacy:
+            def __init__(self, scope: object) -> None:
+                calls.append(scope)
+
+            async def __call__(self, receive: object, send: object) -> None:
+                calls.append((receive, send))
+
+        module = _module("asgi2app", Legacy=Legacy)
+        self.addCleanup(sys.modules.pop, module.__name__)
+        application = loadASGI("asgi2app:Legacy")
+        asyncio.run(application({"type": "http"}, "receive", "send"))
+        self.assertEqual(calls, [{"type": "http"}, ("receive", "send")])
+
+    def test_wrongKinds(self) -> None:
+        self.assertRefused("tests.apps.flaskapp:app", "serve it with --wsgi")
+        self.assertRefused("tests.apps.resourceapp:Root", "serve it with --app")
+        self.assertRefused(
+            "tests.apps.djangoapp.settings:SECRET_KEY",
+            "is a str, not an ASGI application (a callable taking scope, receive and send)",
+        )
+        self.assertRefused(
+            "tests.apps.nosuch:app",
+            "--asgi 'tests.apps.nosuch:app': cannot import module",
+        )
+
+    def test_factoryWithoutCall(self) -> None:
+        def create_app() -> object:
+            return None
+
+        module = _module("asgifactory", create_app=create_app)
+        self.addCleanup(sys.modules.pop, module.__name__)
+        self.assertRefused(
+            "asgifactory:create_app", "use --asgi 'asgifactory:create_app()'"
+        )
+
+
+def _module(name: str, **attributes: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    for key, value in attributes.items():
+        setattr(module, key, value)
+    sys.modules[name] = module
+    return module

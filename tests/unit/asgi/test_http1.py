@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc._asgi.http1 import ASGIConnection
 from gracesvc.testing import get, parseEventStream, parseResponses
-from tests.support.asgi import Server, lose, responses
+from tests.support.asgihttp1 import Server, lose, responses
 
 Scope = dict[str, Any]
 

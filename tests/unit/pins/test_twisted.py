@@ -564,3 +564,23 @@ class InstanceLayoutTests(SynchronousTestCase):
         extra = set(vars(client.server)) - set(vars(plain._channel))
         self.assertEqual(extra, set())
         self.assertLessEqual(len(vars(client.server)), 29)
+
+
+class AsyncioReactorTests(SynchronousTestCase):
+    def test_loopOfTheAsyncioReactor(self) -> None:
+        """
+        The asyncio reactor keeps its loop as C{_asyncioEventloop}: where an
+        ASGI application's tasks run.
+        """
+        import asyncio
+
+        from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+        from gracesvc._pins.twisted import asyncioLoopOf
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        self.addCleanup(asyncio.set_event_loop, None)
+        reactor = AsyncioSelectorReactor(loop)
+        self.assertIs(asyncioLoopOf(reactor), loop)
+        self.assertRaises(TypeError, asyncioLoopOf, object())
