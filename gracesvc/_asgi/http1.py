@@ -479,7 +479,7 @@ class Cycle:
                 return
         if not more:
             if self.remaining > 0:
-                conn.abortConnection()
+                conn.loseConnection()
                 raise RuntimeError("Response content shorter than Content-Length")
             self.complete = True
             self._wake()
@@ -568,7 +568,7 @@ class Cycle:
         remaining = self.remaining
         if remaining >= 0:
             if len(body) > remaining:
-                self.conn.abortConnection()
+                self.conn.loseConnection()
                 raise RuntimeError("Response content longer than Content-Length")
             self.remaining = remaining - len(body)
         return body
@@ -999,8 +999,9 @@ class ASGIConnection:
     def applicationFailed(self, cycle: Cycle, error: BaseException) -> None:
         """
         C{cycle}'s application raised C{error}: a 500 if no byte of its
-        response is on the wire yet, else the connection aborted; logged
-        once.
+        response is on the wire yet, else the connection closed after what
+        was written, without the body's end (as uvicorn: the client sees
+        the body cut short, C{curl} exits 18); logged once.
         """
         log.failure(
             "Exception in ASGI application",
@@ -1012,7 +1013,7 @@ class ASGIConnection:
         if not cycle.started or cycle.head is not None:
             self._answerError(cycle)
         else:
-            self.abortConnection()
+            self.loseConnection()
 
     def applicationReturned(self, cycle: Cycle) -> None:
         """
@@ -1023,7 +1024,7 @@ class ASGIConnection:
             self._answerError(cycle)
         else:
             log.error("ASGI application returned without completing its response")
-            self.abortConnection()
+            self.loseConnection()
 
     def _answerError(self, cycle: Cycle) -> None:
         cycle.complete = True
@@ -1197,7 +1198,10 @@ class ASGIConnection:
         Close after what is written, as an HTTP connection closes (TLS
         included).
         """
-        if self._state is not _UPGRADED:
+        state = self._state
+        if state is _CLOSING:
+            return
+        if state is not _UPGRADED:
             self._state = _CLOSING
         transport = self.transport
         # A registered producer keeps TCP from closing once the buffer is
