@@ -1,12 +1,14 @@
 """
-L{gracesvc._asgi.loop}.
+L{gracesvc._asgi.loop}: the asyncio reactor, and the event loop under it.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor
+from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor, newEventLoop
 
 
 class InstallTests(SynchronousTestCase):
@@ -25,3 +27,27 @@ class InstallTests(SynchronousTestCase):
         )
         self.assertIn("give -r asyncio", str(error))
         self.assertNotIn("\n", str(error))
+
+
+class NewEventLoopTests(SynchronousTestCase):
+    def test_asyncio(self) -> None:
+        loop = newEventLoop("asyncio")
+        self.addCleanup(loop.close)
+        self.assertIsInstance(loop, asyncio.BaseEventLoop)
+
+    def test_autoIsUvloopWhenInstalled(self) -> None:
+        """
+        C{auto} picks uvloop's loop when uvloop is installed (it measured
+        faster), asyncio's otherwise.
+        """
+        try:
+            import uvloop
+        except ImportError:
+            uvloop = None  # type: ignore[assignment]
+        loop = newEventLoop("auto")
+        self.addCleanup(loop.close)
+        if uvloop is None:
+            self.assertIsInstance(loop, asyncio.BaseEventLoop)
+            self.assertRaises(ReactorMismatch, newEventLoop, "uvloop")
+        else:
+            self.assertIsInstance(loop, uvloop.Loop)
