@@ -31,6 +31,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
 
 from . import Client, Wire
@@ -90,13 +91,27 @@ class H2Frames:
         ACKs): L{takeOutbox} them and send them.
     """
 
-    def __init__(self, ackPings: bool = True, clock: object = time.monotonic) -> None:
+    def __init__(
+        self,
+        ackPings: bool = True,
+        clock: object = time.monotonic,
+        openWindows: bool = True,
+        ackSettings: bool = True,
+    ) -> None:
         """
         @param ackPings: whether to acknowledge the server's PINGs (a client
             that does not stands for one that stopped reading).
         @param clock: a function of no argument giving the time.
+        @param openWindows: whether to give the server back the flow-control
+            window its DATA used (a client that does not stands for one
+            that stalls the server's responses).
+        @param ackSettings: whether to acknowledge the server's SETTINGS at
+            once; if not, L{settingsOwed} counts the ACKs owed.
         """
         self.ackPings = ackPings
+        self.openWindows = openWindows
+        self.ackSettings = ackSettings
+        self.settingsOwed = 0
         self._clock = clock
         self._encoder = Encoder()
         self._decoder = Decoder()
@@ -198,7 +213,10 @@ class H2Frames:
         stream = self.streams.get(frame.stream_id)
         if isinstance(frame, SettingsFrame):
             if "ACK" not in frame.flags:
-                self.outbox += SettingsFrame(0, flags=["ACK"]).serialize()
+                if self.ackSettings:
+                    self.outbox += SettingsFrame(0, flags=["ACK"]).serialize()
+                else:
+                    self.settingsOwed += 1
         elif isinstance(frame, PingFrame):
             if "ACK" not in frame.flags:
                 self.pings.append(frame.opaque_data)
@@ -218,7 +236,7 @@ class H2Frames:
         elif isinstance(frame, DataFrame) and stream is not None:
             stream.body += frame.data
             stream.ended = "END_STREAM" in frame.flags
-            if frame.flow_controlled_length:
+            if frame.flow_controlled_length and self.openWindows:
                 # Keep the server's windows open.
                 self.outbox += (
                     WindowUpdateFrame(
@@ -245,8 +263,12 @@ class H2Frames:
 
 
 class _FramesProtocol(AccumulatingProtocol):
-    def __init__(self, frames: H2Frames) -> None:
+    def __init__(
+        self, frames: H2Frames, clock: Clock, ackSettingsAfter: float | None
+    ) -> None:
         self.frames = frames
+        self._clock = clock
+        self._ackSettingsAfter = ackSettingsAfter
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -254,24 +276,57 @@ class _FramesProtocol(AccumulatingProtocol):
         owed = self.frames.takeOutbox()
         if owed and self.transport is not None:
             self.transport.write(owed)
+        if self.frames.settingsOwed and self._ackSettingsAfter is not None:
+            self.frames.settingsOwed -= 1
+            self._clock.callLater(self._ackSettingsAfter, self._ackSettings)
+
+    def _ackSettings(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(SettingsFrame(0, flags=["ACK"]).serialize())
 
 
 class H2WireClient(Client):
     """
     An HTTP/2 client connection to a L{Wire} whose site serves HTTP/2
     (C{Wire(..., h2c=True)}), speaking through L{H2Frames}.  The preface
-    is sent on connecting.
+    is sent on connecting, unless told not to.
 
     @ivar frames: the client's state.
     """
 
-    def __init__(self, wire: Wire, ackPings: bool = True, tls: bool = False) -> None:
-        self.frames = H2Frames(ackPings, clock=wire.clock.seconds)
-        super().__init__(wire, _FramesProtocol(self.frames))
+    def __init__(
+        self,
+        wire: Wire,
+        ackPings: bool = True,
+        tls: bool = False,
+        connect: bool = True,
+        openWindows: bool = True,
+        ackSettingsAfter: float | None = 0.0,
+    ) -> None:
+        """
+        @param ackPings: see L{H2Frames}.
+        @param tls: whether the server's transport says ALPN chose C{h2}.
+        @param connect: whether to send the preface now (else the test
+            sends it, whole or in pieces).
+        @param openWindows: see L{H2Frames}.
+        @param ackSettingsAfter: how long after the server's SETTINGS it is
+            acknowledged, on the wire's clock (a round trip); at once if
+            0, never if L{None}.
+        """
+        self.frames = H2Frames(
+            ackPings,
+            clock=wire.clock.seconds,
+            openWindows=openWindows,
+            ackSettings=ackSettingsAfter == 0.0,
+        )
+        super().__init__(
+            wire, _FramesProtocol(self.frames, wire.clock, ackSettingsAfter or None)
+        )
         if tls:
             # What the TLS transport says when ALPN chose h2.
             self.serverTransport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
-        self.send(self.frames.preface())
+        if connect:
+            self.send(self.frames.preface())
 
     def request(self, path: str = "/ping", **kwargs: object) -> int:
         """
