@@ -8,8 +8,11 @@ them.  L{H2WireClient} runs it over an in-memory connection of a
 L{gracesvc.testing.Wire}; L{H2SocketClient} over a real socket, TLS with
 ALPN C{h2} or cleartext with prior knowledge.
 
-h2's own client state machine cannot be used: after a GOAWAY it refuses to
-read a PING or to send a stream (python-hyper/h2 #1181, #1199).
+h2's own client state machine cannot be used for those races: after a
+GOAWAY it refuses to read any frame or to send a stream (python-hyper/h2
+#1181, #1199).  That is what L{H2LibraryClient} is for: a client on the h2
+library, as the Python clients are, which retries only what RFC 9113
+allows, to show that the drain loses none of its requests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 from hpack import Decoder, Encoder
 from hyperframe.frame import (
     DataFrame,
@@ -433,3 +441,194 @@ class H2SocketClient:
             self.sock.close()
         except OSError:
             pass
+
+
+@dataclass
+class H2LibraryTally:
+    """
+    What an L{H2LibraryClient} saw.
+
+    @ivar answered: requests answered (any status).
+    @ivar retried: requests sent again on a new connection, as RFC 9113
+        section 8.7 allows: their stream was above a GOAWAY's last stream
+        id, or refused (C{REFUSED_STREAM}).
+    @ivar failed: why each request that was not answered failed.
+    @ivar connections: connections opened.
+    """
+
+    answered: int = 0
+    retried: int = 0
+    failed: list[str] = field(default_factory=list)
+    connections: int = 0
+
+
+class H2LibraryClient:
+    """
+    An HTTP/2 client on the C{h2} library, the one under httpx and every
+    other Python HTTP/2 client, on a real socket (TLS with ALPN C{h2}, or
+    cleartext with prior knowledge).  It sends requests in batches on one
+    connection, and retries only what RFC 9113 section 8.7 allows: a stream
+    above the last stream id of the server's GOAWAY, or refused
+    (C{REFUSED_STREAM}); anything else unanswered is a failure (as the
+    C{ProtocolError} h2 raises on a frame after a GOAWAY).
+
+    @ivar tally: what it saw so far.
+    """
+
+    def __init__(self, port: int, tls: bool = False, timeout: float = 10.0) -> None:
+        self.port = port
+        self.tls = tls
+        self.timeout = timeout
+        self.tally = H2LibraryTally()
+        self._sock: socket.socket | None = None
+        self._conn: h2.connection.H2Connection | None = None
+
+    def _connect(self) -> tuple[socket.socket, h2.connection.H2Connection]:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(sock)
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        self.tally.connections += 1
+        self._sock, self._conn = sock, conn
+        return sock, conn
+
+    def close(self) -> None:
+        """
+        Close the connection, if one is open.
+        """
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = self._conn = None
+
+    def fetch(self, paths: list[str], attempts: int = 10) -> list[int | None]:
+        """
+        GET each of C{paths}, all at once on the open connection (or a new
+        one), then again on a new connection what may be retried.
+
+        @param attempts: the most times a request is sent.
+        @return: each request's status, L{None} for one that failed (why
+            is in C{tally.failed}).
+        """
+        results: list[int | None] = [None] * len(paths)
+        pending = list(range(len(paths)))
+        for _ in range(attempts):
+            if not pending:
+                break
+            pending = self._batch(paths, pending, results)
+            if pending:
+                self.tally.retried += len(pending)
+        for i in pending:
+            self.tally.failed.append(f"{paths[i]}: still refused after {attempts}")
+        return results
+
+    def _batch(
+        self, paths: list[str], indices: list[int], results: list[int | None]
+    ) -> list[int]:
+        """
+        Send the requests of C{indices} on one connection, and read until
+        each is answered, failed or to be retried.
+
+        @return: the indices to retry.
+        """
+        if self._conn is None:
+            try:
+                self._connect()
+            except OSError as e:
+                self.tally.failed.extend(f"{paths[i]}: connect: {e}" for i in indices)
+                return []
+        sock, conn = self._sock, self._conn
+        assert sock is not None and conn is not None
+        scheme = "https" if self.tls else "http"
+        streams: dict[int, int] = {}
+        statuses: dict[int, int] = {}
+        for i in indices:
+            streamID = conn.get_next_available_stream_id()
+            conn.send_headers(
+                streamID,
+                [
+                    (":method", "GET"),
+                    (":scheme", scheme),
+                    (":authority", "127.0.0.1"),
+                    (":path", paths[i]),
+                ],
+                end_stream=True,
+            )
+            streams[streamID] = i
+        retry: list[int] = []
+        failed: dict[int, str] = {}
+
+        def fail(streamIDs: object, why: str) -> None:
+            for streamID in list(streamIDs):  # type: ignore[call-overload]
+                failed[streamID] = why
+                del streams[streamID]
+
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            # The server closed: its GOAWAY, if it sent one, is still to be
+            # read, and says what it processed.
+            pass
+        while streams:
+            try:
+                data = sock.recv(65536)
+            except (OSError, TimeoutError) as e:
+                data = b""
+                if not isinstance(e, ConnectionResetError):
+                    fail(streams, f"read: {e!r}")
+                    break
+            if not data:
+                fail(streams, "connection closed with no GOAWAY")
+                break
+            try:
+                events = conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                fail(streams, f"h2: {e}")
+                break
+            for event in events:
+                eventStream = getattr(event, "stream_id", None)
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif (
+                    isinstance(event, h2.events.StreamEnded) and eventStream in streams
+                ):
+                    i = streams.pop(event.stream_id)
+                    results[i] = statuses.get(event.stream_id)
+                    self.tally.answered += 1
+                elif (
+                    isinstance(event, h2.events.StreamReset) and eventStream in streams
+                ):
+                    if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                        retry.append(streams.pop(event.stream_id))
+                    else:
+                        fail([event.stream_id], f"reset {event.error_code!r}")
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    last = event.last_stream_id or 0
+                    for streamID in [s for s in streams if s > last]:
+                        retry.append(streams.pop(streamID))
+                    fail(streams, f"GOAWAY({last}) before its answer")
+            if conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                break
+            try:
+                sock.sendall(conn.data_to_send())
+            except OSError:
+                pass
+        if conn.state_machine.state is h2.connection.ConnectionState.CLOSED or failed:
+            self.close()
+        for why in failed.values():
+            self.tally.failed.append(why)
+        return retry
