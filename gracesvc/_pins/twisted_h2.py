@@ -114,6 +114,7 @@ def receiveData(
     data: bytes,
     otherEvent: Callable[[h2.events.Event], object],
     closed: Callable[[], bool],
+    received: Callable[[list[h2.events.Event]], object] = lambda events: None,
 ) -> None:
     """
     Twisted's C{H2Connection.dataReceived}, but for the events it
@@ -127,6 +128,11 @@ def receiveData(
     any bytes, a PING or a SETTINGS frame among them, as activity, so a
     client that only pings holds an idle connection forever.  The subclass
     restarts it on what a stream does.
+
+    C{received} is given the events first, all of them: one read may hold a
+    request and its reset, whose events h2 gives together, and a handler
+    that answered the request before its reset is dispatched would write to
+    a stream h2 has closed.
 
     The dispatch stops as soon as C{closed()} is true: a handler closed the
     connection (a flood of resets, a protocol error, the last stream of a
@@ -144,6 +150,7 @@ def receiveData(
     except h2.exceptions.ProtocolError:
         connection._terminate(Failure())
         return
+    received(events)
     for event in events:
         if isinstance(event, h2.events.RequestReceived):
             connection._requestReceived(event)

@@ -269,12 +269,17 @@ class DrainingH2Connection(H2Connection):
         self._meter = FrameMeter()
         self._unread = b""
         self._readCall: IDelayedCall | None = None
+        #: the streams the client reset in what is being read: their
+        #: requests are not handed to the application.
+        self._resetInRead: set[int] = set()
         self._controlFrames = TokenBucket(
             self._limits.controlFrameBurst, self._limits.controlFrameRate, reactor
         )
         #: bytes written to each stream while it was blocked, since its
         #: client last opened its window.
         self._blockedWrites: dict[int, int] = {}
+        #: the streams to be reset on the next turn for what they queued.
+        self._cancelling: set[int] = set()
         self._stallCall: IDelayedCall | None = None
 
     # IProtocol
@@ -317,10 +322,16 @@ class DrainingH2Connection(H2Connection):
             transport: Any = self.transport
             transport.pauseProducing()
             self._readCall = self._clock.callLater(0, self._readOn)
-        receiveData(self, data, self._otherEvent, self._closed)
+        receiveData(self, data, self._otherEvent, self._closed, self._received)
+        self._resetInRead = set()
         if self._drainAfterFirstRead:
             self._drainAfterFirstRead = False
             self._quiet()
+
+    def _received(self, events: list[h2.events.Event]) -> None:
+        self._resetInRead = {
+            e.stream_id for e in events if isinstance(e, h2.events.StreamReset)
+        }
 
     def _readOn(self) -> None:
         self._readCall = None
@@ -458,7 +469,8 @@ class DrainingH2Connection(H2Connection):
 
     def _requestEnded(self, event: h2.events.StreamEnded) -> None:
         streamID = event.stream_id
-        if streamID not in self.streams:
+        if streamID not in self.streams or streamID in self._resetInRead:
+            # (A reset read with it follows, and ends the stream.)
             return
         self.resetTimeout()
         self._receivedAt[streamID] = self._clock.seconds()
@@ -499,6 +511,8 @@ class DrainingH2Connection(H2Connection):
         super().resumeProducing()
 
     def writeDataToStream(self, streamID: int, data: bytes) -> None:
+        if streamID in self._cancelling:
+            return
         blocked = transportPaused(self) or self.remainingOutboundWindow(streamID) <= 0
         super().writeDataToStream(streamID, data)
         if not blocked:
@@ -510,7 +524,12 @@ class DrainingH2Connection(H2Connection):
             written > limits.streamBuffer
             or sum(self._blockedWrites.values()) > limits.connectionBuffer
         ):
-            self._cancelBlocked(streamID, "buffer")
+            # Reset on the next turn, not inside the application's write:
+            # its handler goes on as if the client had gone, and what it
+            # still writes meanwhile is dropped.
+            self._cancelling.add(streamID)
+            self._blockedWrites.pop(streamID, None)
+            self._clock.callLater(0, self._cancelBlocked, streamID, "buffer")
         elif self._stallCall is None:
             self._stallCall = self._clock.callLater(limits.stallTimeout, self._stalled)
 
@@ -537,7 +556,7 @@ class DrainingH2Connection(H2Connection):
         drop what is queued for it.
         """
         self._blockedWrites.pop(streamID, None)
-        if streamID not in self.streams:
+        if streamID not in self.streams or self._closed():
             return
         self._tally.streamsCancelled[reason] += 1
         if self._tally.mayLog(self._clock.seconds()):
@@ -575,6 +594,7 @@ class DrainingH2Connection(H2Connection):
         super()._requestDone(streamID)
         self._receivedAt.pop(streamID, None)
         self._blockedWrites.pop(streamID, None)
+        self._cancelling.discard(streamID)
         if self._longLived:
             self._longLived.pop(streamID, None)
         if not self.streams:
@@ -698,11 +718,13 @@ class DrainingH2Connection(H2Connection):
         self._lingerCall = self._clock.callLater(linger, self._lingered)
 
     def _lingered(self) -> None:
-        self._lingerCall = None
         transport: Any = self.transport
-        if transport is not None:
-            transport.loseConnection()
-            closeBeneathTLS(transport)
+        transport.loseConnection()
+        closeBeneathTLS(transport)
+        # A client that does not read keeps what is left unflushed, and the
+        # connection with it: it has had the GOAWAY (sent only once it had
+        # read all the rest) for a linger already.
+        self._lingerCall = self._clock.callLater(LINGER, transport.abortConnection)
 
     # IDrainableConnection
 

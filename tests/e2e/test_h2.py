@@ -27,6 +27,7 @@ import twisted.test
 from hyperframe.frame import GoAwayFrame
 from twisted.trial.unittest import SkipTest
 
+from bench._h2attacks import ATTACKS, measure
 from gracesvc.testing import get
 from gracesvc.testing.h2 import NODE_CLIENT, H2LibraryClient, H2SocketClient
 from gracesvc.testing.process import (
@@ -522,3 +523,37 @@ class ReloadTests(H2TestCase):
         go.set()
         runner.join(20)
         self.assertEqual(results, [200] * 30)
+
+
+class AttackTests(H2TestCase):
+    def test_attacksEndInAGoAwayOrAClose(self) -> None:
+        """
+        Rapid reset, a CONTINUATION flood, a PING flood from a client that
+        never reads, an HPACK bomb, a SETTINGS flood from one that reads,
+        and a client that never opens its window on big responses: each
+        connection is ended by the server (a GOAWAY, a close, its streams
+        reset), a few times each over a second, while an honest client is
+        answered all along; the server's memory stays put, its log clean.
+        """
+        twistd = self.startTwistd(
+            "--h2c", "--app", "tests.apps.bigapp:Root", "--shutdown-timeout", "1"
+        )
+        sizes = {"zero-window": 10}
+        for name, attack in ATTACKS.items():
+            run = measure(
+                attack,
+                twistd.port,
+                twistd.port,
+                twistd.pid,
+                duration=0.3,
+                size=sizes.get(name, 5000),
+                timeout=5,
+            )
+            self.assertTrue(
+                all(o.stopped for o in run.outcomes), f"{name}: {run.outcomes}"
+            )
+            self.assertLess(run.rssGrowth, 10 << 20, name)
+            self.assertGreater(run.honestRequests, 0, name)
+        twistd.signal(signal.SIGTERM)
+        self.assertEqual(twistd.wait(10), -signal.SIGTERM)
+        self.assertCleanLog(twistd)

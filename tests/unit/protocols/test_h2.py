@@ -605,6 +605,23 @@ class HostileClientTests(SynchronousTestCase):
         self.assertEqual(w.site.h2Tally.closedFor["rapid_reset"], 1)
         self.assertEqual(w.drain.inFlight, 0)
 
+    def test_requestAndItsResetInOneRead(self) -> None:
+        """
+        A request and its reset read together: the request never reaches
+        the application (h2 has closed the stream before the handler could
+        answer it), and nothing fails.
+        """
+        held = Held()
+        w = wire(resource=held)
+        c = H2WireClient(w)
+        sid, data = c.frames.request("/held")
+        c.send(data + RstStreamFrame(sid, error_code=CANCEL).serialize())
+        self.assertEqual(held.requests, [])
+        self.assertEqual(w.drain.inFlight, 0)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        c.request("/held")
+        self.assertEqual(len(held.requests), 1)
+
 
 class BoundedOutputTests(SynchronousTestCase):
     def writer(self, chunks: int, size: int = 65536) -> Resource:
