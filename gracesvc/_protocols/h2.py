@@ -404,14 +404,15 @@ class DrainingH2Connection(H2Connection):
         _unregister(transport)
         transport.abortConnection()
 
-    def _controlFrame(self) -> None:
+    def _controlFrame(self, reason: str = "control_flood") -> None:
         """
         A frame that costs work with no stream to show for it: past the
-        rate L{H2Limits} allows, C{GOAWAY(ENHANCE_YOUR_CALM)} and close.
+        rate L{H2Limits} allows, C{GOAWAY(ENHANCE_YOUR_CALM)} and close,
+        counted as C{reason}.
         """
         if self._closed() or self._controlFrames.take():
             return
-        self._closeFor("control_flood", "too many control frames")
+        self._closeFor(reason, "too many control frames or resets")
         self.conn.close_connection(_CALM, last_stream_id=self._lastDispatched)
         self._terminate(Failure(ConnectionLost("Too many control frames")))
 
@@ -433,6 +434,10 @@ class DrainingH2Connection(H2Connection):
     # Streams
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
+        if event.stream_id in self._resetInRead:
+            # Opened and reset in one read (a rapid reset): never made a
+            # request of; its reset is charged below (_requestAborted).
+            return
         if self._state is not _OPEN:
             # Parked: never dispatched, never answered; the GOAWAY's last
             # stream id, below it, tells the client to retry it elsewhere.
@@ -478,9 +483,10 @@ class DrainingH2Connection(H2Connection):
 
     def _requestAborted(self, event: h2.events.StreamReset) -> None:
         if event.stream_id not in self.streams:
-            # A parked stream, or one already answered: Twisted's bucket of
-            # resets does not see it, this one does.
-            self._controlFrame()
+            # A parked stream, one already answered, or one opened in the
+            # same read: Twisted's bucket of resets does not see it, this
+            # one does.
+            self._controlFrame("rapid_reset")
             return
         super()._requestAborted(event)
 
