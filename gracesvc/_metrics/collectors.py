@@ -35,25 +35,53 @@ class H2Collector(Collector):
         tally = self.tally
         goAways = CounterMetricFamily(
             "gracesvc_h2_goaway_sent",
-            "HTTP/2 GOAWAY frames sent, by phase: notice (last stream id "
-            "2^31-1, at the drain's start), final (the highest stream "
-            "accepted).",
+            "HTTP/2 GOAWAY frames sent by the quiet drain, one per connection "
+            "at most, by how it came: acked (on the ACK of the PING sent once "
+            "no dispatched stream was open), timer (that PING unanswered in "
+            "time), abort (at the cap or on a second signal).",
             labels=["phase"],
         )
         for phase, n in sorted(tally.goAways.items()):
             goAways.add_metric([phase], n)
         yield goAways
         yield CounterMetricFamily(
+            "gracesvc_h2_streams_parked",
+            "HTTP/2 streams a draining connection never dispatched: above its "
+            "GOAWAY's last stream id, their clients retry them elsewhere.",
+            value=tally.parked,
+        )
+        yield CounterMetricFamily(
             "gracesvc_h2_streams_refused",
-            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM): opened after "
-            "the final GOAWAY, or not yet handed to the application at the "
-            "cut.  The client may retry them elsewhere.",
+            "HTTP/2 streams answered RST_STREAM(REFUSED_STREAM) at the cut, "
+            "their request not yet handed to the application.  The client may "
+            "retry them elsewhere.",
             value=tally.refused,
         )
+        closed = CounterMetricFamily(
+            "gracesvc_h2_connections_closed_for",
+            "HTTP/2 connections closed for what their client did: "
+            "protocol_error, rapid_reset (too many stream resets), "
+            "control_flood (too many SETTINGS, PING, PRIORITY or other "
+            "frames with no stream), preface_timeout.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(tally.closedFor.items()):
+            closed.add_metric([reason], n)
+        yield closed
+        cancelled = CounterMetricFamily(
+            "gracesvc_h2_streams_cancelled",
+            "HTTP/2 streams reset (CANCEL) because their client did not read: "
+            "buffer (more written while blocked than allowed), stalled "
+            "(blocked too long).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(tally.streamsCancelled.items()):
+            cancelled.add_metric([reason], n)
+        yield cancelled
         roundTrips = SummaryMetricFamily(
             "gracesvc_h2_ping_rtt_seconds",
-            "Round trips of the drain's PING (sent with the first GOAWAY; its "
-            "ACK brings the final GOAWAY).",
+            "Round trips of the drain's PING (sent once no dispatched stream "
+            "is open; its ACK brings the GOAWAY).",
             count_value=tally.pingAcks,
             sum_value=tally.pingRoundTrips,
         )

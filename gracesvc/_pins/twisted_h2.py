@@ -31,7 +31,11 @@ instead of losing streams during a drain.
     hands from the HTTP/1.1 channel to the L{H2Connection} (L{HANDED_OVER},
     L{takeOver});
   - C{H2Connection._consumerBlocked} and C{_bufferedControlFrames}: see
-    L{writeControlBytes}, L{flushControlBytes};
+    L{writeControlBytes}, L{flushControlBytes}, L{transportPaused};
+  - C{H2Connection._outboundStreamQueues}, each stream's response bytes
+    not sent yet (L{queuedBytes}), C{priority} and C{_sendingDeferred},
+    through which its data-sending loop picks a stream and waits for one
+    (L{windowAwarePriority}, L{wakeSender});
   - C{H2Stream._request} and C{_conn}: the request a stream answers
     (L{requestOf}), the connection it belongs to (L{connectionOf});
   - h2's C{H2Connection._receive_goaway_frame}, through which every GOAWAY
@@ -61,8 +65,10 @@ from twisted.web.http import HTTPChannel, Request
 
 #: The methods of L{H2Connection} that
 #: L{gracesvc._protocols.h2.DrainingH2Connection} overrides, and the
-#: parameters Twisted calls each with.  The C{_request*} ones handle the
-#: events L{receiveData} dispatches; Twisted's data-sending loop,
+#: parameters Twisted calls each with.  The C{_request*} and C{_handle*}
+#: ones handle the events L{receiveData} dispatches; each L{H2Stream} calls
+#: C{writeDataToStream} for the bytes of its response, and the transport
+#: C{resumeProducing} once its buffer drained; Twisted's data-sending loop,
 #: C{abortRequest} and C{connectionLost} call C{_requestDone};
 #: C{_requestAborted} (on a flood of resets) calls C{_terminate}; each
 #: L{H2Stream} calls C{endRequest}, and the idle timeout
@@ -79,6 +85,10 @@ OVERRIDDEN: dict[str, tuple[str, ...]] = {
     "_requestAborted": ("self", "event"),
     "_requestDone": ("self", "streamID"),
     "_terminate": ("self", "reason"),
+    "writeDataToStream": ("self", "streamID", "data"),
+    "_handleWindowUpdate": ("self", "event"),
+    "_handlePriorityUpdate": ("self", "event"),
+    "resumeProducing": ("self",),
 }
 
 #: What Twisted's HTTP factory gives each channel it builds, and what its own
@@ -104,6 +114,7 @@ def receiveData(
     data: bytes,
     otherEvent: Callable[[h2.events.Event], object],
     closed: Callable[[], bool],
+    received: Callable[[list[h2.events.Event]], object] = lambda events: None,
 ) -> None:
     """
     Twisted's C{H2Connection.dataReceived}, but for the events it
@@ -112,6 +123,16 @@ def receiveData(
     (or the subclass's override), or, for one Twisted does not dispatch, to
     C{otherEvent}.  Twisted drops the PING's ACK, and on the client's
     GOAWAY aborts every stream; the subclass handles both.
+
+    Unlike Twisted's, it does not restart the idle timeout: Twisted counts
+    any bytes, a PING or a SETTINGS frame among them, as activity, so a
+    client that only pings holds an idle connection forever.  The subclass
+    restarts it on what a stream does.
+
+    C{received} is given the events first, all of them: one read may hold a
+    request and its reset, whose events h2 gives together, and a handler
+    that answered the request before its reset is dispatched would write to
+    a stream h2 has closed.
 
     The dispatch stops as soon as C{closed()} is true: a handler closed the
     connection (a flood of resets, a protocol error, the last stream of a
@@ -129,7 +150,7 @@ def receiveData(
     except h2.exceptions.ProtocolError:
         connection._terminate(Failure())
         return
-    connection.resetTimeout()
+    received(events)
     for event in events:
         if isinstance(event, h2.events.RequestReceived):
             connection._requestReceived(event)
@@ -271,6 +292,94 @@ def flushToSocket(transport: object) -> None:
                 pass
             return
         transport = getattr(transport, "transport", None)
+
+
+def queuedBytes(connection: H2Connection, streamID: int) -> int:
+    """
+    Internals: L{H2Connection}'s C{_outboundStreamQueues} (each stream's
+    response bytes not sent yet, and a sentinel for its end).
+
+    @return: how many bytes of C{streamID}'s response are queued, not sent
+        yet.
+    """
+    queue = connection._outboundStreamQueues.get(streamID, ())
+    return sum(len(chunk) for chunk in queue if isinstance(chunk, bytes))
+
+
+def transportPaused(connection: H2Connection) -> bool:
+    """
+    Internals: L{H2Connection}'s C{_consumerBlocked}.
+
+    @return: whether the transport asked C{connection} to stop producing (its
+        buffer is full: the client does not read).
+    """
+    return connection._consumerBlocked is not None
+
+
+class _WindowAwarePriority:
+    """
+    Twisted's priority tree, as its data-sending loop sees it, but that
+    skips (and blocks) a stream whose flow-control window is used up while
+    bytes of its response are queued.
+
+    Twisted's loop blocks a stream only once its queue is empty: a stream
+    whose client does not open its window keeps being picked, sends
+    nothing, and the loop schedules itself again at once, a reactor turn
+    after another, for as long as the client likes (100 % of a core, for a
+    client that sent one request and stopped reading).  Its window opening
+    unblocks it again (see L{wakeSender}).
+    """
+
+    def __init__(self, tree: Any, connection: H2Connection) -> None:
+        self._tree = tree
+        self._connection = connection
+
+    def __iter__(self) -> _WindowAwarePriority:
+        return self
+
+    def __next__(self) -> int:
+        connection = self._connection
+        while True:
+            streamID: int = next(self._tree)
+            queue = connection._outboundStreamQueues.get(streamID)
+            if (
+                not queue
+                or not isinstance(queue[0], bytes)
+                or connection.conn.local_flow_control_window(streamID) > 0
+            ):
+                return streamID
+            self._tree.block(streamID)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tree, name)
+
+
+def windowAwarePriority(connection: H2Connection) -> None:
+    """
+    Make C{connection}'s data-sending loop skip the streams whose window is
+    used up (see L{_WindowAwarePriority}), instead of spinning on them.
+
+    Internals: L{H2Connection}'s C{priority} (a C{priority.PriorityTree},
+    which the loop iterates with C{next} and C{block}s),
+    C{_outboundStreamQueues}, and the sentinel that ends a stream's queue
+    (not bytes: sent whatever the window).
+    """
+    connection.priority = _WindowAwarePriority(connection.priority, connection)
+
+
+def wakeSender(connection: H2Connection) -> None:
+    """
+    Wake C{connection}'s data-sending loop if it waits for a stream to
+    unblock: Twisted's handler of WINDOW_UPDATE unblocks the streams with
+    bytes queued in the priority tree, but only a new write or a response's
+    end wakes the loop.
+
+    Internals: L{H2Connection}'s C{_sendingDeferred}.
+    """
+    waiting = connection._sendingDeferred
+    if waiting is not None:
+        connection._sendingDeferred = None
+        waiting.callback(None)
 
 
 def requestOf(stream: H2Stream) -> Request:

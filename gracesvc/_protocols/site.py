@@ -22,7 +22,8 @@ from twisted.web.server import Site
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted_h2 import connectionOf, takeOver
 from gracesvc._protocols.answers import LongLivedKind, ResponseMetrics
-from gracesvc._protocols.h2 import DrainingH2Connection, H2Tally
+from gracesvc._protocols.h2 import DrainingH2Connection
+from gracesvc._protocols.h2limits import H2Limits, H2Tally
 from gracesvc._protocols.http1 import DrainingChannel
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.websocket import WebSocketPolicy
@@ -85,7 +86,9 @@ class DrainingSite(Site):
             return channel
         return NegotiatingProtocol(channel, self.h2c, self)
 
-    def buildH2Connection(self, http1: object) -> DrainingH2Connection:
+    def buildH2Connection(
+        self, http1: object, limits: H2Limits, prefaceDeadline: float | None
+    ) -> DrainingH2Connection:
         """
         Make the HTTP/2 connection a connection of this site (or of another
         HTTP/1.1 path that serves its HTTP/2 through this site) switches
@@ -94,8 +97,11 @@ class DrainingSite(Site):
 
         @param http1: the HTTP/1.1 protocol the connection started with:
             one of this site's channels, or another path's protocol.
+        @param limits: what its client may cost.
+        @param prefaceDeadline: when the client's preface must be complete,
+            if its deadline started already.
         """
-        h2 = DrainingH2Connection(self.reactor)
+        h2 = DrainingH2Connection(self.reactor, limits, prefaceDeadline)
         channel = (
             http1
             if isinstance(http1, DrainingChannel)

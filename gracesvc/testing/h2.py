@@ -8,8 +8,11 @@ them.  L{H2WireClient} runs it over an in-memory connection of a
 L{gracesvc.testing.Wire}; L{H2SocketClient} over a real socket, TLS with
 ALPN C{h2} or cleartext with prior knowledge.
 
-h2's own client state machine cannot be used: after a GOAWAY it refuses to
-read a PING or to send a stream (python-hyper/h2 #1181, #1199).
+h2's own client state machine cannot be used for those races: after a
+GOAWAY it refuses to read any frame or to send a stream (python-hyper/h2
+#1181, #1199).  That is what L{H2LibraryClient} is for: a client on the h2
+library, as the Python clients are, which retries only what RFC 9113
+allows, to show that the drain loses none of its requests.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
 from hpack import Decoder, Encoder
 from hyperframe.frame import (
     DataFrame,
@@ -31,6 +39,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
 
 from . import Client, Wire
@@ -90,13 +99,27 @@ class H2Frames:
         ACKs): L{takeOutbox} them and send them.
     """
 
-    def __init__(self, ackPings: bool = True, clock: object = time.monotonic) -> None:
+    def __init__(
+        self,
+        ackPings: bool = True,
+        clock: object = time.monotonic,
+        openWindows: bool = True,
+        ackSettings: bool = True,
+    ) -> None:
         """
         @param ackPings: whether to acknowledge the server's PINGs (a client
             that does not stands for one that stopped reading).
         @param clock: a function of no argument giving the time.
+        @param openWindows: whether to give the server back the flow-control
+            window its DATA used (a client that does not stands for one
+            that stalls the server's responses).
+        @param ackSettings: whether to acknowledge the server's SETTINGS at
+            once; if not, L{settingsOwed} counts the ACKs owed.
         """
         self.ackPings = ackPings
+        self.openWindows = openWindows
+        self.ackSettings = ackSettings
+        self.settingsOwed = 0
         self._clock = clock
         self._encoder = Encoder()
         self._decoder = Decoder()
@@ -198,7 +221,10 @@ class H2Frames:
         stream = self.streams.get(frame.stream_id)
         if isinstance(frame, SettingsFrame):
             if "ACK" not in frame.flags:
-                self.outbox += SettingsFrame(0, flags=["ACK"]).serialize()
+                if self.ackSettings:
+                    self.outbox += SettingsFrame(0, flags=["ACK"]).serialize()
+                else:
+                    self.settingsOwed += 1
         elif isinstance(frame, PingFrame):
             if "ACK" not in frame.flags:
                 self.pings.append(frame.opaque_data)
@@ -218,7 +244,7 @@ class H2Frames:
         elif isinstance(frame, DataFrame) and stream is not None:
             stream.body += frame.data
             stream.ended = "END_STREAM" in frame.flags
-            if frame.flow_controlled_length:
+            if frame.flow_controlled_length and self.openWindows:
                 # Keep the server's windows open.
                 self.outbox += (
                     WindowUpdateFrame(
@@ -245,8 +271,12 @@ class H2Frames:
 
 
 class _FramesProtocol(AccumulatingProtocol):
-    def __init__(self, frames: H2Frames) -> None:
+    def __init__(
+        self, frames: H2Frames, clock: Clock, ackSettingsAfter: float | None
+    ) -> None:
         self.frames = frames
+        self._clock = clock
+        self._ackSettingsAfter = ackSettingsAfter
 
     def dataReceived(self, data: bytes) -> None:
         super().dataReceived(data)
@@ -254,24 +284,57 @@ class _FramesProtocol(AccumulatingProtocol):
         owed = self.frames.takeOutbox()
         if owed and self.transport is not None:
             self.transport.write(owed)
+        if self.frames.settingsOwed and self._ackSettingsAfter is not None:
+            self.frames.settingsOwed -= 1
+            self._clock.callLater(self._ackSettingsAfter, self._ackSettings)
+
+    def _ackSettings(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(SettingsFrame(0, flags=["ACK"]).serialize())
 
 
 class H2WireClient(Client):
     """
     An HTTP/2 client connection to a L{Wire} whose site serves HTTP/2
     (C{Wire(..., h2c=True)}), speaking through L{H2Frames}.  The preface
-    is sent on connecting.
+    is sent on connecting, unless told not to.
 
     @ivar frames: the client's state.
     """
 
-    def __init__(self, wire: Wire, ackPings: bool = True, tls: bool = False) -> None:
-        self.frames = H2Frames(ackPings, clock=wire.clock.seconds)
-        super().__init__(wire, _FramesProtocol(self.frames))
+    def __init__(
+        self,
+        wire: Wire,
+        ackPings: bool = True,
+        tls: bool = False,
+        connect: bool = True,
+        openWindows: bool = True,
+        ackSettingsAfter: float | None = 0.0,
+    ) -> None:
+        """
+        @param ackPings: see L{H2Frames}.
+        @param tls: whether the server's transport says ALPN chose C{h2}.
+        @param connect: whether to send the preface now (else the test
+            sends it, whole or in pieces).
+        @param openWindows: see L{H2Frames}.
+        @param ackSettingsAfter: how long after the server's SETTINGS it is
+            acknowledged, on the wire's clock (a round trip); at once if
+            0, never if L{None}.
+        """
+        self.frames = H2Frames(
+            ackPings,
+            clock=wire.clock.seconds,
+            openWindows=openWindows,
+            ackSettings=ackSettingsAfter == 0.0,
+        )
+        super().__init__(
+            wire, _FramesProtocol(self.frames, wire.clock, ackSettingsAfter or None)
+        )
         if tls:
             # What the TLS transport says when ALPN chose h2.
             self.serverTransport.negotiatedProtocol = b"h2"  # type: ignore[attr-defined]
-        self.send(self.frames.preface())
+        if connect:
+            self.send(self.frames.preface())
 
     def request(self, path: str = "/ping", **kwargs: object) -> int:
         """
@@ -378,3 +441,194 @@ class H2SocketClient:
             self.sock.close()
         except OSError:
             pass
+
+
+@dataclass
+class H2LibraryTally:
+    """
+    What an L{H2LibraryClient} saw.
+
+    @ivar answered: requests answered (any status).
+    @ivar retried: requests sent again on a new connection, as RFC 9113
+        section 8.7 allows: their stream was above a GOAWAY's last stream
+        id, or refused (C{REFUSED_STREAM}).
+    @ivar failed: why each request that was not answered failed.
+    @ivar connections: connections opened.
+    """
+
+    answered: int = 0
+    retried: int = 0
+    failed: list[str] = field(default_factory=list)
+    connections: int = 0
+
+
+class H2LibraryClient:
+    """
+    An HTTP/2 client on the C{h2} library, the one under httpx and every
+    other Python HTTP/2 client, on a real socket (TLS with ALPN C{h2}, or
+    cleartext with prior knowledge).  It sends requests in batches on one
+    connection, and retries only what RFC 9113 section 8.7 allows: a stream
+    above the last stream id of the server's GOAWAY, or refused
+    (C{REFUSED_STREAM}); anything else unanswered is a failure (as the
+    C{ProtocolError} h2 raises on a frame after a GOAWAY).
+
+    @ivar tally: what it saw so far.
+    """
+
+    def __init__(self, port: int, tls: bool = False, timeout: float = 10.0) -> None:
+        self.port = port
+        self.tls = tls
+        self.timeout = timeout
+        self.tally = H2LibraryTally()
+        self._sock: socket.socket | None = None
+        self._conn: h2.connection.H2Connection | None = None
+
+    def _connect(self) -> tuple[socket.socket, h2.connection.H2Connection]:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(sock)
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        self.tally.connections += 1
+        self._sock, self._conn = sock, conn
+        return sock, conn
+
+    def close(self) -> None:
+        """
+        Close the connection, if one is open.
+        """
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = self._conn = None
+
+    def fetch(self, paths: list[str], attempts: int = 10) -> list[int | None]:
+        """
+        GET each of C{paths}, all at once on the open connection (or a new
+        one), then again on a new connection what may be retried.
+
+        @param attempts: the most times a request is sent.
+        @return: each request's status, L{None} for one that failed (why
+            is in C{tally.failed}).
+        """
+        results: list[int | None] = [None] * len(paths)
+        pending = list(range(len(paths)))
+        for _ in range(attempts):
+            if not pending:
+                break
+            pending = self._batch(paths, pending, results)
+            if pending:
+                self.tally.retried += len(pending)
+        for i in pending:
+            self.tally.failed.append(f"{paths[i]}: still refused after {attempts}")
+        return results
+
+    def _batch(
+        self, paths: list[str], indices: list[int], results: list[int | None]
+    ) -> list[int]:
+        """
+        Send the requests of C{indices} on one connection, and read until
+        each is answered, failed or to be retried.
+
+        @return: the indices to retry.
+        """
+        if self._conn is None:
+            try:
+                self._connect()
+            except OSError as e:
+                self.tally.failed.extend(f"{paths[i]}: connect: {e}" for i in indices)
+                return []
+        sock, conn = self._sock, self._conn
+        assert sock is not None and conn is not None
+        scheme = "https" if self.tls else "http"
+        streams: dict[int, int] = {}
+        statuses: dict[int, int] = {}
+        for i in indices:
+            streamID = conn.get_next_available_stream_id()
+            conn.send_headers(
+                streamID,
+                [
+                    (":method", "GET"),
+                    (":scheme", scheme),
+                    (":authority", "127.0.0.1"),
+                    (":path", paths[i]),
+                ],
+                end_stream=True,
+            )
+            streams[streamID] = i
+        retry: list[int] = []
+        failed: dict[int, str] = {}
+
+        def fail(streamIDs: object, why: str) -> None:
+            for streamID in list(streamIDs):  # type: ignore[call-overload]
+                failed[streamID] = why
+                del streams[streamID]
+
+        try:
+            sock.sendall(conn.data_to_send())
+        except OSError:
+            # The server closed: its GOAWAY, if it sent one, is still to be
+            # read, and says what it processed.
+            pass
+        while streams:
+            try:
+                data = sock.recv(65536)
+            except (OSError, TimeoutError) as e:
+                data = b""
+                if not isinstance(e, ConnectionResetError):
+                    fail(streams, f"read: {e!r}")
+                    break
+            if not data:
+                fail(streams, "connection closed with no GOAWAY")
+                break
+            try:
+                events = conn.receive_data(data)
+            except h2.exceptions.ProtocolError as e:
+                fail(streams, f"h2: {e}")
+                break
+            for event in events:
+                eventStream = getattr(event, "stream_id", None)
+                if isinstance(event, h2.events.ResponseReceived):
+                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                elif (
+                    isinstance(event, h2.events.StreamEnded) and eventStream in streams
+                ):
+                    i = streams.pop(event.stream_id)
+                    results[i] = statuses.get(event.stream_id)
+                    self.tally.answered += 1
+                elif (
+                    isinstance(event, h2.events.StreamReset) and eventStream in streams
+                ):
+                    if event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM:
+                        retry.append(streams.pop(event.stream_id))
+                    else:
+                        fail([event.stream_id], f"reset {event.error_code!r}")
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    last = event.last_stream_id or 0
+                    for streamID in [s for s in streams if s > last]:
+                        retry.append(streams.pop(streamID))
+                    fail(streams, f"GOAWAY({last}) before its answer")
+            if conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                break
+            try:
+                sock.sendall(conn.data_to_send())
+            except OSError:
+                pass
+        if conn.state_machine.state is h2.connection.ConnectionState.CLOSED or failed:
+            self.close()
+        for why in failed.values():
+            self.tally.failed.append(why)
+        return retry
