@@ -22,8 +22,8 @@ from twisted.web.server import Site
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted_h2 import connectionOf, takeOver
 from gracesvc._protocols.answers import LongLivedKind, ResponseMetrics
-from gracesvc._protocols.h2 import DrainingH2Connection
-from gracesvc._protocols.h2limits import H2Limits, H2Tally
+from gracesvc._protocols.h2 import DrainingH2Connection, H2Tally
+from gracesvc._protocols.h2limits import H2Limits
 from gracesvc._protocols.http1 import DrainingChannel
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.websocket import WebSocketPolicy

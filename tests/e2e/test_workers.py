@@ -269,7 +269,13 @@ class WorkersTestCase(MasterProcessTestCase):
         load.waitForAnswers(30)
         outcomes = load.stop()
         self.assertEqual(failures(outcomes), collections.Counter())
-        self.assertEqual(set(master.workers()), workers)
+        # The failed generation's workers exit on their own after the
+        # failure is logged: wait for them, not for a moment.
+        waitFor(
+            lambda: set(master.workers()) == workers,
+            10,
+            lambda: f"workers {master.workers()}, not the old {workers}",
+        )
         self.assertEqual(body(), b"v1")
         with open(path, "w") as f:
             f.write(APP.replace("VERSION", "v2 mended"))
