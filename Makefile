@@ -110,6 +110,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)
 	@if command -v h2load >/dev/null; then $(BIN)/python -m bench.h2 $(BENCH_ARGS); else echo "h2load not found: apt-get install nghttp2-client for the HTTP/2 figures"; fi
+	$(BIN)/python -m bench.asgi $(BENCH_ARGS)
 
 # The property-based drain test with many random examples (make test runs a
 # few seeded ones), about 1 s each; PROPERTY_SEED=n replays a run.

@@ -194,6 +194,48 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn("streams [200, 200]", output)
         self.assertIn("cutting 2 requests in flight", output)
 
+    def cells(self, output: str, measure: str) -> list[str]:
+        """
+        @return: the cells of the table row of C{output} that starts with
+            C{measure}, stripped, the measure first.
+        """
+        return [c.strip() for c in self.row(output, measure).split("|")[1:-1]]
+
+    def test_asgi(self) -> None:
+        """
+        C{bench.asgi}, gracesvc beside uvicorn[standard] (the baseline of its
+        ratios): every part prints its table; the requests in flight are
+        answered; a server that cannot run says why in its cells: uvicorn
+        where the C{bench} extra is not installed, gracesvc before it serves
+        C{--asgi}.
+        """
+        from bench.asgi.servers import GRACESVC, UVICORN
+
+        output = self.runBench("asgi", "--server", "gracesvc", "--server", "uvicorn")
+        self.assertNotIn("ERROR", output)
+        for heading in [
+            "## Shutdown",
+            "## Throughput, bare ASGI GET /hello",
+            "## Throughput, FastAPI JSON endpoint GET /json",
+            "## Memory",
+            "## Scale",
+            "## Workers",
+            "## HTTP/2",
+        ]:
+            self.assertIn(heading, output)
+        expected = [
+            "3/3" if server.missing() is None else server.missing()
+            for server in (GRACESVC, UVICORN)
+        ]
+        inFlight = self.cells(output, "3 requests (0.5 s) in flight at SIGINT")
+        self.assertEqual(inFlight[2:], expected)
+        for server, ready in zip((GRACESVC, UVICORN), expected, strict=True):
+            throughput = self.cells(output, server.header())
+            if ready == "3/3":
+                self.assertRegex(throughput[2], r"^\d+\.\d")
+            else:
+                self.assertEqual(throughput[1], ready)
+
     def test_workers(self) -> None:
         """
         C{bench.workers}: every section prints its table; with 20 in flight
