@@ -21,6 +21,8 @@ from gracesvc._workers.sockets import SocketSpec
 
 if TYPE_CHECKING:
     from gracesvc._apps.wsgi import WSGIApplication
+    from gracesvc._asgi.app import ASGIApplication
+    from gracesvc._asgi.lifespan import LifespanMode
 
 #: A listener: its description, as given and as logs and errors name it,
 #: and the endpoint parsed from it.
@@ -64,8 +66,26 @@ class WSGIApp:
     threads: int
 
 
+# ASGI (--asgi, --asgi-lifespan)
+
+
+@dataclass(frozen=True)
+class ASGIAppConfig:
+    """
+    C{--asgi}: the user's ASGI application, imported (on the asyncio
+    reactor, installed by then).
+    """
+
+    #: C{MODULE:ATTRIBUTE}, as given.
+    spec: str
+    #: The ASGI 3 application.
+    application: ASGIApplication
+    #: C{--asgi-lifespan}: whether its lifespan runs.
+    lifespan: LifespanMode = "auto"
+
+
 #: The app a serving process serves.
-App = DemoApp | ResourceApp | WSGIApp
+App = DemoApp | ResourceApp | WSGIApp | ASGIAppConfig
 
 
 @dataclass(frozen=True)

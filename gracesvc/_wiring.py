@@ -25,6 +25,7 @@ import sys
 from typing import Any, NoReturn
 
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorThreads,
@@ -41,13 +42,24 @@ from gracesvc._apps.demo import GraceApp
 from gracesvc._apps.load import AppFactory, AppLoadError
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
-from gracesvc._config import App, DemoApp, ServeConfig, WorkersConfig, WSGIApp
+from gracesvc._asgi.app import ASGIApp
+from gracesvc._asgi.lifespan import Lifespan
+from gracesvc._asgi.resource import ASGIResource
+from gracesvc._config import (
+    App,
+    ASGIAppConfig,
+    DemoApp,
+    ServeConfig,
+    WorkersConfig,
+    WSGIApp,
+)
 from gracesvc._core.drain import Drain
 from gracesvc._core.policy import DrainPolicy
 from gracesvc._metrics.collectors import H2Collector, WorkerCollector
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
-from gracesvc._process.effects import ProcessEffects, RealProcess
+from gracesvc._pins.twisted import asyncioLoopOf
+from gracesvc._process.effects import ProcessEffects, RealProcess, exitAtOnce
 from gracesvc._process.service import ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
 from gracesvc._protocols.site import DrainingSite
@@ -122,6 +134,7 @@ def serveWorker(
         worker.acceptLimit,
         process,
         exposition=metrics.exposition,
+        whenReady=service.whenReady,
     ).setServiceParent(service)
     return service
 
@@ -205,8 +218,16 @@ def _serveSite(
             (description, endpoint, _metricsSite(MetricsResource(metrics), reactor))
         )
     assert config.app is not None
+    lifespan: Lifespan | None = None
+    if isinstance(config.app, ASGIAppConfig):
+        lifespan, appResource = _serveASGI(config, config.app, reactor, drain)
+    else:
+        appResource = _appResource(config.app, reactor, drain)
     root = withOperationalRoutes(
-        _appResource(config.app, reactor, drain), drain, routeMetrics
+        appResource,
+        drain,
+        routeMetrics,
+        ready=None if lifespan is None else lambda: lifespan.ready,
     )
     site = DrainingSite(
         root,
@@ -234,7 +255,60 @@ def _serveSite(
         stopSignals,
         auxiliaryEndpoints=auxiliary,
         whenRunning=process.startupDone,
+        startup=None if lifespan is None else lifespan.startup,
+        startupFailed=lambda: exitAtOnce(reactor, process, 1),
     )
+
+
+# ASGI
+
+
+def _serveASGI(
+    config: ServeConfig, asgi: ASGIAppConfig, reactor: Any, drain: Drain
+) -> tuple[Lifespan, IResource]:
+    """
+    Serve an ASGI application on the asyncio reactor's loop, its lifespan
+    and its tasks on the drain's timeline (see L{gracesvc._asgi}):
+
+      - the lifespan starts up before the ports accept (the service's
+        C{startup}), is told when the drain goes away (the shutdown notice,
+        to an application that asked for it) and shuts down in the cleanup
+        phase;
+      - from the signal on, the drain waits for the application's tasks
+        too: what runs after a response (background tasks) is not lost;
+      - once the drain is done, before the reactor stops, the tasks left
+        are cancelled and awaited, so that none is destroyed pending.
+
+    @return: its lifespan, and the resource that serves it.
+    """
+    app = ASGIApp(asgi.application, asyncioLoopOf(reactor))
+    lifespan = Lifespan(app, asgi.lifespan)
+    drain.addHook(
+        "draining",
+        lambda: app.trackWith(drain.track),
+        name="wait for the ASGI application's tasks",
+    )
+
+    def goingAway() -> None:
+        deadline = drain.deadline
+        lifespan.goingAway(
+            0.0 if deadline is None else deadline - drain.clock.seconds()
+        )
+
+    drain.addHook("goingAway", goingAway, name="ASGI shutdown notice")
+    drain.addHook("cleanup", lifespan.shutdown, name="ASGI lifespan shutdown")
+
+    def stopTasks() -> Deferred[None]:
+        def done(_: object) -> Deferred[None]:
+            capAt = drain.capAt
+            left = 0.0 if capAt is None else capAt - drain.clock.seconds()
+            return app.stopTasks(drain.clock, left)
+
+        return drain.whenDone().addCallback(done)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopTasks)
+    resource = ASGIResource(app, drain, lifespan, config.webSocketPolicy)
+    return lifespan, resource
 
 
 def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:
@@ -245,6 +319,7 @@ def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:
         return GraceApp(reactor, drain, app.pingDelay, tick=app.tick).resource()
     if isinstance(app, WSGIApp):
         return wsgiResource(app.application, drain, reactor, app.threads)
+    assert not isinstance(app, ASGIAppConfig)
     if not isinstance(app.resource, AppFactory):
         return app.resource
     try:

@@ -26,10 +26,19 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from zope.interface import implementer
 
-from gracesvc._apps.load import AppLoadError, loadApp, loadWSGI, parseThreads
+from gracesvc._apps.load import (
+    AppLoadError,
+    loadApp,
+    loadASGI,
+    loadWSGI,
+    parseThreads,
+)
 from gracesvc._apps.threads import DEFAULT_THREADS
+from gracesvc._asgi.lifespan import LIFESPAN_MODES, LifespanMode
+from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor
 from gracesvc._config import (
     App,
+    ASGIAppConfig,
     DemoApp,
     Endpoint,
     ResourceApp,
@@ -71,11 +80,12 @@ class Options(usage.Options):
     """
 
     synopsis = (
-        "[--app MODULE:ATTR | --wsgi MODULE:ATTR] [--listen ENDPOINT ...] [options]"
+        "[--app MODULE:ATTR | --wsgi MODULE:ATTR | --asgi MODULE:ATTR] "
+        "[--listen ENDPOINT ...] [options]"
     )
     longdesc = (
-        "Serve an app (gracesvc's own /ping demo unless --app or --wsgi names "
-        "yours) and drain it on SIGINT/SIGTERM: stop accepting, finish the "
+        "Serve an app (gracesvc's own /ping demo unless --app, --wsgi or "
+        "--asgi names yours) and drain it on SIGINT/SIGTERM: stop accepting, finish the "
         "requests in flight, close keep-alive connections cleanly, exit as "
         "soon as the last response is out and never later than "
         "--shutdown-timeout after the signal.  A second signal stops at "
@@ -178,6 +188,24 @@ class Options(usage.Options):
             None,
             f"With --wsgi: the most requests its thread pool runs at once "
             f"[default: {DEFAULT_THREADS}]",
+        ],
+        # ASGI
+        [
+            "asgi",
+            None,
+            None,
+            "Serve this ASGI application (MODULE:ATTRIBUTE; MODULE:FACTORY() "
+            "for a factory): FastAPI, Starlette, Django, Channels. It runs on "
+            "Twisted's asyncio reactor, installed for it (no -r needed).",
+        ],
+        [
+            "asgi-lifespan",
+            None,
+            None,
+            "With --asgi: auto runs the application's lifespan (startup "
+            "before anything is accepted, shutdown after the last "
+            "connection) if it has one; on requires it; off never runs it. "
+            "[default: auto]",
         ],
         [
             "workers",
@@ -301,6 +329,8 @@ class Options(usage.Options):
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         policy = self._drainPolicy()
         self._checkAppOptions()
+        if self["asgi"] is not None and self.reactor is None:
+            self.reactor = self._asyncioReactor()
         # The workers import the app, each generation anew.
         app = None if self["workers"] else self._loadApp()
         if self.reactor is None:
@@ -499,6 +529,10 @@ class Options(usage.Options):
         status 1.
         """
         try:
+            if self["asgi"] is not None:
+                return ASGIAppConfig(
+                    self["asgi"], loadASGI(self["asgi"]), self._lifespanMode()
+                )
             if self["wsgi"] is not None:
                 self["threads"] = (
                     DEFAULT_THREADS
@@ -513,10 +547,41 @@ class Options(usage.Options):
         return DemoApp(pingDelay=self["ping-delay"], tick=self["tick"])
 
     def _checkAppOptions(self) -> None:
-        if self["app"] is not None and self["wsgi"] is not None:
-            raise usage.UsageError("--app and --wsgi cannot be used together")
+        given = [
+            f"--{option}"
+            for option in ("app", "wsgi", "asgi")
+            if self[option] is not None
+        ]
+        if len(given) > 1:
+            raise usage.UsageError(f"{' and '.join(given)} cannot be used together")
         if self["threads"] is not None and self["wsgi"] is None:
             raise usage.UsageError("--threads: only with --wsgi")
+        self._lifespanMode()
+
+    # ASGI
+
+    def _lifespanMode(self) -> LifespanMode:
+        mode = self["asgi-lifespan"]
+        if mode is None:
+            return "auto"
+        if self["asgi"] is None:
+            raise usage.UsageError("--asgi-lifespan: only with --asgi")
+        for known in LIFESPAN_MODES:
+            if mode == known:
+                return known
+        raise usage.UsageError(
+            f"--asgi-lifespan: expected auto, on or off, got {mode!r}"
+        )
+
+    def _asyncioReactor(self) -> Any:
+        """
+        Install the asyncio reactor for C{--asgi}, before the application
+        is imported (see L{gracesvc._asgi.loop}).
+        """
+        try:
+            return installAsyncioReactor()
+        except ReactorMismatch as e:
+            raise usage.UsageError(str(e)) from None
 
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:

@@ -9,6 +9,7 @@ for the metrics.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from klein.interfaces import IKleinRequest
 from klein.resource import KleinResource
@@ -41,13 +42,18 @@ def renderHealthz(request: IRequest) -> bytes:
     return answerJSON(request, 200, {"status": "ok"})
 
 
-def renderReadyz(request: IRequest, drain: Drain) -> bytes:
+def renderReadyz(
+    request: IRequest, drain: Drain, ready: Callable[[], bool] | None = None
+) -> bytes:
     """
     200 while serving, 503 from the first stop signal on, so that load
-    balancers take the instance out of rotation.
+    balancers take the instance out of rotation; 503 too while the
+    application is not ready (an ASGI application's lifespan startup).
     """
     if drain.draining:
         return answerJSON(request, 503, {"status": "draining"})
+    if ready is not None and not ready():
+        return answerJSON(request, 503, {"status": "starting"})
     return answerJSON(request, 200, {"status": "ready"})
 
 
@@ -74,12 +80,13 @@ class _Healthz(_Probe):
 
 
 class _Readyz(_Probe):
-    def __init__(self, drain: Drain) -> None:
+    def __init__(self, drain: Drain, ready: Callable[[], bool] | None) -> None:
         super().__init__()
         self.drain = drain
+        self.ready = ready
 
     def render_GET(self, request: IRequest) -> bytes:
-        return renderReadyz(request, self.drain)
+        return renderReadyz(request, self.drain, self.ready)
 
 
 def kleinRoute(request: IRequest) -> str:
@@ -211,14 +218,18 @@ class OperationalRoot:
 
 
 def withOperationalRoutes(
-    app: IResource, drain: Drain, metrics: Metrics | None
+    app: IResource,
+    drain: Drain,
+    metrics: Metrics | None,
+    ready: Callable[[], bool] | None = None,
 ) -> IResource:
     """
     The root resource serving C{app} and gracesvc's operational routes:
     C{/healthz} (200 while alive), C{/readyz} (503 once draining) and,
     unless C{metrics} is L{None} (served on an endpoint of their own),
     C{/metrics}.  Any other path is C{app}'s, C{/metrics} too when
-    C{metrics} is L{None}.
+    C{metrics} is L{None}.  C{ready}, if given, says whether the application
+    is ready to serve (until it is, C{/readyz} is 503).
 
     Every request is labelled with its route for the metrics: gracesvc's
     paths as they are; the application's by the Klein rule it matched, the
@@ -227,7 +238,7 @@ def withOperationalRoutes(
     """
     routes: dict[bytes, IResource] = {
         b"healthz": _Healthz(),
-        b"readyz": _Readyz(drain),
+        b"readyz": _Readyz(drain, ready),
     }
     if metrics is not None:
         routes[b"metrics"] = MetricsResource(metrics)

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.apps.test_load -*-
 """
-Loading the user's application: C{--app MODULE:ATTRIBUTE} and
-C{--wsgi MODULE:ATTRIBUTE}.
+Loading the user's application: C{--app MODULE:ATTRIBUTE},
+C{--wsgi MODULE:ATTRIBUTE} and C{--asgi MODULE:ATTRIBUTE}.
 
 The module is imported as gunicorn and C{twistd web --class} users expect:
 the current directory is importable.  C{ATTRIBUTE} may be a dotted path
@@ -37,6 +37,7 @@ _SPEC = re.compile(
 
 _APP_KINDS = "a Klein app (anything with .resource()), an IResource, or a callable returning one (taking no arguments, or only drain)"
 _WSGI_KIND = "a WSGI application (a callable taking environ and start_response)"
+_ASGI_KIND = "an ASGI application (a callable taking scope, receive and send)"
 
 
 _IMPORTLIB = os.path.dirname(importlib.__file__)
@@ -152,6 +153,64 @@ def loadWSGI(spec: str, option: str = "--wsgi") -> WSGIApplication:
         )
     application: WSGIApplication = found
     return application
+
+
+def loadASGI(spec: str, option: str = "--asgi") -> Callable[..., Any]:
+    """
+    Load the ASGI application C{spec} names.
+
+    @param spec: C{MODULE:ATTRIBUTE}, naming an ASGI 3 application (C{await
+        app(scope, receive, send)}: FastAPI's, Starlette's, Django's
+        C{get_asgi_application()}, Channels' router) or an ASGI 2 one (a
+        class made with the scope, whose instances are called with
+        C{receive} and C{send}), which is wrapped in an ASGI 3 one; with a
+        trailing C{()}, a callable taking no arguments that returns one.
+    @param option: the option C{spec} was given with, for messages.
+    @return: the ASGI 3 application.
+    @raise AppLoadError: the module does not import, the attribute is
+        missing, or the object is not an ASGI application.
+    """
+    where = f"{option} {spec!r}"
+    found = _find(spec, where)
+    if IResource.providedBy(found) or _hasResourceMethod(found):
+        raise AppLoadError(
+            f"{where} is {_describe(found)}: a Klein app or an IResource, not an "
+            f"ASGI application; serve it with --app"
+        )
+    if not callable(found):
+        raise AppLoadError(f"{where} is {_describe(found)}, not {_ASGI_KIND}")
+    if isinstance(found, type):
+        signature = _signature(found)
+        if signature is not None and _binds(signature, None):
+            return _asgi2(found)
+        raise AppLoadError(f"{where} is {_describe(found)}, not {_ASGI_KIND}")
+    signature = _signature(found)
+    if signature is None or _binds(signature, None, None, None):
+        application: Callable[..., Any] = found
+        return application
+    if _binds(signature, None, None):
+        raise AppLoadError(
+            f"{where} takes {_parameters(signature)}: it looks like a WSGI "
+            f"application, serve it with --wsgi"
+        )
+    hint = ""
+    if not spec.endswith("()") and _binds(signature):
+        hint = f"; if it makes the application, use {option} {spec + '()'!r}"
+    raise AppLoadError(
+        f"{where} takes {_parameters(signature)}, not (scope, receive, send): "
+        f"it is not an ASGI application{hint}"
+    )
+
+
+def _asgi2(application: Callable[[Any], Any]) -> Callable[..., Any]:
+    """
+    @return: the ASGI 3 application that runs the ASGI 2 C{application}.
+    """
+
+    async def asgi3(scope: Any, receive: Any, send: Any) -> None:
+        await application(scope)(receive, send)
+
+    return asgi3
 
 
 def parseThreads(value: object, option: str = "--threads") -> int:

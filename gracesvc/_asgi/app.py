@@ -6,8 +6,11 @@ An ASGI application as gracesvc serves it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 #: An ASGI 3 application: C{await app(scope, receive, send)}.
 ASGIApplication = Callable[
@@ -37,6 +40,10 @@ class ASGIApp:
         (nothing is copied then).
     @ivar tasks: the application tasks running now, each a request's or a
         WebSocket's: what is cancelled and awaited before the reactor stops.
+    @ivar lifespanTask: the task of its lifespan, once started.
+    @ivar noticeWanted: whether it opted in to the shutdown notice (see
+        L{gracesvc._asgi.lifespan}): its WebSockets get the time to say
+        goodbye before the server's Close.
     """
 
     def __init__(
@@ -46,6 +53,71 @@ class ASGIApp:
         self.loop = loop
         self.state: dict[str, Any] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.lifespanTask: asyncio.Task[None] | None = None
+        self.noticeWanted = False
+        self._track: Callable[[Deferred[None]], object] | None = None
+
+    def run(self, call: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """
+        Run one call of the application (a connection's) in a task of its
+        own on L{loop}: a real asyncio task, as anyio and sniffio expect.
+
+        @return: the task, in L{tasks} until it is done.
+        """
+        task = self.loop.create_task(call)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if self._track is not None:
+            self._track(_whenDone(task))
+        return task
+
+    def trackWith(self, track: Callable[[Deferred[None]], object]) -> None:
+        """
+        From now on, hand each task, the running ones first, to C{track} as
+        a Deferred that fires (with L{None}, whatever the task's outcome)
+        when it is done: the drain waits for them (see
+        L{gracesvc._core.drain.Drain.track}), so that what an application
+        does after its response (Starlette's background tasks) is not lost.
+        """
+        self._track = track
+        for task in list(self.tasks):
+            track(_whenDone(task))
+
+    def stopTasks(self, clock: IReactorTime, within: float) -> Deferred[None]:
+        """
+        Cancel every task left, the lifespan's included, and wait for them
+        to end, at most C{within} seconds: before the reactor stops, so that
+        none is destroyed pending.
+
+        @return: a Deferred that fires when they have ended, or after
+            C{within} seconds.
+        """
+        tasks = [task for task in self.tasks if not task.done()]
+        lifespan = self.lifespanTask
+        if lifespan is not None and not lifespan.done():
+            tasks.append(lifespan)
+        done: Deferred[None] = Deferred()
+        if not tasks:
+            done.callback(None)
+            return done
+        left = len(tasks)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            nonlocal left
+            left -= 1
+            if not left and not done.called:
+                timer.cancel()
+                done.callback(None)
+
+        def timedOut() -> None:
+            if not done.called:
+                done.callback(None)
+
+        timer = clock.callLater(max(0.0, within), timedOut)
+        for task in tasks:
+            task.add_done_callback(ended)
+            task.cancel()
+        return done
 
     def scopeState(self) -> dict[str, Any] | None:
         """
@@ -54,6 +126,16 @@ class ASGIApp:
         """
         state = self.state
         return None if state is None else state.copy()
+
+
+def _whenDone(task: asyncio.Task[None]) -> Deferred[None]:
+    """
+    @return: a Deferred that fires with L{None} when C{task} is done,
+        whatever its outcome (which its connection has dealt with).
+    """
+    done: Deferred[None] = Deferred()
+    task.add_done_callback(lambda _: done.callback(None))
+    return done
 
 
 def routeOf(scope: MutableMapping[str, Any]) -> str:

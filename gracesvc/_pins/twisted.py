@@ -38,6 +38,7 @@ Elsewhere, and pinned in the same test module:
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -415,3 +416,22 @@ def exitSignal(reactor: object) -> int | None:
     """
     signum = getattr(reactor, "_exitSignal", None)
     return signum if isinstance(signum, int) else None
+
+
+def asyncioLoopOf(reactor: object) -> asyncio.AbstractEventLoop:
+    """
+    The asyncio event loop Twisted's asyncio reactor runs on: where an ASGI
+    application's tasks are created (see L{gracesvc._asgi.app.ASGIApp}),
+    so that they and the reactor share one loop and one thread.
+
+    Internals: L{twisted.internet.asyncioreactor.AsyncioSelectorReactor}'s
+    C{_asyncioEventloop}.
+
+    @raise TypeError: C{reactor} is not the asyncio reactor.
+    """
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise TypeError(f"not Twisted's asyncio reactor: {reactor!r}")
+    loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
+    return loop

@@ -218,6 +218,13 @@ class TwistdService(GracefulService):
     once the reactor runs, C{whenRunning} is called (twistd's gracesvc
     freezes the start-up heap then, see
     L{gracesvc._process.effects.ProcessEffects.startupDone}).
+
+    With a C{startup} (an ASGI application's lifespan startup), the ports
+    listen as before (while the process may still be root) but accept
+    nothing until the startup, run once the reactor runs, has succeeded;
+    L{whenReady} fires then (a worker of C{--workers} tells its master it
+    is ready).  A startup that fails is one log line, and C{startupFailed}
+    is called (it ends the process with status 1).
     """
 
     def __init__(
@@ -231,15 +238,38 @@ class TwistdService(GracefulService):
             tuple[str, IStreamServerEndpoint, IProtocolFactory]
         ] = (),
         whenRunning: Callable[[], object] | None = None,
+        startup: Callable[[], Deferred[None]] | None = None,
+        startupFailed: Callable[[], object] | None = None,
     ) -> None:
         """
         @param stopSignals: the signals, caught already.
         @param whenRunning: called once the reactor runs, start-up done.
+        @param startup: what must succeed, once the reactor runs, before
+            the ports accept.
+        @param startupFailed: called when C{startup} failed, after its log
+            line.
         @see: L{GracefulService.__init__} for the rest.
         """
         super().__init__(factory, endpoints, drain, reactor, auxiliaryEndpoints)
         self.stopSignals = stopSignals
         self.whenRunning = whenRunning
+        self.startup = startup
+        self.startupFailed = startupFailed
+        #: whether the startup is over and the ports accept.
+        self.ready = False
+        self._readyWaiters: list[Deferred[None]] = []
+
+    def whenReady(self) -> Deferred[None]:
+        """
+        @return: a Deferred that fires once the reactor runs and the
+            startup, if any, has succeeded: the ports accept.
+        """
+        d: Deferred[None] = Deferred()
+        if self.ready:
+            d.callback(None)
+        else:
+            self._readyWaiters.append(d)
+        return d
 
     def _listenOnAll(self) -> None:
         try:
@@ -247,9 +277,47 @@ class TwistdService(GracefulService):
         except ListenFailed as e:
             self.log.critical("gracesvc: {error}", error=str(e))
             raise SystemExit(1) from None
+        if self.startup is not None and not self.ready:
+            for port in self.ports:
+                _accepting(port, False)
 
     def startService(self) -> None:
         super().startService()
         self.stopSignals.watch()
+        self.reactor.callWhenRunning(self._running)
+
+    def _running(self) -> None:
+        if self.startup is None:
+            self._ready()
+            return
+        self.startup().addCallbacks(lambda _: self._ready(), self._startupFailed)
+
+    def _ready(self) -> None:
+        if self.startup is not None and self.drain.draining:
+            # Stopped before it started up: nothing to accept.
+            return
+        self.ready = True
+        if self.startup is not None:
+            for port in self.ports:
+                _accepting(port, True)
         if self.whenRunning is not None:
-            self.reactor.callWhenRunning(self.whenRunning)
+            self.whenRunning()
+        waiters, self._readyWaiters = self._readyWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _startupFailed(self, failure: Failure) -> None:
+        self.log.critical("gracesvc: {error}", error=failure.getErrorMessage())
+        if self.startupFailed is not None:
+            self.startupFailed()
+
+
+def _accepting(port: IListeningPort, accepting: bool) -> None:
+    """
+    Have C{port} accept connections or not (they wait in its kernel accept
+    queue meanwhile): a Twisted port is a file descriptor the reactor
+    reads, or not.
+    """
+    switch = getattr(port, "startReading" if accepting else "stopReading", None)
+    if switch is not None:
+        switch()

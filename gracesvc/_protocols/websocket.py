@@ -369,6 +369,11 @@ class DrainingWebSocket:
 
     transport: Carrier | None = None
 
+    #: The code and reason of the peer's Close, once it came: what an
+    #: application that asks (an ASGI one's C{websocket.disconnect}) is
+    #: told; L{None} if the connection ends without one (1006).
+    peerClose: tuple[int, str] | None = None
+
     def __init__(
         self,
         connection: Connection,
@@ -487,6 +492,17 @@ class DrainingWebSocket:
         assert self.transport is not None
         self.transport.unregisterProducer()
 
+    @property
+    def sending(self) -> bool:
+        """
+        Whether a message sent now goes out: not once a Close was sent
+        (ours, or our answer to the peer's), nor after the connection was
+        lost.  Sends then are dropped.
+        """
+        return (
+            self._state is _OPEN or self._state is _GOING_AWAY
+        ) and self.connection.state is ConnectionState.OPEN
+
     # IDrainableConnection, through the channel.
 
     @property
@@ -543,6 +559,8 @@ class DrainingWebSocket:
 
     def _closeReceived(self, event: CloseConnection) -> None:
         state = self.connection.state
+        if state is ConnectionState.REMOTE_CLOSING or state is ConnectionState.CLOSED:
+            self.peerClose = (event.code, event.reason or "")
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer closes: answer with its code; the server closes TCP
             # first (RFC 6455 section 7.1.1).

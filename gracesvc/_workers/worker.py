@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IReactorCore
 from twisted.internet.protocol import Protocol
@@ -89,6 +90,7 @@ class WorkerControl(Service):
         writeFd: int = WORKER_WRITES,
         readFd: int = WORKER_READS,
         exposition: Callable[[], bytes] | None = None,
+        whenReady: Callable[[], Deferred[None]] | None = None,
     ) -> None:
         """
         @param ports: the service's drained ports, filled in as it listens.
@@ -99,6 +101,9 @@ class WorkerControl(Service):
             the reactor has stopped (see
             L{gracesvc._process.effects.exitAtOnce}).
         @param exposition: the worker's metrics, for the master's scrapes.
+        @param whenReady: the worker's service's readiness (its ports accept:
+            an ASGI application has started up), which it tells its master;
+            when the reactor runs if L{None}.
         """
         self.reactor = reactor
         self.drain = drain
@@ -110,6 +115,7 @@ class WorkerControl(Service):
         self.readFd = readFd
         self.process = process
         self.exposition = exposition
+        self.whenReady = whenReady
         self.protocol: ControlProtocol | None = None
         self._masterGone = False
 
@@ -124,7 +130,11 @@ class WorkerControl(Service):
             stdout=self.writeFd,
             reactor=self.reactor,
         )
-        self.reactor.callWhenRunning(self._ready)
+        whenReady = self.whenReady
+        if whenReady is None:
+            self.reactor.callWhenRunning(self._ready)
+        else:
+            whenReady().addCallback(lambda _: self._ready())
         self.reactor.addSystemEventTrigger(
             "after", "shutdown", exitAtOnce, self.reactor, self.process
         )
