@@ -91,12 +91,13 @@ autobahn: .venv-autobahn/bin/wstest
 # are, in tests/e2e/test_bench_smoke.py).  The throughput figures need wrk
 # (apt-get install wrk; without it a slower Python load generator is used),
 # the instruction counts valgrind (apt-get install valgrind; skipped without).
+# bench.asgi runs the ASGI servers of the bench extra beside gracesvc --asgi.
 # BENCH_ARGS is passed to each script, e.g. make bench BENCH_ARGS=--smoke
 BENCH_ARGS ?=
 
 .PHONY: bench
 
-$(BIN)/.bench-installed: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed setup.cfg
 	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[test,bench]'
 	touch $@
 

@@ -304,7 +304,9 @@ def _scaleRun(
         quiet = fleet.connect(idle, "idle", window=200, timeout=120)
         active = fleet.connect(busy, "busy", window=200, timeout=60)
         fleet.send(active, get(f"/sleep/{sleep:g}"))
-        fleet.run(lambda: False, 0.5)
+        # Long enough for every request to reach the application, well
+        # before the first is answered.
+        fleet.run(lambda: False, min(0.5, sleep / 4))
         fleet.watchExit(running.pid)
         sentAt = running.signal(signal.SIGTERM)
 

@@ -201,20 +201,42 @@ class BenchSmokeTests(SynchronousTestCase):
         """
         return [c.strip() for c in self.row(output, measure).split("|")[1:-1]]
 
-    def test_asgi(self) -> None:
+    def asgi(self, *parts: str) -> tuple[str, list[str]]:
         """
-        C{bench.asgi}, gracesvc beside uvicorn[standard] (the baseline of its
-        ratios): every part prints its table; the requests in flight are
-        answered; a server that cannot run says why in its cells: uvicorn
-        where the C{bench} extra is not installed, gracesvc before it serves
-        C{--asgi}.
+        Run C{bench.asgi --smoke} for C{parts}, gracesvc beside
+        uvicorn[standard] (the baseline of its ratios).
+
+        @return: its output, and what each server's cells say when it
+            cannot run (uvicorn where the C{bench} extra is not installed,
+            gracesvc before it serves C{--asgi}), or C{"ready"}.
         """
         from bench.asgi.servers import GRACESVC, UVICORN
 
-        output = self.runBench("asgi", "--server", "gracesvc", "--server", "uvicorn")
+        args = [a for part in parts for a in ("--only", part)]
+        output = self.runBench(
+            "asgi", "--server", "gracesvc", "--server", "uvicorn", *args
+        )
         self.assertNotIn("ERROR", output)
+        return output, [s.missing() or "ready" for s in (GRACESVC, UVICORN)]
+
+    def test_asgiShutdown(self) -> None:
+        """
+        C{bench.asgi}'s shutdown table: the requests in flight are answered,
+        and a server that cannot run says why in its cells.
+        """
+        output, ready = self.asgi("shutdown")
+        inFlight = self.cells(output, "3 requests (0.5 s) in flight at SIGINT")
+        self.assertEqual(inFlight[2:], ["3/3" if r == "ready" else r for r in ready])
+
+    def test_asgiLoad(self) -> None:
+        """
+        C{bench.asgi}'s other parts each print their table, with a figure
+        for each server that can run.
+        """
+        from bench.asgi.servers import GRACESVC, UVICORN
+
+        output, ready = self.asgi("throughput", "memory", "scale", "workers", "h2")
         for heading in [
-            "## Shutdown",
             "## Throughput, bare ASGI GET /hello",
             "## Throughput, FastAPI JSON endpoint GET /json",
             "## Memory",
@@ -223,18 +245,12 @@ class BenchSmokeTests(SynchronousTestCase):
             "## HTTP/2",
         ]:
             self.assertIn(heading, output)
-        expected = [
-            "3/3" if server.missing() is None else server.missing()
-            for server in (GRACESVC, UVICORN)
-        ]
-        inFlight = self.cells(output, "3 requests (0.5 s) in flight at SIGINT")
-        self.assertEqual(inFlight[2:], expected)
-        for server, ready in zip((GRACESVC, UVICORN), expected, strict=True):
+        for server, state in zip((GRACESVC, UVICORN), ready, strict=True):
             throughput = self.cells(output, server.header())
-            if ready == "3/3":
+            if state == "ready":
                 self.assertRegex(throughput[2], r"^\d+\.\d")
             else:
-                self.assertEqual(throughput[1], ready)
+                self.assertEqual(throughput[1], state)
 
     def test_workers(self) -> None:
         """
