@@ -3,6 +3,7 @@ The bare ASGI application that C{bench.asgi} serves under every server, the
 same object each time (C{bench.asgiapps:app})::
 
     GET /hello          200 "Hello, world!" at once (the throughput figure)
+    GET /ping           the same (what C{bench.workers}' load asks for)
     GET /healthz        200 "ok" (gracesvc answers it itself)
     GET /sleep/SECONDS  200 after SECONDS (2 in flight at the signal, 10
                         over the cap, 1 under h2load)
@@ -229,7 +230,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     kind = scope["type"]
     if kind == "http":
         path = scope["path"]
-        if path == "/hello":
+        if path == "/hello" or path == "/ping":
             await send(_HELLO_START)
             await send(_HELLO_BODY)
         elif path.startswith("/sleep/"):

@@ -46,6 +46,7 @@ class Sizes:
     scaleSleep: float = 2.0
     scaleRuns: int = 1
     workerRounds: int = 3
+    reloads: int = 10
     h2Requests: int = 64
     h2Clients: int = 8
     h2Streams: int = 8
@@ -63,6 +64,7 @@ SMOKE = Sizes(
     scaleSleep=1.0,
     scaleRuns=1,
     workerRounds=1,
+    reloads=1,
     h2Requests=8,
     h2Clients=2,
     h2Streams=4,
@@ -259,6 +261,33 @@ def workersPart(keys: Sequence[str], z: Sizes) -> None:
             rows,
         )
     )
+
+    if GRACESVC in servers:
+        say(
+            f"\n## Reloads: gracesvc --asgi --workers 2, {z.reloads} SIGHUPs under wrk "
+            "-t1 -c20 --latency on /ping plus one client opening a connection per "
+            "request\n"
+        )
+        missing = GRACESVC.missing()
+        row = (
+            [missing] + ["-"] * 6
+            if missing is not None
+            else load.reloads(z.reloads, 20)
+        )
+        say(
+            table(
+                [
+                    "reloads",
+                    "wrk run",
+                    "wrk requests",
+                    "wrk errors",
+                    "p99",
+                    "max",
+                    "new connections",
+                ],
+                [row],
+            )
+        )
 
 
 def h2Part(keys: Sequence[str], z: Sizes) -> None:

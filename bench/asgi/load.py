@@ -390,6 +390,27 @@ def workers(
     return out
 
 
+def reloads(count: int, connections: int) -> list[str]:
+    """
+    C{twistd gracesvc --asgi --workers 2} loaded by C{wrk} on C{/ping} and
+    by a client opening a new connection per request, while C{count}
+    SIGHUPs reload its workers, each once the last is done (as
+    C{bench.workers} does for the built-in app).
+
+    @return: C{bench.workers}' row: the reloads, the run's length, wrk's
+        requests, errors, p99 and max latency, the new connections.
+    """
+    from bench import workers
+    from gracesvc.testing.process import MasterProcess
+
+    master = MasterProcess("--asgi", BARE, workers=2)
+    try:
+        master.waitUntilReady()
+        return workers.loadRun(master, count * 2.5 + 3, connections, count)
+    finally:
+        workers.stop(master)
+
+
 def _single(server: Server) -> Options:
     """
     @return: the options of one process serving alone: gracesvc's

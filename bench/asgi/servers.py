@@ -40,6 +40,10 @@ class Options:
     """
     What one server process is started with, beyond its application.
 
+    Every server runs without an access log (gracesvc where it has
+    C{--no-access-log}), logging warnings and errors only where it can be
+    told to.
+
     @ivar cap: the shutdown cap, in each server's own option (gracesvc's
         C{--shutdown-timeout}, uvicorn's C{--timeout-graceful-shutdown},
         hypercorn's C{--graceful-timeout}, granian's
@@ -109,26 +113,32 @@ class Server:
 
 GRACESVC_NO_ASGI = "not available (no --asgi)"
 
-_servesASGI: bool | None = None
+_helpText: str | None = None
 
 
-def gracesvcServesASGI() -> bool:
+def gracesvcOptions() -> str:
     """
-    @return: whether C{twistd gracesvc --help} lists C{--asgi}.
+    @return: what C{twistd gracesvc --help} says (once).
     """
-    global _servesASGI
-    if _servesASGI is None:
+    global _helpText
+    if _helpText is None:
         try:
-            helpText = subprocess.run(
+            _helpText = subprocess.run(
                 [os.path.join(BIN, "twistd"), "gracesvc", "--help"],
                 capture_output=True,
                 text=True,
                 timeout=60,
             ).stdout
         except (OSError, subprocess.SubprocessError):
-            helpText = ""
-        _servesASGI = "--asgi=" in helpText
-    return _servesASGI
+            _helpText = ""
+    return _helpText
+
+
+def gracesvcServesASGI() -> bool:
+    """
+    @return: whether this gracesvc has C{--asgi}.
+    """
+    return "--asgi=" in gracesvcOptions()
 
 
 def _gracesvc(port: int, app: str, o: Options) -> list[str]:
@@ -138,6 +148,9 @@ def _gracesvc(port: int, app: str, o: Options) -> list[str]:
         listen = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     argv = [os.path.join(BIN, "twistd"), "--pidfile=", "-n", "gracesvc"]
     argv += ["--listen", listen, "--asgi", app, "--shutdown-timeout", f"{o.cap:g}"]
+    if "--no-access-log" in gracesvcOptions():
+        # As every other server here runs.
+        argv.append("--no-access-log")
     if o.h2c:
         argv.append("--h2c")
     if o.workers is not None:
