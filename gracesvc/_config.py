@@ -135,3 +135,5 @@ class ServeConfig:
     workers: WorkersConfig | None = None
     #: C{--worker-spec}: this process is a worker of a master's.
     worker: WorkerSpec | None = None
+    #: Whether each response is written to the access log (twistd's log).
+    accessLog: bool = True

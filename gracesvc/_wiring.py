@@ -28,6 +28,7 @@ from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocolFactory,
     IReactorThreads,
     IStreamServerEndpoint,
 )
@@ -43,6 +44,7 @@ from gracesvc._apps.load import AppFactory, AppLoadError
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._asgi.app import ASGIApp
+from gracesvc._asgi.http1 import ASGIHTTPFactory, serveWebSockets
 from gracesvc._asgi.lifespan import Lifespan
 from gracesvc._asgi.resource import ASGIResource
 from gracesvc._config import (
@@ -219,8 +221,9 @@ def _serveSite(
         )
     assert config.app is not None
     lifespan: Lifespan | None = None
+    asgiApp: ASGIApp | None = None
     if isinstance(config.app, ASGIAppConfig):
-        lifespan, appResource = _serveASGI(config, config.app, reactor, drain)
+        lifespan, asgiApp, appResource = _serveASGI(config, config.app, reactor, drain)
     else:
         appResource = _appResource(config.app, reactor, drain)
     root = withOperationalRoutes(
@@ -237,8 +240,14 @@ def _serveSite(
         reactor=reactor,
         http2=True,
         h2c=config.h2c,
+        accessLog=config.accessLog,
     )
     metrics.registry.register(H2Collector(drain, site.h2Tally))
+    served: IProtocolFactory = site
+    if asgiApp is not None and lifespan is not None:
+        served = _asgiHTTP1(
+            config, asgiApp, lifespan, drain, metrics, routeMetrics, site
+        )
     stopSignals = StopSignals(
         reactor,
         drain,
@@ -248,7 +257,7 @@ def _serveSite(
     )
     stopSignals.catch()
     return TwistdService(
-        site,
+        served,
         config.endpoints,
         drain,
         reactor,
@@ -265,7 +274,7 @@ def _serveSite(
 
 def _serveASGI(
     config: ServeConfig, asgi: ASGIAppConfig, reactor: Any, drain: Drain
-) -> tuple[Lifespan, IResource]:
+) -> tuple[Lifespan, ASGIApp, IResource]:
     """
     Serve an ASGI application on the asyncio reactor's loop, its lifespan
     and its tasks on the drain's timeline (see L{gracesvc._asgi}):
@@ -279,7 +288,8 @@ def _serveASGI(
       - once the drain is done, before the reactor stops, the tasks left
         are cancelled and awaited, so that none is destroyed pending.
 
-    @return: its lifespan, and the resource that serves it.
+    @return: its lifespan, the application, and the resource that serves
+        it through Twisted's C{Request} (HTTP/2's streams).
     """
     app = ASGIApp(asgi.application, asyncioLoopOf(reactor))
     lifespan = Lifespan(app, asgi.lifespan)
@@ -308,7 +318,34 @@ def _serveASGI(
 
     reactor.addSystemEventTrigger("before", "shutdown", stopTasks)
     resource = ASGIResource(app, drain, lifespan, config.webSocketPolicy)
-    return lifespan, resource
+    return lifespan, app, resource
+
+
+def _asgiHTTP1(
+    config: ServeConfig,
+    app: ASGIApp,
+    lifespan: Lifespan,
+    drain: Drain,
+    metrics: Metrics,
+    routeMetrics: Metrics | None,
+    site: DrainingSite,
+) -> ASGIHTTPFactory:
+    """
+    @return: the factory of the ASGI path's HTTP/1.1 connections (see
+        L{gracesvc._asgi.http1}); those whose client speaks HTTP/2 (ALPN,
+        or h2c's preface) switch to C{site}'s HTTP/2.
+    """
+    return ASGIHTTPFactory(
+        app,
+        drain,
+        metrics=metrics,
+        metricsPage=None if routeMetrics is None else routeMetrics.exposition,
+        ready=lambda: lifespan.ready,
+        webSockets=serveWebSockets(app, drain, config.webSocketPolicy),
+        h2=site,
+        h2c=config.h2c,
+        accessLog=config.accessLog,
+    )
 
 
 def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:

@@ -35,7 +35,12 @@ from gracesvc._apps.load import (
 )
 from gracesvc._apps.threads import DEFAULT_THREADS
 from gracesvc._asgi.lifespan import LIFESPAN_MODES, LifespanMode
-from gracesvc._asgi.loop import ReactorMismatch, installAsyncioReactor
+from gracesvc._asgi.loop import (
+    LOOP_KINDS,
+    LoopKind,
+    ReactorMismatch,
+    installAsyncioReactor,
+)
 from gracesvc._config import (
     App,
     ASGIAppConfig,
@@ -208,6 +213,15 @@ class Options(usage.Options):
             "[default: auto]",
         ],
         [
+            "asgi-loop",
+            None,
+            None,
+            "With --asgi: the event loop under Twisted's asyncio reactor: "
+            "uvloop, asyncio, or auto (uvloop if installed: pip install "
+            "'gracesvc[uvloop]'). twistd -r asyncio always runs asyncio's. "
+            "[default: auto]",
+        ],
+        [
             "workers",
             None,
             "0",
@@ -257,6 +271,12 @@ class Options(usage.Options):
             "spreads connections evenly however busy the machine; but a "
             "slot's connections wait while it has no worker ready (a crash, "
             "a stuck worker). Any process of the same user can join the port.",
+        ],
+        [
+            "no-access-log",
+            None,
+            "Write no access log line per response (it costs more CPU than "
+            "the rest of a small request: see docs/asgi-http1.md).",
         ],
     ]
 
@@ -329,6 +349,8 @@ class Options(usage.Options):
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         policy = self._drainPolicy()
         self._checkAppOptions()
+        if self["asgi-loop"] is not None and self["asgi"] is None:
+            raise usage.UsageError("--asgi-loop: only with --asgi")
         if self["asgi"] is not None and self.reactor is None:
             self.reactor = self._asyncioReactor()
         # The workers import the app, each generation anew.
@@ -350,6 +372,7 @@ class Options(usage.Options):
             policy=policy,
             webSocketPolicy=webSocketPolicy,
             h2c=bool(self["h2c"]),
+            accessLog=not self["no-access-log"],
             endpoints=endpoints,
             metricsEndpoint=(
                 None
@@ -573,13 +596,24 @@ class Options(usage.Options):
             f"--asgi-lifespan: expected auto, on or off, got {mode!r}"
         )
 
+    def _loopKind(self) -> LoopKind:
+        kind = self["asgi-loop"]
+        if kind is None:
+            return "auto"
+        for known in LOOP_KINDS:
+            if kind == known:
+                return known
+        raise usage.UsageError(
+            f"--asgi-loop: expected auto, asyncio or uvloop, got {kind!r}"
+        )
+
     def _asyncioReactor(self) -> Any:
         """
         Install the asyncio reactor for C{--asgi}, before the application
         is imported (see L{gracesvc._asgi.loop}).
         """
         try:
-            return installAsyncioReactor()
+            return installAsyncioReactor(self._loopKind())
         except ReactorMismatch as e:
             raise usage.UsageError(str(e)) from None
 

@@ -321,6 +321,26 @@ class Metrics:
             counts.histogram[bisect_left(DURATION_BUCKETS, seconds)] += 1
         counts.sum += seconds
 
+    def responseDone(self, route: str, code: int, seconds: float) -> None:
+        """
+        Count a completed response whose route label is known already (the
+        ASGI path's, which has no L{Request}).
+
+        @param seconds: from the request received to the response completed.
+        """
+        counts = self._routes.get(route)
+        if counts is None:
+            counts = self._routes[route] = _RouteCounts()
+        if 0 <= code < _LISTED_CODES:
+            counts.codes[code] += 1
+        else:
+            counts.otherCodes[code] = counts.otherCodes.get(code, 0) + 1
+        if seconds <= _FIRST_BOUND:
+            counts.histogram[0] += 1
+        else:
+            counts.histogram[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        counts.sum += seconds
+
     def exposition(self) -> bytes:
         """
         @return: the metrics in the Prometheus text format.

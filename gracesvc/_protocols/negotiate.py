@@ -10,6 +10,7 @@ HTTP/2's 24-byte preface (prior knowledge; no C{Upgrade: h2c}, which RFC
 from __future__ import annotations
 
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
@@ -18,33 +19,63 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gracesvc._pins.twisted import handOver
-from gracesvc._pins.twisted_h2 import takeOver
 from gracesvc._protocols.h2 import DrainingH2Connection
-from gracesvc._protocols.http1 import DrainingChannel
 
 #: The client connection preface (RFC 9113 section 3.4), which a
 #: prior-knowledge cleartext HTTP/2 client opens with.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
+class HTTP1Protocol(TypingProtocol):
+    """
+    The HTTP/1.1 protocol a connection starts with: a
+    L{gracesvc._protocols.http1.DrainingChannel}, or the ASGI path's
+    L{gracesvc._asgi.http1.ASGIConnection}.  It registers itself as its
+    transport's streaming producer, and reports to the drain until its
+    C{connectionLost}.
+    """
+
+    def makeConnection(self, transport: Any) -> None: ...
+
+    def handshakeCompleted(self) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure) -> Any: ...
+
+
+class H2Builder(TypingProtocol):
+    """
+    What makes the HTTP/2 connection a connection switches to: a
+    L{gracesvc._protocols.site.DrainingSite} serving HTTP/2.
+    """
+
+    def buildH2Connection(self, http1: Any) -> DrainingH2Connection:
+        """
+        @param http1: the HTTP/1.1 protocol the connection started with.
+        @return: a new HTTP/2 connection, not connected yet.
+        """
+
+
 @implementer(IHandshakeListener)
 class NegotiatingProtocol(Protocol):
     """
-    The protocol of one connection of a
-    L{gracesvc._protocols.site.DrainingSite} that serves HTTP/2:
-    an HTTP/1.1 L{DrainingChannel} until the first bytes say the client
-    speaks HTTP/2 (C{h2} negotiated through ALPN, or, with C{h2c}, the
-    connection preface on a cleartext connection); then a
-    L{DrainingH2Connection}.
+    The protocol of one connection that serves HTTP/2 (of a
+    L{gracesvc._protocols.site.DrainingSite}, or of the ASGI path): an
+    HTTP/1.1 protocol until the first bytes say the client speaks HTTP/2
+    (C{h2} negotiated through ALPN, or, with C{h2c}, the connection preface
+    on a cleartext connection); then a L{DrainingH2Connection} that C{h2}
+    builds.
 
     Twisted's own switch (C{_GenericHTTPChannelProtocol}) would leave the
     HTTP/1.1 channel registered with the drain, which would then wait for it
     until the cap.
     """
 
-    def __init__(self, channel: DrainingChannel, h2c: bool) -> None:
+    def __init__(self, channel: HTTP1Protocol, h2c: bool, h2: H2Builder) -> None:
         self._current: Any = channel
         self._channel = channel
+        self._h2 = h2
         self._sniffing = h2c
         self._decided = False
         self._buffer = b""
@@ -99,8 +130,7 @@ class NegotiatingProtocol(Protocol):
         channel = self._channel
         transport: Any = self.transport
         transport.unregisterProducer()
-        h2 = DrainingH2Connection(channel.factory.reactor)
-        takeOver(h2, channel)
+        h2 = self._h2.buildH2Connection(channel)
         self._current = h2
         h2.makeConnection(transport)
         transport.registerProducer(h2, True)

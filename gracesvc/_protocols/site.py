@@ -20,7 +20,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from gracesvc._core.drain import Drain
-from gracesvc._pins.twisted_h2 import connectionOf
+from gracesvc._pins.twisted_h2 import connectionOf, takeOver
 from gracesvc._protocols.answers import LongLivedKind, ResponseMetrics
 from gracesvc._protocols.h2 import DrainingH2Connection, H2Tally
 from gracesvc._protocols.http1 import DrainingChannel
@@ -49,6 +49,7 @@ class DrainingSite(Site):
         *,
         http2: bool = False,
         h2c: bool = False,
+        accessLog: bool = True,
         **kwargs: Any,
     ) -> None:
         """
@@ -61,6 +62,8 @@ class DrainingSite(Site):
             (ALPN C{h2}), through L{gracesvc._protocols.h2}.
         @param h2c: whether to serve cleartext HTTP/2 too, to clients that
             open with its connection preface (implies C{http2}).
+        @param accessLog: whether to write each response to the access
+            log.
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
@@ -71,6 +74,7 @@ class DrainingSite(Site):
         )
         self.http2 = http2 or h2c
         self.h2c = h2c
+        self.accessLog = accessLog
         if self.http2:
             #: what its HTTP/2 connections did, for the metrics.
             self.h2Tally = H2Tally()
@@ -79,7 +83,26 @@ class DrainingSite(Site):
         channel = super().buildProtocol(addr)
         if not self.http2:
             return channel
-        return NegotiatingProtocol(channel, self.h2c)
+        return NegotiatingProtocol(channel, self.h2c, self)
+
+    def buildH2Connection(self, http1: object) -> DrainingH2Connection:
+        """
+        Make the HTTP/2 connection a connection of this site (or of another
+        HTTP/1.1 path that serves its HTTP/2 through this site) switches
+        to, given what this site gives its channels, as Twisted's own switch
+        gives it.
+
+        @param http1: the HTTP/1.1 protocol the connection started with:
+            one of this site's channels, or another path's protocol.
+        """
+        h2 = DrainingH2Connection(self.reactor)
+        channel = (
+            http1
+            if isinstance(http1, DrainingChannel)
+            else Site.buildProtocol(self, None)
+        )
+        takeOver(h2, channel)
+        return h2
 
     def acceptableProtocols(self) -> list[bytes]:
         """
@@ -88,6 +111,10 @@ class DrainingSite(Site):
         spoken to in HTTP/2.
         """
         return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
+
+    def log(self, request: Request) -> None:
+        if self.accessLog:
+            super().log(request)
 
     def stopFactory(self) -> None:
         if self.drain.draining and not self.drain.finished:

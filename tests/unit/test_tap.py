@@ -232,6 +232,9 @@ class OptionsTests(SynchronousTestCase):
     def test_unknownOption(self) -> None:
         self.assertRejected("--bogus", "--bogus")
 
+    def test_asgiLoopOnlyWithASGI(self) -> None:
+        self.assertRejected("--asgi-loop: only with --asgi", "--asgi-loop=uvloop")
+
     def test_h2cTakesNoValue(self) -> None:
         self.assertRejected("h2c", "--h2c=yes")
 
@@ -458,6 +461,19 @@ class MakeServiceTests(SynchronousTestCase):
         site = service.factory
         assert isinstance(site, DrainingSite)
         self.assertEqual((site.http2, site.h2c), (True, True))
+
+    def test_noAccessLog(self) -> None:
+        """
+        C{--no-access-log}: the site writes no line per response.
+        """
+        service, _, _ = self.makeService()
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertTrue(site.accessLog)
+        service, _, _ = self.makeService("--no-access-log")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertFalse(site.accessLog)
 
     def test_metricsOnTheirOwnEndpoint(self) -> None:
         service, reactor, _ = self.makeService(
