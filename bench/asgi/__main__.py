@@ -5,6 +5,7 @@ C{python -m bench.asgi}: see L{bench.asgi}.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import time
@@ -19,6 +20,7 @@ from bench.asgi.servers import (
     DAPHNE,
     FASTAPI,
     GRACESVC,
+    GRACESVC_ASYNCIO,
     GRANIAN,
     HYPERCORN,
     UVICORN,
@@ -74,6 +76,7 @@ SMOKE = Sizes(
 SHUTDOWN = (GRACESVC, UVICORN, UVICORN_H11, HYPERCORN, GRANIAN, DAPHNE)
 THROUGHPUT = (
     GRACESVC,
+    GRACESVC_ASYNCIO,
     UVICORN,
     UVICORN_ASYNCIO,
     UVICORN_H11,
@@ -145,8 +148,6 @@ def throughputPart(keys: Sequence[str], z: Sizes) -> None:
 
 
 def _fastapi() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("fastapi") is not None
 
 
@@ -359,6 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for s in servers
         )
     )
+    if GRACESVC in servers and GRACESVC.missing() is None:
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+        say(f"gracesvc --asgi runs on {loop} (--asgi-loop auto)")
     began = time.monotonic()
     for name in PARTS:
         if args.only and name not in args.only:

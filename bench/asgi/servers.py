@@ -103,8 +103,15 @@ class Server:
         """
         @return: why it cannot run here, or L{None} if it can.
         """
-        if self.key == "gracesvc":
-            return None if gracesvcServesASGI() else GRACESVC_NO_ASGI
+        if self.distribution == "gracesvc":
+            if not gracesvcServesASGI():
+                return GRACESVC_NO_ASGI
+            if (
+                self.key == "gracesvc-asyncio"
+                and "--asgi-loop=" not in gracesvcOptions()
+            ):
+                return "not available (no --asgi-loop)"
+            return None
         for module in (self.distribution.lower(), *self.needs):
             if importlib.util.find_spec(module) is None:
                 return f"not installed ({module})"
@@ -139,6 +146,13 @@ def gracesvcServesASGI() -> bool:
     @return: whether this gracesvc has C{--asgi}.
     """
     return "--asgi=" in gracesvcOptions()
+
+
+def _gracesvcOn(loop: str) -> Callable[[int, str, Options], list[str]]:
+    def build(port: int, app: str, o: Options) -> list[str]:
+        return [*_gracesvc(port, app, o), "--asgi-loop", loop]
+
+    return build
 
 
 def _gracesvc(port: int, app: str, o: Options) -> list[str]:
@@ -215,6 +229,12 @@ def _daphne(port: int, app: str, o: Options) -> list[str]:
 
 
 GRACESVC = Server("gracesvc", "gracesvc", "gracesvc", _gracesvc)
+GRACESVC_ASYNCIO = Server(
+    "gracesvc-asyncio",
+    "gracesvc --asgi-loop asyncio",
+    "gracesvc",
+    _gracesvcOn("asyncio"),
+)
 UVICORN = Server(
     "uvicorn",
     "uvicorn[standard]",
@@ -259,6 +279,7 @@ DAPHNE = Server(
 #: Every server, in the order of the tables' columns.
 ALL = (
     GRACESVC,
+    GRACESVC_ASYNCIO,
     UVICORN,
     UVICORN_ASYNCIO,
     UVICORN_H11,
