@@ -98,6 +98,30 @@ def kinds(counter: Counter[str]) -> str:
     return ", ".join(f"{k} x{n}" for k, n in counter.most_common())
 
 
+def byRun(runs: Sequence[Counter[str]]) -> str:
+    """
+    @return: what L{kinds} says of one run, if every run agrees (C{"... in
+        3/3 runs"}), else of each run, separated by C{" / "}.
+    """
+    texts = [kinds(c) or "none" for c in runs]
+    if all(t == texts[0] for t in texts):
+        return texts[0] + (
+            f" in {len(texts)}/{len(texts)} runs" if len(texts) > 1 else ""
+        )
+    return " / ".join(texts)
+
+
+def _sameInRuns(texts: Sequence[str]) -> str:
+    """
+    @return: C{"503 in 3/3 runs"} if every run says the same, else each.
+    """
+    if texts and all(t == texts[0] for t in texts):
+        return texts[0] + (
+            f" in {len(texts)}/{len(texts)} runs" if len(texts) > 1 else ""
+        )
+    return " / ".join(texts)
+
+
 def events(records: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [r for r in records if r["event"] == name]
 
@@ -123,7 +147,7 @@ def inFlight(server: Server, s: Sizes) -> Figures:
     came.
     """
     answered: list[int] = []
-    others: Counter[str] = Counter()
+    others: list[Counter[str]] = []
     cancelled: list[int] = []
     refusal: list[float] = []
     onlyAtExit = 0
@@ -154,7 +178,7 @@ def inFlight(server: Server, s: Sizes) -> Figures:
             if r.response and r.response.code == 200 and r.response.body == body
         ]
         answered.append(len(ok))
-        others.update(fate(r) for r in requests if r not in ok)
+        others.append(Counter(fate(r) for r in requests if r not in ok))
         cancelled.append(len(events(records, "sleep.cancelled")))
         if refused is None:
             onlyAtExit += 1
@@ -176,8 +200,8 @@ def inFlight(server: Server, s: Sizes) -> Figures:
             beforeExit.append(exitedAt - shutdowns[0]["at"])
     n = s.inFlight
     got = tally(answered, n)
-    if others:
-        got += f"; the others: {kinds(others)}"
+    if any(others):
+        got += f"; the others: {byRun(others)}"
     if any(cancelled):
         got += f"; app tasks cancelled: {tally(cancelled, n)}"
     refusedText = timing(refusal)
@@ -232,7 +256,7 @@ def overTheCap(server: Server, s: Sizes) -> Figures:
     One request for C{/sleep/10} at SIGINT with the cap at 1 s: what its
     client gets, and when; when the process exits.
     """
-    got: Counter[str] = Counter()
+    got: list[str] = []
     at: list[float] = []
     toExit: list[float] = []
     for _ in range(s.repeats):
@@ -245,7 +269,7 @@ def overTheCap(server: Server, s: Sizes) -> Figures:
             request.join(5)
         finally:
             running.kill()
-        got[fate(request)] += 1
+        got.append(fate(request))
         if request.doneAt is not None:
             at.append(request.doneAt - sentAt)
         if running.exitedAt is not None:
@@ -255,7 +279,7 @@ def overTheCap(server: Server, s: Sizes) -> Figures:
         (
             f"/sleep/{s.overSleep:g} at SIGINT, cap {s.overCap:g} s: the client gets",
             "503 + Retry-After",
-            f"{kinds(got)} at {timing(at)}{cap}",
+            f"{_sameInRuns(got)}, at {timing(at)}{cap}",
         ),
         ("  SIGINT -> exit", f"< {s.overCap * 1000 + 50:,.0f} ms", timing(toExit)),
     ]
@@ -406,10 +430,10 @@ def eventStreams(server: Server, s: Sizes) -> Figures:
     label = f"{n} event streams (curl -N) at SIGINT: curl's exit status"
     if CURL is None:
         return [(label, f"0 x{n}", "skipped: curl is not installed")]
-    statuses: Counter[str] = Counter()
+    statuses: list[Counter[str]] = []
     lastEnd: list[float] = []
     told: list[int] = []
-    other: Counter[str] = Counter()
+    other: list[Counter[str]] = []
     toExit: list[float] = []
     for _ in range(s.repeats):
         running = start(server, BARE, Options(cap=s.cap))
@@ -431,23 +455,25 @@ def eventStreams(server: Server, s: Sizes) -> Figures:
             for c in streams:
                 c.kill()
             running.kill()
-        statuses.update(f"exit {c.status}" for c in streams)
+        statuses.append(Counter(f"exit {c.status}" for c in streams))
         ends = [c.exitedAt for c in streams if c.exitedAt is not None]
         if ends:
             lastEnd.append(max(ends) - sentAt)
         told.append(len(events(records, "events.disconnect")))
-        other.update(
-            r["event"].split(".", 1)[1]
-            for r in records
-            if r["event"] in ("events.cancelled", "events.sendFailed")
+        other.append(
+            Counter(
+                r["event"].split(".", 1)[1]
+                for r in records
+                if r["event"] in ("events.cancelled", "events.sendFailed")
+            )
         )
         if running.exitedAt is not None:
             toExit.append(running.exitedAt - sentAt)
     toldText = tally(told, n)
-    if other:
-        toldText += f"; {kinds(other)}"
+    if any(other):
+        toldText += f"; {byRun(other)}"
     return [
-        (label, f"exit 0 x{n}", kinds(statuses)),
+        (label, f"exit 0 x{n}", byRun(statuses)),
         ("  SIGINT -> last curl exited", "< 100 ms", timing(lastEnd)),
         ("  the app was told http.disconnect", f"{n}/{n}", toldText),
         ("  SIGINT -> exit", "-", timing(toExit)),
