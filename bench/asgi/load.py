@@ -123,24 +123,18 @@ def throughput(
         order = ready[shift:] + ready[:shift]
         measured: dict[str, Measure] = {}
         for server in order:
-            running = start(server, app, Options(), pin=0)
             try:
-                if warmup > 0:
-                    wrk(running.port, path, warmup, connections, 1)
-                before = groupCpuSeconds(running.pid)
-                requests, rps, problems, _ = wrk(
-                    running.port, path, duration, connections, 1
+                measured[server.key] = _measure(
+                    server, app, path, duration, warmup, connections
                 )
-                used = groupCpuSeconds(running.pid) - before
-            finally:
-                running.stop()
-            cpu = used / requests if requests else 0.0
-            measured[server.key] = Measure(cpu, rps, problems)
+            except Exception as e:
+                measured[server.key] = Measure(0.0, 0.0, f"ERROR: {e}"[:200])
             result.measures[server.key].append(measured[server.key])
         base = measured.get(BASELINE.key)
         if base is not None and base.cpu:
             for key, m in measured.items():
-                result.ratios[key].append(m.cpu / base.cpu)
+                if m.cpu:
+                    result.ratios[key].append(m.cpu / base.cpu)
         log(
             f"  round {i + 1}: "
             + "  ".join(
@@ -150,6 +144,29 @@ def throughput(
             )
         )
     return result
+
+
+def _measure(
+    server: Server,
+    app: str,
+    path: str,
+    duration: float,
+    warmup: float,
+    connections: int,
+) -> Measure:
+    """
+    One server, one round of L{throughput}.
+    """
+    running = start(server, app, Options(), pin=0)
+    try:
+        if warmup > 0:
+            wrk(running.port, path, warmup, connections, 1)
+        before = groupCpuSeconds(running.pid)
+        requests, rps, problems, _ = wrk(running.port, path, duration, connections, 1)
+        used = groupCpuSeconds(running.pid) - before
+    finally:
+        running.stop()
+    return Measure(used / requests if requests else 0.0, rps, problems)
 
 
 def spread(values: Sequence[float], digits: int = 3) -> str:
@@ -169,8 +186,13 @@ def throughputRows(
         if server.key in t.skipped:
             rows.append((server.header(), t.skipped[server.key], "-", "-", "-"))
             continue
-        ms = t.measures[server.key]
-        problems = "; ".join(sorted({m.problems for m in ms if m.problems}))
+        ms = [m for m in t.measures[server.key] if m.cpu]
+        problems = "; ".join(
+            sorted({m.problems for m in t.measures[server.key] if m.problems})
+        )
+        if not ms:
+            rows.append((server.header(), "-", "-", "-", problems))
+            continue
         rows.append(
             (
                 server.header(),
@@ -225,31 +247,49 @@ def memory(
         if missing is not None:
             out[server.key] = missing
             continue
-        figures: list[float] = []
-        for _ in range(rounds):
-            running = start(server, BARE, Options(keepAlive=300), pin=0)
-            try:
-                if len(affinity) > 1:
-                    os.sched_setaffinity(0, {1})
-                warm = Fleet(running.port, get("/hello"))
-                _openIdle(warm, 200)
-                warm.close()
-                time.sleep(1.0)
-                before = groupRssBytes(running.pid)
-                fleet = Fleet(running.port, get("/hello"))
-                try:
-                    _openIdle(fleet, n)
-                    time.sleep(1.0)
-                    after = groupRssBytes(running.pid)
-                finally:
-                    fleet.close()
-            finally:
-                os.sched_setaffinity(0, affinity)
-                running.stop()
-            figures.append((after - before) / n)
-        out[server.key] = figures
-        log(f"  {server.key}: " + ", ".join(f"{f:,.0f} B" for f in figures))
+        try:
+            out[server.key] = _memoryRounds(server, n, rounds, affinity)
+        except Exception as e:
+            out[server.key] = f"ERROR: {e}"[:200]
+        log(f"  {server.key}: {out[server.key]}")
     return out
+
+
+def _memoryRounds(
+    server: Server, n: int, rounds: int, affinity: set[int]
+) -> list[float]:
+    """
+    L{memory}'s C{rounds} for one server.
+
+    @return: the bytes per connection of each round.
+    """
+    figures: list[float] = []
+    for _ in range(rounds):
+        running = start(
+            server, BARE, Options(keepAlive=300, connections=n + 1024), pin=0
+        )
+        try:
+            if len(affinity) > 1:
+                os.sched_setaffinity(0, {1})
+            warm = Fleet(running.port, get("/hello"))
+            try:
+                _openIdle(warm, 200)
+            finally:
+                warm.close()
+            time.sleep(1.0)
+            before = groupRssBytes(running.pid)
+            fleet = Fleet(running.port, get("/hello"))
+            try:
+                _openIdle(fleet, n)
+                time.sleep(1.0)
+                after = groupRssBytes(running.pid)
+            finally:
+                fleet.close()
+        finally:
+            os.sched_setaffinity(0, affinity)
+            running.stop()
+        figures.append((after - before) / n)
+    return figures
 
 
 @dataclass
@@ -258,7 +298,6 @@ class Scale:
     lost: list[int] = field(default_factory=list)
     toExit: list[float] = field(default_factory=list)
     idleClosed: list[float] = field(default_factory=list)
-    error: str = ""
 
 
 def scale(
@@ -282,8 +321,13 @@ def scale(
             out[server.key] = missing
             continue
         figures = Scale()
-        for _ in range(runs):
-            _scaleRun(server, idle, busy, sleep, figures)
+        try:
+            for _ in range(runs):
+                _scaleRun(server, idle, busy, sleep, figures)
+        except Exception as e:
+            out[server.key] = f"ERROR: {e}"[:200]
+            log(f"  {server.key}: {out[server.key]}")
+            continue
         out[server.key] = figures
         log(
             f"  {server.key}: answered {figures.answered}, exit after the last "
@@ -298,7 +342,9 @@ def _scaleRun(
     """
     One run of L{scale}, its figures added to C{figures}.
     """
-    running = start(server, BARE, Options(cap=10, keepAlive=300))
+    running = start(
+        server, BARE, Options(cap=10, keepAlive=300, connections=idle + busy + 1024)
+    )
     fleet = Fleet(running.port, get("/hello"))
     try:
         quiet = fleet.connect(idle, "idle", window=200, timeout=120)
@@ -361,33 +407,52 @@ def workers(
         if missing is not None:
             out[server.key] = missing
             continue
-        w = Workers()
-        configs = {"1": _single(server), "2": Options(workers=2)}
-        for i in range(rounds):
-            order = ["2", "1"] if i % 2 == 0 else ["1", "2"]
-            for which in order:
-                running = start(server, BARE, configs[which])
-                try:
-                    if warmup > 0:
-                        wrk(running.port, "/hello", warmup, connections, None)
-                    before = groupCpuSeconds(running.pid)
-                    began = time.monotonic()
-                    _, rps, _, used = wrk(
-                        running.port, "/hello", duration, connections, None
-                    )
-                    elapsed = time.monotonic() - began
-                    served = groupCpuSeconds(running.pid) - before
-                finally:
-                    running.stop()
-                w.rps.setdefault(which, []).append(rps)
-                w.loadCores.setdefault(which, []).append(used / elapsed)
-                w.serverCores.setdefault(which, []).append(served / elapsed)
-            log(
-                f"  {server.key} round {i + 1}: 1 process {w.rps['1'][-1]:,.0f} req/s, "
-                f"2 workers {w.rps['2'][-1]:,.0f} req/s"
+        try:
+            out[server.key] = _workerRounds(
+                server, rounds, duration, warmup, connections, log
             )
-        out[server.key] = w
+        except Exception as e:
+            out[server.key] = f"ERROR: {e}"[:200]
     return out
+
+
+def _workerRounds(
+    server: Server,
+    rounds: int,
+    duration: float,
+    warmup: float,
+    connections: int,
+    log: Callable[[str], None],
+) -> Workers:
+    """
+    L{workers}' rounds for one server.
+    """
+    w = Workers()
+    configs = {"1": _single(server), "2": Options(workers=2)}
+    for i in range(rounds):
+        order = ["2", "1"] if i % 2 == 0 else ["1", "2"]
+        for which in order:
+            running = start(server, BARE, configs[which])
+            try:
+                if warmup > 0:
+                    wrk(running.port, "/hello", warmup, connections, None)
+                before = groupCpuSeconds(running.pid)
+                began = time.monotonic()
+                _, rps, _, used = wrk(
+                    running.port, "/hello", duration, connections, None
+                )
+                elapsed = time.monotonic() - began
+                served = groupCpuSeconds(running.pid) - before
+            finally:
+                running.stop()
+            w.rps.setdefault(which, []).append(rps)
+            w.loadCores.setdefault(which, []).append(used / elapsed)
+            w.serverCores.setdefault(which, []).append(served / elapsed)
+        log(
+            f"  {server.key} round {i + 1}: 1 process {w.rps['1'][-1]:,.0f} req/s, "
+            f"2 workers {w.rps['2'][-1]:,.0f} req/s"
+        )
+    return w
 
 
 def reloads(count: int, connections: int) -> list[str]:

@@ -55,6 +55,9 @@ class Options:
     @ivar workers: worker processes, where not the server's default.
     @ivar keepAlive: seconds an idle keep-alive connection is kept open,
         where the server's default is shorter.
+    @ivar connections: how many connections it must hold open at once,
+        where the server's default holds fewer (granian's C{--backpressure}
+        is its backlog, 1,024, by default: it stops accepting beyond).
     """
 
     cap: float = 5.0
@@ -62,6 +65,7 @@ class Options:
     h2c: bool = False
     workers: int | None = None
     keepAlive: float | None = None
+    connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ def _granian(port: int, app: str, o: Options) -> list[str]:
         argv += ["--ssl-certificate", o.tls[0], "--ssl-keyfile", o.tls[1]]
     if o.workers is not None:
         argv += ["--workers", str(o.workers)]
+    if o.connections is not None:
+        # It accepts no more than --backpressure connections per worker,
+        # and few more than its backlog in any reasonable time.
+        room = str(max(1024, o.connections))
+        argv += ["--backpressure", room, "--backlog", room]
     return argv + [app]
 
 
