@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +29,7 @@ from bench.asgi.servers import (
     UVICORN_ASYNCIO,
     UVICORN_H2,
     UVICORN_H11,
+    Server,
     chosen,
 )
 
@@ -216,52 +219,54 @@ def scalePart(keys: Sequence[str], z: Sizes) -> None:
     )
 
 
+_WORKER_HEADERS = [
+    "server",
+    "1 process req/s",
+    "2 workers req/s",
+    "ratio",
+    "cores busy, median (min-max): 1 process / 2 workers",
+]
+
+
+def _workerRow(server: Server, f: load.Workers | str) -> tuple[str, ...]:
+    if isinstance(f, str):
+        return (server.header(), f, "-", "-", "-")
+    one = statistics.median(f.rps["1"])
+    two = statistics.median(f.rps["2"])
+    return (
+        server.header(),
+        f"{one:,.0f}",
+        f"{two:,.0f}",
+        f"{two / one:.2f}x" if one else "-",
+        f"wrk {load.spread(f.loadCores['1'], 2)} / "
+        f"{load.spread(f.loadCores['2'], 2)}; server "
+        f"{load.spread(f.serverCores['1'], 2)} / "
+        f"{load.spread(f.serverCores['2'], 2)}",
+    )
+
+
 def workersPart(keys: Sequence[str], z: Sizes) -> None:
     if shutil.which("wrk") is None:
         say("\n## Workers: skipped: wrk is not installed (apt-get install wrk)")
         return
-    say(
-        f"\n## Workers: 2 worker processes against one, GET /hello, wrk -t1 "
-        f"-c{z.connections} unpinned on the same {cores()} cores, {z.workerRounds} "
-        f"rounds of {z.duration:g} s, alternating\n"
-    )
     servers = chosen(keys, WORKERS)
-    figures = load.workers(
-        servers, z.workerRounds, z.duration, z.warmup, z.connections, say
-    )
-    rows = []
-    for server in servers:
-        f = figures[server.key]
-        if isinstance(f, str):
-            rows.append((server.header(), f, "-", "-", "-"))
+    for title, app, path in (
+        ("bare ASGI GET /hello", BARE, "/hello"),
+        ("FastAPI GET /json", FASTAPI, "/json"),
+    ):
+        say(
+            f"\n## Workers, {title}: 2 worker processes against one, wrk -t1 "
+            f"-c{z.connections} unpinned on the same {cores()} cores, "
+            f"{z.workerRounds} rounds of {z.duration:g} s, alternating\n"
+        )
+        if app == FASTAPI and not _fastapi():
+            say("skipped: fastapi is not installed (pip install -e '.[bench]')")
             continue
-        one = sorted(f.rps["1"])[len(f.rps["1"]) // 2]
-        two = sorted(f.rps["2"])[len(f.rps["2"]) // 2]
-        rows.append(
-            (
-                server.header(),
-                f"{one:,.0f}",
-                f"{two:,.0f}",
-                f"{two / one:.2f}x" if one else "-",
-                f"wrk {load.spread(f.loadCores['1'], 2)} / "
-                f"{load.spread(f.loadCores['2'], 2)}; server "
-                f"{load.spread(f.serverCores['1'], 2)} / "
-                f"{load.spread(f.serverCores['2'], 2)}",
-            )
+        figures = load.workers(
+            servers, app, path, z.workerRounds, z.duration, z.warmup, z.connections, say
         )
-    say("")
-    say(
-        table(
-            [
-                "server",
-                "1 process req/s",
-                "2 workers req/s",
-                "ratio",
-                "cores busy (1 process / 2 workers)",
-            ],
-            rows,
-        )
-    )
+        say("")
+        say(table(_WORKER_HEADERS, [_workerRow(s, figures[s.key]) for s in servers]))
 
     if GRACESVC in servers:
         say(
@@ -300,6 +305,14 @@ def h2Part(keys: Sequence[str], z: Sizes) -> None:
     rows = h2.rows(servers, z.h2Requests, z.h2Clients, z.h2Streams, say)
     say("")
     say(table(["server", "TLS (ALPN h2)", "h2c (prior knowledge)"], rows))
+
+
+def _load() -> str:
+    """
+    @return: the machine's load average over 1, 5 and 15 minutes: other
+        work on it moves every figure but the ratios within a round.
+    """
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -352,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bench.asgi: {machine()}"
         + (" [smoke: tiny sizes, figures not meaningful]" if args.smoke else "")
     )
+    say(f"load average at the start: {_load()}")
     servers = chosen(args.server, ALL)
     say(
         "servers: "
@@ -368,7 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         parts[name]()
-    say(f"\nbench.asgi: done in {time.monotonic() - began:,.0f} s")
+    say(
+        f"\nbench.asgi: done in {time.monotonic() - began:,.0f} s; load average "
+        f"at the end: {_load()}"
+    )
     return 0
 
 

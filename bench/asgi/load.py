@@ -389,6 +389,8 @@ class Workers:
 
 def workers(
     servers: Sequence[Server],
+    app: str,
+    path: str,
     rounds: int,
     duration: float,
     warmup: float,
@@ -397,9 +399,9 @@ def workers(
 ) -> dict[str, Workers | str]:
     """
     Each server with 2 worker processes and with one (gracesvc:
-    C{--workers 2} and C{--workers 0}), unpinned, loaded by C{wrk -t1} on
-    C{/hello} in turn, round by round: requests per second, and how much of
-    the machine's cores wrk and the server each used.
+    C{--workers 2} and C{--workers 0}), unpinned, serving C{app}, loaded by
+    C{wrk -t1} on C{path} in turn, round by round: requests per second, and
+    how much of the machine's cores wrk and the server each used.
     """
     out: dict[str, Workers | str] = {}
     for server in servers:
@@ -409,7 +411,7 @@ def workers(
             continue
         try:
             out[server.key] = _workerRounds(
-                server, rounds, duration, warmup, connections, log
+                server, app, path, rounds, duration, warmup, connections, log
             )
         except Exception as e:
             out[server.key] = f"ERROR: {e}"[:200]
@@ -418,6 +420,8 @@ def workers(
 
 def _workerRounds(
     server: Server,
+    app: str,
+    path: str,
     rounds: int,
     duration: float,
     warmup: float,
@@ -432,15 +436,13 @@ def _workerRounds(
     for i in range(rounds):
         order = ["2", "1"] if i % 2 == 0 else ["1", "2"]
         for which in order:
-            running = start(server, BARE, configs[which])
+            running = start(server, app, configs[which])
             try:
                 if warmup > 0:
-                    wrk(running.port, "/hello", warmup, connections, None)
+                    wrk(running.port, path, warmup, connections, None)
                 before = groupCpuSeconds(running.pid)
                 began = time.monotonic()
-                _, rps, _, used = wrk(
-                    running.port, "/hello", duration, connections, None
-                )
+                _, rps, _, used = wrk(running.port, path, duration, connections, None)
                 elapsed = time.monotonic() - began
                 served = groupCpuSeconds(running.pid) - before
             finally:
