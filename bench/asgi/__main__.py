@@ -225,12 +225,13 @@ _WORKER_HEADERS = [
     "2 workers req/s",
     "ratio",
     "cores busy, median (min-max): 1 process / 2 workers",
+    "busier worker's share of the workers' CPU",
 ]
 
 
 def _workerRow(server: Server, f: load.Workers | str) -> tuple[str, ...]:
     if isinstance(f, str):
-        return (server.header(), f, "-", "-", "-")
+        return (server.header(), f, "-", "-", "-", "-")
     one = statistics.median(f.rps["1"])
     two = statistics.median(f.rps["2"])
     return (
@@ -241,7 +242,9 @@ def _workerRow(server: Server, f: load.Workers | str) -> tuple[str, ...]:
         f"wrk {load.spread(f.loadCores['1'], 2)} / "
         f"{load.spread(f.loadCores['2'], 2)}; server "
         f"{load.spread(f.serverCores['1'], 2)} / "
-        f"{load.spread(f.serverCores['2'], 2)}",
+        f"{load.spread(f.serverCores['2'], 2)}; anything else "
+        f"{load.spread(f.otherCores['1'], 2)} / {load.spread(f.otherCores['2'], 2)}",
+        load.spread(f.busiestShare, 2),
     )
 
 
@@ -382,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.only and name not in args.only:
             continue
         parts[name]()
+        say(f"(load average after {name}: {_load()})")
     say(
         f"\nbench.asgi: done in {time.monotonic() - began:,.0f} s; load average "
         f"at the end: {_load()}"

@@ -27,6 +27,7 @@ from bench.asgi.servers import (
     Server,
     groupCpuSeconds,
     groupRssBytes,
+    processCpuSeconds,
     start,
 )
 from gracesvc.testing import get
@@ -385,6 +386,11 @@ class Workers:
     rps: dict[str, list[float]] = field(default_factory=dict)
     loadCores: dict[str, list[float]] = field(default_factory=dict)
     serverCores: dict[str, list[float]] = field(default_factory=dict)
+    #: cores busy with anything else on the machine meanwhile.
+    otherCores: dict[str, list[float]] = field(default_factory=dict)
+    #: with 2 workers, the busier worker's share of the two workers' CPU
+    #: time: 0.5 when the kernel spread the connections evenly.
+    busiestShare: list[float] = field(default_factory=list)
 
 
 def workers(
@@ -440,16 +446,28 @@ def _workerRounds(
             try:
                 if warmup > 0:
                     wrk(running.port, path, warmup, connections, None)
-                before = groupCpuSeconds(running.pid)
+                before = processCpuSeconds(running.pid)
+                machineBefore = machineBusySeconds()
                 began = time.monotonic()
                 _, rps, _, used = wrk(running.port, path, duration, connections, None)
                 elapsed = time.monotonic() - began
-                served = groupCpuSeconds(running.pid) - before
+                after = processCpuSeconds(running.pid)
+                everything = machineBusySeconds() - machineBefore
+                spent = sorted(
+                    (after[pid] - before.get(pid, 0.0) for pid in after), reverse=True
+                )
+                served = sum(spent)
             finally:
                 running.stop()
             w.rps.setdefault(which, []).append(rps)
             w.loadCores.setdefault(which, []).append(used / elapsed)
             w.serverCores.setdefault(which, []).append(served / elapsed)
+            w.otherCores.setdefault(which, []).append(
+                max(0.0, everything - served - used) / elapsed
+            )
+            if which == "2" and len(spent) >= 2 and spent[0] + spent[1] > 0:
+                # The two busiest processes are the workers.
+                w.busiestShare.append(spent[0] / (spent[0] + spent[1]))
         log(
             f"  {server.key} round {i + 1}: 1 process {w.rps['1'][-1]:,.0f} req/s, "
             f"2 workers {w.rps['2'][-1]:,.0f} req/s"
@@ -476,6 +494,16 @@ def reloads(count: int, connections: int) -> list[str]:
         return workers.loadRun(master, count * 2.5 + 3, connections, count)
     finally:
         workers.stop(master)
+
+
+def machineBusySeconds() -> float:
+    """
+    @return: the CPU time every core of the machine has spent busy so far
+        (C{/proc/stat}: all but idle and iowait).
+    """
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _single(server: Server) -> Options:

@@ -452,19 +452,29 @@ def groupCpuSeconds(pgid: int) -> float:
     @return: the CPU time of every thread of every process of process group
         C{pgid} so far (the sum of their C{schedstat}).
     """
-    total = 0
+    return sum(processCpuSeconds(pgid).values())
+
+
+def processCpuSeconds(pgid: int) -> dict[int, float]:
+    """
+    @return: by process of process group C{pgid}, the CPU time of all its
+        threads so far (the sum of their C{schedstat}).
+    """
+    times: dict[int, float] = {}
     for pid in groupPids(pgid):
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             continue
+        total = 0
         for tid in tasks:
             try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                     total += int(f.read().split()[0])
             except (OSError, ValueError, IndexError):
                 continue
-    return total / 1e9
+        times[pid] = total / 1e9
+    return times
 
 
 def groupRssBytes(pgid: int) -> int:
