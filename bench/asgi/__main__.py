@@ -52,6 +52,7 @@ class Sizes:
     scaleRuns: int = 1
     workerRounds: int = 3
     reloads: int = 10
+    reloadSpare: float = 3.0
     h2Requests: int = 64
     h2Clients: int = 8
     h2Streams: int = 8
@@ -70,6 +71,7 @@ SMOKE = Sizes(
     scaleRuns=1,
     workerRounds=1,
     reloads=1,
+    reloadSpare=0.5,
     h2Requests=8,
     h2Clients=2,
     h2Streams=4,
@@ -281,7 +283,7 @@ def workersPart(keys: Sequence[str], z: Sizes) -> None:
         row = (
             [missing] + ["-"] * 6
             if missing is not None
-            else load.reloads(z.reloads, 20)
+            else load.reloads(z.reloads, 20, z.reloadSpare)
         )
         say(
             table(

@@ -475,13 +475,15 @@ def _workerRounds(
     return w
 
 
-def reloads(count: int, connections: int) -> list[str]:
+def reloads(count: int, connections: int, spare: float = 3.0) -> list[str]:
     """
     C{twistd gracesvc --asgi --workers 2} loaded by C{wrk} on C{/ping} and
     by a client opening a new connection per request, while C{count}
     SIGHUPs reload its workers, each once the last is done (as
     C{bench.workers} does for the built-in app).
 
+    @param spare: seconds of load beyond 2.5 s a reload (as
+        C{bench.workers}).
     @return: C{bench.workers}' row: the reloads, the run's length, wrk's
         requests, errors, p99 and max latency, the new connections.
     """
@@ -491,7 +493,7 @@ def reloads(count: int, connections: int) -> list[str]:
     master = MasterProcess("--asgi", BARE, workers=2)
     try:
         master.waitUntilReady()
-        return workers.loadRun(master, count * 2.5 + 3, connections, count)
+        return workers.loadRun(master, count * 2.5 + spare, connections, count)
     finally:
         workers.stop(master)
 

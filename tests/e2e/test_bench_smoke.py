@@ -230,19 +230,17 @@ class BenchSmokeTests(SynchronousTestCase):
 
     def test_asgiLoad(self) -> None:
         """
-        C{bench.asgi}'s other parts each print their table, with a figure
-        for each server that can run.
+        C{bench.asgi}'s throughput, memory and scale parts each print their
+        table, with a figure for each server that can run.
         """
         from bench.asgi.servers import GRACESVC, UVICORN
 
-        output, ready = self.asgi("throughput", "memory", "scale", "workers", "h2")
+        output, ready = self.asgi("throughput", "memory", "scale")
         for heading in [
             "## Throughput, bare ASGI GET /hello",
             "## Throughput, FastAPI JSON endpoint GET /json",
             "## Memory",
             "## Scale",
-            "## Workers",
-            "## HTTP/2",
         ]:
             self.assertIn(heading, output)
         for server, state in zip((GRACESVC, UVICORN), ready, strict=True):
@@ -251,6 +249,28 @@ class BenchSmokeTests(SynchronousTestCase):
                 self.assertRegex(throughput[2], r"^\d+\.\d")
             else:
                 self.assertEqual(throughput[1], state)
+
+    def test_asgiWorkers(self) -> None:
+        """
+        C{bench.asgi}'s workers, reloads and HTTP/2 parts each print their
+        table; gracesvc's reload fails no request, and its HTTP/2 requests
+        in flight all succeed.
+        """
+        from bench.asgi.servers import GRACESVC
+
+        output, ready = self.asgi("workers", "h2")
+        for heading in ["## Workers, bare ASGI GET /hello", "## HTTP/2"]:
+            self.assertIn(heading, output)
+        if ready[0] != "ready":
+            self.assertIn(ready[0], output)
+            return
+        reloads = self.cells(output, "1 in ")
+        self.assertRegex(reloads[0], r"^1 in [\d.]+ s, 0 failed$")
+        self.assertEqual(reloads[3], "0")
+        h2 = output.split("## HTTP/2", 1)[1]
+        self.assertEqual(
+            self.row(h2, GRACESVC.header()).count("8 succeeded, 0 failed, 0 errored"), 2
+        )
 
     def test_workers(self) -> None:
         """
