@@ -4,7 +4,7 @@ uvicorn (C{[standard]}: httptools and uvloop; and with C{--http h11 --loop
 asyncio}), hypercorn, granian and daphne, each serving the same application
 (L{bench.asgiapps}, L{bench.asgifastapi}), side by side in one run::
 
-    .venv/bin/python -m bench.asgi                 # every part, ~25 minutes
+    .venv/bin/python -m bench.asgi                 # every part, about 15 minutes
     .venv/bin/python -m bench.asgi --only shutdown # one part
     .venv/bin/python -m bench.asgi --smoke         # tiny sizes: does it run?
 
