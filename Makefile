@@ -91,12 +91,13 @@ autobahn: .venv-autobahn/bin/wstest
 # are, in tests/e2e/test_bench_smoke.py).  The throughput figures need wrk
 # (apt-get install wrk; without it a slower Python load generator is used),
 # the instruction counts valgrind (apt-get install valgrind; skipped without).
+# bench.asgi runs the ASGI servers of the bench extra beside gracesvc --asgi.
 # BENCH_ARGS is passed to each script, e.g. make bench BENCH_ARGS=--smoke
 BENCH_ARGS ?=
 
 .PHONY: bench
 
-$(BIN)/.bench-installed: $(BIN)/.installed
+$(BIN)/.bench-installed: $(BIN)/.installed setup.cfg
 	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[test,bench]'
 	touch $@
 
@@ -110,6 +111,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)
 	@if command -v h2load >/dev/null; then $(BIN)/python -m bench.h2 $(BENCH_ARGS); else echo "h2load not found: apt-get install nghttp2-client for the HTTP/2 figures"; fi
+	$(BIN)/python -m bench.asgi $(BENCH_ARGS)
 
 # The property-based drain test with many random examples (make test runs a
 # few seeded ones), about 1 s each; PROPERTY_SEED=n replays a run.

@@ -20,7 +20,7 @@ from gracesvc.testing import get
 
 # Connection states.
 CONNECTING = "connecting"  # connect() in progress
-WARMING = "warming"  # its first request (GET /healthz) sent, not yet answered
+WARMING = "warming"  # its first request (the warm request) sent, not yet answered
 IDLE = "idle"  # answered, nothing sent since
 WAITING = "waiting"  # a request sent, not yet answered
 ANSWERED = "answered"  # the request sent after warming was answered
@@ -123,7 +123,11 @@ class Fleet:
     @ivar exitedAt: when the watched process was seen to exit.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, warmRequest: bytes | None = None) -> None:
+        """
+        @param warmRequest: the request each connection sends first, before
+            it counts as open: C{GET /healthz} unless given.
+        """
         self.port = port
         self.address = ("127.0.0.1", port)
         self.selector = selectors.DefaultSelector()
@@ -145,14 +149,14 @@ class Fleet:
         self.refusedAt: float | None = None
         self.exitedAt: float | None = None
         self.now = time.monotonic()
-        self._warmRequest = get("/healthz")
+        self._warmRequest = get("/healthz") if warmRequest is None else warmRequest
 
     # Opening connections.
 
     def connect(self, count: int, role: str, window: int, timeout: float) -> list[Conn]:
         """
-        Open C{count} connections, each answered one C{GET /healthz} before
-        it counts as open, with at most C{window} being set up at once (the
+        Open C{count} connections, each answered its warm request (see
+        L{__init__}) before it counts as open, with at most C{window} being set up at once (the
         server's accept backlog is small).
 
         @return: the connections, all L{IDLE}.

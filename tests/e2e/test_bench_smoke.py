@@ -195,6 +195,84 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn("20/20 answered", output)
         self.assertIn("cutting 2 requests in flight", output)
 
+    def cells(self, output: str, measure: str) -> list[str]:
+        """
+        @return: the cells of the table row of C{output} that starts with
+            C{measure}, stripped, the measure first.
+        """
+        return [c.strip() for c in self.row(output, measure).split("|")[1:-1]]
+
+    def asgi(self, *parts: str) -> tuple[str, list[str]]:
+        """
+        Run C{bench.asgi --smoke} for C{parts}, gracesvc beside
+        uvicorn[standard] (the baseline of its ratios).
+
+        @return: its output, and what each server's cells say when it
+            cannot run (uvicorn where the C{bench} extra is not installed,
+            gracesvc before it serves C{--asgi}), or C{"ready"}.
+        """
+        from bench.asgi.servers import GRACESVC, UVICORN
+
+        args = [a for part in parts for a in ("--only", part)]
+        output = self.runBench(
+            "asgi", "--server", "gracesvc", "--server", "uvicorn", *args
+        )
+        self.assertNotIn("ERROR", output)
+        return output, [s.missing() or "ready" for s in (GRACESVC, UVICORN)]
+
+    def test_asgiShutdown(self) -> None:
+        """
+        C{bench.asgi}'s shutdown table: the requests in flight are answered,
+        and a server that cannot run says why in its cells.
+        """
+        output, ready = self.asgi("shutdown")
+        inFlight = self.cells(output, "3 requests (0.5 s) in flight at SIGINT")
+        self.assertEqual(inFlight[2:], ["3/3" if r == "ready" else r for r in ready])
+
+    def test_asgiLoad(self) -> None:
+        """
+        C{bench.asgi}'s throughput, memory and scale parts each print their
+        table, with a figure for each server that can run.
+        """
+        from bench.asgi.servers import GRACESVC, UVICORN
+
+        output, ready = self.asgi("throughput", "memory", "scale")
+        for heading in [
+            "## Throughput, bare ASGI GET /hello",
+            "## Throughput, FastAPI JSON endpoint GET /json",
+            "## Memory",
+            "## Scale",
+        ]:
+            self.assertIn(heading, output)
+        for server, state in zip((GRACESVC, UVICORN), ready, strict=True):
+            throughput = self.cells(output, server.header())
+            if state == "ready":
+                self.assertRegex(throughput[2], r"^\d+\.\d")
+            else:
+                self.assertEqual(throughput[1], state)
+
+    def test_asgiWorkers(self) -> None:
+        """
+        C{bench.asgi}'s workers, reloads and HTTP/2 parts each print their
+        table; gracesvc's reload fails no request, and its HTTP/2 requests
+        in flight all succeed.
+        """
+        from bench.asgi.servers import GRACESVC
+
+        output, ready = self.asgi("workers", "h2")
+        for heading in ["## Workers, bare ASGI GET /hello", "## HTTP/2"]:
+            self.assertIn(heading, output)
+        if ready[0] != "ready":
+            self.assertIn(ready[0], output)
+            return
+        reloads = self.cells(output, "1 in ")
+        self.assertRegex(reloads[0], r"^1 in [\d.]+ s, 0 failed$")
+        self.assertEqual(reloads[3], "0")
+        h2 = output.split("## HTTP/2", 1)[1]
+        self.assertEqual(
+            self.row(h2, GRACESVC.header()).count("8 succeeded, 0 failed, 0 errored"), 2
+        )
+
     def test_workers(self) -> None:
         """
         C{bench.workers}: every section prints its table; with 20 in flight
