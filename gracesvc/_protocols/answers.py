@@ -11,7 +11,9 @@ streams, the event streams and the WSGI adapter.
     (L{answerEventStreamRetry});
   - during the drain, a request to upgrade to a WebSocket
     (L{isWebSocketUpgrade}) gets the 503: a new long-lived connection
-    belongs on another instance.
+    belongs on another instance;
+  - a request head that does not arrive in time gets a 408
+    (L{REQUEST_TIMEOUT}), written whole, with no request parsed.
 
 What each protocol tells the site's metrics of its answers is
 L{ResponseMetrics}, so that no protocol depends on the metrics package.
@@ -31,6 +33,12 @@ from twisted.web.iweb import IRequest
 from gracesvc._pins.twisted import takeNotifications
 
 SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
+
+#: The answer to a request head that did not arrive in time (see
+#: L{gracesvc._protocols.deadlines}), written whole: no request was parsed.
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
 
 #: What a long-lived response is, for the connection's state and the
 #: metrics: an event stream or a long poll.

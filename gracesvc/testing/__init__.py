@@ -50,6 +50,7 @@ from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics
+from gracesvc._protocols.deadlines import ConnectionTimeouts
 from gracesvc._protocols.http1 import DrainingChannel
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
@@ -465,6 +466,7 @@ class Wire:
         webSocketPolicy: WebSocketPolicy | None = None,
         tick: float = 0.5,
         h2c: bool = False,
+        timeouts: ConnectionTimeouts | None = None,
     ) -> None:
         """
         @param h2c: whether the site serves HTTP/2 too (to clients that open
@@ -486,6 +488,8 @@ class Wire:
             defaults if L{None}.
         @param tick: the seconds between two ticks of the demo app's
             C{/events} and C{/poll}, when C{resource} is not given.
+        @param timeouts: the deadlines of the site's connections (the
+            request head, keep-alive, writes); the defaults if L{None}.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -506,6 +510,7 @@ class Wire:
             webSocketPolicy=webSocketPolicy,
             reactor=self.clock,
             h2c=h2c,
+            timeouts=timeouts,
         )
         self.clients: list[Client] = []
 
