@@ -448,7 +448,9 @@ class DrainingChannel(HTTPChannel):
         """
         site = self.site
         self.upgrade(
-            DrainingWebSocket.fromTwisted(protocol, site.drain, site.webSocketPolicy)
+            DrainingWebSocket.fromTwisted(
+                protocol, site.drain, site.webSocketPolicy, site.clientTally
+            )
         )
 
     def upgrade(self, protocol: UpgradedProtocol) -> None:
