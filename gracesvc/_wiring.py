@@ -44,12 +44,21 @@ from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._config import App, DemoApp, ServeConfig, WorkersConfig, WSGIApp
 from gracesvc._core.drain import Drain
 from gracesvc._core.policy import DrainPolicy
-from gracesvc._metrics.collectors import H2Collector, WorkerCollector
+from gracesvc._metrics.collectors import (
+    ClientCollector,
+    H2Collector,
+    WorkerCollector,
+)
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
+from gracesvc._process.accepting import (
+    defaultMaxConnections,
+    watchReservedDescriptor,
+)
 from gracesvc._process.effects import ProcessEffects, RealProcess
 from gracesvc._process.service import ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
+from gracesvc._protocols.limits import ConnectionLimit
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._workers.command import (
     ACCEPT_LIMIT,
@@ -144,7 +153,10 @@ def serveMaster(
     def openSockets() -> list[SharedSocket]:
         try:
             sockets = openSharedSockets(
-                workers.sockets, workers.count, workers.reusePort
+                workers.sockets,
+                workers.count,
+                workers.reusePort,
+                adoptedBacklog=config.limits.backlog,
             )
         except ListenFailed as e:
             _cannotStart(e)
@@ -157,6 +169,7 @@ def serveMaster(
                 _cannotStart(e)
         return sockets
 
+    config.limits.backlog.warnIfClamped()
     stopSignals = StopSignals(reactor, drain, process.signals)
     stopSignals.catch()
     master = Master(
@@ -216,8 +229,10 @@ def _serveSite(
         reactor=reactor,
         http2=True,
         h2c=config.h2c,
+        timeouts=config.limits.timeouts,
     )
     metrics.registry.register(H2Collector(drain, site.h2Tally))
+    limit = _connectionLimit(config, reactor, process, drain)
     stopSignals = StopSignals(
         reactor,
         drain,
@@ -226,7 +241,12 @@ def _serveSite(
         joinStartedDrain=joinStartedDrain,
     )
     stopSignals.catch()
-    return TwistdService(
+    # A worker's sockets are its master's, backlog and all.
+    backlog = None if config.worker is not None else config.limits.backlog
+    if backlog is not None:
+        backlog.warnIfClamped()
+    watchReservedDescriptor(reactor)
+    service = TwistdService(
         site,
         config.endpoints,
         drain,
@@ -234,7 +254,38 @@ def _serveSite(
         stopSignals,
         auxiliaryEndpoints=auxiliary,
         whenRunning=process.startupDone,
+        backlog=backlog,
+        connectionLimit=limit,
     )
+    metrics.registry.register(
+        ClientCollector(site.clientTally, limit, service.acceptTally)
+    )
+    return service
+
+
+def _connectionLimit(
+    config: ServeConfig, reactor: Any, process: ProcessEffects, drain: Drain
+) -> ConnectionLimit | None:
+    """
+    @return: the connection limit of the listeners (C{--max-connections},
+        by default from the limit on open descriptors, raised as far as it
+        goes first), counting the connections of C{drain}; L{None} for
+        none.
+    """
+    openFiles = process.openFilesLimit(reactor)
+    maximum = config.limits.maxConnections
+    if maximum is None:
+        maximum = defaultMaxConnections(openFiles)
+    if not maximum:
+        return None
+    limit = ConnectionLimit(maximum, lambda: drain.connections, reactor)
+    log.info(
+        "gracesvc serving at most {maximum} connections at once "
+        "(open files limit {openFiles})",
+        maximum=maximum,
+        openFiles=openFiles,
+    )
+    return limit
 
 
 def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:

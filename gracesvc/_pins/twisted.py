@@ -49,6 +49,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     ITransport,
 )
+from twisted.logger import ILogObserver, Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.http import HTTPChannel, Request
 
@@ -415,3 +416,73 @@ def exitSignal(reactor: object) -> int | None:
     """
     signum = getattr(reactor, "_exitSignal", None)
     return signum if isinstance(signum, int) else None
+
+
+def endpointKeywords(description: str) -> dict[str, str]:
+    """
+    Internals: L{twisted.internet.endpoints}' C{_parse}, the parser every
+    endpoint description goes through (C{:} separates, C{\\} escapes).
+
+    @return: the C{key=value} parameters of the endpoint C{description}
+        (C{backlog}, C{interface}, ...).
+    """
+    from twisted.internet.endpoints import _parse
+
+    keywords: dict[str, str] = _parse(description)[1]
+    return keywords
+
+
+#: What L{twisted.internet.tcp.Port}'s C{doRead} logs when C{accept()}
+#: fails for want of a file descriptor and it has one in reserve: that it
+#: releases it, then a line for each client it accepts with it and closes
+#: at once, then that it reserves it again.
+EMFILE_RELEASING = "EMFILE encountered; releasing reserved file descriptor."
+EMFILE_CLOSED = "EMFILE recovery: Closed socket from {address}"
+EMFILE_RERESERVING = "Re-reserving EMFILE recovery file descriptor."
+#: What it logs when C{accept()} fails otherwise (EMFILE with no reserve,
+#: ENFILE, ENOBUFS, ENOMEM), C{acceptError} naming the errno: the client
+#: stays queued, and the socket stays readable.
+ACCEPT_FAILED = "Could not accept new connection ({acceptError})"
+#: What the reserve logs, with a traceback, when it cannot be had again.
+RESERVE_FAILED = (
+    "Could not reserve EMFILE recovery file descriptor.",
+    "Could not re-reserve EMFILE recovery file descriptor.",
+)
+
+
+def observeAcceptErrors(port: IListeningPort, observer: ILogObserver) -> bool:
+    """
+    Send what C{port} logs about its accept errors (L{EMFILE_RELEASING},
+    L{EMFILE_CLOSED}, L{EMFILE_RERESERVING}, L{ACCEPT_FAILED}) to
+    C{observer} instead of the log: Twisted logs three lines for each
+    connection it turns away for want of a descriptor.
+
+    Internals: L{twisted.internet.tcp.Port}'s class attribute C{_logger},
+    whose namespace and observer C{doRead} hands to C{_BuffersLogs}, which
+    replays the events it buffered during the accepts to that observer.
+
+    @return: whether C{port} is such a port (Twisted's TCP and Unix ports,
+        adopted ones and C{ssl:} ones included).
+    """
+    logger = getattr(port, "_logger", None)
+    if not isinstance(logger, Logger):
+        return False
+    port._logger = Logger(  # type: ignore[attr-defined]
+        namespace=logger.namespace, observer=observer
+    )
+    return True
+
+
+def observeReserveErrors(observer: ILogObserver) -> None:
+    """
+    Send what Twisted's reserved descriptor logs (L{RESERVE_FAILED}) to
+    C{observer}, for the whole process: it is one reserve for every port.
+
+    Internals: L{twisted.internet.tcp}'s C{_FileDescriptorReservation} and
+    its class attribute C{_log}.
+    """
+    from twisted.internet.tcp import _FileDescriptorReservation
+
+    _FileDescriptorReservation._log = Logger(
+        namespace=_FileDescriptorReservation._log.namespace, observer=observer
+    )
