@@ -486,3 +486,26 @@ def observeReserveErrors(observer: ILogObserver) -> None:
     _FileDescriptorReservation._log = Logger(
         namespace=_FileDescriptorReservation._log.namespace, observer=observer
     )
+
+
+def closeAtOnce(transport: object) -> None:
+    """
+    Abort C{transport} and free its descriptor now.
+
+    A port accepts a storm's connections a hundred or more at a time
+    (C{numberAccepts}); an aborted connection keeps its descriptor until
+    the reactor's next turn, so a batch of connections refused at once
+    would still run the process out of descriptors.
+
+    Internals: L{twisted.internet.tcp.Connection}'s C{abortConnection},
+    which stops reading and writing at once and closes the socket (in
+    C{_closeSocket}, which tolerates one closed already) in a C{callLater(0)};
+    and L{socketOf}.
+    """
+    abort = getattr(transport, "abortConnection", None)
+    if abort is None:
+        return
+    abort()
+    sock = socketOf(transport)
+    if sock is not None:
+        sock.close()

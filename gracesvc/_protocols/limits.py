@@ -38,6 +38,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 
 from gracesvc._core.summaries import LogSummary
 from gracesvc._core.timers import cancelCall
+from gracesvc._pins.twisted import closeAtOnce
 from gracesvc._protocols.answers import TOO_MANY_CONNECTIONS
 from gracesvc._protocols.deadlines import LINGER, lingeringClose
 
@@ -217,9 +218,9 @@ class TooManyConnections(Protocol):
 
 class _Dropped(Protocol):
     """
-    A connection past even the answering limit: closed at once.
+    A connection past even the answering limit: closed at once, its
+    descriptor freed before the next is accepted (see L{closeAtOnce}).
     """
 
     def connectionMade(self) -> None:
-        transport: Any = self.transport
-        transport.abortConnection()
+        closeAtOnce(self.transport)

@@ -711,3 +711,31 @@ class EndpointDescriptionTests(SynchronousTestCase):
             {"interface": "127.0.0.1", "backlog": "5"},
         )
         self.assertEqual(_twisted.endpointKeywords("unix:/run/a\\:b.sock"), {})
+
+
+class CloseAtOnceTests(SynchronousTestCase):
+    def test_descriptorFreedBeforeTheNextTurn(self) -> None:
+        """
+        C{tcp.Connection.abortConnection} closes its socket only on the
+        reactor's next turn, and its C{_closeSocket} tolerates a socket
+        closed already: L{_twisted.closeAtOnce} frees it now.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        lost: list[object] = []
+
+        class Recording(Protocol):
+            def connectionLost(self, reason: object = None) -> None:
+                lost.append(reason)
+
+        connection = tcp.Connection(a, Recording(), reactor)
+        connection.connected = True
+        _twisted.closeAtOnce(connection)
+        self.assertEqual(a.fileno(), -1)
+        self.assertEqual(lost, [])
+        reactor.advance(0)
+        self.assertEqual(len(lost), 1)
+        self.assertEqual(b.recv(10), b"")
