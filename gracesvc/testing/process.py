@@ -467,11 +467,13 @@ def connectRefused(port: int) -> bool:
     @return: whether a connection to C{port} is refused right now.  A
         connect that times out is not refused: its SYN found the accept
         queue full (the probes of L{waitUntilRefused} fill it when the
-        server is slow to accept) and waits for a retransmission.
+        server is slow to accept) and waits for a retransmission.  One
+        reset as it completes is: the listening socket closed with it in
+        its queue.
     """
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     except TimeoutError:
         return False
