@@ -278,7 +278,13 @@ def _connectionLimit(
         maximum = defaultMaxConnections(openFiles)
     if not maximum:
         return None
-    limit = ConnectionLimit(maximum, lambda: drain.connections, reactor)
+    limit = ConnectionLimit(
+        maximum,
+        lambda: drain.connections,
+        reactor,
+        # Descriptors beyond the limit, less some for the rest of the process.
+        spare=openFiles - maximum - 64,
+    )
     log.info(
         "gracesvc serving at most {maximum} connections at once "
         "(open files limit {openFiles})",

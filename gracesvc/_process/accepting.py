@@ -105,6 +105,41 @@ def defaultMaxConnections(openFiles: int) -> int:
     return max(1, openFiles - max(64, openFiles // 5))
 
 
+class AcceptGate:
+    """
+    Whether one listening port accepts: it stops while any reason holds
+    (out of descriptors, the connection limit answering as many as it
+    may), and goes on when the last one is gone, unless it closed
+    meanwhile.  Connections that arrive meanwhile wait in the kernel's
+    queue.
+    """
+
+    def __init__(self, port: Any) -> None:
+        """
+        @param port: a listening port with C{stopReading} and
+            C{startReading}, as Twisted's are.
+        """
+        self.port = port
+        self.reasons: set[str] = set()
+
+    def close(self, reason: str) -> None:
+        if not self.reasons:
+            self.port.stopReading()
+        self.reasons.add(reason)
+
+    def open(self, reason: str) -> None:
+        if reason not in self.reasons:
+            return
+        self.reasons.discard(reason)
+        port = self.port
+        if (
+            not self.reasons
+            and getattr(port, "connected", False)
+            and not getattr(port, "disconnecting", False)
+        ):
+            port.startReading()
+
+
 @implementer(ILogObserver)
 class AcceptGuard:
     """
@@ -133,6 +168,7 @@ class AcceptGuard:
         @param description: what the log calls it.
         """
         self.port = port
+        self.gate = AcceptGate(port)
         self.clock = clock
         self.description = description
         self.tally = tally
@@ -175,16 +211,12 @@ class AcceptGuard:
     def _pauseAccepting(self) -> None:
         if self._resumeCall is not None:
             return
-        self.port.stopReading()
+        self.gate.close("accept error")
         self._resumeCall = self.clock.callLater(self.pause, self._resumeAccepting)
 
     def _resumeAccepting(self) -> None:
         self._resumeCall = None
-        port = self.port
-        if getattr(port, "connected", False) and not getattr(
-            port, "disconnecting", False
-        ):
-            port.startReading()
+        self.gate.open("accept error")
 
     def stop(self) -> None:
         """

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted import listeningSpec
-from gracesvc._process.accepting import AcceptTally, guardAccepts
+from gracesvc._process.accepting import AcceptGate, AcceptTally, guardAccepts
 from gracesvc._process.backlog import Backlog, effectiveBacklog
 from gracesvc._process.listeners import DrainedPort
 from gracesvc._process.signals import StopSignals
@@ -98,6 +98,9 @@ class GracefulService(MultiService):
         self.auxiliaryEndpoints = list(auxiliaryEndpoints)
         self.backlog = backlog
         self.connectionLimit = connectionLimit
+        self._gates: list[AcceptGate] = []
+        if connectionLimit is not None:
+            connectionLimit.onSaturated = self._limitSaturated
         #: the connections its listeners turned away at the accept.
         self.acceptTally = AcceptTally()
         self.ports: list[IListeningPort] = []
@@ -181,7 +184,9 @@ class GracefulService(MultiService):
                 self.drain.addListener(DrainedPort(port))
             else:
                 self.auxiliaryPorts.append(port)
-            guardAccepts(port, self.drain.clock, description, self.acceptTally)
+            guard = guardAccepts(port, self.drain.clock, description, self.acceptTally)
+            if drained and guard is not None:
+                self._gates.append(guard.gate)
             sock = getattr(port, "socket", None)
             spec = listeningSpec(endpoint)
             if isinstance(endpoint, AdoptedStreamServerEndpoint):
@@ -210,6 +215,17 @@ class GracefulService(MultiService):
         endpoint.listen(factory).addCallbacks(listening, failed)
         synchronous = False
         return failures[0] if failures else None
+
+    def _limitSaturated(self, saturated: bool) -> None:
+        """
+        The connection limit is answering as many connections as it may:
+        the drained listeners stop accepting until one of those is done.
+        """
+        for gate in self._gates:
+            if saturated:
+                gate.close("connection limit")
+            else:
+                gate.open("connection limit")
 
     async def _stopChildren(self) -> None:
         """

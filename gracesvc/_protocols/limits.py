@@ -7,8 +7,12 @@ descriptor, memory, a share of the reactor): it is told at once to come
 back later, in its own protocol, and closed so that it reads that rather
 than a reset.  An HTTP/1.1 client reads a 503 with C{Retry-After}, an
 HTTP/2 client a SETTINGS frame and a GOAWAY with no stream accepted and no
-error (which clients take as: retry elsewhere).  If more arrive than can
-even be answered (past a tenth over the limit), they are closed at once.
+error (which clients take as: retry elsewhere).  While a tenth of the limit
+are being answered so, the listeners stop accepting (see
+L{ConnectionLimit.onSaturated}): the next ones wait in the kernel's queue
+for their turn to be answered, rather than be reset; only a batch the
+listener was accepting at that moment may go past, and past twice that
+the connections are closed at once.
 
 L{LimitedFactory} wraps any protocol factory, so that every listener and
 every protocol a process serves (HTTP/1.1 and HTTP/2 of a
@@ -66,9 +70,13 @@ class ConnectionLimit:
 
     @ivar refused: connections answered "too many" (503, or GOAWAY for
         HTTP/2) since the start.
-    @ivar dropped: connections closed at once since the start: more than
-        a tenth past the limit were already being answered.
+    @ivar dropped: connections closed at once since the start: too many
+        were already being answered.
     @ivar answering: connections being answered "too many" now.
+    @ivar onSaturated: called with C{True} when as many connections are
+        being answered "too many" as may be (L{answeringLimit}), with
+        C{False} when one fewer is: whoever owns the listeners stops
+        accepting meanwhile.
     """
 
     log = Logger()
@@ -78,24 +86,34 @@ class ConnectionLimit:
         maximum: int,
         openConnections: Callable[[], int],
         clock: IReactorTime,
+        spare: int | None = None,
     ) -> None:
         """
         @param maximum: the most connections served at once, >= 1.
         @param openConnections: how many are open now (a L{Drain}'s
             C{connections}, say).
         @param clock: the time the answered connections are closed by.
+        @param spare: how many connections may be answered "too many" at
+            once before any is closed unanswered (the descriptors to spare
+            for them); by default twice L{answeringLimit}.
         """
         if maximum < 1:
             raise ValueError(f"the connection limit must be >= 1, got {maximum!r}")
         self.maximum = maximum
         self.openConnections = openConnections
         self.clock = clock
-        #: how many may be answered "too many" at once: a tenth of the
-        #: limit, at least 16.
+        #: how many may be answered "too many" at once before the listeners
+        #: pause: a tenth of the limit, at least 16.
         self.answeringLimit = max(16, maximum // 10)
+        #: how many may be, in a batch the listener accepted before it
+        #: paused, before the next is closed unanswered.
+        self.dropLimit = max(
+            self.answeringLimit, 2 * self.answeringLimit if spare is None else spare
+        )
         self.refused = 0
         self.dropped = 0
         self.answering = 0
+        self.onSaturated: Callable[[bool], object] | None = None
         self._summary = LogSummary(
             clock,
             self.log,
@@ -118,11 +136,22 @@ class ConnectionLimit:
             "too many" or, past the answering limit, closes at once.
         """
         self._summary.event(limit=self.maximum)
-        if self.answering >= self.answeringLimit:
+        if self.answering >= self.dropLimit:
             self.dropped += 1
             return _Dropped()
         self.refused += 1
         return TooManyConnections(self)
+
+    def _answering(self, change: int) -> None:
+        before = self.answering
+        self.answering += change
+        limit = self.answeringLimit
+        if self.onSaturated is None:
+            return
+        if before < limit <= self.answering:
+            self.onSaturated(True)
+        elif self.answering < limit <= before:
+            self.onSaturated(False)
 
 
 @implementer(IProtocolFactory)
@@ -179,7 +208,7 @@ class TooManyConnections(Protocol):
         self._timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        self.limit.answering += 1
+        self.limit._answering(+1)
         self._timer = self.limit.clock.callLater(
             FIRST_BYTES_TIMEOUT + LINGER, self._abort
         )
@@ -199,7 +228,7 @@ class TooManyConnections(Protocol):
         self._answer(H2_REFUSAL if h2 else TOO_MANY_CONNECTIONS)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self.limit.answering -= 1
+        self.limit._answering(-1)
         cancelCall(self._timer)
         self._timer = None
 

@@ -10,7 +10,11 @@ not at all.
     64 KiB messages, as fast as the reactor lets it, minding nothing of
     the client (as an application that broadcasts does): only the
     server's write limit bounds what it holds for a client that does not
-    read.
+    read;
+  - C{/sink}: a WebSocket that drops what it is sent.
+
+C{twistd -n web --class tests.apps.edgeapp.Root} serves the same on a
+plain Twisted site: the baseline of C{bench.hostile}.
 """
 
 from __future__ import annotations
@@ -140,8 +144,52 @@ class _Push(Resource):
         return WebSocketResource(_PushFactory(mebibytes * MiB))
 
 
+class _Sink:
+    """
+    A WebSocket application that takes every message and drops it.
+    """
+
+    def negotiationStarted(self, transport: WebSocketTransport) -> None:
+        pass
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def textMessageReceived(self, data: str) -> None:
+        pass
+
+    def bytesMessageReceived(self, data: bytes | bytearray) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+
+class _SinkFactory:
+    def buildProtocol(self, request: Request) -> WebSocketProtocol:
+        return _Sink()
+
+
+class _Health(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: IRequest) -> bytes:
+        return b'{"status": "ok"}'
+
+
 class Root(Resource):
+    """
+    The app: C{/big/<MiB>}, C{/push/<MiB>}, C{/sink} (a WebSocket that
+    drops what it is sent) and, for C{twistd web --class} (which has no
+    operational routes of its own), C{/healthz}.
+    """
+
     def __init__(self) -> None:
         super().__init__()
         self.putChild(b"big", Big())
         self.putChild(b"push", _Push())
+        self.putChild(b"sink", WebSocketResource(_SinkFactory()))
+        self.putChild(b"healthz", _Health())

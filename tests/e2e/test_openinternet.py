@@ -330,6 +330,28 @@ class ConnectionLimitTests(OpenInternetTestCase):
             sock.close()
         self.stop(twistd)
 
+    def test_aBurstPastTheLimitReadsItsAnswers(self) -> None:
+        """
+        Forty connections at once past a limit of two: at most sixteen are
+        answered at a time, the others wait in the kernel's queue for their
+        turn (the listener pauses), and each reads its 503: none is reset.
+        """
+        twistd = self.startTwistd("--max-connections", "2")
+        held = [connect(twistd.port), connect(twistd.port)]
+        for sock in held:
+            sock.sendall(b"G")
+        waitUntilRead(*held)
+        burst = [connect(twistd.port) for _ in range(40)]
+        for sock in burst:
+            sock.sendall(get("/healthz"))
+        for sock in burst:
+            data, end = readUntilClosed(sock, 10)
+            self.assertTrue(data.startswith(b"HTTP/1.1 503 "), (data[:40], end))
+            sock.close()
+        for sock in held:
+            sock.close()
+        self.stop(twistd)
+
 
 class DescriptorTests(OpenInternetTestCase):
     def holdConnections(self, port: int, count: int) -> list[socket.socket]:

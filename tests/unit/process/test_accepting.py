@@ -19,6 +19,7 @@ from gracesvc._pins.twisted import (
     EMFILE_RERESERVING,
 )
 from gracesvc._process.accepting import (
+    AcceptGate,
     AcceptGuard,
     AcceptTally,
     defaultMaxConnections,
@@ -128,6 +129,34 @@ class AcceptGuardTests(SynchronousTestCase):
         other = event("something else")
         self.guard(other)
         self.assertIn(other, seen)
+
+
+class AcceptGateTests(SynchronousTestCase):
+    def test_closedWhileAnyReasonHolds(self) -> None:
+        port = FakePort()
+        gate = AcceptGate(port)
+        gate.close("accept error")
+        gate.close("connection limit")
+        gate.open("accept error")
+        self.assertFalse(port.reading)
+        gate.open("connection limit")
+        self.assertTrue(port.reading)
+        self.assertEqual(port.pauses, 1)
+
+    def test_aClosedPortStaysClosed(self) -> None:
+        port = FakePort()
+        gate = AcceptGate(port)
+        gate.close("connection limit")
+        port.connected = False
+        gate.open("connection limit")
+        self.assertFalse(port.reading)
+
+    def test_openingWhatWasNotClosed(self) -> None:
+        port = FakePort()
+        gate = AcceptGate(port)
+        gate.close("connection limit")
+        gate.open("accept error")
+        self.assertFalse(port.reading)
 
 
 class DefaultMaxConnectionsTests(SynchronousTestCase):

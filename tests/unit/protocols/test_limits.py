@@ -140,19 +140,31 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(over.protocol.data, b"")
         self.assertEqual(wire.limit.answering, 0)
 
-    def test_pastTheAnsweringLimitClosedAtOnce(self) -> None:
+    def test_theListenersPauseWhileTheAnswersAreMany(self) -> None:
         """
-        At most a tenth of the limit (at least 16) are answered at once; the
-        others are closed at once, unanswered.
+        Once a tenth of the limit (at least 16) are being answered "too
+        many", the owner of the listeners is told to stop accepting, and to
+        go on once one is done: the next wait in the kernel's queue for
+        their answer.  Past twice that (a batch accepted meanwhile) they
+        are closed at once, unanswered.
         """
         wire = Wire(maxConnections=1)
+        told: list[bool] = []
+        wire.limit.onSaturated = told.append
         self.fill(wire, 1)
         answering = [wire.connect() for _ in range(16)]
+        self.assertEqual(told, [True])
+        more = [wire.connect() for _ in range(16)]
         dropped = wire.connect()
         self.assertTrue(dropped.closed)
         self.assertEqual(dropped.protocol.data, b"")
-        self.assertEqual((wire.limit.refused, wire.limit.dropped), (16, 1))
-        self.assertFalse(any(c.closed for c in answering))
+        self.assertEqual((wire.limit.refused, wire.limit.dropped), (32, 1))
+        self.assertFalse(any(c.closed for c in answering + more))
+        for client in answering + more[:1]:
+            client.send(get("/healthz"))
+        wire.advance(1)
+        self.assertEqual(told, [True, False])
+        self.assertEqual(wire.limit.answering, 15)
 
     def test_logged(self) -> None:
         events: list[dict[str, Any]] = []
