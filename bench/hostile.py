@@ -88,6 +88,10 @@ class Sizes:
     fragmentBytes: int = 1 << 20
     stallSeconds: float = 5.0
     watch: float = 3.0
+    headerTimeout: float = 10.0
+    #: how long to wait for what a server may never do (close a client
+    #: that does not read, say), on top of what it should take.
+    patience: float = 5.0
 
 
 SMOKE = Sizes(
@@ -101,6 +105,8 @@ SMOKE = Sizes(
     fragmentBytes=1 << 16,
     stallSeconds=1.0,
     watch=1.0,
+    headerTimeout=1.0,
+    patience=1.5,
 )
 
 
@@ -314,8 +320,8 @@ def slowHeads(sizes: Sizes) -> list[Row]:
     """
     rows: list[Row] = []
     raiseFileLimit(sizes.slow + 200)
-    headerTimeout = 10.0 if sizes is not SMOKE else 2.0
-    watchFor = headerTimeout + 5
+    headerTimeout = sizes.headerTimeout
+    watchFor = headerTimeout + sizes.patience
     for name, start in SERVERS.items():
         args = ("--header-timeout", str(headerTimeout)) if name == "gracesvc" else ()
         with running(start(*args)) as twistd:
@@ -537,7 +543,8 @@ def wsPush(sizes: Sizes) -> list[Row]:
             sock.connect(("127.0.0.1", twistd.port))
             sock.sendall(webSocketUpgrade(f"/push/{sizes.pushMiB}"))
             startedAt = time.monotonic()
-            closedAt = _waitForReset(sock, twistd, 30)
+            patience = 25 + sizes.patience if sizes is not SMOKE else sizes.patience
+            closedAt = _waitForReset(sock, twistd, patience)
             grown = watch.grown()
             sock.close()
             rows += [
@@ -545,7 +552,7 @@ def wsPush(sizes: Sizes) -> list[Row]:
                     f"wspush: {sizes.pushMiB} MiB to a WebSocket that never reads",
                     name,
                     "closed",
-                    "no (30 s)"
+                    f"no ({patience:g} s)"
                     if closedAt is None
                     else f"after {closedAt - startedAt:.1f} s",
                     "yes",
@@ -619,7 +626,7 @@ def fragments(sizes: Sizes) -> list[Row]:
                     try:
                         # One more fragment than the limit allows.
                         await ws.send([b"ab"] * (sizes.fragmentBytes // 2 + 1))
-                        await asyncio.wait_for(ws.recv(), 10)
+                        await asyncio.wait_for(ws.recv(), 2 * sizes.patience)
                     except ConnectionClosed as e:
                         return f"closed {e.rcvd.code}" if e.rcvd else "closed"
                     except TimeoutError:
@@ -675,7 +682,7 @@ def stall(sizes: Sizes) -> list[Row]:
             reader.sendall(get("/big/1024"))
             reader.settimeout(5)
             startedAt = time.monotonic()
-            watchFor = sizes.stallSeconds * 3 + 5
+            watchFor = sizes.stallSeconds * 3 + sizes.patience
             readerGot = 0
             stalledAt: float | None = None
             readerCut = False
