@@ -39,6 +39,7 @@ from gracesvc.testing.process import (
     residentMemory,
     webSocketUpgrade,
 )
+from tests.support.deploy import SocketActivated
 from tests.support.endtoend import (
     EndToEndTestCase,
     serverState,
@@ -183,6 +184,50 @@ class BacklogTests(OpenInternetTestCase):
             self.assertIn(f"backlog {expected}", master.masterLog())
             master.signal(signal.SIGTERM)
             master.wait(15)
+
+
+class AdoptedBacklogTests(OpenInternetTestCase):
+    def adopt(self, backlog: int, *args: str) -> int:
+        """
+        Start gracesvc as systemd starts C{deploy/gracesvc.service}, on a
+        socket listening with C{backlog}.
+
+        @return: the backlog the socket has once gracesvc serves.
+        """
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(backlog)
+        port = listening.getsockname()[1]
+        twistd = SocketActivated(listening, "gracesvc.socket", *args)
+        self.addCleanup(twistd.kill)
+        waitFor(
+            lambda: self.serves(port) or twistd.exited,
+            15,
+            lambda: f"not serving:\n{twistd.log()}",
+        )
+        [got] = listenBacklogs(port)
+        twistd.stop()
+        self.assertCleanLog(twistd)
+        return got
+
+    def serves(self, port: int) -> bool:
+        try:
+            with RawClient(port, timeout=1) as client:
+                client.send(get("/healthz"))
+                return client.readResponse().code == 200
+        except (OSError, ConnectionError):
+            return False
+
+    def test_aSmallBacklogIsRaised(self) -> None:
+        """
+        A socket systemd made with a small C{Backlog=} gets the default; a
+        larger one keeps its own unless C{--backlog} is given.
+        """
+        default = min(kernelMaxBacklog(), 2048)
+        self.assertEqual(self.adopt(100), default)
+        self.assertEqual(self.adopt(kernelMaxBacklog()), kernelMaxBacklog())
+        self.assertEqual(self.adopt(kernelMaxBacklog(), "--backlog", "300"), 300)
 
 
 class SlowClient(threading.Thread):
