@@ -211,8 +211,8 @@ class ShortBodyTests(HostileTestCase):
 
     def test_bodyShorterThanAnnouncedThenStall(self) -> None:
         """
-        The server waits for the rest of the body (Twisted's idle timeout,
-        60 s, would close it); the service serves others meanwhile; at the
+        The server waits for the rest of the body (the keep-alive timeout,
+        75 s, would answer it 408); the service serves others meanwhile; at the
         drain's cut the stalled connection is aborted, so it does not hold
         the exit.
         """
