@@ -224,6 +224,19 @@ def hasPipelinedRequest(channel: HTTPChannel) -> bool:
     )
 
 
+def headComplete(channel: HTTPChannel) -> bool:
+    """
+    Internals: L{twisted.protocols.basic.LineReceiver}'s C{line_mode},
+    which L{HTTPChannel} leaves (C{setRawMode}) once a request head's blank
+    line is read, for its body or to buffer what follows it, and enters
+    again (C{setLineMode}) for the next head.
+
+    @return: whether C{channel} has read the whole head of the request it
+        is receiving.
+    """
+    return not channel.line_mode
+
+
 def pauseParsing(channel: HTTPChannel) -> None:
     """
     Stop C{channel} from parsing the bytes it has already read.

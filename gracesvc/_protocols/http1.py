@@ -44,6 +44,7 @@ from gracesvc._pins.twisted import (
     closeBeneathTLS,
     deliverTo,
     hasPipelinedRequest,
+    headComplete,
     pauseParsing,
     resumeParsing,
     tlsHandshaking,
@@ -336,14 +337,22 @@ class DrainingChannel(HTTPChannel):
         if self._state is _IDLE and data and not data.isspace():
             self._state = _RECEIVING
             if self._headStartedAt is None:
-                self._headBegins()
+                # The first byte of a request head (after the connection's
+                # first): it has the header timeout from now.  The timer is
+                # not moved for each head: it looks again when it runs (see
+                # _headDeadline), so a busy keep-alive connection pays no
+                # timer per request.
+                header = self._timeouts.header
+                if header is not None:
+                    self._headStartedAt = self._seconds()
+                    if self._headCall is None:
+                        self._headCall = self._drain.clock.callLater(
+                            header, self._headDeadline
+                        )
         HTTPChannel.dataReceived(self, data)
 
-    def allHeadersReceived(self) -> None:
-        self._headStartedAt = None
-        HTTPChannel.allHeadersReceived(self)
-
     def allContentReceived(self) -> None:
+        self._headStartedAt = None
         self._state = _BUSY
         self._requestReceivedAt = self._seconds()
         if self._drain.draining:
@@ -555,21 +564,6 @@ class DrainingChannel(HTTPChannel):
 
     # The deadlines, drain or no drain.
 
-    def _headBegins(self) -> None:
-        """
-        The first byte of a request head (after the connection's first)
-        arrived: it has the header timeout from now.  The timer is not
-        moved for each head: it looks again when it runs (see
-        L{_headDeadline}), so a busy keep-alive connection pays no timer
-        per request.
-        """
-        header = self._timeouts.header
-        if header is None:
-            return
-        self._headStartedAt = self._seconds()
-        if self._headCall is None:
-            self._headCall = self._drain.clock.callLater(header, self._headDeadline)
-
     def _headDeadline(self) -> None:
         self._headCall = None
         startedAt = self._headStartedAt
@@ -580,6 +574,12 @@ class DrainingChannel(HTTPChannel):
             or header is None
             or not (state is _IDLE or state is _RECEIVING)
         ):
+            return
+        if state is _RECEIVING and headComplete(self):
+            # A body arriving: the head's deadline is over (cleared here
+            # rather than at the end of each head, which would cost a call
+            # per request).
+            self._headStartedAt = None
             return
         remaining = startedAt + header - self._seconds()
         if remaining > 0:

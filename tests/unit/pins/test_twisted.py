@@ -109,6 +109,17 @@ class HTTPChannelTests(SynchronousTestCase):
         _twisted.resumeParsing(c)
         self.assertEqual(len(c.received), 2)
 
+    def test_lineModeEndsWithTheHead(self) -> None:
+        """
+        C{LineReceiver.line_mode}: set while a head is read, cleared at its
+        blank line, for its body.
+        """
+        c, _ = channel()
+        c.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n")
+        self.assertFalse(_twisted.headComplete(c))
+        c.dataReceived(b"\r\nab")
+        self.assertTrue(_twisted.headComplete(c))
+
     def test_notificationsListHoldsNotifyFinishDeferreds(self) -> None:
         """
         C{Request.notifications}: what L{Request.notifyFinish} hands out;
