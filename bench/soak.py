@@ -187,13 +187,14 @@ async def traffic(port: int, seconds: float, tally: Tally) -> None:
 # The processes.
 
 
-def establishedInodes(port: int) -> set[str]:
+def _socketTables(port: int) -> tuple[set[str], set[str]]:
     """
-    @return: the inodes of the TCP connections to C{port} (established or
-        closing): a worker's clients' connections, which come and go with
-        the traffic.
+    @return: the inodes of the TCP connections to C{port} (in any state
+        but LISTEN: a worker's clients' connections, which come and go with
+        the traffic), and the inodes of every other socket the kernel lists
+        (TCP and Unix).
     """
-    inodes = set()
+    connections, others = set(), set()
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path) as f:
@@ -201,29 +202,45 @@ def establishedInodes(port: int) -> set[str]:
                 for line in f:
                     fields = line.split()
                     local, state, inode = fields[1], fields[3], fields[9]
-                    # Any state but LISTEN (0A): CLOSE_WAIT holds one too.
                     if state != "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                        inodes.add(inode)
+                        connections.add(inode)
+                    else:
+                        others.add(inode)
         except OSError:
             continue
-    return inodes
+    try:
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if len(fields) > 6:
+                    others.add(fields[6])
+    except OSError:
+        pass
+    return connections, others
 
 
-def fixedDescriptors(pid: int, connections: set[str]) -> int:
+def fixedDescriptors(pid: int, port: int) -> int:
     """
     @return: the descriptors process C{pid} has open, less its clients'
-        connections (C{connections}, by inode): the ones a leak would
-        grow.
+        connections to C{port}: the ones a leak would grow.  A socket the
+        kernel no longer lists once the descriptors are read was a
+        connection opened or closed meanwhile, and does not count either.
     """
-    count = 0
     directory = f"/proc/{pid}/fd"
+    targets = []
     for name in os.listdir(directory):
         try:
-            target = os.readlink(os.path.join(directory, name))
+            targets.append(os.readlink(os.path.join(directory, name)))
         except OSError:
             continue
-        if target.startswith("socket:[") and target[8:-1] in connections:
-            continue
+    connections, others = _socketTables(port)
+    count = 0
+    for target in targets:
+        if target.startswith("socket:["):
+            inode = target[8:-1]
+            if inode in connections or inode not in others:
+                continue
         count += 1
     return count
 
@@ -262,11 +279,10 @@ class Recorder(threading.Thread):
         for generation in self.STARTED.finditer(self.master.masterLog()):
             slot, number, pid = (int(g) for g in generation.groups())
             self.workers[pid] = (number, slot)
-        connections = establishedInodes(self.master.port)
         for pid in [self.master.pid, *self.master.workers()]:
             try:
                 sample = Sample(
-                    now, residentMemory(pid), fixedDescriptors(pid, connections)
+                    now, residentMemory(pid), fixedDescriptors(pid, self.master.port)
                 )
             except OSError:
                 continue
