@@ -228,7 +228,8 @@ class BenchSmokeTests(SynchronousTestCase):
             self.assertIn("| gracesvc", row)
         self.assertRegex(self.row(output, "slow: 20 heads"), r"\| 20/20 +\| 20/20")
         self.assertIn("closed 1009", self.row(output, "fragments: 65536 B"))
-        self.assertIn("h2: HTTP/2 attacks", output)
+        # One HTTP/2 attack, or a row saying bench/_h2attacks.py is not here.
+        self.assertRegex(output, r"\| h2: ")
 
     def test_soak(self) -> None:
         """
