@@ -6,6 +6,7 @@ master and of each worker recorded all along::
     .venv/bin/python -m bench.soak                     # 10 minutes
     .venv/bin/python -m bench.soak --minutes 3 --reload-every 20
     .venv/bin/python -m bench.soak --smoke             # a few seconds
+    .venv/bin/python -m bench.soak --revision main     # another revision's server
 
 The traffic, all at once, from real clients:
 
@@ -322,6 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds after which the values are taken as the reference",
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds")
+    parser.add_argument(
+        "--revision",
+        metavar="REV",
+        help="serve gracesvc of this git revision instead of this checkout's "
+        "(extracted into bench/out/, as bench.throughput --against does)",
+    )
     args = parser.parse_args(argv)
     seconds, every, reference = args.minutes * 60, args.reload_every, args.reference
     if args.smoke:
@@ -333,7 +340,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{reference:g} s"
     )
     print()
-    master = MasterProcess("--h2c", "--ping-delay", "0.02", workers=2)
+    env = None
+    if args.revision is not None:
+        from bench.throughput import checkoutOf
+
+        checkout = checkoutOf(args.revision)
+        path = os.environ.get("PYTHONPATH")
+        env = dict(
+            os.environ,
+            PYTHONPATH=checkout if not path else f"{checkout}{os.pathsep}{path}",
+        )
+        print(f"serving gracesvc of {args.revision}, from {checkout}")
+    master = MasterProcess("--h2c", "--ping-delay", "0.02", workers=2, env=env)
     try:
         master.waitUntilReady(timeout=60)
         startedAt = time.monotonic()
