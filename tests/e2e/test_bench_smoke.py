@@ -218,7 +218,7 @@ class BenchSmokeTests(SynchronousTestCase):
         for attack in [
             "storm: 300 connects",
             "slow: 20 heads at 1 byte/s",
-            "limit: 60 connections, limit 20",
+            "limit: 40 connections, limit 20",
             "emfile: ulimit -n 128, 300 connects held",
             "wspush: 20 MiB to a WebSocket that never reads",
             "fragments: 65536 B in 2-byte fragments",
