@@ -17,10 +17,10 @@ L{DrainingChannel} fixes each for the drain, and
 L{gracesvc._protocols.site.DrainingSite} builds it.  Whether or not a
 drain runs, it also keeps the deadlines of L{gracesvc._protocols.deadlines}
 (the request head, keep-alive, writes), which Twisted lacks or restarts
-with every byte.  A channel upgraded to
-a WebSocket stays the one connection the drain sees, and hands the drain's
-duties to the WebSocket (L{gracesvc._protocols.websocket}).  The Twisted
-internals this needs are in L{gracesvc._pins.twisted}.
+with every byte.  A channel upgraded to a WebSocket stays the one
+connection the drain sees, and hands the drain's duties to the WebSocket
+(L{gracesvc._protocols.websocket}).  The Twisted internals this needs are
+in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations
