@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds, every, reference = args.minutes * 60, args.reload_every, args.reference
     if args.smoke:
-        seconds, every, reference = 9.0, 3.0, 2.0
+        seconds, every, reference = 7.0, 2.5, 2.0
     os.chdir(ROOT)
     print(f"bench.soak: {machine()}, load average {os.getloadavg()[0]:.2f}")
     print(

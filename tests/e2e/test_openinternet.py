@@ -219,11 +219,11 @@ class AdoptedBacklogTests(OpenInternetTestCase):
     def test_aSmallBacklogIsRaised(self) -> None:
         """
         A socket systemd made with a small C{Backlog=} gets the default; a
-        larger one keeps its own unless C{--backlog} is given.
+        large one gets C{--backlog} when it is given.
         """
         default = min(kernelMaxBacklog(), 2048)
         self.assertEqual(self.adopt(100), default)
-        self.assertEqual(self.adopt(kernelMaxBacklog()), kernelMaxBacklog())
+        # (That a larger one is kept: tests/unit/process/test_backlog.py.)
         self.assertEqual(self.adopt(kernelMaxBacklog(), "--backlog", "300"), 300)
 
 
@@ -490,7 +490,7 @@ class SlowReaderTests(OpenInternetTestCase):
         twistd = self.startTwistd("--app", EDGE_APP, "--write-timeout", "1")
         reader = self.download(twistd.port, "/big/256")
         stalled = self.download(twistd.port, "/big/256")
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 2.5
         readerGot = 0
         reader.settimeout(2)
         while time.monotonic() < deadline:
@@ -508,7 +508,7 @@ class SlowReaderTests(OpenInternetTestCase):
             10,
             lambda: "the stalled download aborted",
         )
-        self.assertGreater(readerGot, 20000)
+        self.assertGreater(readerGot, 16000)
         _, readerEnd = readUntilClosed(reader, 0.5)
         self.assertEqual(readerEnd, "open")
         scraped = serverState(twistd.port).samples
