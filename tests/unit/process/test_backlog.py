@@ -4,7 +4,10 @@ The listen backlog (L{gracesvc._process.backlog}), without binding a port.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -84,7 +87,9 @@ class DefaultTests(SynchronousTestCase):
         self.assertEqual(defaultBacklog(), 512)
 
     def test_kernelMaxRead(self) -> None:
-        path = self.mktemp()
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "somaxconn")
         with open(path, "w") as f:
             f.write("4096\n")
         self.assertEqual(linux.kernelMaxBacklog(path), 4096)
