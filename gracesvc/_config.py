@@ -15,6 +15,8 @@ from twisted.web.resource import IResource
 
 from gracesvc._apps.load import AppFactory
 from gracesvc._core.policy import DrainPolicy
+from gracesvc._process.backlog import DEFAULT_CAP, Backlog
+from gracesvc._protocols.deadlines import ConnectionTimeouts
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc._workers.command import WorkerSpec
 from gracesvc._workers.sockets import SocketSpec
@@ -109,6 +111,30 @@ class WorkersConfig:
     arguments: tuple[str, ...]
 
 
+# The open internet: what one client, or a flood of them, may take.
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """
+    C{--backlog}, C{--header-timeout}, C{--keep-alive-timeout},
+    C{--write-timeout} and C{--max-connections}: what clients may take of a
+    process, whatever protocol serves them.
+    """
+
+    #: The listen backlog of the sockets this process makes (or adopts from
+    #: a service manager).
+    backlog: Backlog = Backlog(DEFAULT_CAP)
+    #: The deadlines of each connection: the request head (and TLS
+    #: handshake), keep-alive, writes.  An HTTP/1.1 server of another kind
+    #: (ASGI's) takes C{timeouts.header} and C{timeouts.keepAlive} too.
+    timeouts: ConnectionTimeouts = ConnectionTimeouts()
+    #: The most connections served at once: L{None} for the default (from
+    #: the limit on open descriptors, see
+    #: L{gracesvc._process.accepting.defaultMaxConnections}), 0 for none.
+    maxConnections: int | None = None
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """
@@ -137,3 +163,6 @@ class ServeConfig:
     worker: WorkerSpec | None = None
     #: Whether each response is written to the access log (twistd's log).
     accessLog: bool = True
+    #: What clients may take: the backlog, the deadlines, the connection
+    #: limit.
+    limits: ClientLimits = ClientLimits()

@@ -57,13 +57,22 @@ from gracesvc._config import (
 )
 from gracesvc._core.drain import Drain
 from gracesvc._core.policy import DrainPolicy
-from gracesvc._metrics.collectors import H2Collector, WorkerCollector
+from gracesvc._metrics.collectors import (
+    ClientCollector,
+    H2Collector,
+    WorkerCollector,
+)
 from gracesvc._metrics.registry import Metrics, MetricsResource
 from gracesvc._metrics.tree import TreeMetrics, TreeMetricsResource
 from gracesvc._pins.twisted import asyncioLoopOf
+from gracesvc._process.accepting import (
+    defaultMaxConnections,
+    watchReservedDescriptor,
+)
 from gracesvc._process.effects import ProcessEffects, RealProcess, exitAtOnce
 from gracesvc._process.service import ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
+from gracesvc._protocols.limits import ConnectionLimit
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._workers.command import (
     ACCEPT_LIMIT,
@@ -159,7 +168,10 @@ def serveMaster(
     def openSockets() -> list[SharedSocket]:
         try:
             sockets = openSharedSockets(
-                workers.sockets, workers.count, workers.reusePort
+                workers.sockets,
+                workers.count,
+                workers.reusePort,
+                adoptedBacklog=config.limits.backlog,
             )
         except ListenFailed as e:
             _cannotStart(e)
@@ -172,6 +184,7 @@ def serveMaster(
                 _cannotStart(e)
         return sockets
 
+    config.limits.backlog.warnIfClamped()
     stopSignals = StopSignals(reactor, drain, process.signals)
     stopSignals.catch()
     master = Master(
@@ -241,6 +254,7 @@ def _serveSite(
         http2=True,
         h2c=config.h2c,
         accessLog=config.accessLog,
+        timeouts=config.limits.timeouts,
     )
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     served: IProtocolFactory = site
@@ -248,6 +262,7 @@ def _serveSite(
         served = _asgiHTTP1(
             config, asgiApp, lifespan, drain, metrics, routeMetrics, site
         )
+    limit = _connectionLimit(config, reactor, process, drain)
     stopSignals = StopSignals(
         reactor,
         drain,
@@ -256,7 +271,12 @@ def _serveSite(
         joinStartedDrain=joinStartedDrain,
     )
     stopSignals.catch()
-    return TwistdService(
+    # A worker's sockets are its master's, backlog and all.
+    backlog = None if config.worker is not None else config.limits.backlog
+    if backlog is not None:
+        backlog.warnIfClamped()
+    watchReservedDescriptor(reactor)
+    service = TwistdService(
         served,
         config.endpoints,
         drain,
@@ -266,7 +286,13 @@ def _serveSite(
         whenRunning=process.startupDone,
         startup=None if lifespan is None else lifespan.startup,
         startupFailed=lambda: exitAtOnce(reactor, process, 1),
+        backlog=backlog,
+        connectionLimit=limit,
     )
+    metrics.registry.register(
+        ClientCollector(site.clientTally, limit, service.acceptTally)
+    )
+    return service
 
 
 # ASGI
@@ -345,7 +371,40 @@ def _asgiHTTP1(
         h2=site,
         h2c=config.h2c,
         accessLog=config.accessLog,
+        headerTimeout=config.limits.timeouts.header,
+        keepAliveTimeout=config.limits.timeouts.keepAlive,
     )
+
+
+def _connectionLimit(
+    config: ServeConfig, reactor: Any, process: ProcessEffects, drain: Drain
+) -> ConnectionLimit | None:
+    """
+    @return: the connection limit of the listeners (C{--max-connections},
+        by default from the limit on open descriptors, raised as far as it
+        goes first), counting the connections of C{drain}; L{None} for
+        none.
+    """
+    openFiles = process.openFilesLimit(reactor)
+    maximum = config.limits.maxConnections
+    if maximum is None:
+        maximum = defaultMaxConnections(openFiles)
+    if not maximum:
+        return None
+    limit = ConnectionLimit(
+        maximum,
+        lambda: drain.connections,
+        reactor,
+        # Descriptors beyond the limit, less some for the rest of the process.
+        spare=openFiles - maximum - 64,
+    )
+    log.info(
+        "gracesvc serving at most {maximum} connections at once "
+        "(open files limit {openFiles})",
+        maximum=maximum,
+        openFiles=openFiles,
+    )
+    return limit
 
 
 def _appResource(app: App, reactor: Any, drain: Drain) -> IResource:

@@ -44,6 +44,7 @@ from gracesvc._asgi.spec import LIFESPAN_MODES, LifespanMode
 from gracesvc._config import (
     App,
     ASGIAppConfig,
+    ClientLimits,
     DemoApp,
     Endpoint,
     ResourceApp,
@@ -53,7 +54,9 @@ from gracesvc._config import (
 )
 from gracesvc._core.policy import DrainPolicy
 from gracesvc._pins.twisted import listeningSpec, tlsContextFactory
-from gracesvc._protocols.websocket import WebSocketPolicy
+from gracesvc._process.backlog import Backlog, defaultBacklog
+from gracesvc._protocols.deadlines import ConnectionTimeouts
+from gracesvc._protocols.websocket import DEFAULT_WRITE_LIMIT, WebSocketPolicy
 from gracesvc._workers.command import WorkerSpec, parseWorkerSpec
 from gracesvc._workers.sockets import SocketSpec
 
@@ -77,6 +80,73 @@ def _seconds(option: str, value: object, allowZero: bool) -> float:
             f"--{option}: expected a number of seconds {bound}, got {value!r}"
         )
     return seconds
+
+
+# The open internet: what a client, or a flood of them, may take.
+_CLIENT_LIMIT_OPTIONS = [
+    [
+        "backlog",
+        None,
+        None,
+        "How many connections the kernel queues on each listener before "
+        "they are accepted. [default: net.core.somaxconn or 2048, whichever "
+        "is smaller; a systemd: socket keeps its Backlog= if larger]",
+    ],
+    [
+        "header-timeout",
+        None,
+        "10",
+        "Seconds a request head may take from its first byte (a new "
+        "connection's first, from the accept) to its end: past it, 408 and "
+        "close (a connection that sent nothing is closed). A TLS handshake "
+        "gets as long. 0: no limit.",
+    ],
+    [
+        "keep-alive-timeout",
+        None,
+        "75",
+        "Seconds a connection may be idle between requests before it is "
+        "closed. Keep it above the idle timeout of any load balancer in "
+        "front (AWS ALB 60, nginx 75: above 75; Google 600: 620). 0: no "
+        "limit.",
+    ],
+    [
+        "write-timeout",
+        None,
+        "60",
+        "Seconds a client may take none of what waits for it (a response, "
+        "WebSocket messages) before the connection is aborted. A slow "
+        "client that keeps reading is not cut. 0: no limit.",
+    ],
+    [
+        "max-connections",
+        None,
+        None,
+        "The most connections this process serves at once (each worker of "
+        "--workers, its own); past it, HTTP/1.1 clients get 503 with "
+        "Retry-After, HTTP/2 clients GOAWAY. 0: no limit. [default: the "
+        "open files limit less a fifth]",
+    ],
+    [
+        "ws-write-limit",
+        None,
+        str(DEFAULT_WRITE_LIMIT),
+        "The most bytes of messages held for a WebSocket client that does "
+        "not read them; past it the connection is aborted.",
+    ],
+]
+
+
+def _count(option: str, value: object, unit: str, least: int) -> int:
+    try:
+        count = int(str(value))
+    except ValueError:
+        count = least - 1
+    if count < least:
+        raise usage.UsageError(
+            f"--{option}: expected a number of {unit} >= {least}, got {value!r}"
+        )
+    return count
 
 
 class Options(usage.Options):
@@ -253,7 +323,7 @@ class Options(usage.Options):
             None,
             "Internal: what the master tells a worker it starts (JSON).",
         ],
-    ]
+    ] + _CLIENT_LIMIT_OPTIONS
 
     optFlags = [
         [
@@ -288,6 +358,8 @@ class Options(usage.Options):
             "worker-timeout",
             "worker-spec",
             "reuse-port",
+            # The master makes (or adopts) the sockets.
+            "backlog",
         ]
     )
 
@@ -301,6 +373,7 @@ class Options(usage.Options):
         """
         super().__init__()
         self.reactor = reactor
+        self._backlog = Backlog(defaultBacklog())
         self["listen"] = []
         self["metrics-listen"] = None
         self._given: list[str] = []
@@ -348,6 +421,7 @@ class Options(usage.Options):
         webSocketPolicy = self._webSocketPolicy()
         self["tick"] = _seconds("tick", self["tick"], allowZero=False)
         policy = self._drainPolicy()
+        limits = self._clientLimits()
         self._checkAppOptions()
         if self["asgi-loop"] is not None and self["asgi"] is None:
             raise usage.UsageError("--asgi-loop: only with --asgi")
@@ -385,6 +459,7 @@ class Options(usage.Options):
             app=app,
             workers=self._workersConfig(endpoints) if self["workers"] else None,
             worker=worker,
+            limits=limits,
         )
 
     def _asGiven(self) -> list[str]:
@@ -532,6 +607,8 @@ class Options(usage.Options):
         pingTimeout = _seconds(
             "ws-ping-timeout", self["ws-ping-timeout"], allowZero=False
         )
+        writeLimit = _count("ws-write-limit", self["ws-write-limit"], "bytes", 1)
+        self["ws-write-limit"] = writeLimit
         self["close-timeout"] = closeTimeout
         self["ws-close-code"] = int(code)
         self["ws-max-message-size"] = maxMessageSize
@@ -543,6 +620,38 @@ class Options(usage.Options):
             maxMessageSize=maxMessageSize,
             pingInterval=pingInterval or None,
             pingTimeout=pingTimeout,
+            writeLimit=writeLimit,
+        )
+
+    def _clientLimits(self) -> ClientLimits:
+        """
+        Check the options of what clients may take; the listeners made
+        from now on have the backlog.
+        """
+        backlog = Backlog(defaultBacklog())
+        if self["backlog"] is not None:
+            backlog = Backlog(
+                _count("backlog", self["backlog"], "connections", 1), given=True
+            )
+            self["backlog"] = backlog.size
+        self._backlog = backlog
+        timeouts = {}
+        for option in ("header-timeout", "keep-alive-timeout", "write-timeout"):
+            self[option] = _seconds(option, self[option], allowZero=True)
+            timeouts[option] = self[option] or None
+        maxConnections = None
+        if self["max-connections"] is not None:
+            maxConnections = self["max-connections"] = _count(
+                "max-connections", self["max-connections"], "connections", 0
+            )
+        return ClientLimits(
+            backlog=backlog,
+            timeouts=ConnectionTimeouts(
+                header=timeouts["header-timeout"],
+                keepAlive=timeouts["keep-alive-timeout"],
+                write=timeouts["write-timeout"],
+            ),
+            maxConnections=maxConnections,
         )
 
     def _loadApp(self) -> App:
@@ -620,7 +729,7 @@ class Options(usage.Options):
     def _endpoint(self, option: str, description: str) -> IStreamServerEndpoint:
         try:
             endpoint: IStreamServerEndpoint = serverFromString(
-                self.reactor, description
+                self.reactor, self._backlog.describe(description)
             )
             return endpoint
         except Exception as e:

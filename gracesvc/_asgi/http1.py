@@ -95,6 +95,7 @@ from gracesvc._metrics.registry import OTHER_ROUTE
 from gracesvc._pins.twisted import bytesWaiting, closeBeneathTLS, tlsHandshaking
 from gracesvc._pins.twisted_send import eagerSocket, sendNow
 from gracesvc._protocols.answers import SERVICE_UNAVAILABLE_BODY
+from gracesvc._protocols.deadlines import ConnectionTimeouts
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
@@ -113,14 +114,11 @@ MAX_HEADERS = 100
 #: application has received it (as uvicorn).
 HIGH_WATER = 65536
 
-#: The default keep-alive idle timeout: what Twisted's C{HTTPChannel} (and
-#: so L{gracesvc._protocols.site.DrainingSite}) closes an idle connection
-#: after.
-DEFAULT_KEEP_ALIVE_TIMEOUT = 60.0
-
-#: The default head deadline: a request head not complete this long after
-#: its first byte is answered 408 and the connection closed.
-DEFAULT_HEADER_TIMEOUT = 10.0
+#: The default keep-alive idle timeout and head deadline: those of every
+#: HTTP/1.1 connection of gracesvc (C{--keep-alive-timeout},
+#: C{--header-timeout}).
+DEFAULT_KEEP_ALIVE_TIMEOUT = ConnectionTimeouts.keepAlive
+DEFAULT_HEADER_TIMEOUT = ConnectionTimeouts.header
 
 #: How soon an event stream the server ends at going away asks its client
 #: to reconnect (plus up to a second of jitter).
@@ -1312,8 +1310,9 @@ class ASGIConnection:
         if metrics is not None:
             metrics.responseDone(OTHER_ROUTE, status, 0.0)
 
-    def _armTimer(self, delay: float) -> None:
-        self._timer = self.drain.clock.callLater(delay, self._timerFired)
+    def _armTimer(self, delay: float | None) -> None:
+        if delay is not None:
+            self._timer = self.drain.clock.callLater(delay, self._timerFired)
 
     def _timerFired(self) -> None:
         """
@@ -1328,6 +1327,8 @@ class ASGIConnection:
         factory = self.factory
         now = self.seconds()
         period = factory.timerPeriod
+        if period is None:
+            return
         headerTimeout = factory.headerTimeout
         if self._inHead and headerTimeout is not None:
             due = self._headStartedAt + headerTimeout
@@ -1335,8 +1336,9 @@ class ASGIConnection:
                 self._headTimedOut()
                 return
             period = min(period, due - now)
-        if state is _IDLE:
-            due = self.lastActivity + factory.keepAliveTimeout
+        keepAliveTimeout = factory.keepAliveTimeout
+        if state is _IDLE and keepAliveTimeout is not None:
+            due = self.lastActivity + keepAliveTimeout
             if now >= due:
                 self.loseConnection()
                 return
@@ -1523,7 +1525,7 @@ class ASGIHTTPFactory(Factory):
         h2: DrainingSite | None = None,
         h2c: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
-        keepAliveTimeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT,
+        keepAliveTimeout: float | None = DEFAULT_KEEP_ALIVE_TIMEOUT,
         rootPath: str = "",
         accessLog: bool = True,
     ) -> None:
@@ -1546,7 +1548,7 @@ class ASGIHTTPFactory(Factory):
         @param headerTimeout: seconds from a request head's first byte to
             its end before it is answered 408; L{None} for no deadline.
         @param keepAliveTimeout: seconds a connection with no request in
-            progress stays open.
+            progress stays open; L{None} for as long as its client wants.
         @param rootPath: the scope's C{root_path}.
         @param accessLog: whether to write each response to the access log.
         """
@@ -1559,8 +1561,12 @@ class ASGIHTTPFactory(Factory):
         self.h2c = h2c
         self.headerTimeout = headerTimeout
         self.keepAliveTimeout = keepAliveTimeout
-        #: how often, at most, a connection's timer looks at it.
-        self.timerPeriod = min(keepAliveTimeout, headerTimeout or keepAliveTimeout)
+        #: how often, at most, a connection's timer looks at it; L{None}
+        #: when there is no deadline to look for.
+        self.timerPeriod: float | None = min(
+            (t for t in (keepAliveTimeout, headerTimeout) if t is not None),
+            default=None,
+        )
         self.rootPath = rootPath
         self.accessLog = accessLog
         self.dates = _Dates()

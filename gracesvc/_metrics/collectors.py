@@ -18,7 +18,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from gracesvc._core.drain import Drain
+from gracesvc._process.accepting import AcceptTally
+from gracesvc._protocols.deadlines import ClientTally
 from gracesvc._protocols.h2 import H2Tally
+from gracesvc._protocols.limits import ConnectionLimit
 
 
 class H2Collector(Collector):
@@ -95,6 +98,80 @@ class H2Collector(Collector):
         byProtocol.add_metric(["http/1.1"], self.drain.connections - h2open)
         byProtocol.add_metric(["h2"], h2open)
         yield byProtocol
+
+
+# What clients of the open internet were refused or timed out.
+
+#: The kinds of deadline always reported, even before any ran out (see
+#: L{ClientTally}).
+TIMEOUT_KINDS = (
+    "header",
+    "body",
+    "silent",
+    "handshake",
+    "keepalive",
+    "write",
+    "buffer",
+)
+
+
+class ClientCollector(Collector):
+    """
+    The deadlines, the connection limit and the accept errors of a
+    process, read from their plain tallies when Prometheus scrapes.
+    """
+
+    def __init__(
+        self,
+        tally: ClientTally,
+        limit: ConnectionLimit | None,
+        accepts: AcceptTally,
+    ) -> None:
+        self.tally = tally
+        self.limit = limit
+        self.accepts = accepts
+
+    def collect(self) -> Iterator[Metric]:
+        timeouts = CounterMetricFamily(
+            "gracesvc_client_timeouts",
+            "Connections closed by a deadline, by kind: header (a request head "
+            "not complete within --header-timeout: 408), body (a request body "
+            "stalled for --keep-alive-timeout: 408), silent (no request within "
+            "--header-timeout), handshake (TLS), keepalive (idle), write (a "
+            "client that took nothing for --write-timeout), buffer (a "
+            "WebSocket client past --ws-write-limit).",
+            labels=["kind"],
+        )
+        counts = self.tally.timeouts
+        for kind in sorted(set(TIMEOUT_KINDS) | set(counts)):
+            timeouts.add_metric([kind], counts.get(kind, 0))
+        yield timeouts
+        refused = CounterMetricFamily(
+            "gracesvc_connections_refused",
+            "Connections refused past --max-connections: answered (503 with "
+            "Retry-After, or GOAWAY for HTTP/2) or, past a tenth over it, "
+            "dropped (closed at once).",
+            labels=["reason"],
+        )
+        limit = self.limit
+        refused.add_metric(["answered"], 0 if limit is None else limit.refused)
+        refused.add_metric(["dropped"], 0 if limit is None else limit.dropped)
+        yield refused
+        if limit is not None:
+            yield GaugeMetricFamily(
+                "gracesvc_connection_limit",
+                "The most connections served at once (--max-connections).",
+                value=limit.maximum,
+            )
+        errors = CounterMetricFamily(
+            "gracesvc_accept_errors",
+            "Connections turned away at the accept, by error (EMFILE: out of "
+            "file descriptors; accepted and closed at once, or left queued).",
+            labels=["error"],
+        )
+        for error in sorted(set(self.accepts.refused) | {"EMFILE"}):
+            errors.add_metric([error], self.accepts.refused.get(error, 0))
+        yield errors
 
 
 # The workers of --workers.

@@ -50,6 +50,7 @@ from twisted.internet.interfaces import (
     IProtocol,
     ITransport,
 )
+from twisted.logger import ILogObserver, Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web.http import HTTPChannel, Request
 
@@ -222,6 +223,19 @@ def hasPipelinedRequest(channel: HTTPChannel) -> bool:
     return bool(channel._buffer.strip()) or any(
         chunk.strip() for chunk in channel._dataBuffer
     )
+
+
+def headComplete(channel: HTTPChannel) -> bool:
+    """
+    Internals: L{twisted.protocols.basic.LineReceiver}'s C{line_mode},
+    which L{HTTPChannel} leaves (C{setRawMode}) once a request head's blank
+    line is read, for its body or to buffer what follows it, and enters
+    again (C{setLineMode}) for the next head.
+
+    @return: whether C{channel} has read the whole head of the request it
+        is receiving.
+    """
+    return not channel.line_mode
 
 
 def pauseParsing(channel: HTTPChannel) -> None:
@@ -435,3 +449,96 @@ def asyncioLoopOf(reactor: object) -> asyncio.AbstractEventLoop:
         raise TypeError(f"not Twisted's asyncio reactor: {reactor!r}")
     loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
     return loop
+
+
+def endpointKeywords(description: str) -> dict[str, str]:
+    """
+    Internals: L{twisted.internet.endpoints}' C{_parse}, the parser every
+    endpoint description goes through (C{:} separates, C{\\} escapes).
+
+    @return: the C{key=value} parameters of the endpoint C{description}
+        (C{backlog}, C{interface}, ...).
+    """
+    from twisted.internet.endpoints import _parse
+
+    keywords: dict[str, str] = _parse(description)[1]
+    return keywords
+
+
+#: What L{twisted.internet.tcp.Port}'s C{doRead} logs when C{accept()}
+#: fails for want of a file descriptor and it has one in reserve: that it
+#: releases it, then a line for each client it accepts with it and closes
+#: at once, then that it reserves it again.
+EMFILE_RELEASING = "EMFILE encountered; releasing reserved file descriptor."
+EMFILE_CLOSED = "EMFILE recovery: Closed socket from {address}"
+EMFILE_RERESERVING = "Re-reserving EMFILE recovery file descriptor."
+#: What it logs when C{accept()} fails otherwise (EMFILE with no reserve,
+#: ENFILE, ENOBUFS, ENOMEM), C{acceptError} naming the errno: the client
+#: stays queued, and the socket stays readable.
+ACCEPT_FAILED = "Could not accept new connection ({acceptError})"
+#: What the reserve logs, with a traceback, when it cannot be had again.
+RESERVE_FAILED = (
+    "Could not reserve EMFILE recovery file descriptor.",
+    "Could not re-reserve EMFILE recovery file descriptor.",
+)
+
+
+def observeAcceptErrors(port: IListeningPort, observer: ILogObserver) -> bool:
+    """
+    Send what C{port} logs about its accept errors (L{EMFILE_RELEASING},
+    L{EMFILE_CLOSED}, L{EMFILE_RERESERVING}, L{ACCEPT_FAILED}) to
+    C{observer} instead of the log: Twisted logs three lines for each
+    connection it turns away for want of a descriptor.
+
+    Internals: L{twisted.internet.tcp.Port}'s class attribute C{_logger},
+    whose namespace and observer C{doRead} hands to C{_BuffersLogs}, which
+    replays the events it buffered during the accepts to that observer.
+
+    @return: whether C{port} is such a port (Twisted's TCP and Unix ports,
+        adopted ones and C{ssl:} ones included).
+    """
+    logger = getattr(port, "_logger", None)
+    if not isinstance(logger, Logger):
+        return False
+    port._logger = Logger(  # type: ignore[attr-defined]
+        namespace=logger.namespace, observer=observer
+    )
+    return True
+
+
+def observeReserveErrors(observer: ILogObserver) -> None:
+    """
+    Send what Twisted's reserved descriptor logs (L{RESERVE_FAILED}) to
+    C{observer}, for the whole process: it is one reserve for every port.
+
+    Internals: L{twisted.internet.tcp}'s C{_FileDescriptorReservation} and
+    its class attribute C{_log}.
+    """
+    from twisted.internet.tcp import _FileDescriptorReservation
+
+    _FileDescriptorReservation._log = Logger(
+        namespace=_FileDescriptorReservation._log.namespace, observer=observer
+    )
+
+
+def closeAtOnce(transport: object) -> None:
+    """
+    Abort C{transport} and free its descriptor now.
+
+    A port accepts a storm's connections a hundred or more at a time
+    (C{numberAccepts}); an aborted connection keeps its descriptor until
+    the reactor's next turn, so a batch of connections refused at once
+    would still run the process out of descriptors.
+
+    Internals: L{twisted.internet.tcp.Connection}'s C{abortConnection},
+    which stops reading and writing at once and closes the socket (in
+    C{_closeSocket}, which tolerates one closed already) in a C{callLater(0)};
+    and L{socketOf}.
+    """
+    abort = getattr(transport, "abortConnection", None)
+    if abort is None:
+        return
+    abort()
+    sock = socketOf(transport)
+    if sock is not None:
+        sock.close()

@@ -22,6 +22,7 @@ from typing import NoReturn, Protocol
 from twisted.internet.interfaces import IReactorThreads
 
 from gracesvc._pins.twisted import exitSignal
+from gracesvc._process.accepting import raiseOpenFilesLimit
 from gracesvc._process.heap import freezeStartupHeap
 from gracesvc._process.signals import SignalModule
 from gracesvc._process.watchdog import CapWatchdog, reactorAnswers
@@ -70,6 +71,14 @@ class ProcessEffects(Protocol):
         """
         Start-up is over and the reactor runs: what was made until now lives
         as long as the process.
+        """
+
+    def openFilesLimit(self, reactor: object) -> int:
+        """
+        Raise the limit on open descriptors as far as it goes for
+        C{reactor} (see L{raiseOpenFilesLimit}).
+
+        @return: the limit then.
         """
 
 
@@ -142,3 +151,6 @@ class RealProcess:
 
     def startupDone(self) -> None:
         freezeStartupHeap()
+
+    def openFilesLimit(self, reactor: object) -> int:
+        return raiseOpenFilesLimit(reactor)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -19,8 +20,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gracesvc._core.drain import Drain
+from gracesvc._pins.twisted import listeningSpec
+from gracesvc._process.accepting import AcceptGate, AcceptTally, guardAccepts
+from gracesvc._process.backlog import Backlog, effectiveBacklog
 from gracesvc._process.listeners import DrainedPort
 from gracesvc._process.signals import StopSignals
+from gracesvc._protocols.limits import ConnectionLimit, LimitedFactory
 
 
 class ListenFailed(Exception):
@@ -44,6 +49,11 @@ class GracefulService(MultiService):
     looks like, and also from L{stopService}.  Both wait for the same drain.
     Signals are L{StopSignals}' business.
 
+    Every listener keeps accepting through a shortage of file descriptors
+    (see L{gracesvc._process.accepting}): its accept errors pause it
+    briefly and are logged at most once a second, counted in
+    L{acceptTally}.  Its log line says the backlog the kernel gave it.
+
     Child services (a database pool, a consumer) are started with it, and
     stopped in the drain's cleanup phase, after the last request has been
     answered: last added first, each once the one before has stopped.
@@ -62,6 +72,8 @@ class GracefulService(MultiService):
         auxiliaryEndpoints: Sequence[
             tuple[str, IStreamServerEndpoint, IProtocolFactory]
         ] = (),
+        backlog: Backlog | None = None,
+        connectionLimit: ConnectionLimit | None = None,
     ) -> None:
         """
         @param factory: the protocol factory to serve.
@@ -72,6 +84,11 @@ class GracefulService(MultiService):
         @param auxiliaryEndpoints: (description, endpoint, factory) served
             until the drain is done but not drained, such as a metrics
             endpoint that must stay scrapeable while the main listeners close.
+        @param backlog: the backlog for the sockets adopted from a service
+            manager (L{AdoptedStreamServerEndpoint}, C{systemd:}), if any
+            (see L{Backlog.adopt}); the others were made with theirs.
+        @param connectionLimit: the most connections C{factory}'s
+            listeners serve at once (see L{LimitedFactory}), if any.
         """
         super().__init__()
         self.factory = factory
@@ -79,6 +96,13 @@ class GracefulService(MultiService):
         self.drain = drain
         self.reactor = reactor
         self.auxiliaryEndpoints = list(auxiliaryEndpoints)
+        self.backlog = backlog
+        self.connectionLimit = connectionLimit
+        self._gates: list[AcceptGate] = []
+        if connectionLimit is not None:
+            connectionLimit.onSaturated = self._limitSaturated
+        #: the connections its listeners turned away at the accept.
+        self.acceptTally = AcceptTally()
         self.ports: list[IListeningPort] = []
         self.auxiliaryPorts: list[IListeningPort] = []
         self._listening = False
@@ -118,7 +142,10 @@ class GracefulService(MultiService):
         )
 
     def _listenOnAll(self) -> None:
-        listeners = [(d, e, self.factory, True) for d, e in self.endpoints]
+        served = self.factory
+        if self.connectionLimit is not None:
+            served = LimitedFactory(served, self.connectionLimit)
+        listeners = [(d, e, served, True) for d, e in self.endpoints]
         listeners += [(d, e, f, False) for d, e, f in self.auxiliaryEndpoints]
         for description, endpoint, factory, drained in listeners:
             failure = self._listen(description, endpoint, factory, drained)
@@ -157,10 +184,21 @@ class GracefulService(MultiService):
                 self.drain.addListener(DrainedPort(port))
             else:
                 self.auxiliaryPorts.append(port)
+            guard = guardAccepts(port, self.drain.clock, description, self.acceptTally)
+            if drained and guard is not None:
+                self._gates.append(guard.gate)
+            sock = getattr(port, "socket", None)
+            spec = listeningSpec(endpoint)
+            if isinstance(endpoint, AdoptedStreamServerEndpoint):
+                if self.backlog is not None and sock is not None:
+                    self.backlog.adopt(sock)
+            asked = spec[2] if spec is not None and spec[0] == "unix" else None
+            backlog = effectiveBacklog(sock, asked if isinstance(asked, int) else None)
             self.log.info(
-                "gracesvc listening on {description} ({address})",
+                "gracesvc listening on {description} ({address}), backlog {backlog}",
                 description=description,
                 address=str(port.getHost()),
+                backlog="unknown" if backlog is None else backlog,
             )
 
         def failed(failure: Failure) -> None:
@@ -177,6 +215,17 @@ class GracefulService(MultiService):
         endpoint.listen(factory).addCallbacks(listening, failed)
         synchronous = False
         return failures[0] if failures else None
+
+    def _limitSaturated(self, saturated: bool) -> None:
+        """
+        The connection limit is answering as many connections as it may:
+        the drained listeners stop accepting until one of those is done.
+        """
+        for gate in self._gates:
+            if saturated:
+                gate.close("connection limit")
+            else:
+                gate.open("connection limit")
 
     async def _stopChildren(self) -> None:
         """
@@ -240,6 +289,8 @@ class TwistdService(GracefulService):
         whenRunning: Callable[[], object] | None = None,
         startup: Callable[[], Deferred[None]] | None = None,
         startupFailed: Callable[[], object] | None = None,
+        backlog: Backlog | None = None,
+        connectionLimit: ConnectionLimit | None = None,
     ) -> None:
         """
         @param stopSignals: the signals, caught already.
@@ -250,7 +301,15 @@ class TwistdService(GracefulService):
             line.
         @see: L{GracefulService.__init__} for the rest.
         """
-        super().__init__(factory, endpoints, drain, reactor, auxiliaryEndpoints)
+        super().__init__(
+            factory,
+            endpoints,
+            drain,
+            reactor,
+            auxiliaryEndpoints,
+            backlog,
+            connectionLimit,
+        )
         self.stopSignals = stopSignals
         self.whenRunning = whenRunning
         self.startup = startup

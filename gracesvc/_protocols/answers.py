@@ -11,7 +11,10 @@ streams, the event streams and the WSGI adapter.
     (L{answerEventStreamRetry});
   - during the drain, a request to upgrade to a WebSocket
     (L{isWebSocketUpgrade}) gets the 503: a new long-lived connection
-    belongs on another instance.
+    belongs on another instance;
+  - a request head that does not arrive in time gets a 408
+    (L{REQUEST_TIMEOUT}), and a connection over the connection limit a 503
+    (L{TOO_MANY_CONNECTIONS}), each written whole, with no request parsed.
 
 What each protocol tells the site's metrics of its answers is
 L{ResponseMetrics}, so that no protocol depends on the metrics package.
@@ -31,6 +34,26 @@ from twisted.web.iweb import IRequest
 from gracesvc._pins.twisted import takeNotifications
 
 SERVICE_UNAVAILABLE_BODY = b"Service Unavailable: the server is shutting down.\n"
+
+#: The answer to a request head that did not arrive in time (see
+#: L{gracesvc._protocols.deadlines}), written whole: no request was parsed.
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
+
+_TOO_MANY_CONNECTIONS_BODY = b"Service Unavailable: too many connections.\n"
+
+#: The answer to an HTTP/1.1 connection over the connection limit (see
+#: L{gracesvc._protocols.limits}), written whole, before any request is
+#: parsed: try again in a second, on this instance or another.
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"\r\n" % (len(_TOO_MANY_CONNECTIONS_BODY),)
+) + _TOO_MANY_CONNECTIONS_BODY
 
 #: What a long-lived response is, for the connection's state and the
 #: metrics: an event stream or a long poll.

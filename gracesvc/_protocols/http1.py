@@ -14,17 +14,20 @@ habits would lose responses during one:
     nothing could wait for them or close the idle ones.
 
 L{DrainingChannel} fixes each for the drain, and
-L{gracesvc._protocols.site.DrainingSite} builds it.  A channel upgraded to
-a WebSocket stays the one connection the drain sees, and hands the drain's
-duties to the WebSocket (L{gracesvc._protocols.websocket}).  The Twisted
-internals this needs are in L{gracesvc._pins.twisted}.
+L{gracesvc._protocols.site.DrainingSite} builds it.  Whether or not a
+drain runs, it also keeps the deadlines of L{gracesvc._protocols.deadlines}
+(the request head, keep-alive, writes), which Twisted lacks or restarts
+with every byte.  A channel upgraded to a WebSocket stays the one
+connection the drain sees, and hands the drain's duties to the WebSocket
+(L{gracesvc._protocols.websocket}).  The Twisted internals this needs are
+in L{gracesvc._pins.twisted}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IProtocol
 from twisted.python.failure import Failure
@@ -41,15 +44,24 @@ from gracesvc._pins.twisted import (
     closeBeneathTLS,
     deliverTo,
     hasPipelinedRequest,
+    headComplete,
     pauseParsing,
     resumeParsing,
     tlsHandshaking,
 )
 from gracesvc._protocols.answers import (
+    REQUEST_TIMEOUT,
     LongLivedKind,
     ResponseMetrics,
     answerServiceUnavailable,
     isWebSocketUpgrade,
+)
+from gracesvc._protocols.deadlines import (
+    ClientTally,
+    ConnectionTimeouts,
+    WriteStall,
+    acknowledgedBy,
+    lingeringClose,
 )
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
@@ -121,6 +133,13 @@ _IDLE, _RECEIVING, _BUSY, _UPGRADED, _STREAM, _POLL, _CLOSING = ChannelState
 _LONG_LIVED = frozenset([_STREAM, _POLL])
 
 
+def _dropBytes(data: bytes) -> None:
+    """
+    What a connection closing after its last answer does with what its
+    client still sends.
+    """
+
+
 class ChannelSite(Protocol):
     """
     What a L{DrainingChannel} needs of its site, a
@@ -130,6 +149,8 @@ class ChannelSite(Protocol):
     drain: Drain
     metrics: ResponseMetrics | None
     webSocketPolicy: WebSocketPolicy
+    timeouts: ConnectionTimeouts
+    clientTally: ClientTally
 
     def log(self, request: Request) -> None:
         """
@@ -186,6 +207,20 @@ class DrainingChannel(HTTPChannel):
     Its one state (L{ChannelState}) is moved by the parsing and answering hooks
     below, and everything the drain asks of it is read from that.
 
+    Its deadlines (the site's L{ConnectionTimeouts}), drain or no drain:
+      - a request head must be complete within the header timeout of its
+        first byte (the first request's, of the accept; over TLS, the
+        handshake has that time too, and the head that time again after
+        it): else it is answered 408 and closed, or, if none of it came,
+        closed without a word (a TLS handshake is aborted);
+      - an idle connection is closed, without a word, after the keep-alive
+        timeout (Twisted's idle timeout, which also bounds a request body
+        that stops arriving: that is answered 408);
+      - while the transport's buffer is full, the client must take some of
+        it within the write timeout (L{WriteStall}), else the connection
+        is aborted.  An upgraded WebSocket reads L{writeBlocked} to bound
+        what it buffers.
+
     A request that upgrades the connection (Twisted's C{WebSocketResource})
     hands it to another protocol (L{upgrade}): the channel still reports
     its close to the drain, and passes the drain's questions and orders on
@@ -209,6 +244,12 @@ class DrainingChannel(HTTPChannel):
         "_idleCall",
         "_resumeCall",
         "_upgraded",
+        "_timeouts",
+        "_headStartedAt",
+        "_headCall",
+        "_closingCall",
+        "_writeStall",
+        "writeBlocked",
     )
 
     site: ChannelSite
@@ -221,6 +262,17 @@ class DrainingChannel(HTTPChannel):
     _idleCall: IDelayedCall | None
     _resumeCall: IDelayedCall | None
     _upgraded: UpgradedProtocol | None
+    _timeouts: ConnectionTimeouts
+    #: when the request head being received started (for the first, when
+    #: the connection was accepted or its TLS handshake completed); L{None}
+    #: when no head is being received.
+    _headStartedAt: float | None
+    _headCall: IDelayedCall | None
+    _closingCall: IDelayedCall | None
+    _writeStall: WriteStall | None
+    #: whether the transport's buffer is full: its client takes less than
+    #: is written (see L{pauseProducing}).
+    writeBlocked: bool
 
     def __init__(self) -> None:
         super().__init__()
@@ -228,21 +280,37 @@ class DrainingChannel(HTTPChannel):
         self.lastActivity = self._requestReceivedAt = 0.0
         self._idleCall = self._resumeCall = None
         self._upgraded = None
+        self._headStartedAt = None
+        self._headCall = self._closingCall = None
+        self._writeStall = None
+        self.writeBlocked = False
 
     def connectionMade(self) -> None:
+        site = self.site
+        # Twisted's idle timeout (timeOut, which the site sets) is the
+        # keep-alive timeout.
+        self._timeouts = site.timeouts
         super().connectionMade()
-        drain = self._drain = self.site.drain
+        drain = self._drain = site.drain
         # Looked up once here, not on every request.
         self._seconds = drain.clock.seconds
-        self._metrics = self.site.metrics
-        self.lastActivity = self._seconds()
+        self._metrics = site.metrics
+        now = self.lastActivity = self._seconds()
+        header = self._timeouts.header
+        if header is not None:
+            self._headStartedAt = now
+            self._headCall = drain.clock.callLater(header, self._headDeadline)
         drain.connectionOpened(self)
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._state = _CLOSING
         cancelCall(self._idleCall)
         cancelCall(self._resumeCall)
-        self._idleCall = self._resumeCall = None
+        cancelCall(self._headCall)
+        cancelCall(self._closingCall)
+        self._idleCall = self._resumeCall = self._headCall = self._closingCall = None
+        if self._writeStall is not None:
+            self._writeStall.unblocked()
         if self._upgraded is not None:
             self._upgradeLost(reason)
         super().connectionLost(reason)
@@ -256,18 +324,35 @@ class DrainingChannel(HTTPChannel):
     def handshakeCompleted(self) -> None:
         """
         The TLS handshake completed: the client can send its request now,
-        and the idle grace counts from here (see L{_closeWhenIdle}).
+        and the idle grace counts from here (see L{_closeWhenIdle}), as does
+        the first request head's deadline.
         """
-        self.lastActivity = self._seconds()
+        now = self.lastActivity = self._seconds()
+        if self._headStartedAt is not None and self._state is _IDLE:
+            self._headStartedAt = now
         if self._drain.draining:
             self._closeWhenIdle()
 
     def dataReceived(self, data: bytes) -> None:
         if self._state is _IDLE and data and not data.isspace():
             self._state = _RECEIVING
+            if self._headStartedAt is None:
+                # The first byte of a request head (after the connection's
+                # first): it has the header timeout from now.  The timer is
+                # not moved for each head: it looks again when it runs (see
+                # _headDeadline), so a busy keep-alive connection pays no
+                # timer per request.
+                header = self._timeouts.header
+                if header is not None:
+                    self._headStartedAt = self._seconds()
+                    if self._headCall is None:
+                        self._headCall = self._drain.clock.callLater(
+                            header, self._headDeadline
+                        )
         HTTPChannel.dataReceived(self, data)
 
     def allContentReceived(self) -> None:
+        self._headStartedAt = None
         self._state = _BUSY
         self._requestReceivedAt = self._seconds()
         if self._drain.draining:
@@ -372,7 +457,9 @@ class DrainingChannel(HTTPChannel):
         """
         site = self.site
         self.upgrade(
-            DrainingWebSocket.fromTwisted(protocol, site.drain, site.webSocketPolicy)
+            DrainingWebSocket.fromTwisted(
+                protocol, site.drain, site.webSocketPolicy, site.clientTally
+            )
         )
 
     def upgrade(self, protocol: UpgradedProtocol) -> None:
@@ -474,6 +561,121 @@ class DrainingChannel(HTTPChannel):
         if self._state in _LONG_LIVED:
             self._drain.longLived.ended(self._state.value, "cut")
         self.abortConnection()
+
+    # The deadlines, drain or no drain.
+
+    def _headDeadline(self) -> None:
+        self._headCall = None
+        startedAt = self._headStartedAt
+        state = self._state
+        header = self._timeouts.header
+        if (
+            startedAt is None
+            or header is None
+            or not (state is _IDLE or state is _RECEIVING)
+        ):
+            return
+        if state is _RECEIVING and headComplete(self):
+            # A body arriving: the head's deadline is over (cleared here
+            # rather than at the end of each head, which would cost a call
+            # per request).
+            self._headStartedAt = None
+            return
+        remaining = startedAt + header - self._seconds()
+        if remaining > 0:
+            self._headCall = self._drain.clock.callLater(remaining, self._headDeadline)
+            return
+        tally = self.site.clientTally
+        peer = self._peer()
+        if tlsHandshaking(self.transport):
+            tally.timedOut("handshake", peer=peer, timeout=header)
+            self.abortConnection()
+        elif state is _RECEIVING:
+            tally.timedOut("header", peer=peer, timeout=header)
+            self._answerAndClose(REQUEST_TIMEOUT)
+        else:
+            tally.timedOut("silent", peer=peer, timeout=header)
+            self._closeQuietly()
+
+    def timeoutConnection(self) -> None:
+        """
+        Twisted's idle timeout, the keep-alive timeout here, ran out: an
+        idle connection is closed without a word (as HTTP/1.1 allows), a
+        request body that stopped arriving is answered 408.  A request
+        head is bounded by its own, shorter deadline.
+        """
+        state = self._state
+        tally = self.site.clientTally
+        if state is _IDLE:
+            tally.timedOut("keepalive")
+            self._closeQuietly()
+        elif state is _RECEIVING:
+            tally.timedOut("body", peer=self._peer(), timeout=self.timeOut)
+            self._answerAndClose(REQUEST_TIMEOUT)
+        else:
+            HTTPChannel.timeoutConnection(self)
+
+    def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: its client takes less than is
+        written.  Twisted pauses what produces the response; the client
+        now has the write timeout to take some of it.
+        """
+        HTTPChannel.pauseProducing(self)
+        self.writeBlocked = True
+        write = self._timeouts.write
+        if write is None or self._state is _CLOSING:
+            return
+        if self._writeStall is None:
+            self._writeStall = WriteStall(
+                self._drain.clock,
+                write,
+                acknowledgedBy(self.transport),
+                self._writeStalled,
+            )
+        self._writeStall.blocked()
+
+    def resumeProducing(self) -> None:
+        """
+        The transport's buffer has emptied.
+        """
+        self.writeBlocked = False
+        if self._writeStall is not None:
+            self._writeStall.unblocked()
+        HTTPChannel.resumeProducing(self)
+
+    def _writeStalled(self) -> None:
+        self.site.clientTally.timedOut(
+            "write", peer=self._peer(), timeout=self._timeouts.write
+        )
+        if self._state in _LONG_LIVED and self._drain.draining:
+            self._drain.longLived.ended(self._state.value, "cut")
+        self.abortConnection()
+
+    def _answerAndClose(self, answer: bytes) -> None:
+        """
+        Write C{answer} (a whole response, not through a request) and close
+        so that the client reads it: what it still sends is read and
+        dropped meanwhile (see L{lingeringClose}).
+        """
+        self._state = _CLOSING
+        transport: Any = self.transport
+        deliverTo(self, _dropBytes)
+        transport.unregisterProducer()
+        transport.write(answer)
+        self._closingCall = lingeringClose(transport, self._drain.clock)
+
+    def _closeQuietly(self) -> None:
+        """
+        Close a connection that is not answering anything, and do not wait
+        for a TLS client's close_notify.
+        """
+        self.loseConnection()
+        closeBeneathTLS(self.transport)
+
+    def _peer(self) -> str:
+        transport = self.transport
+        return "?" if transport is None else str(transport.getPeer())
 
     # Idle connections while draining.
 

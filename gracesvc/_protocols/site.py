@@ -22,6 +22,7 @@ from twisted.web.server import Site
 from gracesvc._core.drain import Drain
 from gracesvc._pins.twisted_h2 import connectionOf, takeOver
 from gracesvc._protocols.answers import LongLivedKind, ResponseMetrics
+from gracesvc._protocols.deadlines import ClientTally, ConnectionTimeouts
 from gracesvc._protocols.h2 import DrainingH2Connection, H2Tally
 from gracesvc._protocols.h2limits import H2Limits
 from gracesvc._protocols.http1 import DrainingChannel
@@ -51,6 +52,7 @@ class DrainingSite(Site):
         http2: bool = False,
         h2c: bool = False,
         accessLog: bool = True,
+        timeouts: ConnectionTimeouts | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -65,10 +67,18 @@ class DrainingSite(Site):
             open with its connection preface (implies C{http2}).
         @param accessLog: whether to write each response to the access
             log.
+        @param timeouts: the deadlines of its connections (see
+            L{gracesvc._protocols.deadlines}); the defaults if L{None}.
+            The keep-alive timeout is Twisted's idle timeout: no C{timeout}
+            for L{Site} then.
         @param kwargs: passed on to L{Site}, C{reactor} among them.
         """
         super().__init__(resource, **kwargs)
         self.drain = drain
+        self.timeouts = ConnectionTimeouts() if timeouts is None else timeouts
+        self.timeOut = self.timeouts.keepAlive
+        #: what the deadlines ended, for the metrics and the log.
+        self.clientTally = ClientTally(drain.clock)
         self.metrics = metrics
         self.webSocketPolicy = (
             WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy

@@ -54,7 +54,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol, cast
+from typing import Any, Protocol
 
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -82,12 +82,16 @@ from gracesvc._core.drain import Drain
 from gracesvc._core.tally import LongLivedOutcome
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import webSocketParts
+from gracesvc._protocols.deadlines import ClientTally
 
 #: The kind L{Drain.longLived} counts WebSockets under.
 KIND = "websocket"
 
 #: The default largest message, in bytes: 1 MiB.
 DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+
+#: The default most bytes held for a client that does not read: 4 MiB.
+DEFAULT_WRITE_LIMIT = 4 << 20
 
 #: Close codes an endpoint may send (RFC 6455 section 7.4, the IANA
 #: registry's 1012-1014, and the ranges for libraries and applications).
@@ -126,6 +130,11 @@ class WebSocketPolicy:
         uvicorn's default is 20).
     @ivar pingTimeout: seconds a keepalive ping waits for its pong before
         the WebSocket is closed with 1011.
+    @ivar writeLimit: the most bytes of messages held for a client that
+        does not take them (written while the transport's buffer is full,
+        since it last emptied); past it the connection is aborted, since
+        such a client would otherwise grow the server's memory without
+        bound.
     """
 
     closeCode: int = 1001
@@ -134,6 +143,7 @@ class WebSocketPolicy:
     maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE
     pingInterval: float | None = 20.0
     pingTimeout: float = 20.0
+    writeLimit: int = DEFAULT_WRITE_LIMIT
 
     def __post_init__(self) -> None:
         """
@@ -166,6 +176,10 @@ class WebSocketPolicy:
             raise ValueError(
                 f"the ping timeout must be > 0 seconds, got {self.pingTimeout!r}"
             )
+        if not self.writeLimit >= 1:
+            raise ValueError(
+                f"the write limit must be >= 1 byte, got {self.writeLimit!r}"
+            )
 
 
 class GoingAwayWebSocketProtocol(WebSocketProtocol, Protocol):
@@ -192,6 +206,10 @@ class Carrier(Protocol):
     registered producer.
     """
 
+    #: whether its transport's buffer is full: the client takes less than
+    #: is written.
+    writeBlocked: bool
+
     def write(self, data: bytes) -> None: ...
 
     def loseConnection(self) -> None: ...
@@ -211,10 +229,15 @@ class MessageTooBig(Exception):
 
 class MessageBuffer:
     """
-    The parts of the message being received, joined once its last part is
-    in, up to a size limit, as hypercorn's C{WebsocketBuffer}: wsproto hands
-    a message over in parts, and Twisted's own transport joins parts of any
-    size.
+    The parts of the message being received, joined as they come, up to a
+    size limit, as hypercorn's C{WebsocketBuffer}: wsproto hands a message
+    over in parts (one or more a frame), and Twisted's own transport joins
+    parts of any size.
+
+    The parts are appended to one C{bytearray} (text as UTF-8, which wsproto
+    has checked), not kept in a list: a message of a million two-byte
+    fragments would otherwise hold a million objects, twenty times its
+    size.  A message that comes whole is handed on as it came.
 
     Past the limit the message is dropped, and so is every part after it:
     the connection is closing.
@@ -225,8 +248,7 @@ class MessageBuffer:
         @param maxSize: the largest message, in bytes (UTF-8 for text).
         """
         self.maxSize = maxSize
-        self._parts: list[str | bytes | bytearray] = []
-        self._size = 0
+        self._parts: bytearray | None = None
         self._overflowed = False
 
     def add(self, event: TextMessage | BytesMessage) -> str | bytes | None:
@@ -240,18 +262,23 @@ class MessageBuffer:
         if self._overflowed:
             return None
         data = event.data
-        self._size += len(data.encode("utf-8") if isinstance(data, str) else data)
-        if self._size > self.maxSize:
+        text = isinstance(data, str)
+        part = data.encode("utf-8") if isinstance(data, str) else data
+        parts = self._parts
+        size = len(part) + (0 if parts is None else len(parts))
+        if size > self.maxSize:
             self._overflowed = True
-            self._parts = []
-            raise MessageTooBig(self._size)
-        self._parts.append(data)
+            self._parts = None
+            raise MessageTooBig(size)
+        if parts is None:
+            if event.message_finished:
+                return data if isinstance(data, str) else bytes(data)
+            parts = self._parts = bytearray()
+        parts += part
         if not event.message_finished:
             return None
-        parts, self._parts, self._size = self._parts, [], 0
-        if isinstance(data, str):
-            return "".join(cast(list[str], parts))
-        return b"".join(cast(list[bytes], parts))
+        self._parts = None
+        return parts.decode("utf-8") if text else bytes(parts)
 
 
 class Keepalive:
@@ -380,6 +407,7 @@ class DrainingWebSocket:
         application: WebSocketProtocol,
         drain: Drain,
         policy: WebSocketPolicy,
+        tally: ClientTally | None = None,
     ) -> None:
         """
         @param connection: the wsproto connection, its handshake done.
@@ -388,11 +416,17 @@ class DrainingWebSocket:
         @param drain: the drain that tells it when to go, and counts how it
             ended.
         @param policy: how it closes.
+        @param tally: counts (and logs) a client aborted for taking nothing
+            of what it is sent (see L{WebSocketPolicy.writeLimit}).
         """
         self.connection = connection
         self.application = application
         self.drain = drain
         self.policy = policy
+        self.tally = tally
+        #: bytes written since the transport's buffer was last found not
+        #: full.
+        self._held = 0
         self._state = _OPEN
         self._told = False
         self._outcome: LongLivedOutcome | None = None
@@ -409,7 +443,11 @@ class DrainingWebSocket:
 
     @classmethod
     def fromTwisted(
-        cls, wire: IProtocol, drain: Drain, policy: WebSocketPolicy
+        cls,
+        wire: IProtocol,
+        drain: Drain,
+        policy: WebSocketPolicy,
+        tally: ClientTally | None = None,
     ) -> DrainingWebSocket:
         """
         @param wire: the wire protocol Twisted's C{WebSocketResource} hands
@@ -418,7 +456,7 @@ class DrainingWebSocket:
             application.
         """
         connection, application = webSocketParts(wire)
-        return cls(connection, application, drain, policy)
+        return cls(connection, application, drain, policy, tally)
 
     # What the channel does with it.
 
@@ -586,8 +624,32 @@ class DrainingWebSocket:
             self.drain.longLived.sendDropped(KIND)
 
     def _write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        transport = self.transport
+        assert transport is not None
+        if transport.writeBlocked:
+            # Held in memory until the client takes it: bounded.
+            self._held += len(data)
+            if self._held > self.policy.writeLimit:
+                self._clientNotReading()
+                return
+        elif self._held:
+            self._held = 0
+        transport.write(data)
+
+    def _clientNotReading(self) -> None:
+        """
+        What is held for the client passed the write limit: it takes
+        nothing (or less than the application sends), and nothing more will
+        reach it, a Close frame included.  Abort.
+        """
+        if self.tally is not None:
+            transport: Any = self.transport
+            self.tally.timedOut(
+                "buffer", peer=str(transport.getPeer()), limit=self.policy.writeLimit
+            )
+        if self._told:
+            self._ended("cut")
+        self._abortTransport()
 
     def _close(self, code: int, reason: str) -> None:
         """

@@ -422,10 +422,13 @@ class Master(Service):
         self.sockets = list(self._openSockets())
         for shared in self.sockets:
             self.drain.addListener(shared)  # type: ignore[arg-type]
+            backlog = shared.backlog()
             self.log.info(
-                "gracesvc master listening on {description} ({address})",
+                "gracesvc master listening on {description} ({address}), "
+                "backlog {backlog}",
                 description=shared.description,
                 address=shared.address(),
+                backlog="unknown" if backlog is None else backlog,
             )
 
     def startService(self) -> None:

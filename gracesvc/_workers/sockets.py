@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from gracesvc._pins.twisted import ListeningSpec
+from gracesvc._process.backlog import Backlog, effectiveBacklog
 from gracesvc._process.service import ListenFailed
 
 
@@ -48,12 +49,14 @@ class SharedSocket:
         unlinkPath: str | None = None,
         slot: int | None = None,
         tls: bool = False,
+        askedBacklog: int | None = None,
     ) -> None:
         """
         @param slot: the one worker slot that adopts it (a C{--reuse-port}
             socket of that slot's own), or L{None} for every worker.
         @param tls: whether the workers serve TLS on it (an C{ssl:}
             listener, whose certificate each worker reads).
+        @param askedBacklog: the backlog it listens with, if known.
         """
         self.description = description
         self.slot = slot
@@ -61,10 +64,18 @@ class SharedSocket:
         self.socket = sock
         self.family = int(sock.family)
         self.unlinkPath = unlinkPath
+        self.askedBacklog = askedBacklog
         self.closed = False
 
     def fileno(self) -> int:
         return self.socket.fileno()
+
+    def backlog(self) -> int | None:
+        """
+        @return: the backlog the kernel gives it, if that can be known (see
+            L{effectiveBacklog}).
+        """
+        return effectiveBacklog(self.socket, self.askedBacklog)
 
     def address(self) -> str:
         """
@@ -95,7 +106,11 @@ class SharedSocket:
 
 
 def openSharedSocket(
-    description: str, spec: ListeningSpec, slot: int | None = None, tls: bool = False
+    description: str,
+    spec: ListeningSpec,
+    slot: int | None = None,
+    tls: bool = False,
+    adoptedBacklog: Backlog | None = None,
 ) -> SharedSocket:
     """
     Create the socket C{spec} describes (see
@@ -104,6 +119,9 @@ def openSharedSocket(
     @param slot: with C{SO_REUSEPORT}, for this worker slot alone (TCP
         only); L{None}: one socket for every worker.
     @param tls: whether the workers serve TLS on it (see L{SharedSocket}).
+    @param adoptedBacklog: for a socket inherited from a service manager
+        (C{systemd:}), the backlog to apply (see L{Backlog.adopt}); the
+        others listen with the backlog of their spec.
     @raise OSError: it cannot be created (a port in use, say).
     """
     if spec[0] == "tcp":
@@ -121,7 +139,7 @@ def openSharedSocket(
         except OSError:
             sock.close()
             raise
-        return SharedSocket(description, sock, slot=slot, tls=tls)
+        return SharedSocket(description, sock, slot=slot, tls=tls, askedBacklog=backlog)
     if spec[0] == "unix":
         _, path, backlog, mode = spec  # type: ignore[misc]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,11 +155,16 @@ def openSharedSocket(
         except OSError:
             sock.close()
             raise
-        return SharedSocket(description, sock, unlinkPath=path)
+        return SharedSocket(description, sock, unlinkPath=path, askedBacklog=backlog)
     _, fd, family = spec  # type: ignore[misc]
-    return SharedSocket(
-        description, socket.socket(family, socket.SOCK_STREAM, fileno=fd)
-    )
+    inherited = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+    if adoptedBacklog is not None:
+        try:
+            adoptedBacklog.adopt(inherited)
+        except OSError:
+            inherited.close()
+            raise
+    return SharedSocket(description, inherited)
 
 
 def reusePortSockets(
@@ -173,12 +196,17 @@ def reusePortSockets(
 
 
 def openSharedSockets(
-    listeners: Sequence[SocketSpec], workers: int, reusePort: bool
+    listeners: Sequence[SocketSpec],
+    workers: int,
+    reusePort: bool,
+    adoptedBacklog: Backlog | None = None,
 ) -> list[SharedSocket]:
     """
     Create the sockets of every listener: one each, or with C{reusePort}
     one per worker slot for a TCP listener (see L{reusePortSockets}).
 
+    @param adoptedBacklog: the backlog for the sockets inherited from a
+        service manager (see L{openSharedSocket}).
     @raise ListenFailed: one cannot be created (a port in use, say); those
         made are closed.
     """
@@ -188,7 +216,11 @@ def openSharedSockets(
             if reusePort and spec[0] == "tcp":
                 opened += reusePortSockets(description, spec, workers, tls=tls)
             else:
-                opened.append(openSharedSocket(description, spec, tls=tls))
+                opened.append(
+                    openSharedSocket(
+                        description, spec, tls=tls, adoptedBacklog=adoptedBacklog
+                    )
+                )
         except OSError as e:
             for shared in opened:
                 shared.stopListening()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import error
@@ -50,7 +51,9 @@ from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._apps.demo import GraceApp
 from gracesvc._core.drain import Drain
 from gracesvc._metrics.registry import Metrics
+from gracesvc._protocols.deadlines import ConnectionTimeouts
 from gracesvc._protocols.http1 import DrainingChannel
+from gracesvc._protocols.limits import ConnectionLimit, LimitedFactory
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 
@@ -219,7 +222,9 @@ class Client:
     ) -> None:
         self.wire = wire
         self.protocol = AccumulatingProtocol() if protocol is None else protocol
-        self.server: DrainingChannel = wire.site.buildProtocol(
+        # Past a Wire's connection limit, the server is the refusal's
+        # protocol, not a channel.
+        self.server: DrainingChannel = wire.factory.buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 40000)
         )
         server = IPv4Address("TCP", "127.0.0.1", 8080)
@@ -465,6 +470,8 @@ class Wire:
         webSocketPolicy: WebSocketPolicy | None = None,
         tick: float = 0.5,
         h2c: bool = False,
+        timeouts: ConnectionTimeouts | None = None,
+        maxConnections: int | None = None,
     ) -> None:
         """
         @param h2c: whether the site serves HTTP/2 too (to clients that open
@@ -486,6 +493,10 @@ class Wire:
             defaults if L{None}.
         @param tick: the seconds between two ticks of the demo app's
             C{/events} and C{/poll}, when C{resource} is not given.
+        @param timeouts: the deadlines of the site's connections (the
+            request head, keep-alive, writes); the defaults if L{None}.
+        @param maxConnections: the most connections served at once (see
+            L{gracesvc._protocols.limits}); no limit if L{None}.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -506,7 +517,16 @@ class Wire:
             webSocketPolicy=webSocketPolicy,
             reactor=self.clock,
             h2c=h2c,
+            timeouts=timeouts,
         )
+        #: what builds each connection's protocol: the site, behind the
+        #: connection limit if there is one.
+        self.factory: Any = self.site
+        if maxConnections is not None:
+            self.limit = ConnectionLimit(
+                maxConnections, lambda: self.drain.connections, self.clock
+            )
+            self.factory = LimitedFactory(self.site, self.limit)
         self.clients: list[Client] = []
 
     def connect(self) -> Client:

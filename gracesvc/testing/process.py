@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -82,14 +83,23 @@ class Process:
         env: dict[str, str] | None = None,
         passFds: Sequence[int] = (),
         newSession: bool = False,
+        openFiles: int | None = None,
     ) -> None:
         """
         @param newSession: start it in a session (and process group) of its
             own, so that a test can signal the group.
+        @param openFiles: its limit on open descriptors (soft and hard, as
+            C{ulimit -n} sets them), if not this process's.
         """
         self.directory = tempfile.mkdtemp(prefix=prefix)
         self.logPath = os.path.join(self.directory, "output.log")
         self._log = open(self.logPath, "wb")
+
+        def preexec() -> None:
+            _defaultSigint()
+            if openFiles is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (openFiles, openFiles))
+
         self.process = subprocess.Popen(
             argv,
             cwd=self.directory,
@@ -98,7 +108,7 @@ class Process:
             stdin=subprocess.DEVNULL,
             env=env,
             pass_fds=passFds,
-            preexec_fn=_defaultSigint,
+            preexec_fn=preexec,
             start_new_session=newSession,
         )
         self.pid = self.process.pid
@@ -171,12 +181,14 @@ class Twistd(Process):
         plugin: str = "gracesvc",
         reactor: str | None = None,
         newSession: bool = False,
+        openFiles: int | None = None,
     ) -> None:
         """
         @param args: options for the plugin.
         @param reactor: twistd's C{--reactor} (C{asyncio}, say), if not the
             default.
         @param newSession: see L{Process.__init__}.
+        @param openFiles: see L{Process.__init__}.
         """
         self.port = port if port is not None else freePort()
         if listen is None:
@@ -188,7 +200,9 @@ class Twistd(Process):
         for description in listen:
             argv += ["--listen", description]
         argv += list(args)
-        super().__init__(argv, env=env, passFds=passFds, newSession=newSession)
+        super().__init__(
+            argv, env=env, passFds=passFds, newSession=newSession, openFiles=openFiles
+        )
 
     def waitUntilServing(self, timeout: float = 15.0, path: str = "/healthz") -> Twistd:
         """
@@ -453,11 +467,13 @@ def connectRefused(port: int) -> bool:
     @return: whether a connection to C{port} is refused right now.  A
         connect that times out is not refused: its SYN found the accept
         queue full (the probes of L{waitUntilRefused} fill it when the
-        server is slow to accept) and waits for a retransmission.
+        server is slow to accept) and waits for a retransmission.  One
+        reset as it completes is: the listening socket closed with it in
+        its queue.
     """
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=0.5)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     except TimeoutError:
         return False
@@ -845,3 +861,64 @@ class CurlStream:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+# What a process holds, read from /proc (Linux), for the tests and benchmarks
+# of what clients make a server hold.
+
+
+def residentMemory(pid: int) -> int:
+    """
+    @return: the resident memory of process C{pid}, in bytes (C{VmRSS}).
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS for {pid}")
+
+
+def openDescriptors(pid: int) -> int:
+    """
+    @return: how many file descriptors process C{pid} has open.
+    """
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    @return: the CPU time process C{pid} has used so far, user and system,
+        all its threads.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def listenBacklogs(address: int | str) -> list[int]:
+    """
+    @param address: a TCP port, or the path of a Unix socket.
+    @return: the backlog the kernel gives each socket listening there
+        (C{ss -l}'s Send-Q; several for a port with C{SO_REUSEPORT}).
+    """
+    if isinstance(address, int):
+        command, column = ["ss", "-ltnH", f"sport = :{address}"], 2
+    else:
+        command, column = ["ss", "-lxH", "src", address], 3
+    output = subprocess.run(
+        command, capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    return [int(line.split()[column]) for line in output.splitlines() if line.strip()]
+
+
+def webSocketUpgrade(path: str) -> bytes:
+    """
+    @return: a WebSocket opening handshake for C{path}, for a raw socket.
+    """
+    key = base64.b64encode(os.urandom(16))
+    return (
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: test\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )

@@ -287,3 +287,36 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn(
             "replacement started after", self.row(output, "SIGKILL one worker")
         )
+
+    def test_hostile(self) -> None:
+        """
+        Every attack runs against both servers and is measured; gracesvc
+        meets the targets the smoke sizes can show.
+        """
+        output = self.runBench("hostile")
+        for attack in [
+            "storm: 300 connects",
+            "slow: 20 heads at 1 byte/s",
+            "limit: 40 connections, limit 20",
+            "emfile: ulimit -n 128, 300 connects held",
+            "wspush: 20 MiB to a WebSocket that never reads",
+            "fragments: 65536 B in 2-byte fragments",
+            "stall: a 1 GiB download never read",
+        ]:
+            row = self.row(output, attack)
+            self.assertIn("| gracesvc", row)
+        self.assertRegex(self.row(output, "slow: 20 heads"), r"\| 20/20 +\| 20/20")
+        self.assertIn("closed 1009", self.row(output, "fragments: 65536 B"))
+        # One HTTP/2 attack, or a row saying bench/_h2attacks.py is not here.
+        self.assertRegex(output, r"\| h2: ")
+
+    def test_soak(self) -> None:
+        """
+        The mixed traffic runs across reloads and the processes are
+        measured; HTTP/1.1, WebSockets and event streams lose nothing.
+        """
+        output = self.runBench("soak")
+        for kind in ["http/1.1", "websocket", "event stream"]:
+            self.assertRegex(self.row(output, kind), r"\| 0 +\| yes")
+        self.assertRegex(output, r"reloads: [12] ")
+        self.assertIn("| master, between reloads", output)

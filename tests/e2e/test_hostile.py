@@ -9,14 +9,14 @@ slow one, one that stalls in a body, one that never reads) cannot hold the
 drain past the cap: the process exits within C{--shutdown-timeout} of the
 signal.
 
-Without a drain, only Twisted's L{HTTPChannel} limits them: its idle timeout
-(C{timeOut}, 60 s) is reset by every byte received, so a client sending a
-byte every few hundred milliseconds is never timed out; a client that stalls
-in a body is closed after 60 s; a client that never reads is closed 60 s
-after its last answer, and aborted C{abortTimeout} (15 s) later since what is
-left cannot be flushed.  Once a stop signal arrives, the drain's cut (a 503
-for an unanswered request, an abort for a request still arriving) and its
-cap (an abort for what cannot be flushed) bound them all.
+Without a drain, gracesvc's deadlines bound them (see
+C{tests/e2e/test_openinternet.py}): a request head must arrive within
+C{--header-timeout} (10 s) of its first byte, a body that stalls is closed
+after C{--keep-alive-timeout} (75 s), a client that takes nothing of its
+answers is aborted after C{--write-timeout} (60 s).  The tests here run
+shorter than those: once a stop signal arrives, the drain's cut (a 503 for
+an unanswered request, an abort for a request still arriving) and its cap
+(an abort for what cannot be flushed) bound them all.
 """
 
 from __future__ import annotations
@@ -211,8 +211,8 @@ class ShortBodyTests(HostileTestCase):
 
     def test_bodyShorterThanAnnouncedThenStall(self) -> None:
         """
-        The server waits for the rest of the body (Twisted's idle timeout,
-        60 s, would close it); the service serves others meanwhile; at the
+        The server waits for the rest of the body (the keep-alive timeout,
+        75 s, would answer it 408); the service serves others meanwhile; at the
         drain's cut the stalled connection is aborted, so it does not hold
         the exit.
         """

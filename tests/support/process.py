@@ -64,3 +64,9 @@ class FakeProcess:
 
     def startupDone(self) -> None:
         self.startups += 1
+
+    #: what L{openFilesLimit} says the limit on open descriptors is.
+    openFiles = 1024
+
+    def openFilesLimit(self, reactor: object) -> int:
+        return self.openFiles

@@ -27,8 +27,10 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from gracesvc import tap
-from gracesvc._config import DemoApp, WSGIApp
+from gracesvc._config import ClientLimits, DemoApp, WSGIApp
+from gracesvc._process.backlog import Backlog, defaultBacklog
 from gracesvc._process.service import GracefulService
+from gracesvc._protocols.deadlines import ConnectionTimeouts
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import WebSocketPolicy
 from gracesvc.testing import Wire, get
@@ -625,8 +627,16 @@ class WorkersOptionTests(SynchronousTestCase):
         self.assertEqual(
             list(options.config.workers.sockets),
             [
-                (description, ("tcp", socket.AF_INET, "127.0.0.1", 8443, 50), True),
-                ("tcp:8080", ("tcp", socket.AF_INET, "", 8080, 50), False),
+                (
+                    description,
+                    ("tcp", socket.AF_INET, "127.0.0.1", 8443, defaultBacklog()),
+                    True,
+                ),
+                (
+                    "tcp:8080",
+                    ("tcp", socket.AF_INET, "", 8080, defaultBacklog()),
+                    False,
+                ),
             ],
         )
         self.assertFalse([a for a in options.workerArguments() if "ssl" in a])
@@ -797,3 +807,129 @@ class WorkersOptionTests(SynchronousTestCase):
         service = tap.makeService(options, FakeProcess(signals))
         self.assertIsInstance(service, Master)
         self.assertIsNot(signals.handlers[SIGTERM], signal.SIG_DFL)
+
+
+# The open internet: what clients may take.
+
+
+class ClientLimitOptionsTests(SynchronousTestCase):
+    def assertRejected(self, message: str, *argv: str) -> None:
+        OptionsTests.assertRejected(self, message, *argv)  # type: ignore[arg-type]
+
+    def test_defaults(self) -> None:
+        """
+        The kernel's largest backlog or 2,048; a request head in 10 s; idle
+        keep-alive connections closed after 75 s; writes that stall 60 s
+        aborted; a connection limit from the open files limit (decided when
+        the service is made); 4 MiB held for a WebSocket client that does
+        not read.
+        """
+        options = parse()
+        self.assertEqual(
+            options.config.limits,
+            ClientLimits(
+                backlog=Backlog(defaultBacklog()),
+                timeouts=ConnectionTimeouts(header=10, keepAlive=75, write=60),
+                maxConnections=None,
+            ),
+        )
+        self.assertEqual(options.config.webSocketPolicy.writeLimit, 4 << 20)
+        [(_, endpoint)] = options.config.endpoints
+        self.assertEqual(cast(Any, endpoint)._backlog, defaultBacklog())
+
+    def test_values(self) -> None:
+        options = parse(
+            "--backlog",
+            "100",
+            "--header-timeout",
+            "5",
+            "--keep-alive-timeout",
+            "620",
+            "--write-timeout",
+            "0",
+            "--max-connections",
+            "500",
+            "--ws-write-limit",
+            "1000",
+            "--listen",
+            "tcp:8080",
+            "--listen",
+            "unix:/tmp/g.sock:backlog=7",
+            "--metrics-listen",
+            "tcp:9100",
+        )
+        limits = options.config.limits
+        self.assertEqual(limits.backlog, Backlog(100, given=True))
+        self.assertEqual(
+            limits.timeouts, ConnectionTimeouts(header=5, keepAlive=620, write=None)
+        )
+        self.assertEqual(limits.maxConnections, 500)
+        self.assertEqual(options.config.webSocketPolicy.writeLimit, 1000)
+        # The descriptions stay as given; a listener's own backlog wins.
+        self.assertEqual(
+            [(d, cast(Any, e)._backlog) for d, e in options.config.endpoints],
+            [("tcp:8080", 100), ("unix:/tmp/g.sock:backlog=7", 7)],
+        )
+        assert options.config.metricsEndpoint is not None
+        self.assertEqual(cast(Any, options.config.metricsEndpoint[1])._backlog, 100)
+
+    def test_zeroMeansNoLimit(self) -> None:
+        limits = parse(
+            "--header-timeout",
+            "0",
+            "--keep-alive-timeout",
+            "0",
+            "--max-connections",
+            "0",
+        ).config.limits
+        self.assertEqual(
+            (limits.timeouts.header, limits.timeouts.keepAlive, limits.maxConnections),
+            (None, None, 0),
+        )
+
+    def test_badValues(self) -> None:
+        for message, argv in [
+            (
+                "--backlog: expected a number of connections >= 1, got '0'",
+                ["--backlog", "0"],
+            ),
+            ("--backlog: expected a number of connections", ["--backlog", "many"]),
+            (
+                "--max-connections: expected a number of connections >= 0, got '-1'",
+                ["--max-connections", "-1"],
+            ),
+            (
+                "--header-timeout: expected a number of seconds >= 0, got '-1'",
+                ["--header-timeout", "-1"],
+            ),
+            ("--keep-alive-timeout: expected", ["--keep-alive-timeout", "inf"]),
+            ("--write-timeout: expected", ["--write-timeout", "soon"]),
+            (
+                "--ws-write-limit: expected a number of bytes >= 1, got '4M'",
+                ["--ws-write-limit", "4M"],
+            ),
+        ]:
+            self.assertRejected(message, *argv)
+
+    def test_workers(self) -> None:
+        """
+        The master makes the sockets with the backlog; every worker gets the
+        rest, and its own connection limit.
+        """
+        options = parse(
+            "--workers",
+            "2",
+            "--backlog",
+            "300",
+            "--max-connections",
+            "50",
+            "--header-timeout",
+            "3",
+        )
+        assert options.config.workers is not None
+        [shared] = options.config.workers.sockets
+        self.assertEqual(shared.spec[-1], 300)
+        arguments = options.workerArguments()
+        self.assertNotIn("--backlog=300", arguments)
+        self.assertIn("--max-connections=50", arguments)
+        self.assertIn("--header-timeout=3", arguments)

@@ -30,6 +30,7 @@ from gracesvc._apps.compose import OperationalRoot
 from gracesvc._apps.load import AppFactory
 from gracesvc._config import ResourceApp, ServeConfig
 from gracesvc._metrics.tree import TreeMetricsResource
+from gracesvc._process.backlog import Backlog
 from gracesvc._process.service import TwistdService
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._wiring import serve, serveMaster
@@ -122,6 +123,52 @@ class ServeOneTests(SynchronousTestCase):
         self.assertTrue(line.startswith("twistd gracesvc: error: --app 'broken:make'"))
 
 
+class ClientLimitsTests(SynchronousTestCase):
+    def serve(self, *argv: str, openFiles: int = 1024) -> TwistdService:
+        reactor = FakeReactor()
+        process = FakeProcess(FakeSignals())
+        process.openFiles = openFiles
+        service = serve(configured(reactor, *argv), reactor, process)
+        assert isinstance(service, TwistdService)
+        return service
+
+    def test_connectionLimitFromTheOpenFilesLimit(self) -> None:
+        """
+        By default the connection limit is the open files limit (raised as
+        far as it goes) less a fifth, and the metrics say so.
+        """
+        service = self.serve(openFiles=1024)
+        assert service.connectionLimit is not None
+        self.assertEqual(service.connectionLimit.maximum, 820)
+        limit = self.serve("--max-connections", "7").connectionLimit
+        self.assertEqual(limit.maximum if limit else None, 7)
+        self.assertIsNone(self.serve("--max-connections", "0").connectionLimit)
+
+    def test_timeoutsAndMetrics(self) -> None:
+        service = self.serve("--header-timeout", "3", "--keep-alive-timeout", "620")
+        site = service.factory
+        assert isinstance(site, DrainingSite)
+        self.assertEqual((site.timeouts.header, site.timeOut), (3.0, 620.0))
+        client = Wire(resource=site.resource).connect()
+        client.send(get("/metrics"))
+        scraped = samples(client.responses[0].body)
+        self.assertEqual(scraped[("gracesvc_connection_limit", ())], 820)
+        self.assertEqual(
+            scraped[("gracesvc_client_timeouts_total", (("kind", "header"),))], 0
+        )
+        self.assertEqual(
+            scraped[("gracesvc_accept_errors_total", (("error", "EMFILE"),))], 0
+        )
+
+    def test_backlogForAdoptedSockets(self) -> None:
+        """
+        One process applies the backlog to the sockets it adopts from a
+        service manager; a worker's sockets are its master's, backlog and
+        all.
+        """
+        self.assertEqual(self.serve("--backlog", "9").backlog, Backlog(9, given=True))
+
+
 class ServeWorkerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = FakeReactor()
@@ -159,6 +206,8 @@ class ServeWorkerTests(SynchronousTestCase):
         self.assertEqual([d for d, _ in self.service.endpoints], ["tcp:8080"])
         self.assertEqual(self.signals.handlers[signal.SIGHUP], signal.SIG_IGN)
         self.assertTrue(self.service.stopSignals._joinStartedDrain)
+        # Its sockets are its master's, backlog and all.
+        self.assertIsNone(self.service.backlog)
 
     def test_metricsForTheMaster(self) -> None:
         """

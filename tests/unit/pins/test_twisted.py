@@ -9,17 +9,20 @@ of L{gracesvc._pins.twisted} it pins, and adapt it to the new Twisted.
 from __future__ import annotations
 
 import dis
+import errno
 import os
 import socket
 from signal import SIGINT, SIGTERM
-from typing import cast
+from typing import Any, cast
 
 from twisted import test as twistedTests
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Port
 from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
@@ -105,6 +108,17 @@ class HTTPChannelTests(SynchronousTestCase):
         self.assertEqual(len(c.received), 1)
         _twisted.resumeParsing(c)
         self.assertEqual(len(c.received), 2)
+
+    def test_lineModeEndsWithTheHead(self) -> None:
+        """
+        C{LineReceiver.line_mode}: set while a head is read, cleared at its
+        blank line, for its body.
+        """
+        c, _ = channel()
+        c.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n")
+        self.assertFalse(_twisted.headComplete(c))
+        c.dataReceived(b"\r\nab")
+        self.assertTrue(_twisted.headComplete(c))
 
     def test_notificationsListHoldsNotifyFinishDeferreds(self) -> None:
         """
@@ -584,3 +598,175 @@ class AsyncioReactorTests(SynchronousTestCase):
         reactor = AsyncioSelectorReactor(loop)
         self.assertIs(asyncioLoopOf(reactor), loop)
         self.assertRaises(TypeError, asyncioLoopOf, object())
+
+
+class _Listener:
+    """
+    A listening socket whose C{accept()} fails with each errno of
+    C{errors}, then returns C{clients}, then has nothing more.
+    """
+
+    def __init__(self, errors: list[int], clients: int = 0) -> None:
+        self.errors = errors
+        self.clients = clients
+        self.closed = 0
+
+    def accept(self) -> tuple[object, tuple[str, int]]:
+        if self.errors:
+            error = self.errors.pop(0)
+            raise OSError(error, os.strerror(error))
+        if self.clients:
+            self.clients -= 1
+            listener = self
+
+            class Client:
+                def close(self) -> None:
+                    listener.closed += 1
+
+            return Client(), ("127.0.0.1", 40000 + self.clients)
+        raise BlockingIOError(errno.EAGAIN, "no more")
+
+
+class _Reserve:
+    """
+    Twisted's reserved descriptor, available.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def available(self) -> bool:
+        return True
+
+    def reserve(self) -> None:
+        self.calls.append("reserve")
+
+    def __enter__(self) -> None:
+        self.calls.append("release")
+
+    def __exit__(self, *exc: object) -> None:
+        self.reserve()
+
+
+class AcceptErrorTests(SynchronousTestCase):
+    """
+    What L{twisted.internet.tcp.Port} logs about its accept errors, and
+    where: L{_twisted.observeAcceptErrors}.
+    """
+
+    def observedPort(self, listener: _Listener) -> tuple[Port, list[dict[str, object]]]:
+        events: list[dict[str, object]] = []
+        port = Port(0, Factory.forProtocol(Protocol))
+        port.socket = listener
+        port.numberAccepts = 10
+        self.assertTrue(
+            _twisted.observeAcceptErrors(port, cast(ILogObserver, events.append))
+        )
+        return port, events
+
+    def test_emfileWithTheReserve(self) -> None:
+        """
+        C{_accept}, C{_reservedFD} and C{Port._logger}: EMFILE with the
+        reserve available releases it, closes each waiting client, and
+        reserves it again, logging each step through the port's logger.
+        """
+        reserve = _Reserve()
+        self.patch(tcp, "_reservedFD", reserve)
+        listener = _Listener([errno.EMFILE], clients=2)
+        port, events = self.observedPort(listener)
+        port.doRead()
+        self.assertEqual(
+            [e["log_format"] for e in events],
+            [
+                _twisted.EMFILE_RELEASING,
+                _twisted.EMFILE_CLOSED,
+                _twisted.EMFILE_CLOSED,
+                _twisted.EMFILE_RERESERVING,
+            ],
+        )
+        self.assertEqual(listener.closed, 2)
+        self.assertEqual(reserve.calls, ["release", "reserve"])
+
+    def test_otherErrorsLeaveTheClientQueued(self) -> None:
+        """
+        EMFILE without the reserve, ENFILE, ENOBUFS: logged with the errno's
+        name, nothing accepted.
+        """
+
+        class NoReserve:
+            def available(self) -> bool:
+                return False
+
+        self.patch(tcp, "_reservedFD", NoReserve())
+        for error, name in [(errno.EMFILE, "EMFILE"), (errno.ENFILE, "ENFILE")]:
+            port, events = self.observedPort(_Listener([error], clients=1))
+            port.doRead()
+            [event] = events
+            self.assertEqual(event["log_format"], _twisted.ACCEPT_FAILED)
+            self.assertEqual(event["acceptError"], name)
+
+    def test_theReserveLogsThroughItsClassLogger(self) -> None:
+        """
+        C{_FileDescriptorReservation._log}: a reserve that cannot be had
+        logs one of L{_twisted.RESERVE_FAILED}.
+        """
+        from twisted.internet.tcp import _FileDescriptorReservation
+
+        self.patch(_FileDescriptorReservation, "_log", _FileDescriptorReservation._log)
+        events: list[dict[str, object]] = []
+        _twisted.observeReserveErrors(cast(ILogObserver, events.append))
+
+        def noDescriptor() -> Any:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        _FileDescriptorReservation(noDescriptor).reserve()
+        [event] = events
+        self.assertIn(event["log_format"], _twisted.RESERVE_FAILED)
+
+    def test_notAPort(self) -> None:
+        self.assertFalse(
+            _twisted.observeAcceptErrors(
+                cast(IListeningPort, object()), cast(ILogObserver, print)
+            )
+        )
+
+
+class EndpointDescriptionTests(SynchronousTestCase):
+    def test_keywords(self) -> None:
+        """
+        C{endpoints._parse}: the C{key=value} parameters of a description,
+        escaped colons honoured.
+        """
+        self.assertEqual(
+            _twisted.endpointKeywords("tcp:8080:interface=127.0.0.1:backlog=5"),
+            {"interface": "127.0.0.1", "backlog": "5"},
+        )
+        self.assertEqual(_twisted.endpointKeywords("unix:/run/a\\:b.sock"), {})
+
+
+class CloseAtOnceTests(SynchronousTestCase):
+    def test_descriptorFreedBeforeTheNextTurn(self) -> None:
+        """
+        C{tcp.Connection.abortConnection} closes its socket only on the
+        reactor's next turn, and its C{_closeSocket} tolerates a socket
+        closed already: L{_twisted.closeAtOnce} frees it now.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        reactor = MemoryReactorClock()
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        lost: list[object] = []
+
+        class Recording(Protocol):
+            def connectionLost(self, reason: object = None) -> None:
+                lost.append(reason)
+
+        connection = tcp.Connection(a, Recording(), reactor)
+        connection.connected = True
+        _twisted.closeAtOnce(connection)
+        self.assertEqual(a.fileno(), -1)
+        self.assertEqual(lost, [])
+        reactor.advance(0)
+        self.assertEqual(len(lost), 1)
+        self.assertEqual(b.recv(10), b"")

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
@@ -23,6 +24,7 @@ from zope.interface import implementer
 
 from gracesvc._process.service import GracefulService, ListenFailed, TwistdService
 from gracesvc._process.signals import StopSignals
+from gracesvc._protocols.limits import ConnectionLimit, LimitedFactory
 from tests.support.service import (
     FakeReactor,
     FakeSignals,
@@ -66,6 +68,45 @@ class ListeningTests(SynchronousTestCase):
         service.startService()
         self.assertEqual([p for p, *_ in reactor.tcpServers], [8080, 8443])
         self.assertEqual(len(reactor.triggers["before"]["shutdown"]), 1)
+
+    def test_connectionLimitAtEveryListener(self) -> None:
+        """
+        With a connection limit, every drained listener serves the factory
+        behind one L{LimitedFactory}; the service's factory is still the
+        one it was given, and the auxiliary listeners are not limited.
+        """
+        reactor = FakeReactor()
+        plain = makeService(reactor, "tcp:80")
+        limit = ConnectionLimit(10, lambda: 0, reactor)
+        service = GracefulService(
+            plain.factory,
+            [*plain.endpoints, ("tcp:443", serverFromString(reactor, "tcp:443"))],
+            plain.drain,
+            reactor,
+            auxiliaryEndpoints=[
+                ("tcp:9100", serverFromString(reactor, "tcp:9100"), Factory())
+            ],
+            connectionLimit=limit,
+        )
+        service.startService()
+        [first, second, metrics] = [f for _, f, *_ in reactor.tcpServers]
+        assert isinstance(first, LimitedFactory)
+        self.assertIs(first, second)
+        self.assertIs(first.wrapped, service.factory)
+        self.assertIs(first.limit, limit)
+        self.assertNotIsInstance(metrics, LimitedFactory)
+
+    def test_listeningLineSaysTheBacklog(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.patch(
+            GracefulService, "log", Logger(observer=cast(ILogObserver, events.append))
+        )
+        service = makeService(FakeReactor(), "tcp:80")
+        service.startService()
+        [line] = [e["log_format"].format(**e) for e in events]
+        self.assertIn("gracesvc listening on tcp:80", line)
+        # A memory reactor's port has no socket to ask.
+        self.assertTrue(line.endswith(", backlog unknown"), line)
 
     def test_listenFailureNamesTheEndpoint(self) -> None:
         service = makeService(portInUse(), "tcp:8080")

@@ -437,7 +437,8 @@ class HostileClientTests(SynchronousTestCase):
         w.clock.advance(30)
         w.flush()
         self.assertEqual(c.streams[sid].status, 200)
-        w.clock.advance(61)
+        # The idle timeout is the keep-alive timeout, 75 s.
+        w.clock.advance(76)
         w.flush()
         self.assertEqual(kinds(c)[-2:], ["PING", "GOAWAY"])
         self.assertEqual(c.frames.goAways, [(sid, 0)])

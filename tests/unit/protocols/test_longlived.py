@@ -32,12 +32,12 @@ EVENT_SOURCE = "Accept: text/event-stream"
 def ticking(wire: Wire) -> list[object]:
     """
     @return: the delayed calls on the wire's clock but the connections' own
-        idle timeouts: the ticks, the polls' timeouts.
+        idle timeouts and head deadlines: the ticks, the polls' timeouts.
     """
     return [
         call
         for call in wire.clock.getDelayedCalls()
-        if "TimeoutMixin" not in repr(call)
+        if "TimeoutMixin" not in repr(call) and "_headDeadline" not in repr(call)
     ]
 
 

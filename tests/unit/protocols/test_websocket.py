@@ -10,6 +10,7 @@ import json
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
@@ -19,6 +20,7 @@ from twisted.web.websocket import WebSocketResource, WebSocketTransport
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import BytesMessage, Ping, TextMessage
 from wsproto.events import Request as WebSocketRequest
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gracesvc._core.connections import IDrainableConnection
@@ -586,6 +588,79 @@ class KeepaliveTests(SynchronousTestCase):
         self.assertEqual(client.pings, [])
 
 
+class ClientThatDoesNotReadTests(SynchronousTestCase):
+    def test_abortedPastTheWriteLimit(self) -> None:
+        """
+        While the transport's buffer is full (the client takes nothing),
+        what the application sends is held in memory up to the write limit;
+        past it the connection is aborted, counted and logged.
+        """
+        policy = WebSocketPolicy(writeLimit=4000)
+        wire, factory = recorderWire(webSocketPolicy=policy)
+        client = wire.connectWebSocket("/app/ws")
+        app = factory.built[0]
+        app.transport.sendBytesMessage(b"x" * 3000)
+        client.server.pauseProducing()
+        app.transport.sendBytesMessage(b"y" * 3000)
+        self.assertFalse(client.closed)
+        app.transport.sendBytesMessage(b"z" * 1000)
+        wire.flush()
+        self.assertTrue(client.reset)
+        self.assertEqual(wire.site.clientTally.timeouts, {"buffer": 1})
+        self.assertEqual(len(app.lost), 1)
+        self.assertEqual(wire.drain.connections, 0)
+
+    def test_aClientThatCatchesUpStartsOver(self) -> None:
+        """
+        Once the buffer has emptied, what was held before no longer counts.
+        """
+        policy = WebSocketPolicy(writeLimit=4000)
+        wire, factory = recorderWire(webSocketPolicy=policy)
+        client = wire.connectWebSocket("/app/ws")
+        app = factory.built[0]
+        for _ in range(5):
+            client.server.pauseProducing()
+            app.transport.sendBytesMessage(b"y" * 3000)
+            client.server.resumeProducing()
+            app.transport.sendBytesMessage(b"")
+        wire.flush()
+        self.assertFalse(client.closed)
+        self.assertEqual(len(client.messages), 10)
+
+    def test_anApplicationsProducerIsPausedAndResumed(self) -> None:
+        """
+        An application that sends through a producer
+        (C{WebSocketTransport.attachProducer}) is paused while the client
+        takes nothing and resumed when it has caught up: the producer is
+        registered with the connection's channel (Twisted's own transport
+        registers it with the TCP transport, which has the channel
+        already, and raises).
+        """
+        wire, factory = recorderWire()
+        client = wire.connectWebSocket("/app/ws")
+        app = factory.built[0]
+        calls: list[str] = []
+
+        @implementer(IPushProducer)
+        class Producer:
+            def pauseProducing(self) -> None:
+                calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                calls.append("resume")
+
+            def stopProducing(self) -> None:
+                calls.append("stop")
+
+        app.transport.attachProducer(Producer())
+        client.server.pauseProducing()
+        client.server.resumeProducing()
+        app.transport.detachProducer()
+        client.server.pauseProducing()
+        self.assertEqual(calls, ["pause", "resume"])
+        self.assertFalse(client.closed)
+
+
 class MessageBufferTests(SynchronousTestCase):
     def test_partsJoined(self) -> None:
         """
@@ -598,6 +673,20 @@ class MessageBufferTests(SynchronousTestCase):
         self.assertIsNone(buffer.add(BytesMessage(b"\x00", message_finished=False)))
         self.assertEqual(buffer.add(BytesMessage(b"\x01")), b"\x00\x01")
         self.assertEqual(buffer.add(TextMessage("x" * 10)), "x" * 10)
+
+    def test_manyTinyFragments(self) -> None:
+        """
+        A message of many tiny fragments meets the same limit, and is held
+        as one buffer, not as a part per fragment.
+        """
+        buffer = MessageBuffer(2000)
+        for _ in range(999):
+            self.assertIsNone(buffer.add(TextMessage("é", message_finished=False)))
+        self.assertEqual(buffer.add(TextMessage("é")), "é" * 1000)
+        for _ in range(1000):
+            buffer.add(BytesMessage(b"ab", message_finished=False))
+        with self.assertRaises(MessageTooBig):
+            buffer.add(BytesMessage(b"c", message_finished=False))
 
     def test_limitInUTF8(self) -> None:
         """
