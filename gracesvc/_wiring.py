@@ -373,6 +373,8 @@ def _asgiHTTP1(
         accessLog=config.accessLog,
         headerTimeout=config.limits.timeouts.header,
         keepAliveTimeout=config.limits.timeouts.keepAlive,
+        writeTimeout=config.limits.timeouts.write,
+        clientTally=site.clientTally,
     )
 
 

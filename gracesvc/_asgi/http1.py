@@ -95,7 +95,12 @@ from gracesvc._metrics.registry import OTHER_ROUTE
 from gracesvc._pins.twisted import bytesWaiting, closeBeneathTLS, tlsHandshaking
 from gracesvc._pins.twisted_send import eagerSocket, sendNow
 from gracesvc._protocols.answers import SERVICE_UNAVAILABLE_BODY
-from gracesvc._protocols.deadlines import ConnectionTimeouts
+from gracesvc._protocols.deadlines import (
+    ClientTally,
+    ConnectionTimeouts,
+    WriteStall,
+    acknowledgedBy,
+)
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.site import DrainingSite
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
@@ -119,6 +124,7 @@ HIGH_WATER = 65536
 #: C{--header-timeout}).
 DEFAULT_KEEP_ALIVE_TIMEOUT = ConnectionTimeouts.keepAlive
 DEFAULT_HEADER_TIMEOUT = ConnectionTimeouts.header
+DEFAULT_WRITE_TIMEOUT = ConnectionTimeouts.write
 
 #: How soon an event stream the server ends at going away asks its client
 #: to reconnect (plus up to a second of jitter).
@@ -694,6 +700,7 @@ class ASGIConnection:
         "pipeline",
         "readingPaused",
         "writePaused",
+        "_writeStall",
         "_drainWaiter",
         "lastActivity",
         "_timer",
@@ -727,6 +734,7 @@ class ASGIConnection:
         self.pipeline: deque[Cycle] = deque()
         self.readingPaused = False
         self.writePaused = False
+        self._writeStall: WriteStall | None = None
         self._drainWaiter: asyncio.Future[None] | None = None
         self.lastActivity = 0.0
         self._timer: IDelayedCall | None = None
@@ -793,6 +801,8 @@ class ASGIConnection:
         cancelCall(self._timer)
         cancelCall(self._idleCall)
         self._timer = self._idleCall = None
+        if self._writeStall is not None:
+            self._writeStall.unblocked()
         upgraded = self._upgraded
         if upgraded is not None:
             try:
@@ -1242,15 +1252,54 @@ class ASGIConnection:
     # flushed.
 
     def pauseProducing(self) -> None:
+        """
+        The transport's buffer is full: its client takes less than is
+        written.  The application's C{send} waits, and the client has the
+        write timeout to take some of it.
+        """
         self.writePaused = True
         if self._producer is not None:
             self._producer.pauseProducing()
+        timeout = self.factory.writeTimeout
+        if timeout is None or self._state is _CLOSING:
+            return
+        if self._writeStall is None:
+            self._writeStall = WriteStall(
+                self.drain.clock,
+                timeout,
+                acknowledgedBy(self.transport),
+                self._writeStalled,
+            )
+        self._writeStall.blocked()
 
     def resumeProducing(self) -> None:
         self.writePaused = False
+        if self._writeStall is not None:
+            self._writeStall.unblocked()
         self._wakeDrained()
         if self._producer is not None:
             self._producer.resumeProducing()
+
+    @property
+    def writeBlocked(self) -> bool:
+        """
+        Whether the transport's buffer is full (see L{Carrier
+        <gracesvc._protocols.websocket.Carrier>}).
+        """
+        return self.writePaused
+
+    def _writeStalled(self) -> None:
+        """
+        The client took nothing of what waits for it for the write timeout.
+        """
+        self.factory.clientTally.timedOut(
+            "write", peer=self._peer(), timeout=self.factory.writeTimeout
+        )
+        self.abort()
+
+    def _peer(self) -> str:
+        transport = self.transport
+        return "?" if transport is None else str(transport.getPeer())
 
     def stopProducing(self) -> None:
         pass
@@ -1340,12 +1389,16 @@ class ASGIConnection:
         if state is _IDLE and keepAliveTimeout is not None:
             due = self.lastActivity + keepAliveTimeout
             if now >= due:
+                factory.clientTally.timedOut("keepalive")
                 self.loseConnection()
                 return
             period = min(period, due - now)
         self._armTimer(max(period, 0.001))
 
     def _headTimedOut(self) -> None:
+        self.factory.clientTally.timedOut(
+            "header", peer=self._peer(), timeout=self.factory.headerTimeout
+        )
         if self.cycle is None:
             body = b"Request Timeout\n"
             self.write(simpleResponse(408, body, self.dates, self.seconds()))
@@ -1526,6 +1579,8 @@ class ASGIHTTPFactory(Factory):
         h2c: bool = False,
         headerTimeout: float | None = DEFAULT_HEADER_TIMEOUT,
         keepAliveTimeout: float | None = DEFAULT_KEEP_ALIVE_TIMEOUT,
+        writeTimeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        clientTally: ClientTally | None = None,
         rootPath: str = "",
         accessLog: bool = True,
     ) -> None:
@@ -1549,6 +1604,12 @@ class ASGIHTTPFactory(Factory):
             its end before it is answered 408; L{None} for no deadline.
         @param keepAliveTimeout: seconds a connection with no request in
             progress stays open; L{None} for as long as its client wants.
+        @param writeTimeout: seconds a client may take nothing of what
+            waits for it before its connection is aborted; L{None} for no
+            limit.
+        @param clientTally: counts the connections closed by a deadline
+            (C{h2}'s, when it serves HTTP/2 too, so that the metrics see
+            both); one of its own if L{None}.
         @param rootPath: the scope's C{root_path}.
         @param accessLog: whether to write each response to the access log.
         """
@@ -1561,6 +1622,10 @@ class ASGIHTTPFactory(Factory):
         self.h2c = h2c
         self.headerTimeout = headerTimeout
         self.keepAliveTimeout = keepAliveTimeout
+        self.writeTimeout = writeTimeout
+        self.clientTally = (
+            ClientTally(drain.clock) if clientTally is None else clientTally
+        )
         #: how often, at most, a connection's timer looks at it; L{None}
         #: when there is no deadline to look for.
         self.timerPeriod: float | None = min(

@@ -342,6 +342,42 @@ class BadRequestTests(ServerTestCase):
         server.clock.advance(1.5)
         self.assertEqual(responses(transport)[0].code, 408)
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(server.factory.clientTally.timeouts, {"header": 1})
+
+    def test_writeTimeout(self) -> None:
+        """
+        A client that takes nothing of a response for the write timeout is
+        aborted and counted; the application's C{send} stops waiting.
+        """
+        server = self.serve(hello, writeTimeout=5.0)
+        connection, transport = server.request(get("/"))
+        connection.pauseProducing()
+        self.assertTrue(connection.writeBlocked)
+        server.clock.advance(4)
+        self.assertFalse(transport.aborted)
+        server.clock.advance(1.5)
+        self.assertTrue(transport.aborted)
+        self.assertEqual(server.factory.clientTally.timeouts, {"write": 1})
+
+    def test_writeTimeoutDisarmed(self) -> None:
+        """
+        A client that takes the response in time is not cut, however often
+        the buffer fills; none at all with no write timeout.
+        """
+        server = self.serve(hello, writeTimeout=5.0)
+        connection, transport = server.request(get("/"))
+        for _ in range(3):
+            connection.pauseProducing()
+            server.clock.advance(4)
+            connection.resumeProducing()
+            self.assertFalse(connection.writeBlocked)
+        server.clock.advance(10)
+        self.assertFalse(transport.aborted)
+        unlimited = self.serve(hello, writeTimeout=None)
+        connection, transport = unlimited.request(get("/"))
+        connection.pauseProducing()
+        unlimited.clock.advance(1000)
+        self.assertFalse(transport.aborted)
 
     def test_keepAliveTimeout(self) -> None:
         """
@@ -355,6 +391,7 @@ class BadRequestTests(ServerTestCase):
         server.clock.advance(2)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(responses(transport)), 1)
+        self.assertEqual(server.factory.clientTally.timeouts, {"keepalive": 1})
 
 
 class ErrorTests(ServerTestCase):
