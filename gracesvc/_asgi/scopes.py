@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.asgi.test_scopes -*-
+# -*- test-case-name: tests.unit.asgi.test_resource,tests.unit.asgi.test_websocket -*-
 """
 The ASGI scopes of requests that Twisted parsed: an HTTP request's, and a
 WebSocket handshake's.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.asgi.test_spec -*-
+# -*- test-case-name: tests.unit.asgi.test_resource,tests.unit.asgi.test_websocket,tests.unit.asgi.test_lifespan -*-
 """
 What gracesvc says of itself to an ASGI application, and the ASGI
 specification's facts every part of the room shares.

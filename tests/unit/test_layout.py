@@ -2,13 +2,15 @@
 The house plan, checked: no import cycles between gracesvc's modules or its
 packages (lazy imports and C{TYPE_CHECKING} imports count), the drain core
 imports no other room, only L{gracesvc._pins} imports the private modules
-of Twisted, Klein and h2, and no test module imports another.
+of Twisted, Klein and h2, no test module imports another, and every
+C{test-case-name} header names test modules that exist.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Iterator
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -201,6 +203,22 @@ class ImportGraphTests(SynchronousTestCase):
                     ):
                         found.append(f"{dotted}:{line} imports {target}")
         self.assertEqual(sorted(set(found)), [])
+
+    def test_testCaseNamesExist(self) -> None:
+        """
+        Every module's C{test-case-name} header (what C{trial} and editors
+        run for it) names test modules that exist.
+        """
+        root = os.path.dirname(PACKAGE)
+        missing = []
+        for module, path in modules().items():
+            with open(path, encoding="utf-8") as f:
+                head = f.readline()
+            match = re.search(r"test-case-name: *([\w.,]+)", head)
+            for name in match.group(1).split(",") if match else []:
+                if not os.path.exists(os.path.join(root, *name.split(".")) + ".py"):
+                    missing.append(f"{module} names {name}")
+        self.assertEqual(missing, [])
 
     def test_cyclesAreFound(self) -> None:
         """
