@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Extra arguments for twistd gracesvc, e.g. make run ARGS="--ping-delay 1"
 ARGS ?=
 
-.PHONY: run check test test-property floors docs clean
+.PHONY: run check test smoke test-property floors docs clean
 
 # editable_mode=compat puts the checkout on sys.path with a .pth file, so
 # twistd finds twisted/plugins/ here; the default editable mode uses an
@@ -22,14 +22,22 @@ run: $(BIN)/.installed
 # The in-memory suite (no process, no port, no sleep) under both runners,
 # with the linter, the formatter's check, the type checker and the API
 # docs' check (every docstring rendered as make docs renders it, no page
-# written: a broken L{} link or an epytext error fails it): seconds.
+# written: a broken L{} link or an epytext error fails it): seconds.  Two
+# lanes at once, each one's output printed whole when it ends: the types and
+# the API docs then trial, and pytest.
 check: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --quiet .
+	$(MAKE) --no-print-directory -j2 --output-sync=target check-types-trial check-pytest
+
+.PHONY: check-types-trial check-pytest
+check-types-trial:
 	$(BIN)/mypy gracesvc tests bench docs
 	$(BIN)/python -m pydoctor --quiet --warnings-as-errors \
 		--html-writer=docs.apidocs.LinkCheckWriter --html-output=$(VENV)/apidocs-check gracesvc
 	$(BIN)/trial --reporter=text tests.unit
+
+check-pytest:
 	$(BIN)/pytest -q tests/unit
 
 # check, then the process-level suite (real twistd, real signals, real
@@ -40,6 +48,13 @@ check: $(BIN)/.installed
 E2E_JOBS ?= 3
 test: check
 	$(BIN)/pytest -q -n $(E2E_JOBS) --dist loadgroup tests/e2e
+
+# The benchmarks' --smoke runs (tests/bench), so that they cannot rot: each
+# script at tiny sizes runs to its end and prints its table.  They measure
+# nothing worth reading and load both cores for most of their two minutes,
+# so they are not part of make test; .ci/run runs them after it.
+smoke: $(BIN)/.installed
+	$(BIN)/pytest -q -n $(E2E_JOBS) tests/bench
 
 # The declared lower bounds: for each Python from python_requires' floor up
 # that this machine has, a fresh venv under .venv-floors/ with every
@@ -88,7 +103,7 @@ autobahn: .venv-autobahn/bin/wstest
 
 # The benchmarks: make bench prints their tables and writes
 # bench/out/shutdown-timeline.png.  Not part of make test (their --smoke runs
-# are, in tests/e2e/test_bench_smoke.py).  The throughput figures need wrk
+# are make smoke, in tests/bench).  The throughput figures need wrk
 # (apt-get install wrk; without it a slower Python load generator is used),
 # the instruction counts valgrind (apt-get install valgrind; skipped without).
 # bench.asgi runs the ASGI servers of the bench extra beside gracesvc --asgi.

@@ -60,7 +60,7 @@ class Sizes:
 
 SMOKE = Sizes(
     rounds=1,
-    duration=1.0,
+    duration=0.5,
     warmup=0.0,
     connections=10,
     memoryConnections=200,

@@ -9,6 +9,7 @@ C{test-case-name} header names test modules that exist.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -42,13 +43,22 @@ def modules() -> dict[str, str]:
     return found
 
 
+@functools.cache
+def parsed(path: str) -> ast.Module:
+    """
+    @return: the syntax tree of the module at C{path}, parsed once for all
+        the tests here.
+    """
+    with open(path, encoding="utf-8") as f:
+        return ast.parse(f.read(), path)
+
+
 def imported(module: str, path: str) -> Iterator[tuple[str, int]]:
     """
     @return: every module C{module} imports, anywhere in its body (inside
         functions and C{if TYPE_CHECKING:} included), with the line.
     """
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
+    tree = parsed(path)
     isPackage = path.endswith("__init__.py")
     base = module if isPackage else module.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -67,6 +77,7 @@ def imported(module: str, path: str) -> Iterator[tuple[str, int]]:
                 yield f"{source}.{alias.name}", node.lineno
 
 
+@functools.cache
 def graph() -> dict[str, dict[str, int]]:
     """
     @return: for each gracesvc module, the gracesvc modules it imports and
