@@ -44,9 +44,10 @@ from gracesvc._apps.load import AppFactory, AppLoadError
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._asgi.app import ASGIApp
-from gracesvc._asgi.http1 import ASGIHTTPFactory, serveWebSockets
+from gracesvc._asgi.http1 import ASGIHTTPFactory
 from gracesvc._asgi.lifespan import Lifespan
 from gracesvc._asgi.resource import ASGIResource
+from gracesvc._asgi.upgrade import serveWebSockets
 from gracesvc._config import (
     App,
     ASGIAppConfig,

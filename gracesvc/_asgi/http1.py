@@ -7,21 +7,26 @@ with httptools (llhttp, the C parser uvicorn uses) and runs one asyncio task
 per request, created directly on the loop Twisted's asyncio reactor runs:
 no C{twisted.web} C{Request}, no Deferred between the parser and the
 application.  Its factory (L{ASGIHTTPFactory}) serves any Twisted endpoint.
+The path's other rooms:
 
-What keeps a request cheap (each measured; see C{docs/asgi-http1.md}):
+  - L{gracesvc._asgi.cycle}: one request and its response (L{Cycle}): the
+    application's task, its C{receive} and C{send}, the response's framing;
+  - L{gracesvc._asgi.wire}: HTTP/1.1 as bytes, knowing no connection: the
+    head's limits, status lines, the C{date} header, whole small responses;
+  - L{gracesvc._asgi.operational}: gracesvc's own C{/healthz}, C{/readyz}
+    and C{/metrics}, answered here before the application;
+  - L{gracesvc._asgi.upgrade}: the hand-off of a WebSocket upgrade to the
+    ASGI WebSocket session.
 
-  - one task per request, of L{Cycle.run}, which awaits the application
-    and then answers for what it left undone (no done callback);
-  - L{Cycle.receive} returns at once when the body is here already (a
-    C{GET}'s one C{http.request}): no Future, no Event;
-  - C{http.response.start} is held and written with the first body: one
-    write per response, and a body sent in one piece gets a
-    C{content-length} instead of chunks;
+What keeps a request cheap on the connection's side (each measured; see
+C{docs/asgi-http1.md}; the cycle's side is in L{gracesvc._asgi.cycle}):
+
   - the write goes to the socket at once when nothing is buffered ahead of
     it (L{gracesvc._pins.twisted_send}) instead of waiting for the
     reactor's next writable event;
-  - the scope is a copy of a template made once per connection, the
-    C{date} header is made once a second, the status lines once;
+  - the scope is a copy of a template made once per connection; the
+    C{date} header is made once a second, the status lines once
+    (L{gracesvc._asgi.wire});
   - one timer per connection, re-armed lazily when it fires, holds the
     keep-alive idle timeout and the head deadline: none per request;
   - C{__slots__} everywhere.
@@ -46,23 +51,17 @@ through L{IDrainableConnection}:
     (L{ASGIConnection.upgrade}), which then answers for it to the drain;
     during the drain an upgrade is answered 503.
 
-gracesvc's own C{/healthz}, C{/readyz} and C{/metrics} are answered here,
-with the bodies of L{gracesvc._apps.compose}; every response is counted in
-the metrics under the route the framework matched
-(L{gracesvc._asgi.app.routeOf}) and written to the access log in the format
-of C{twisted.web}'s (twistd's log).
+Every response is counted in the metrics under the route the framework
+matched (L{gracesvc._asgi.app.routeOf}) and written to the access log in
+the format of C{twisted.web}'s (twistd's log).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 from collections import deque
-from collections.abc import Callable, MutableMapping
-from email.utils import formatdate
+from collections.abc import Callable
 from enum import Enum
-from http import HTTPStatus
 from random import Random
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -80,14 +79,23 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger, LogLevel
 from twisted.python import log as legacyLog
 from twisted.python.failure import Failure
-from twisted.web.http import datetimeToLogString
 from zope.interface import implementer
 
 from gracesvc._asgi.app import ASGIApp, routeOf
-from gracesvc._asgi.scopes import addressOf, subprotocols
-from gracesvc._asgi.spec import HTTP_ASGI, WEBSOCKET_ASGI
+from gracesvc._asgi.cycle import Cycle
+from gracesvc._asgi.operational import Operational, OperationalRoute
+from gracesvc._asgi.scopes import addressOf
+from gracesvc._asgi.spec import HTTP_ASGI
 from gracesvc._asgi.streams import EventBoundary, goodbye
-from gracesvc._asgi.websocket import ASGIWebSocket, startSession
+from gracesvc._asgi.upgrade import UpgradedProtocol, WebSocketHandshake
+from gracesvc._asgi.wire import (
+    MAX_HEAD_SIZE,
+    MAX_HEADERS,
+    Dates,
+    HeadTooLarge,
+    escape,
+    simpleResponse,
+)
 from gracesvc._core.connections import IDrainableConnection
 from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
@@ -103,17 +111,8 @@ from gracesvc._protocols.deadlines import (
 )
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.site import DrainingSite
-from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
 
 log = Logger()
-
-#: The largest request head (request line and headers) read, in bytes; a
-#: larger one is answered 431 and the connection closed.  As Twisted's
-#: C{HTTPChannel.totalHeadersSize}.
-MAX_HEAD_SIZE = 16384
-
-#: The most header lines a request may have; more is answered 431.
-MAX_HEADERS = 100
 
 #: Unread request body above which the connection stops reading, until the
 #: application has received it (as uvicorn).
@@ -130,70 +129,12 @@ DEFAULT_WRITE_TIMEOUT = ConnectionTimeouts.write
 #: to reconnect (plus up to a second of jitter).
 STREAM_RETRY = 1.0
 
-#: Status codes whose responses have no body.
-NO_BODY_STATUS = frozenset(range(100, 200)) | {204, 304}
-
-
-def _statusLine(code: int) -> bytes:
-    try:
-        phrase = HTTPStatus(code).phrase.encode("ascii")
-    except ValueError:
-        phrase = b""
-    return b"HTTP/1.1 %d %s\r\n" % (code, phrase)
-
-
-#: The status line of every status code an application may send.
-STATUS_LINES = {code: _statusLine(code) for code in range(100, 1000)}
-
 _METHODS = {
     m.encode("ascii"): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
 }
 
-#: A control character other than a tab, once the CR LF ending each line
-#: of a head are taken out: what response splitting needs.
-_BAD_HEAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-#: Anything but a token's characters (RFC 9110), in a lowercased name.
-_BAD_NAME = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")
-
 _random = Random()
-
-
-class HeadTooLarge(Exception):
-    """
-    A request head grew past L{MAX_HEAD_SIZE} or L{MAX_HEADERS}.
-    """
-
-
-class _Dates:
-    """
-    The C{date} header and the access log's timestamp, each made at most
-    once a second.
-    """
-
-    __slots__ = ("_second", "_header", "_logSecond", "_logTime")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._header = b""
-        self._logSecond = -1
-        self._logTime = ""
-
-    def header(self, now: float) -> bytes:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._header = (
-                b"date: " + formatdate(second, usegmt=True).encode("ascii") + b"\r\n"
-            )
-        return self._header
-
-    def logTime(self, now: float) -> str:
-        second = int(now)
-        if second != self._logSecond:
-            self._logSecond = second
-            self._logTime = datetimeToLogString(second)
-        return self._logTime
 
 
 class ResponseCounter(Protocol):
@@ -206,51 +147,6 @@ class ResponseCounter(Protocol):
         """
         A response with status C{code} was completed under C{route},
         C{seconds} after its request head was received.
-        """
-
-
-class UpgradedProtocol(Protocol):
-    """
-    The protocol an L{ASGIConnection} is handed to after a WebSocket
-    handshake (a L{gracesvc._protocols.websocket.DrainingWebSocket}): it is
-    given the connection as its transport (a
-    L{gracesvc._protocols.websocket.Carrier}), and answers for the
-    connection to the drain.
-    """
-
-    @property
-    def inFlight(self) -> int: ...
-
-    @property
-    def state(self) -> str: ...
-
-    def makeConnection(self, transport: Any) -> None: ...
-
-    def dataReceived(self, data: bytes) -> None: ...
-
-    def connectionLost(self, reason: Failure) -> None: ...
-
-    def beginDrain(self) -> None: ...
-
-    def cut(self, retryAfter: int) -> int: ...
-
-    def abort(self) -> None: ...
-
-
-class WebSocketHandshake(Protocol):
-    """
-    What starts the ASGI WebSocket session of an upgrade request (see
-    L{serveWebSockets}): it runs the application's C{websocket.connect},
-    and then either has the connection upgraded (L{ASGIConnection.upgrade})
-    or answers the request as HTTP (a 403, a denial response: see
-    L{ASGIConnection.answerUpgrade}).
-    """
-
-    def __call__(self, connection: ASGIConnection, cycle: Cycle) -> None:
-        """
-        @param connection: the connection, its reading paused: it is the
-            carrier of the WebSocket once upgraded.
-        @param cycle: the upgrade request, its scope an HTTP one.
         """
 
 
@@ -276,392 +172,6 @@ class ConnectionState(Enum):
 
 
 _IDLE, _RECEIVING, _BUSY, _STREAM, _UPGRADED, _CLOSING = ConnectionState
-
-
-def _escape(value: bytes) -> str:
-    """
-    @return: C{value} as C{twisted.web}'s access log writes it: as Python
-        writes bytes, with C{"} escaped.
-    """
-    text = repr(value)[2:-1]
-    return text.replace('"', '\\"').replace("\\'", "'")
-
-
-def simpleResponse(
-    status: int,
-    body: bytes,
-    dates: _Dates,
-    now: float,
-    headers: bytes = b"content-type: text/plain; charset=utf-8\r\n",
-    close: bool = True,
-) -> bytes:
-    """
-    @return: a whole response of C{status} with C{body} (and C{headers},
-        each line ending in CR LF), saying C{Connection: close} if C{close}.
-    """
-    return b"".join(
-        (
-            STATUS_LINES[status],
-            dates.header(now),
-            headers,
-            b"content-length: %d\r\n" % (len(body),),
-            b"connection: close\r\n\r\n" if close else b"\r\n",
-            body,
-        )
-    )
-
-
-class Cycle:
-    """
-    One request and its response: the application's C{receive} and
-    C{send}, and its task.
-    """
-
-    __slots__ = (
-        "conn",
-        "scope",
-        "url",
-        "body",
-        "bodySize",
-        "moreBody",
-        "bodyDone",
-        "waiter",
-        "expect100",
-        "keepAlive",
-        "started",
-        "complete",
-        "disconnected",
-        "head",
-        "status",
-        "chunked",
-        "remaining",
-        "noBody",
-        "sent",
-        "task",
-        "receivedAt",
-        "stream",
-        "goingAway",
-        "upgrade",
-        "handshake",
-    )
-
-    def __init__(
-        self,
-        conn: ASGIConnection,
-        scope: dict[str, Any],
-        url: bytes,
-        keepAlive: bool,
-        expect100: bool,
-        receivedAt: float,
-    ) -> None:
-        self.conn = conn
-        self.scope = scope
-        self.url = url
-        self.body: list[bytes] = []
-        self.bodySize = 0
-        #: the request's body is still arriving.
-        self.moreBody = True
-        #: C{receive} has returned the body's end.
-        self.bodyDone = False
-        self.waiter: asyncio.Future[None] | None = None
-        self.expect100 = expect100
-        self.keepAlive = keepAlive
-        #: C{http.response.start} was sent.
-        self.started = False
-        #: the response is complete (or was replaced by the server's).
-        self.complete = False
-        #: the client left, or the server ended the response: C{receive}
-        #: says C{http.disconnect}, C{send} does nothing.
-        self.disconnected = False
-        #: the response's head, held until the first body.
-        self.head: list[bytes] | None = None
-        self.status = 0
-        self.chunked = False
-        #: the C{content-length} left to send; -1 when none was given.
-        self.remaining = -1
-        self.noBody = False
-        #: body bytes written, for the access log.
-        self.sent = 0
-        self.task: asyncio.Task[None] | None = None
-        self.receivedAt = receivedAt
-        #: an event stream's boundary tracker; L{None} for other responses.
-        self.stream: EventBoundary | None = None
-        #: an event stream told to go away, waiting for an event boundary.
-        self.goingAway = False
-        #: a WebSocket upgrade request.
-        self.upgrade = False
-        #: the carrier of its WebSocket handshake, once started.
-        self.handshake: _Handshake | None = None
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def receive(self) -> dict[str, Any]:
-        """
-        The application's C{receive}: the request body, then
-        C{http.disconnect} once the response is complete or the client has
-        gone.
-        """
-        while True:
-            if self.disconnected or self.complete:
-                return {"type": "http.disconnect"}
-            if not self.bodyDone:
-                if self.bodySize or not self.moreBody:
-                    # What the application asks for is here already: no
-                    # Future, no Event.
-                    body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-                    self.body = []
-                    self.bodySize = 0
-                    more = self.moreBody
-                    if not more:
-                        self.bodyDone = True
-                    conn = self.conn
-                    if conn.readingPaused and conn.cycle is self:
-                        conn.resumeReading()
-                    return {"type": "http.request", "body": body, "more_body": more}
-                if self.expect100:
-                    self.expect100 = False
-                    self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            waiter = self.waiter = self.conn.loop.create_future()
-            await waiter
-
-    async def send(self, message: MutableMapping[str, Any]) -> None:
-        """
-        The application's C{send}: written at once, awaiting only while the
-        transport's buffer is full.  A no-op once the client has gone or the
-        server ended the response.
-        """
-        conn = self.conn
-        if conn.writePaused and not self.disconnected:
-            await conn.drained()
-        if self.disconnected:
-            return
-        kind = message["type"]
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.start', got {kind!r}"
-                )
-            self._start(message)
-            return
-        if self.complete:
-            raise RuntimeError(
-                f"Unexpected ASGI message {kind!r} after the response completed"
-            )
-        if kind != "http.response.body":
-            raise RuntimeError(
-                f"Expected ASGI message 'http.response.body', got {kind!r}"
-            )
-        body = message.get("body", b"")
-        more = message.get("more_body", False)
-        head = self.head
-        if head is not None:
-            # Kept until it is good: a 500 may still replace it.
-            data = self._finishHead(head, body, more)
-            self.head = None
-        elif self.noBody:
-            data = b""
-        elif self.chunked:
-            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
-            if not more:
-                data += b"0\r\n\r\n"
-        else:
-            data = self._counted(body)
-        if not self.noBody:
-            self.sent += len(body)
-        if data:
-            conn.write(data)
-        stream = self.stream
-        if stream is not None:
-            stream.wrote(body)
-            if self.goingAway and more and stream.atBoundary:
-                conn.endStream(self)
-                return
-        if not more:
-            if self.remaining > 0:
-                conn.loseConnection()
-                raise RuntimeError("Response content shorter than Content-Length")
-            self.complete = True
-            self._wake()
-            conn.responseComplete(self)
-
-    def _start(self, message: MutableMapping[str, Any]) -> None:
-        self.started = True
-        self.expect100 = False
-        status = self.status = message["status"]
-        line = STATUS_LINES.get(status)
-        if line is None:
-            raise RuntimeError(f"Invalid HTTP status code {status!r} in the response")
-        conn = self.conn
-        head = [line, conn.dates.header(conn.seconds())]
-        stream = False
-        for name, value in message.get("headers", ()):
-            name = bytes(name).lower()
-            if _BAD_NAME.search(name) is not None or not name:
-                raise RuntimeError(f"Invalid HTTP header name {name!r} in the response")
-            if name == b"content-length":
-                self.remaining = int(value)
-            elif name == b"transfer-encoding":
-                if bytes(value).lower() == b"chunked":
-                    self.chunked = True
-                    continue  # added back when the head is finished
-            elif name == b"connection":
-                if b"close" in bytes(value).lower():
-                    self.keepAlive = False
-                continue
-            elif name == b"content-type":
-                stream = bytes(value).split(b";", 1)[0].strip().lower() == (
-                    b"text/event-stream"
-                )
-            head += (name, b": ", value, b"\r\n")
-        if conn.drain.draining and not conn.pipeline:
-            self.keepAlive = False
-        self.noBody = status in NO_BODY_STATUS or self.scope["method"] == "HEAD"
-        self.head = head
-        if stream:
-            conn.streamStarted(self)
-
-    def _finishHead(self, head: list[bytes], body: bytes, more: bool) -> bytes:
-        """
-        Choose the framing now that the first body is known, and join the
-        head and that body into one write.
-        """
-        lines = (len(head) - 2) // 4 + 2  # status, date, the application's
-        if self.noBody:
-            body = b""
-            if self.remaining >= 0:
-                self.remaining = -1
-        elif self.remaining >= 0:
-            self.chunked = False
-            body = self._counted(body)
-        elif not more and not self.chunked:
-            head.append(b"content-length: %d\r\n" % (len(body),))
-            lines += 1
-            self.remaining = 0
-        elif self.scope["http_version"] == "1.1":
-            self.chunked = True
-            head.append(b"transfer-encoding: chunked\r\n")
-            lines += 1
-            if body:
-                body = b"%x\r\n%s\r\n" % (len(body), body)
-            if not more:
-                body += b"0\r\n\r\n"
-        else:
-            # HTTP/1.0 and no length: the close ends the body.
-            self.keepAlive = False
-            self.chunked = False
-        if not self.keepAlive:
-            head.append(b"connection: close\r\n")
-            lines += 1
-        head.append(b"\r\n")
-        joined = b"".join(head)
-        # One pass against response splitting: no control character in a
-        # name or value, and exactly as many line ends as lines.
-        if (
-            joined.count(b"\n") != lines + 1
-            or _BAD_HEAD.search(joined.replace(b"\r\n", b"")) is not None
-        ):
-            raise RuntimeError("Invalid HTTP header value in the response")
-        return joined + body if body else joined
-
-    def _counted(self, body: bytes) -> bytes:
-        remaining = self.remaining
-        if remaining >= 0:
-            if len(body) > remaining:
-                self.conn.loseConnection()
-                raise RuntimeError("Response content longer than Content-Length")
-            self.remaining = remaining - len(body)
-        return body
-
-    async def run(self, app: Callable[..., Any]) -> None:
-        """
-        The request's task: the application, then whatever it left undone.
-        """
-        try:
-            await app(self.scope, self.receive, self.send)
-        except asyncio.CancelledError:
-            if not self.complete:
-                self.conn.abortConnection()
-            raise
-        except Exception as e:
-            self.conn.applicationFailed(self, e)
-        else:
-            if not self.complete and not self.disconnected:
-                self.conn.applicationReturned(self)
-        finally:
-            self.conn.taskDone(self)
-
-
-class OperationalRoute:
-    """
-    The route label of one of gracesvc's own paths, left in a request's
-    scope where a framework leaves its route (see
-    L{gracesvc._asgi.app.routeOf}).
-    """
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-class _Operational:
-    """
-    gracesvc's own routes on this path: C{/healthz}, C{/readyz} and, unless
-    served on an endpoint of their own, C{/metrics}; answered as
-    L{gracesvc._apps.compose} answers them.
-    """
-
-    __slots__ = ("paths", "ready", "metricsPage")
-
-    def __init__(
-        self,
-        ready: Callable[[], bool],
-        metricsPage: Callable[[], bytes] | None,
-    ) -> None:
-        self.ready = ready
-        self.metricsPage = metricsPage
-        names = ["/healthz", "/readyz"] + (["/metrics"] if metricsPage else [])
-        self.paths = {name.encode("ascii"): OperationalRoute(name) for name in names}
-
-    def answer(
-        self, path: bytes, method: str, drain: Drain
-    ) -> tuple[int, bytes, bytes]:
-        """
-        @return: the status, the headers and the body for C{path}.
-        """
-        if method not in ("GET", "HEAD"):
-            return (
-                405,
-                b"allow: GET, HEAD\r\ncontent-type: text/plain; charset=utf-8\r\n",
-                b"Method Not Allowed\n",
-            )
-        if path == b"/metrics":
-            assert self.metricsPage is not None
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-            return (
-                200,
-                b"content-type: " + CONTENT_TYPE_LATEST.encode("ascii") + b"\r\n",
-                self.metricsPage(),
-            )
-        if path == b"/healthz":
-            status, body = 200, {"status": "ok"}
-        elif drain.draining:
-            status, body = 503, {"status": "draining"}
-        elif not self.ready():
-            status, body = 503, {"status": "starting"}
-        else:
-            status, body = 200, {"status": "ready"}
-        return (
-            status,
-            b"content-type: application/json\r\n",
-            json.dumps(body).encode("utf-8"),
-        )
 
 
 @implementer(IProtocol, IPushProducer, IHandshakeListener, IDrainableConnection)
@@ -817,7 +327,7 @@ class ASGIConnection:
         cycle = self.cycle
         if cycle is not None and not cycle.complete:
             cycle.disconnected = True
-            cycle._wake()
+            cycle.wake()
             if cycle.handshake is not None:
                 cycle.handshake.lost()
             if cycle.stream is not None and self.drain.draining:
@@ -926,7 +436,7 @@ class ASGIConnection:
         cycle.bodySize += len(body)
         if cycle.bodySize > HIGH_WATER:
             self.pauseReading()
-        cycle._wake()
+        cycle.wake()
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
@@ -934,7 +444,7 @@ class ASGIConnection:
             return
         cycle.moreBody = False
         cycle.expect100 = False
-        cycle._wake()
+        cycle.wake()
 
     # Running the application.
 
@@ -1074,7 +584,7 @@ class ASGIConnection:
         cycle.stream = EventBoundary()
         if self._state is _BUSY and cycle is self.cycle:
             self._state = _STREAM
-        self.factory.subscribe(cycle)
+        self.factory.subscribe(self, cycle)
 
     def goAway(self, cycle: Cycle) -> None:
         """
@@ -1100,7 +610,7 @@ class ASGIConnection:
         head = cycle.head
         if head is not None:
             cycle.head = None
-            data = cycle._finishHead(head, farewell, False)
+            data = cycle.finishHead(head, farewell, False)
         elif cycle.chunked:
             data = b"%x\r\n%s\r\n0\r\n\r\n" % (len(farewell), farewell)
         else:
@@ -1109,7 +619,7 @@ class ASGIConnection:
         self.write(data)
         cycle.complete = True
         cycle.disconnected = True
-        cycle._wake()
+        cycle.wake()
         self.drain.longLived.ended("stream", "clean")
         self.responseComplete(cycle)
 
@@ -1503,7 +1013,7 @@ class ASGIConnection:
             cycle.head = None
             cycle.complete = True
             cycle.disconnected = True
-            cycle._wake()
+            cycle.wake()
             if cycle.handshake is not None:
                 cycle.handshake.cut()
             if any(
@@ -1616,7 +1126,7 @@ class ASGIHTTPFactory(Factory):
         self.app = app
         self.drain = drain
         self.metrics = metrics
-        self.operational = _Operational(ready, metricsPage)
+        self.operational = Operational(ready, metricsPage)
         self.webSockets = webSockets
         self.h2 = h2
         self.h2c = h2c
@@ -1634,7 +1144,7 @@ class ASGIHTTPFactory(Factory):
         )
         self.rootPath = rootPath
         self.accessLog = accessLog
-        self.dates = _Dates()
+        self.dates = Dates()
         self._streams: dict[Cycle, Callable[[], None]] = {}
 
     def buildProtocol(self, addr: object) -> Any:
@@ -1666,9 +1176,13 @@ class ASGIHTTPFactory(Factory):
 
     # Event streams, told when the drain goes away.
 
-    def subscribe(self, cycle: Cycle) -> None:
+    def subscribe(self, connection: ASGIConnection, cycle: Cycle) -> None:
+        """
+        Have C{connection} end C{cycle}'s event stream when the drain goes
+        away.
+        """
         self._streams[cycle] = self.drain.whenGoingAway(
-            lambda: cycle.conn.goAway(cycle)
+            lambda: connection.goAway(cycle)
         )
 
     def unsubscribe(self, cycle: Cycle) -> None:
@@ -1706,92 +1220,8 @@ class ASGIHTTPFactory(Factory):
                 referrer = value
         line = (
             f'"{client[0] if client is not None else "-"}" - - '
-            f'{self.dates.logTime(now)} "{scope["method"]} {_escape(cycle.url)} '
+            f'{self.dates.logTime(now)} "{scope["method"]} {escape(cycle.url)} '
             f'HTTP/{scope["http_version"]}" {cycle.status} {cycle.sent or "-"} '
-            f'"{_escape(referrer)}" "{_escape(agent)}"\n'
+            f'"{escape(referrer)}" "{escape(agent)}"\n'
         )
         legacyLog.logfile.write(line)
-
-
-class _Handshake:
-    """
-    The carrier of one WebSocket handshake on an L{ASGIConnection} (see
-    L{gracesvc._asgi.websocket.HandshakeCarrier}): the 101 and the
-    hand-over, or an HTTP answer; and what the connection tells the session
-    before the hand-over.
-    """
-
-    __slots__ = ("connection", "cycle", "session", "_denial")
-
-    def __init__(self, connection: ASGIConnection, cycle: Cycle) -> None:
-        self.connection = connection
-        self.cycle = cycle
-        self.session: ASGIWebSocket | None = None
-        self._denial: list[bytes] = []
-
-    def upgrade(self, response: bytes, websocket: DrainingWebSocket) -> None:
-        connection = self.connection
-        if self.cycle.complete or connection.state == "closing":
-            return
-        connection.write(response)
-        connection.upgrade(websocket)
-
-    def respond(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, more: bool
-    ) -> None:
-        """
-        A denial response, buffered to its end and written whole: its
-        C{content-length} is the body's.
-        """
-        self._denial.append(body)
-        if more:
-            return
-        body = b"".join(self._denial)
-        lines = b"".join(
-            b"%s: %s\r\n" % (bytes(name).lower(), bytes(value))
-            for name, value in headers
-            if bytes(name).lower()
-            not in (b"content-length", b"transfer-encoding", b"connection")
-            and b"\n" not in bytes(value)
-            and b"\r" not in bytes(value)
-        )
-        if STATUS_LINES.get(status) is None:
-            status = 500
-        self.connection.answerUpgrade(status, lines, body)
-
-    def abort(self) -> None:
-        self.connection.abortConnection()
-
-    def lost(self) -> None:
-        if self.session is not None:
-            self.session.handshakeLost()
-
-    def cut(self) -> None:
-        if self.session is not None:
-            self.session.handshakeCut()
-
-
-def serveWebSockets(
-    app: ASGIApp, drain: Drain, policy: WebSocketPolicy
-) -> WebSocketHandshake:
-    """
-    @return: what starts the ASGI WebSocket session
-        (L{gracesvc._asgi.websocket.startSession}) of an upgrade request on
-        an L{ASGIConnection}, with its C{websocket} scope.
-    """
-
-    def handshake(connection: ASGIConnection, cycle: Cycle) -> None:
-        http = cycle.scope
-        scope = http.copy()
-        del scope["method"]
-        scope["type"] = "websocket"
-        scope["asgi"] = WEBSOCKET_ASGI
-        scope["scheme"] = "wss" if http["scheme"] == "https" else "ws"
-        scope["subprotocols"] = subprotocols(http["headers"])
-        scope["extensions"] = {"websocket.http.response": {}}
-        carrier = cycle.handshake = _Handshake(connection, cycle)
-        carrier.session = startSession(
-            app, scope, http["headers"], cycle.url, carrier, drain, policy
-        )
-
-    return handshake

@@ -1,6 +1,9 @@
 """
-L{gracesvc._asgi.http1}: the ASGI HTTP/1.1 path, on in-memory transports,
-its application's loop turned by hand and its drain on a L{Clock}.
+L{gracesvc._asgi.http1}: the ASGI HTTP/1.1 path (with its cycles,
+L{gracesvc._asgi.cycle}; its bytes, L{gracesvc._asgi.wire}; its own routes,
+L{gracesvc._asgi.operational}; its WebSocket hand-off,
+L{gracesvc._asgi.upgrade}), on in-memory transports, its application's
+loop turned by hand and its drain on a L{Clock}.
 """
 
 from __future__ import annotations
