@@ -125,10 +125,6 @@ DEFAULT_KEEP_ALIVE_TIMEOUT = ConnectionTimeouts.keepAlive
 DEFAULT_HEADER_TIMEOUT = ConnectionTimeouts.header
 DEFAULT_WRITE_TIMEOUT = ConnectionTimeouts.write
 
-#: How soon an event stream the server ends at going away asks its client
-#: to reconnect (plus up to a second of jitter).
-STREAM_RETRY = 1.0
-
 _METHODS = {
     m.encode("ascii"): m
     for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
@@ -605,7 +601,7 @@ class ASGIConnection:
         End C{cycle}'s event stream, the server's goodbye last, then tell
         the application C{http.disconnect}.
         """
-        farewell = goodbye(STREAM_RETRY)
+        farewell = goodbye()
         cycle.keepAlive = False
         head = cycle.head
         if head is not None:

@@ -86,10 +86,6 @@ if TYPE_CHECKING:
 #: The most bytes of the request body one C{http.request} carries.
 BODY_CHUNK = 64 * 1024
 
-#: When a client is told to reconnect to an event stream the server ended,
-#: in seconds (before up to a second of jitter).
-STREAM_RETRY = 1.0
-
 #: Response headers that are the server's to write: the framing, which
 #: Twisted does, and on HTTP/2 those a connection-specific header that h2
 #: refuses (RFC 9113 section 8.2.2).
@@ -414,7 +410,7 @@ class HTTPCycle:
             return
         stream = self._stream
         if stream is not None and stream.atBoundary:
-            self.request.write(goodbye(STREAM_RETRY))
+            self.request.write(goodbye())
         self._complete(_ENDED)
         task = self.task
         if task is not None and not task.done():

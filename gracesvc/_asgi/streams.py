@@ -26,7 +26,12 @@ def isEventStream(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def goodbye(retryAfter: float) -> bytes:
+#: How soon an event stream the server ends at going away asks its client
+#: to reconnect, in seconds (plus up to a second of jitter).
+STREAM_RETRY = 1.0
+
+
+def goodbye(retryAfter: float = STREAM_RETRY) -> bytes:
     """
     @param retryAfter: about when the client should reconnect, in seconds.
     @return: the server's last bytes of an event stream: a comment and a
