@@ -933,3 +933,41 @@ class ClientLimitOptionsTests(SynchronousTestCase):
         self.assertNotIn("--backlog=300", arguments)
         self.assertIn("--max-connections=50", arguments)
         self.assertIn("--header-timeout=3", arguments)
+
+
+class DocumentedOptionsTests(SynchronousTestCase):
+    """
+    The README's options table and C{twistd gracesvc --help} name the same
+    options.
+    """
+
+    def test_readmeTableNamesEveryOption(self) -> None:
+        """
+        Every option but the internal ones is a row of the README's table,
+        and every row is an option.
+        """
+        options = tap.Options()
+        names = {
+            str(p[0])
+            for p in options.optParameters
+            if not str(p[3]).startswith("Internal:")
+        } | {str(f[0]) for f in options.optFlags}
+        # Options of their own methods (opt_listen, repeatable).
+        names |= {
+            name[len("opt_") :].replace("_", "-")
+            for name in vars(tap.Options)
+            if name.startswith("opt_")
+        }
+        readme = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "README.md"
+        )
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        table = text.split("## Options", 1)[1].split("\n## ", 1)[0]
+        rows = {
+            line.split("`--", 1)[1].split()[0].rstrip("`")
+            for line in table.splitlines()
+            if line.startswith("| `--")
+        }
+        self.assertEqual(sorted(rows - names), [])
+        self.assertEqual(sorted(names - rows), [])
