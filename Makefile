@@ -122,6 +122,7 @@ bench: $(BIN)/.bench-installed
 	$(BIN)/python -m bench.shutdown $(BENCH_ARGS)
 	$(BIN)/python -m bench.apps $(BENCH_ARGS)
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.asgilayer $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(BENCH_ARGS)
 	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
 	$(BIN)/python -m bench.layers $(BENCH_ARGS)

@@ -175,16 +175,19 @@ class Round:
         requests = self.requests.get(kind, 0)
         return self.cpu[kind] / requests if requests else 0.0
 
-    def cpuRatio(self, kind: str = "plain") -> float:
+    def cpuRatio(self, kind: str = "plain", to: str = "gracesvc") -> float:
         """
-        @return: C{kind}'s CPU time per request / gracesvc's.
+        @return: C{kind}'s CPU time per request / C{to}'s.
         """
-        grace = self.cpuPerRequest("gracesvc")
-        return self.cpuPerRequest(kind) / grace if grace else 0.0
+        base = self.cpuPerRequest(to)
+        return self.cpuPerRequest(kind) / base if base else 0.0
 
-    def rpsRatio(self) -> float:
-        plain = self.rps.get("plain", 0.0)
-        return self.rps.get("gracesvc", 0.0) / plain if plain else 0.0
+    def rpsRatio(self, kind: str = "gracesvc", to: str = "plain") -> float:
+        """
+        @return: C{kind}'s requests per second / C{to}'s.
+        """
+        base = self.rps.get(to, 0.0)
+        return self.rps.get(kind, 0.0) / base if base else 0.0
 
 
 KINDS = ("gracesvc", "plain")
@@ -315,10 +318,12 @@ def spread(values: Sequence[float]) -> str:
     return f"{min(values):.3f}-{max(values):.3f}" if len(values) > 1 else "-"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.throughput", description=__doc__.split("\n\n")[0]
-    )
+def addRoundOptions(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the options of a benchmark made of L{measureRound}s: C{--rounds},
+    C{--duration}, C{--warmup}, C{--connections}, C{--tool}, C{--no-pin}
+    and C{--smoke} (see L{smokeSizes}).
+    """
     parser.add_argument(
         "--rounds",
         type=int,
@@ -350,6 +355,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="one short round: does it still work?"
     )
+
+
+def smokeSizes(args: argparse.Namespace) -> None:
+    """
+    With C{--smoke}, one short round: does it still work?
+    """
+    if args.smoke:
+        args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
+
+
+def chooseTool(requested: str, prog: str) -> str | None:
+    """
+    @param requested: C{--tool}: C{wrk}, C{python}, or C{auto} for wrk
+        where it is installed.
+    @param prog: the benchmark's name, to begin what it says.
+    @return: the load generator to use (C{"wrk"} or C{"python"}), having
+        said why if it falls back to Python's; L{None} if wrk was asked
+        for and is not installed (said on standard error).
+    """
+    if requested in ("auto", "wrk") and shutil.which("wrk") is None:
+        if requested == "wrk":
+            print(f"{prog}: {INSTALL_WRK}.", file=sys.stderr)
+            return None
+        print(
+            f"{prog}: {INSTALL_WRK}. Falling back to the Python load "
+            "generator: it may saturate before the server does, which pulls the "
+            "req/s ratio towards 1 (the CPU-time ratio is still right)."
+        )
+        return "python"
+    return "wrk" if requested == "auto" else requested
+
+
+def pinning(noPin: bool) -> tuple[int | None, int | None]:
+    """
+    @param noPin: C{--no-pin}.
+    @return: the core the servers are pinned to and the core the load
+        generators are pinned to: 0 and 1 on a machine with two cores or
+        more, unless C{noPin}; else L{None} and L{None}.
+    """
+    if noPin or cores() < 2:
+        return None, None
+    return 0, 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput", description=__doc__.split("\n\n")[0]
+    )
+    addRoundOptions(parser)
     parser.add_argument(
         "--against",
         metavar="REV",
@@ -361,24 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"exit 3 if the CPU-time ratio is below {TARGET}",
     )
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.rounds, args.duration, args.warmup = 1, 1.0, 0.3
-
-    tool = args.tool
-    if tool in ("auto", "wrk") and shutil.which("wrk") is None:
-        if tool == "wrk":
-            print(f"bench.throughput: {INSTALL_WRK}.", file=sys.stderr)
-            return 2
-        print(
-            f"bench.throughput: {INSTALL_WRK}. Falling back to the Python load "
-            "generator: it may saturate before the server does, which pulls the "
-            "req/s ratio towards 1 (the CPU-time ratio is still right)."
-        )
-        tool = "python"
-    elif tool == "auto":
-        tool = "wrk"
-    pin = not args.no_pin and cores() >= 2
-    serverCpu, loadCpu = (0, 1) if pin else (None, None)
+    smokeSizes(args)
+    tool = chooseTool(args.tool, "bench.throughput")
+    if tool is None:
+        return 2
+    serverCpu, loadCpu = pinning(args.no_pin)
+    pin = serverCpu is not None
     load = Load(tool, args.connections, loadCpu)
 
     print(

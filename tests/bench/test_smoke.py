@@ -137,6 +137,27 @@ class BenchSmokeTests(SynchronousTestCase):
         self.assertIn("load: python", output)
         self.assertRegex(self.row(output, "**median**"), r"\*\*\d+\.\d{3}\*\*")
 
+    def test_asgilayer(self) -> None:
+        """
+        The ASGI HTTP/1.1 path with its drain and without are measured side
+        by side, with gracesvc as shipped beside them, and the ratio is
+        printed with its verdict.
+        """
+        output = self.runBench("asgilayer", "--shipped")
+        self.assertIn("load: wrk" if shutil.which("wrk") else "load: python", output)
+        self.assertRegex(output, r"bench\.asgilayer: .*, load average \d+\.\d\d")
+        median = self.cells(output, "**median**")
+        self.assertEqual(len(median), 9, median)
+        for cell in (median[1], median[2], median[6]):
+            self.assertRegex(cell, r"^\d+\.\d$")
+        self.assertRegex(
+            median[3], r"^\*\*\d+\.\d{3}\*\* \(target >= 0\.97: (yes|NO)\)$"
+        )
+        self.assertRegex(
+            output,
+            r"server CPU time per request, no drain / drain: median \d+\.\d{3}",
+        )
+
     def test_scale(self) -> None:
         """
         gracesvc answers every request in flight and the plain app none; the
