@@ -111,6 +111,12 @@ PING_WAIT_MAX = 1.0
 #: get a reset, and could lose the last response with it.
 LINGER = 0.25
 
+#: The flow-control window of a connection whose requests' bodies are
+#: streamed (see L{IHeadersDispatch}), in bytes: what a paused stream holds
+#: counts against it, so it is larger than one stream's (64 KiB), as Go's
+#: per-connection upload buffer is.
+STREAMING_CONNECTION_WINDOW = 1 << 20
+
 #: The opaque data of the drain's PING.
 PING_DATA = b"gracesvc"
 
@@ -309,6 +315,15 @@ class DrainingH2Connection(H2Connection):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        factory = getattr(self.site, "requestFactory", None)
+        if isinstance(factory, type) and IHeadersDispatch.implementedBy(factory):
+            # Its streams may be paused, the DATA they hold not credited
+            # back: a connection window of its streams' size would let one
+            # stalled upload block every other upload of the connection.
+            self.conn.increment_flow_control_window(
+                STREAMING_CONNECTION_WINDOW - self.conn.inbound_flow_control_window
+            )
+            writePreparedFrames(self)
         self._settingsSentAt = self._clock.seconds()
         self._drain = self.site.drain
         self._tally = self.site.h2Tally

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gracesvc._asgi.body import HIGH_WATER
 from gracesvc._asgi.h2stream import BodyState, StreamingBody, StreamingRequest
 from gracesvc._pins.twisted_h2 import heldInbound
-from gracesvc._protocols.h2 import DrainingH2Connection
+from gracesvc._protocols.h2 import STREAMING_CONNECTION_WINDOW, DrainingH2Connection
 from gracesvc.testing.h2 import H2WireClient
 from tests.support.asgi import Application, ASGIWire, Message, Receive, Send
 
@@ -53,10 +53,23 @@ class Upload:
     and the connection's allow.
     """
 
-    def __init__(self, client: H2WireClient, path: str = "/upload") -> None:
+    def __init__(
+        self,
+        client: H2WireClient,
+        path: str = "/upload",
+        sibling: Upload | None = None,
+    ) -> None:
+        """
+        @param sibling: another upload on the same connection, whose bytes
+            count against the same connection window.
+        """
         self.client = client
         self.streamID = client.request(path, method="POST", endStream=False)
         self.sent = 0
+        #: what every upload of the connection sent, in one cell.
+        self.connectionSent: list[int] = (
+            [0] if sibling is None else sibling.connectionSent
+        )
 
     def granted(self, streamID: int) -> int:
         """
@@ -73,8 +86,9 @@ class Upload:
         """
         @return: how many bytes the windows let the client send now.
         """
-        window = INITIAL_WINDOW + min(self.granted(self.streamID), self.granted(0))
-        return window - self.sent
+        stream = INITIAL_WINDOW + self.granted(self.streamID) - self.sent
+        connection = INITIAL_WINDOW + self.granted(0) - self.connectionSent[0]
+        return min(stream, connection)
 
     def push(self, total: int, end: bool = True) -> int:
         """
@@ -88,6 +102,7 @@ class Upload:
             if size <= 0:
                 break
             self.sent += size
+            self.connectionSent[0] += size
             last = end and self.sent == total
             self.client.send(
                 self.client.frames.data(self.streamID, b"x" * size, endStream=last)
@@ -270,6 +285,41 @@ class BackpressureTests(StreamingTestCase):
         result = client.streams[upload.streamID]
         self.assertEqual((result.status, result.body), (200, b"%d" % total))
 
+    def test_stalledUploadDoesNotBlockItsSiblings(self) -> None:
+        """
+        The connection's window is larger than a stream's: what a paused
+        stream holds does not stop another upload of the same connection.
+        """
+        sizes: dict[str, int] = {}
+
+        async def application(scope: Any, receive: Receive, send: Send) -> None:
+            if scope["path"] == "/stalled":
+                await asyncio.Event().wait()
+            size = 0
+            while True:
+                message = await receive()
+                size += len(message["body"])
+                if not message["more_body"]:
+                    break
+            sizes[scope["path"]] = size
+            await send(start())
+            await send(body(b""))
+
+        served = self.serve(application)
+        client = H2WireClient(served.wire)
+        stalled = Upload(client, "/stalled")
+        for _ in range(10):
+            stalled.push(1024 * 1024, end=False)
+            served.run()
+        self.assertEqual(stalled.room(), 0)
+        self.assertGreater(stalled.sent, HIGH_WATER)
+        other = Upload(client, "/other", sibling=stalled)
+        for _ in range(50):
+            other.push(500_000)
+            served.run()
+        self.assertEqual(sizes, {"/other": 500_000})
+        self.assertEqual(client.streams[other.streamID].status, 200)
+
     def test_resumedAtOnceWithTheEndHeld(self) -> None:
         """
         The stream's end, held by Twisted while the stream is paused, comes
@@ -337,32 +387,38 @@ class EndTests(StreamingTestCase):
         An application that answers without reading the body: the complete
         response, then C{RST_STREAM(NO_ERROR)} so that the client stops
         sending (RFC 9113 section 8.1), and what the paused stream held is
-        given back to the connection's window.
+        given back to the connection's window: one such request after
+        another, each stopped by its own stream's window, never by the
+        connection's.
         """
-        answer = asyncio.Event()
+        answers: dict[str, asyncio.Event] = {}
 
         async def application(scope: Any, receive: Receive, send: Send) -> None:
-            await answer.wait()
+            await answers.setdefault(scope["path"], asyncio.Event()).wait()
             await send(start(413))
             await send(body(b"too large"))
 
         served = self.serve(application)
         client = H2WireClient(served.wire)
-        upload = Upload(client)
-        for _ in range(5):
-            upload.push(1024 * 1024, end=False)
+        upload: Upload | None = None
+        for n in range(2 * STREAMING_CONNECTION_WINDOW // INITIAL_WINDOW):
+            path = f"/upload/{n}"
+            upload = Upload(client, path, sibling=upload)
+            for _ in range(5):
+                upload.push(1024 * 1024, end=False)
+                served.run()
+            self.assertEqual(upload.room(), 0)
+            self.assertEqual(
+                upload.room(),
+                INITIAL_WINDOW + upload.granted(upload.streamID) - upload.sent,
+            )
+            self.assertGreater(upload.sent, HIGH_WATER)
+            answers.setdefault(path, asyncio.Event())
+            served.loop.call_soon(answers[path].set)
             served.run()
-        self.assertEqual(upload.room(), 0)
-        before = upload.granted(0)
-        served.loop.call_soon(answer.set)
-        served.run()
-        result = client.streams[upload.streamID]
-        self.assertEqual((result.status, result.body), (413, b"too large"))
-        self.assertEqual(firstReset(client, upload.streamID), 0)
-        # The connection's window is whole again: every byte sent is
-        # credited back.
-        self.assertEqual(upload.granted(0), upload.sent)
-        self.assertGreater(upload.granted(0), before)
+            result = client.streams[upload.streamID]
+            self.assertEqual((result.status, result.body), (413, b"too large"))
+            self.assertEqual(firstReset(client, upload.streamID), 0)
         self.assertEqual(self.connection(served).streams, {})
 
 
