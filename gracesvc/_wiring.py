@@ -44,6 +44,7 @@ from gracesvc._apps.load import AppFactory, AppLoadError
 from gracesvc._apps.threads import boundReactorThreads
 from gracesvc._apps.wsgi import wsgiResource
 from gracesvc._asgi.app import ASGIApp
+from gracesvc._asgi.h2stream import StreamingRequest
 from gracesvc._asgi.http1 import ASGIHTTPFactory
 from gracesvc._asgi.lifespan import Lifespan
 from gracesvc._asgi.resource import ASGIResource
@@ -246,6 +247,11 @@ def _serveSite(
         routeMetrics,
         ready=None if lifespan is None else lambda: lifespan.ready,
     )
+    # An ASGI application's HTTP/2 requests are dispatched at their HEADERS,
+    # their bodies streamed (see gracesvc._asgi.h2stream).
+    siteOptions: dict[str, Any] = (
+        {} if asgiApp is None else {"requestFactory": StreamingRequest}
+    )
     site = DrainingSite(
         root,
         drain,
@@ -256,6 +262,7 @@ def _serveSite(
         h2c=config.h2c,
         accessLog=config.accessLog,
         timeouts=config.limits.timeouts,
+        **siteOptions,
     )
     metrics.registry.register(H2Collector(drain, site.h2Tally))
     served: IProtocolFactory = site

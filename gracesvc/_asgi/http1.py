@@ -82,6 +82,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gracesvc._asgi.app import ASGIApp, routeOf
+from gracesvc._asgi.body import HIGH_WATER
 from gracesvc._asgi.cycle import Cycle
 from gracesvc._asgi.operational import Operational, OperationalRoute
 from gracesvc._asgi.scopes import addressOf
@@ -113,10 +114,6 @@ from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.site import DrainingSite
 
 log = Logger()
-
-#: Unread request body above which the connection stops reading, until the
-#: application has received it (as uvicorn).
-HIGH_WATER = 65536
 
 #: The default keep-alive idle timeout and head deadline: those of every
 #: HTTP/1.1 connection of gracesvc (C{--keep-alive-timeout},

@@ -12,9 +12,14 @@ own, and its C{receive} and C{send}:
   - the scope is the specification's (HTTP 2.3, see
     L{gracesvc._asgi.spec.HTTP_ASGI}), its C{state} a shallow copy of the
     lifespan's;
-  - the request body, which Twisted has read whole by then (spooled to a
-    temporary file past 100 KB), is handed out in chunks of at most
-    L{BODY_CHUNK} bytes, as the application asks for them;
+  - the request body comes from a L{gracesvc._asgi.body.BodySource}:
+    under HTTP/2, a request whose body follows its HEADERS is dispatched
+    then, and its body handed out as its DATA arrives, the stream paused
+    past L{gracesvc._asgi.body.HIGH_WATER} bytes not yet received (see
+    L{gracesvc._asgi.h2stream}); otherwise (a C{GET}, or HTTP/1.1 through
+    Twisted) the body Twisted has read whole is handed out in chunks of at
+    most L{gracesvc._asgi.body.BODY_CHUNK} bytes; a client gone mid-body
+    is C{http.disconnect};
   - C{http.response.start} is held until the first body (so that an error
     in between is still a clean 500, and a response of one body gets a
     C{Content-Length}), except for an event stream, whose headers go out at
@@ -64,6 +69,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from gracesvc._asgi.app import ASGIApp, routeOf
+from gracesvc._asgi.body import BodySource, SpooledBody
+from gracesvc._asgi.h2stream import StreamingRequest
 from gracesvc._asgi.scopes import httpScope
 from gracesvc._asgi.streams import EventBoundary, goodbye, isEventStream
 from gracesvc._asgi.websocket import serveUpgrade
@@ -82,9 +89,6 @@ from gracesvc._protocols.websocket import WebSocketPolicy
 
 if TYPE_CHECKING:
     from gracesvc._asgi.lifespan import Lifespan
-
-#: The most bytes of the request body one C{http.request} carries.
-BODY_CHUNK = 64 * 1024
 
 #: Response headers that are the server's to write: the framing, which
 #: Twisted does, and on HTTP/2 those a connection-specific header that h2
@@ -167,11 +171,15 @@ class HTTPCycle:
         app: ASGIApp,
         drain: Drain,
         streamGrace: float = 1.0,
+        body: BodySource | None = None,
     ) -> None:
         """
         @param streamGrace: how long the application of an event stream the
             server ended has, once told C{http.disconnect}, to return before
             its task is cancelled.
+        @param body: where the request's body comes from: streamed as it
+            arrives (HTTP/2), or, if L{None}, the request's C{content},
+            which Twisted has read whole.
         """
         self.request = request
         self.scope = scope
@@ -180,14 +188,9 @@ class HTTPCycle:
         self.state = _WAITING
         self.task: asyncio.Task[None] | None = None
         self._http2 = request.clientproto == b"HTTP/2"
-        content = request.content
-        size = 0
-        if content is not None:
-            content.seek(0, 2)
-            size = content.tell()
-            content.seek(0)
-        self._bodyLeft = size
-        self._bodyStarted = False
+        self._requestBody: BodySource = (
+            SpooledBody(request.content) if body is None else body
+        )
         self._status = 200
         self._headers: list[tuple[bytes, bytes]] = []
         self._length: int | None = None
@@ -220,8 +223,12 @@ class HTTPCycle:
         The application's C{receive}: the body, then C{http.disconnect}
         once there is a reason for one.
         """
-        if self._bodyLeft or not self._bodyStarted:
-            return self._nextBody()
+        body = self._requestBody
+        while not body.exhausted:
+            message = body.take()
+            if message is not None:
+                return message
+            await body.arrival(self.app.loop)
         if self.state in _OVER:
             return _DISCONNECT
         waiter = self._disconnected
@@ -229,21 +236,6 @@ class HTTPCycle:
             waiter = self._disconnected = self.app.loop.create_future()
         await waiter
         return _DISCONNECT
-
-    def _nextBody(self) -> MutableMapping[str, Any]:
-        self._bodyStarted = True
-        if not self._bodyLeft or self.state is _GONE:
-            self._bodyLeft = 0
-            return {"type": "http.request", "body": b"", "more_body": False}
-        content = self.request.content
-        assert content is not None
-        chunk = content.read(min(BODY_CHUNK, self._bodyLeft))
-        self._bodyLeft = 0 if not chunk else self._bodyLeft - len(chunk)
-        return {
-            "type": "http.request",
-            "body": chunk,
-            "more_body": bool(self._bodyLeft),
-        }
 
     # send
 
@@ -434,6 +426,11 @@ class HTTPCycle:
             task.cancel()
 
     def _stopListening(self) -> None:
+        """
+        The response is over, or the client gone: no more of the body is
+        taken, and the drain's going away is no concern of this request's.
+        """
+        self._requestBody.close()
         unsubscribe, self._unsubscribe = self._unsubscribe, None
         if unsubscribe is not None:
             unsubscribe()
@@ -485,6 +482,7 @@ class HTTPCycle:
         if request.finished or self.state is _GONE:
             return
         self.state = _COMPLETE
+        self._requestBody.close()
         request.setResponseCode(500)
         request.responseHeaders.setRawHeaders(
             b"content-type", [b"text/plain; charset=utf-8"]
@@ -583,6 +581,9 @@ class ASGIResource:
             self.app,
             drain,
             self.webSocketPolicy.closeTimeout,
+            twistedRequest.claimBody()
+            if isinstance(twistedRequest, StreamingRequest)
+            else None,
         ).start()
         return NOT_DONE_YET
 

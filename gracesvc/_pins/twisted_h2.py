@@ -38,6 +38,13 @@ instead of losing streams during a drain.
     (L{windowAwarePriority}, L{wakeSender});
   - C{H2Stream._request} and C{_conn}: the request a stream answers
     (L{requestOf}), the connection it belongs to (L{connectionOf});
+  - C{H2Stream.command} and C{path}, its request line (L{requestLineOf}),
+    and how it holds a request body while paused: C{pauseProducing} makes
+    C{receiveDataChunk} keep DATA in C{_inboundDataBuffer} without
+    re-opening the window, C{resumeProducing} hands it to the request's
+    C{handleContentChunk} (and the stream's end to C{requestReceived}
+    through C{requestComplete}) and re-opens the window by what it handed
+    over (L{heldInbound});
   - h2's C{H2Connection._receive_goaway_frame}, through which every GOAWAY
     received goes (L{PeerGoAwayTolerant});
   - Twisted's server-side TLS (C{BufferingTLSTransport}) holding small
@@ -411,3 +418,32 @@ def goAwayFrame(lastStreamID: int, errorCode: int = 0, debug: bytes = b"") -> by
     )
     data: bytes = frame.serialize()
     return data
+
+
+def requestLineOf(stream: H2Stream) -> tuple[bytes, bytes]:
+    """
+    Internals: L{H2Stream}'s C{command} and C{path}, set from the
+    request's HEADERS (its C{:method} and C{:path}) when the stream is made.
+
+    @return: the method and the path of C{stream}'s request, as Twisted's
+        stream gives them to C{requestReceived}.
+    """
+    command: Any = stream.command
+    path: Any = stream.path
+    return command, path
+
+
+def heldInbound(stream: H2Stream) -> int:
+    """
+    Internals: L{H2Stream}'s C{_inboundDataBuffer}, the C{(data,
+    flow-controlled length)} of each DATA frame received while the stream
+    is paused (and a sentinel for its end), whose window is re-opened only
+    when C{resumeProducing} hands them over.
+
+    @return: how many flow-controlled bytes C{stream} holds, not re-opened.
+    """
+    return sum(
+        length
+        for chunk, length in stream._inboundDataBuffer
+        if isinstance(chunk, bytes)
+    )

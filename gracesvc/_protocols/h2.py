@@ -64,7 +64,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
 
 from gracesvc._core.connections import IDrainableConnection
 from gracesvc._core.drain import Drain
@@ -76,8 +76,10 @@ from gracesvc._pins.twisted_h2 import (
     flushControlBytes,
     flushToSocket,
     goAwayFrame,
+    heldInbound,
     queuedBytes,
     receiveData,
+    requestLineOf,
     requestOf,
     streamsLost,
     tolerantStateMachine,
@@ -109,6 +111,12 @@ PING_WAIT_MAX = 1.0
 #: get a reset, and could lose the last response with it.
 LINGER = 0.25
 
+#: The flow-control window of a connection whose requests' bodies are
+#: streamed (see L{IHeadersDispatch}), in bytes: what a paused stream holds
+#: counts against it, so it is larger than one stream's (64 KiB), as Go's
+#: per-connection upload buffer is.
+STREAMING_CONNECTION_WINDOW = 1 << 20
+
 #: The opaque data of the drain's PING.
 PING_DATA = b"gracesvc"
 
@@ -116,6 +124,7 @@ PING_DATA = b"gracesvc"
 #: window once this many bytes are owed (or the window runs low).
 PARKED_CREDIT = 16384
 
+_NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _REFUSED = h2.errors.ErrorCodes.REFUSED_STREAM
 _CANCEL = h2.errors.ErrorCodes.CANCEL
 _CALM = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
@@ -185,6 +194,23 @@ class H2Tally:
             return False
         self._loggedAt = now
         return True
+
+
+class IHeadersDispatch(Interface):
+    """
+    A request that wants to be dispatched when its HEADERS arrive, its
+    body to follow, rather than once its stream has ended (Twisted's
+    way): an ASGI application's
+    (L{gracesvc._asgi.h2stream.StreamingRequest}).  Its stream hands it
+    each DATA chunk (C{handleContentChunk}) and the body's end
+    (C{requestReceived}) as it does any request's, and it pauses its
+    stream (C{pauseProducing}) to apply backpressure.
+    """
+
+    def dispatchAtHeaders(command: bytes, path: bytes) -> None:
+        """
+        Render the request now: its headers are complete, its body follows.
+        """
 
 
 class H2Site(Protocol):
@@ -263,6 +289,9 @@ class DrainingH2Connection(H2Connection):
         #: application), for the metrics; None once its response is counted.
         self._receivedAt: dict[int, float | None] = {}
         self._reported = False
+        #: the streams dispatched at their HEADERS whose client has not
+        #: ended its body yet (see IHeadersDispatch).
+        self._bodyOpen: set[int] = set()
         #: the kind of each stream answered with a long-lived response.
         self._longLived: dict[int, str] = {}
         # What the client may cost.
@@ -286,6 +315,15 @@ class DrainingH2Connection(H2Connection):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        factory = getattr(self.site, "requestFactory", None)
+        if isinstance(factory, type) and IHeadersDispatch.implementedBy(factory):
+            # Its streams may be paused, the DATA they hold not credited
+            # back: a connection window of its streams' size would let one
+            # stalled upload block every other upload of the connection.
+            self.conn.increment_flow_control_window(
+                STREAMING_CONNECTION_WINDOW - self.conn.inbound_flow_control_window
+            )
+            writePreparedFrames(self)
         self._settingsSentAt = self._clock.seconds()
         self._drain = self.site.drain
         self._tally = self.site.h2Tally
@@ -444,8 +482,18 @@ class DrainingH2Connection(H2Connection):
             self._tally.parked += 1
             return
         self.resetTimeout()
-        self._lastDispatched = event.stream_id
+        streamID = event.stream_id
+        self._lastDispatched = streamID
         super()._requestReceived(event)
+        if event.stream_ended is None:
+            stream = self.streams[streamID]
+            request = requestOf(stream)
+            if IHeadersDispatch.providedBy(request):
+                # Its body follows: it reaches the application now.
+                self._receivedAt[streamID] = self._clock.seconds()
+                self._bodyOpen.add(streamID)
+                command, path = requestLineOf(stream)
+                request.dispatchAtHeaders(command, path)
 
     def _requestDataReceived(self, event: h2.events.DataReceived) -> None:
         if not event.flow_controlled_length and event.stream_ended is None:
@@ -478,7 +526,10 @@ class DrainingH2Connection(H2Connection):
             # (A reset read with it follows, and ends the stream.)
             return
         self.resetTimeout()
-        self._receivedAt[streamID] = self._clock.seconds()
+        if streamID in self._bodyOpen:
+            self._bodyOpen.discard(streamID)
+        else:
+            self._receivedAt[streamID] = self._clock.seconds()
         super()._requestEnded(event)
 
     def _requestAborted(self, event: h2.events.StreamReset) -> None:
@@ -597,6 +648,9 @@ class DrainingH2Connection(H2Connection):
         super().endRequest(streamID)
 
     def _requestDone(self, streamID: int) -> None:
+        if streamID in self._bodyOpen:
+            self._bodyOpen.discard(streamID)
+            self._bodyAbandoned(streamID)
         super()._requestDone(streamID)
         self._receivedAt.pop(streamID, None)
         self._blockedWrites.pop(streamID, None)
@@ -608,6 +662,27 @@ class DrainingH2Connection(H2Connection):
                 self._ping()
             elif self._state is _OPEN:
                 self.resetTimeout()
+
+    def _bodyAbandoned(self, streamID: int) -> None:
+        """
+        C{streamID}, dispatched at its HEADERS, is done before its client
+        ended its body (its response is complete, it was reset, or the
+        connection is lost): if the client may still send, tell it to
+        stop (C{RST_STREAM(NO_ERROR)} after a complete response, RFC 9113
+        section 8.1), and give back to the connection's window what the
+        stream held, paused, and will never hand over.
+        """
+        if self._closed():
+            return
+        held = heldInbound(self.streams[streamID])
+        try:
+            self.conn.reset_stream(streamID, _NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            # Reset already, by the client or by us.
+            pass
+        if held:
+            self.conn.acknowledge_received_data(held, streamID)
+        writePreparedFrames(self)
 
     def timeoutConnection(self) -> None:
         # Twisted's closes h2's state machine, with PROTOCOL_ERROR if a

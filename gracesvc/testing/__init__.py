@@ -31,6 +31,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import AccumulatingProtocol
 from twisted.python.failure import Failure
 from twisted.test import iosim
+from twisted.web.http import Request
 from twisted.web.resource import IResource
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -472,6 +473,7 @@ class Wire:
         h2c: bool = False,
         timeouts: ConnectionTimeouts | None = None,
         maxConnections: int | None = None,
+        requestFactory: Callable[..., Request] | None = None,
     ) -> None:
         """
         @param h2c: whether the site serves HTTP/2 too (to clients that open
@@ -497,6 +499,8 @@ class Wire:
             request head, keep-alive, writes); the defaults if L{None}.
         @param maxConnections: the most connections served at once (see
             L{gracesvc._protocols.limits}); no limit if L{None}.
+        @param requestFactory: the site's request factory; Twisted's if
+            L{None}.
         """
         self.clock = Clock() if clock is None else clock
         self.drain = Drain(
@@ -510,6 +514,9 @@ class Wire:
             resource = _demoApp(pingDelay, tick)
         if not IResource.providedBy(resource):
             resource = resource(self)
+        siteOptions: dict[str, Any] = (
+            {} if requestFactory is None else {"requestFactory": requestFactory}
+        )
         self.site = DrainingSite(
             resource,
             self.drain,
@@ -518,6 +525,7 @@ class Wire:
             reactor=self.clock,
             h2c=h2c,
             timeouts=timeouts,
+            **siteOptions,
         )
         #: what builds each connection's protocol: the site, behind the
         #: connection limit if there is one.

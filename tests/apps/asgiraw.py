@@ -2,7 +2,9 @@
 Plain ASGI applications, with no framework: what C{bench.asgi} serves under
 every server, and what the Autobahn suite runs against.
 
-  - L{app}: a lifespan, C{/slow?seconds=} (a slow response), C{/events} (an
+  - L{app}: a lifespan, C{/slow?seconds=} (a slow response), C{/upload}
+    (reads the request body and answers, one line per chunk received,
+    when it came on the monotonic clock and its size), C{/events} (an
     event stream that stops on C{http.disconnect}, as Starlette's and
     sse-starlette's do), C{/ws} (a WebSocket echo that reports the
     C{websocket.disconnect} it is given), anything else a small body;
@@ -16,6 +18,7 @@ Each reports on its standard output, as C{EVENT ...} lines.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -59,6 +62,8 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
     if path == "/slow":
         await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
     body = b"hello\n"
+    if path == "/upload":
+        body = await upload(receive)
     await send(
         {
             "type": "http.response.start",
@@ -70,6 +75,25 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def upload(receive: Receive) -> bytes:
+    """
+    @return: for each chunk of the request body, when it was received (on
+        the monotonic clock, which every process shares) and its size, one
+        line each.
+    """
+    lines = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            report("upload disconnect")
+            return b""
+        chunk = message.get("body", b"")
+        lines.append(b"%.6f %d" % (time.monotonic(), len(chunk)))
+        report(f"upload chunk {len(chunk)}")
+        if not message.get("more_body", False):
+            return b"\n".join(lines) + b"\n"
 
 
 async def events(receive: Receive, send: Send) -> None:

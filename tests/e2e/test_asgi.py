@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import twisted.test
@@ -315,6 +316,46 @@ class HTTP2Tests(EndToEndTestCase):
             self.assertIn("64 succeeded, 0 failed, 0 errored", output, output)
         self.assertEqual(twistd.wait(10), -signal.SIGTERM)
         self.assertIn("128 requests completed during the drain, 0 cut", twistd.log())
+        self.assertCleanLog(twistd)
+
+    def test_uploadStreamedAndDrained(self) -> None:
+        """
+        httpx uploads slowly over h2c: the application receives the first
+        chunk long before the client has sent the last.  SIGTERM during a
+        second upload: it completes, is answered, and the process exits by
+        the signal.
+        """
+        twistd = self.startTwistd("--asgi", RAW, "--h2c")
+        url = f"http://127.0.0.1:{twistd.port}/upload"
+        piece = b"x" * 20000
+        sentAll: list[float] = []
+
+        def slowly(signalAfterFirst: bool = False) -> Iterator[bytes]:
+            for n in range(4):
+                if n:
+                    time.sleep(0.3)
+                    if n == 1 and signalAfterFirst:
+                        twistd.signal(signal.SIGTERM)
+                yield piece
+            sentAll.append(time.monotonic())
+
+        with httpx.Client(http1=False, http2=True, timeout=10) as client:
+            response = client.post(url, content=slowly())
+            self.assertEqual(response.http_version, "HTTP/2")
+            self.assertEqual(response.status_code, 200)
+            received = [line.split() for line in response.text.splitlines()]
+            self.assertEqual(sum(int(size) for _, size in received), 4 * len(piece))
+            # The first chunk reached the application while the client
+            # still had 0.9 s of sending ahead.
+            self.assertLess(float(received[0][0]), sentAll[0] - 0.6)
+
+            response = client.post(url, content=slowly(signalAfterFirst=True))
+            self.assertEqual(response.status_code, 200)
+            received = [line.split() for line in response.text.splitlines()]
+            self.assertEqual(sum(int(size) for _, size in received), 4 * len(piece))
+        self.assertEqual(twistd.wait(10), -signal.SIGTERM)
+        self.assertIn("0 cut", twistd.log())
+        self.assertNotIn("upload disconnect", events(twistd))
         self.assertCleanLog(twistd)
 
 

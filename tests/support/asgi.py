@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.web.resource import IResource
 
+from gracesvc._apps.compose import withOperationalRoutes
 from gracesvc._asgi.app import ASGIApp
 from gracesvc._asgi.lifespan import Lifespan
 from gracesvc._asgi.resource import ASGIResource
@@ -48,8 +49,15 @@ class ASGIWire:
         application: Application,
         webSocketPolicy: WebSocketPolicy | None = None,
         lifespan: Lifespan | None = None,
+        operationalRoutes: bool = False,
         **wireKeywords: Any,
     ) -> None:
+        """
+        @param operationalRoutes: whether gracesvc's C{/healthz},
+            C{/readyz} and C{/metrics} are served beside the application,
+            as C{twistd gracesvc --asgi} serves them over HTTP/2.
+        @param wireKeywords: for the L{Wire}.
+        """
         self.loop = asyncio.new_event_loop()
         self.app = ASGIApp(application, self.loop)
         self.policy = WebSocketPolicy() if webSocketPolicy is None else webSocketPolicy
@@ -58,6 +66,8 @@ class ASGIWire:
             served: IResource = ASGIResource(
                 self.app, wire.drain, lifespan, self.policy
             )
+            if operationalRoutes:
+                return withOperationalRoutes(served, wire.drain, wire.metrics)
             return served
 
         self.wire = Wire(resource=resource, webSocketPolicy=self.policy, **wireKeywords)

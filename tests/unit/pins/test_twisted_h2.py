@@ -16,7 +16,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import GoAwayFrame, WindowUpdateFrame
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -28,7 +28,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http import Request, _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from gracesvc._pins import twisted_h2 as _twisted_h2
 from gracesvc._protocols.h2 import DrainingH2Connection
@@ -538,3 +538,96 @@ class SendingLoopTests(SynchronousTestCase):
         self.assertTrue(_twisted_h2.transportPaused(connection))
         connection.resumeProducing()
         self.assertFalse(_twisted_h2.transportPaused(connection))
+
+
+class _Held(Resource):
+    """
+    Renders nothing: records each request it is given.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+
+    def render(self, request: Request) -> object:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+class PausedStreamTests(SynchronousTestCase):
+    """
+    What L{gracesvc._asgi.h2stream} relies on for the backpressure of a
+    streamed request body: Twisted's own paused H2Stream.
+    """
+
+    def opened(self) -> tuple[_Held, H2WireClient, H2Stream, int]:
+        held = _Held()
+        w = Wire(h2c=True, resource=held)
+        c = H2WireClient(w)
+        streamID = c.request("/up?x=1", method="POST", endStream=False)
+        (connection,) = w.drain._connections
+        assert isinstance(connection, DrainingH2Connection)
+        (stream,) = connection.streams.values()
+        return held, c, stream, streamID
+
+    def granted(self, c: H2WireClient, streamID: int) -> int:
+        return sum(
+            frame.window_increment
+            for _, frame in c.frames.received
+            if isinstance(frame, WindowUpdateFrame) and frame.stream_id == streamID
+        )
+
+    def test_requestLineOf(self) -> None:
+        """
+        H2Stream.command and path: its request's method and path, from the
+        HEADERS, before the body.
+        """
+        _, _, stream, _ = self.opened()
+        self.assertEqual(_twisted_h2.requestLineOf(stream), (b"POST", b"/up?x=1"))
+
+    def test_pausedStreamHoldsTheBody(self) -> None:
+        """
+        H2Stream.pauseProducing, receiveDataChunk, _inboundDataBuffer,
+        resumeProducing and requestComplete: a paused stream holds the DATA
+        (heldInbound counts it) and the end, its window left closed; resumed,
+        it hands the DATA to the request's handleContentChunk, the end to
+        its requestReceived (with the request line and b"HTTP/2"), and
+        re-opens the window by what it handed over.
+        """
+        held, c, stream, streamID = self.opened()
+        request = _twisted_h2.requestOf(stream)
+        chunks: list[bytes] = []
+        ends: list[tuple[bytes, bytes, bytes]] = []
+        request.handleContentChunk = chunks.append  # type: ignore[method-assign]
+        request.requestReceived = lambda *line: ends.append(line)  # type: ignore[method-assign]
+        c.send(c.frames.data(streamID, b"a" * 40000, endStream=False))
+        self.assertEqual(chunks, [b"a" * 16384, b"a" * 16384, b"a" * 7232])
+        self.assertEqual(_twisted_h2.heldInbound(stream), 0)
+        chunks.clear()
+        openedBefore = self.granted(c, streamID)
+        stream.pauseProducing()
+        c.send(c.frames.data(streamID, b"b" * 20000, endStream=True))
+        self.assertEqual((chunks, ends), ([], []))
+        self.assertEqual(_twisted_h2.heldInbound(stream), 20000)
+        self.assertEqual(self.granted(c, streamID), openedBefore)
+        stream.resumeProducing()
+        self.assertEqual(b"".join(chunks), b"b" * 20000)
+        self.assertEqual(ends, [(b"POST", b"/up?x=1", b"HTTP/2")])
+        self.assertEqual(_twisted_h2.heldInbound(stream), 0)
+        self.assertEqual(held.requests, [])
+
+    def test_stockStreamRendersAtItsEnd(self) -> None:
+        """
+        H2Stream.requestComplete: Twisted's own request is rendered only
+        once the stream has ended, its body spooled: what the ASGI site's
+        request changes.
+        """
+        held, c, stream, streamID = self.opened()
+        c.send(c.frames.data(streamID, b"body", endStream=False))
+        self.assertEqual(held.requests, [])
+        c.send(c.frames.data(streamID, b"", endStream=True))
+        (request,) = held.requests
+        assert request.content is not None
+        self.assertEqual(request.content.read(), b"body")
