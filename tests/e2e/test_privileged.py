@@ -180,7 +180,12 @@ def ids(pid: int) -> tuple[list[int], list[int]]:
     )
 
 
-# One pytest-xdist worker runs these: they share the nobody-readable venv.
+# The nobody-readable venv is built once per process and removed as the
+# process exits (not in tearDownClass: pytest tears a class down whenever
+# another class's test runs in between, and the next test of this one would
+# build it again).  The mark asks pytest-xdist's --dist loadgroup to run both
+# tests in one worker; pytest-xdist 3.8 groups by renaming item._nodeid, which
+# pytest 9.2 no longer reads, so there each worker that runs one builds its own.
 @pytest.mark.xdist_group("privileged")
 class PrivilegedPortTests(SynchronousTestCase):
     """
@@ -188,12 +193,6 @@ class PrivilegedPortTests(SynchronousTestCase):
     """
 
     venv: ClassVar[NobodyVenv | None] = None
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        if cls.venv is not None:
-            cls.venv.remove()
-            cls.venv = None
 
     def setUp(self) -> None:
         if os.geteuid() != 0:
