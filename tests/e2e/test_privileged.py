@@ -29,6 +29,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from typing import ClassVar
@@ -180,12 +181,13 @@ def ids(pid: int) -> tuple[list[int], list[int]]:
     )
 
 
-# The nobody-readable venv is built once per process and removed as the
-# process exits (not in tearDownClass: pytest tears a class down whenever
-# another class's test runs in between, and the next test of this one would
-# build it again).  The mark asks pytest-xdist's --dist loadgroup to run both
-# tests in one worker; pytest-xdist 3.8 groups by renaming item._nodeid, which
-# pytest 9.2 no longer reads, so there each worker that runs one builds its own.
+# The nobody-readable venv is built once per process, by the first test that
+# runs twistd as nobody, and removed as the process exits (not in
+# tearDownClass: pytest tears a class down whenever another class's test runs
+# in between, and the next test of this one would build it again).  The mark
+# asks pytest-xdist's --dist loadgroup to run these tests in one worker;
+# pytest-xdist 3.8 groups by renaming item._nodeid, which pytest 9.2 no longer
+# reads, so there each worker that runs such a test builds its own.
 @pytest.mark.xdist_group("privileged")
 class PrivilegedPortTests(SynchronousTestCase):
     """
@@ -204,12 +206,19 @@ class PrivilegedPortTests(SynchronousTestCase):
             self.gid = grp.getgrnam(GROUP).gr_gid
         except KeyError as e:
             raise SkipTest(f"no such user or group: {e}") from None
+        # The checkout's own twistd, for a process that never gives up root.
+        self.twistdPath = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.port = privilegedPort()
+
+    def runAsNobody(self) -> None:
+        """
+        Run twistd from the venv that C{nobody} can read, built on first use.
+        """
         if type(self).venv is None:
             type(self).venv = NobodyVenv.build()
         venv = type(self).venv
         assert venv is not None
         self.twistdPath = venv.twistd
-        self.port = privilegedPort()
 
     def argv(self, *args: str) -> list[str]:
         return [
@@ -251,6 +260,7 @@ class PrivilegedPortTests(SynchronousTestCase):
         (real and effective ids), and 20 C{/ping} in flight at SIGINT all
         get pong before it exits with SIGINT's status.
         """
+        self.runAsNobody()
         twistd = Process(self.argv("--ping-delay", "1"), env=self.env())
         self.addCleanup(twistd.kill)
         self.waitUntilServing(twistd)
@@ -279,7 +289,8 @@ class PrivilegedPortTests(SynchronousTestCase):
     def test_portInUse(self) -> None:
         """
         A privileged port already in use is still one log line naming the
-        endpoint and exit status 1, before any switch to C{nobody}.
+        endpoint and exit status 1, before any switch to C{nobody} (so the
+        checkout's own twistd, which C{nobody} could not read, does).
         """
         with socket.socket() as taken:
             taken.bind(("127.0.0.1", self.port))
