@@ -243,3 +243,19 @@ class SystemdSocketTests(SystemdSocketTestCase):
         load: see L{SystemdSocketTestCase.assertReplacementsLoseNothing}.
         """
         self.assertReplacementsLoseNothing()
+
+
+class ASGISystemdSocketTests(SystemdSocketTestCase):
+    """
+    The same with an ASGI application (C{--asgi}, its lifespan run before
+    each process accepts from the socket systemd holds).
+    """
+
+    args = ("--asgi", "tests.apps.asgiraw:app")
+
+    def test_replacementsUnderLoadLoseNothing(self) -> None:
+        """
+        Three replacements under load: see
+        L{SystemdSocketTestCase.assertReplacementsLoseNothing}.
+        """
+        self.assertReplacementsLoseNothing()

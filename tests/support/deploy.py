@@ -238,9 +238,11 @@ class SystemdSocketTestCase(SynchronousTestCase):
     starts a service unit's command with it.
 
     @cvar unit: the path of the service unit.
+    @cvar args: options added to the unit's command.
     """
 
     unit = SYSTEMD_SERVICE
+    args: tuple[str, ...] = ("--ping-delay", "0.05")
 
     def listeningSocket(self) -> socket.socket:
         section = systemdUnit(SYSTEMD_SOCKET)["Socket"]
@@ -255,9 +257,7 @@ class SystemdSocketTestCase(SynchronousTestCase):
         fdName = systemdUnit(SYSTEMD_SOCKET)["Socket"].get(
             "FileDescriptorName", "gracesvc.socket"
         )
-        process = SocketActivated(
-            listening, fdName, "--ping-delay", "0.05", unit=self.unit
-        )
+        process = SocketActivated(listening, fdName, *self.args, unit=self.unit)
         self.addCleanup(process.kill)
         return process
 
