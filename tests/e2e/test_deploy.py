@@ -120,12 +120,16 @@ class HAProxy(Process):
         return super().log()[-5000:]
 
 
-class HAProxyTests(SynchronousTestCase):
+class HAProxyScenario(SynchronousTestCase):
     """
     Two gracesvc instances behind C{deploy/haproxy.cfg} (no retries, no
     redispatch), under steady load through HAProxy, each restarted in turn
     (SIGTERM, wait for exit, start again on the same port), twice.
+
+    @cvar app: the options that choose the app the instances serve.
     """
+
+    app: tuple[str, ...] = ("--ping-delay", "0.05")
 
     def setUp(self) -> None:
         self.haproxyPath = haproxyExecutable()
@@ -138,8 +142,7 @@ class HAProxyTests(SynchronousTestCase):
             f"{drainDelay:g}",
             "--shutdown-timeout",
             f"{shutdownTimeout:g}",
-            "--ping-delay",
-            "0.05",
+            *self.app,
             port=port,
         )
         self.addCleanup(twistd.kill)
@@ -210,7 +213,7 @@ class HAProxyTests(SynchronousTestCase):
         )
         return outcomes, stoppedLogs
 
-    def test_restartsLoseNothingWithTheDrainDelay(self) -> None:
+    def assertRestartsLoseNothing(self) -> None:
         """
         With C{--drain-delay} sized as the config's comments say, no request
         fails, and every stopped instance drained without cutting one.
@@ -225,6 +228,14 @@ class HAProxyTests(SynchronousTestCase):
             self.assertIn(" 0 cut", log)
             self.assertNotIn("Traceback", log)
 
+
+class HAProxyTests(HAProxyScenario):
+    def test_restartsLoseNothingWithTheDrainDelay(self) -> None:
+        """
+        See L{HAProxyScenario.assertRestartsLoseNothing}.
+        """
+        self.assertRestartsLoseNothing()
+
     def test_restartsFailWithoutTheDrainDelay(self) -> None:
         """
         The same with C{--drain-delay 0}: the port closes before HAProxy has
@@ -234,6 +245,20 @@ class HAProxyTests(SynchronousTestCase):
         """
         outcomes, _ = self.restartUnderLoad(0)
         self.assertGreater(sum(failures(outcomes).values()), 0)
+
+
+class ASGIHAProxyTests(HAProxyScenario):
+    """
+    The same with an ASGI application (C{--asgi}).
+    """
+
+    app = ("--asgi", "tests.apps.asgiraw:app")
+
+    def test_restartsLoseNothingWithTheDrainDelay(self) -> None:
+        """
+        See L{HAProxyScenario.assertRestartsLoseNothing}.
+        """
+        self.assertRestartsLoseNothing()
 
 
 class SystemdSocketTests(SystemdSocketTestCase):
