@@ -15,7 +15,7 @@ import websockets
 
 from gracesvc.testing import get, parseEventStream
 from gracesvc.testing.process import CurlStream, MasterProcess, RawClient
-from tests.support.endtoend import EndToEndTestCase, waitFor
+from tests.support.endtoend import EndToEndTestCase, waitFor, waitForInFlight
 
 APP = "tests.apps.rawasgi:app"
 
@@ -154,7 +154,7 @@ class DrainTests(EndToEndTestCase):
         twistd = self.startTwistd("--asgi", APP, "--shutdown-timeout", "1")
         with RawClient(twistd.port) as client:
             client.send(get("/sleep/30"))
-            time.sleep(0.2)
+            waitForInFlight(twistd.port, 1)
             sentAt = twistd.signal(signal.SIGTERM)
             response = client.readResponse()
             self.assertEqual(response.code, 503)
