@@ -6,6 +6,7 @@ An ASGI application as gracesvc serves it.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
@@ -82,6 +83,30 @@ class ASGIApp:
         self._track = track
         for task in list(self.tasks):
             track(_whenDone(task))
+
+    async def settle(self, within: float) -> None:
+        """
+        Let the application's abandoned asynchronous generators end before
+        its lifespan shuts down: an event stream's generator that its
+        framework stopped iterating (at the client's C{http.disconnect})
+        without closing it runs its C{finally} only when it is collected,
+        in an C{aclose()} task the loop's finalizer hook creates; a cycle
+        (an exception's traceback) can keep it for a full collection.  So:
+        collect, give the finalizer hook's tasks two turns to start, and
+        wait up to C{within} seconds for every such task.  Other tasks (the
+        application's own background loops) are not waited for: the
+        lifespan's shutdown is where they are stopped.
+        """
+        gc.collect()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        closing = [
+            task
+            for task in asyncio.all_tasks(self.loop)
+            if type(task.get_coro()).__name__ == "async_generator_athrow"
+        ]
+        if closing:
+            await asyncio.wait(closing, timeout=within)
 
     def stopTasks(self, clock: IReactorTime, within: float) -> Deferred[None]:
         """

@@ -49,6 +49,11 @@ class LifespanFailed(Exception):
     """
 
 
+#: How long the lifespan shutdown waits, at most, for the asynchronous
+#: generators the connections left to end (see L{ASGIApp.settle}).
+SETTLE_WITHIN = 1.0
+
+
 class LifespanState(Enum):
     """
     Where an application's lifespan is.
@@ -165,7 +170,17 @@ class Lifespan:
             return stopped
         self.state = LifespanState.STOPPING
         self._stopped = stopped
-        self._deliver({"type": "lifespan.shutdown"})
+        # First the finally blocks of the generators the connections left
+        # (an event stream's), which may still use what the shutdown closes.
+        settling = self.app.loop.create_task(self.app.settle(SETTLE_WITHIN))
+        self.app.tasks.add(settling)
+        settling.add_done_callback(self.app.tasks.discard)
+
+        def settled(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and self.state is LifespanState.STOPPING:
+                self._deliver({"type": "lifespan.shutdown"})
+
+        settling.add_done_callback(settled)
         return stopped
 
     # The application's side.

@@ -55,12 +55,17 @@ SOURCES = ("pyproject.toml", "setup.cfg", "README.md", "gracesvc", "twisted")
 
 
 def _run(argv: list[str], timeout: float) -> None:
+    # Without the runner's PYTHONPATH (trial -j gives its workers one naming
+    # the test venv's site-packages), through which pip would find the
+    # dependencies installed already and leave the new venv without them.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     result = subprocess.run(
         argv,
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
     if result.returncode != 0:
         raise AssertionError(

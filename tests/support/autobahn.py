@@ -84,6 +84,11 @@ def fuzz(case: SynchronousTestCase, url: str) -> None:
         text=True,
         timeout=180,
         stdin=subprocess.DEVNULL,
+        # Not the runner's PYTHONPATH (trial -j gives its workers one), whose
+        # Python 3 modules the Python 2.7 of wstest cannot import.
+        env={
+            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")
+        },
     )
     case.assertEqual(result.returncode, 0, result.stdout + result.stderr)
     with open(os.path.join(reports, "index.json")) as f:

@@ -70,7 +70,7 @@ class LifespanTests(LifespanTestCase):
         lifespan.goingAway(2.0)
         stopped = lifespan.shutdown()
         self.assertNoResult(stopped)
-        spin(self.loop, 3)
+        spin(self.loop, 6)
         self.successResultOf(stopped)
         self.assertEqual(
             received, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
@@ -106,7 +106,7 @@ class LifespanTests(LifespanTestCase):
         self.assertTrue(lifespan.app.noticeWanted)
         lifespan.goingAway(3.5)
         lifespan.shutdown()
-        spin(self.loop, 3)
+        spin(self.loop, 6)
         self.assertEqual(
             received,
             [
@@ -180,7 +180,7 @@ class LifespanTests(LifespanTestCase):
         lifespan.startup()
         spin(self.loop, 3)
         stopped = lifespan.shutdown()
-        spin(self.loop, 3)
+        spin(self.loop, 6)
         self.successResultOf(stopped)
 
     def test_stoppedBeforeStartingUp(self) -> None:
@@ -201,3 +201,45 @@ class LifespanTests(LifespanTestCase):
         task = lifespan.app.lifespanTask
         assert task is not None
         self.assertTrue(task.cancelled())
+
+
+class SettleTests(LifespanTestCase):
+    def test_abandonedGeneratorsEndFirst(self) -> None:
+        """
+        An asynchronous generator left suspended and unreferenced but for a
+        cycle (an event stream's, its framework stopped iterating it) runs
+        its C{finally} before the application receives C{lifespan.shutdown}:
+        its cleanup may use what the shutdown closes.
+        """
+        told: list[str] = []
+
+        async def stream() -> Any:
+            try:
+                while True:
+                    yield b"data: 1\n\n"
+                    await asyncio.sleep(10)
+            finally:
+                told.append("stream ended")
+
+        async def abandon() -> None:
+            generator = stream()
+            await generator.__anext__()
+            cycle: list[Any] = [generator]
+            cycle.append(cycle)
+
+        async def application(scope: Any, receive: Receive, send: Send) -> None:
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            told.append(message["type"])
+            await send({"type": "lifespan.shutdown.complete"})
+
+        lifespan = self.lifespan(application)
+        lifespan.startup()
+        spin(self.loop, 3)
+        self.loop.run_until_complete(abandon())
+        self.assertEqual(told, [])
+        stopped = lifespan.shutdown()
+        spin(self.loop, 8)
+        self.successResultOf(stopped)
+        self.assertEqual(told, ["stream ended", "lifespan.shutdown"])
