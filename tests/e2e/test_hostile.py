@@ -28,6 +28,7 @@ import time
 
 from gracesvc.testing import get
 from gracesvc.testing.process import RawClient, Twistd
+from tests.support.clients import readUntilClosed
 from tests.support.endtoend import EndToEndTestCase, waitFor, waitForServer
 
 #: The C{--shutdown-timeout} the tests run with.
@@ -41,30 +42,6 @@ def connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def readUntilClosed(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, str]:
-    """
-    Read until the server closes the connection, or C{timeout}.
-
-    @return: what was received, and C{"closed"}, C{"reset"} or C{"open"}.
-    """
-    data = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, "open"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        except TimeoutError:
-            return data, "open"
-        if not chunk:
-            return data, "closed"
-        data += chunk
 
 
 class HostileTestCase(EndToEndTestCase):

@@ -39,6 +39,7 @@ from gracesvc.testing.process import (
     residentMemory,
     webSocketUpgrade,
 )
+from tests.support.clients import readUntilClosed
 from tests.support.deploy import SocketActivated
 from tests.support.endtoend import (
     EndToEndTestCase,
@@ -55,29 +56,6 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def readUntilClosed(sock: socket.socket, timeout: float) -> tuple[bytes, str]:
-    """
-    @return: what was read until the server closed the connection or
-        C{timeout}, and C{"closed"}, C{"reset"} or C{"open"}.
-    """
-    data = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data, "open"
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        except TimeoutError:
-            return data, "open"
-        if not chunk:
-            return data, "closed"
-        data += chunk
 
 
 class OpenInternetTestCase(EndToEndTestCase):

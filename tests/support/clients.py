@@ -7,6 +7,7 @@ requests.
 from __future__ import annotations
 
 import collections
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -165,3 +166,27 @@ def failures(outcomes: Sequence[Outcome]) -> collections.Counter[str]:
     @return: how many requests failed, by what the client saw.
     """
     return collections.Counter(o.result for o in outcomes if o.result != "ok")
+
+
+def readUntilClosed(sock: socket.socket, timeout: float = 3.0) -> tuple[bytes, str]:
+    """
+    Read until the server closes the connection, or C{timeout}.
+
+    @return: what was received, and C{"closed"}, C{"reset"} or C{"open"}.
+    """
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data, "open"
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        except TimeoutError:
+            return data, "open"
+        if not chunk:
+            return data, "closed"
+        data += chunk
