@@ -101,7 +101,7 @@ from gracesvc._core.connections import IDrainableConnection
 from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
 from gracesvc._metrics.registry import OTHER_ROUTE
-from gracesvc._pins.twisted import bytesWaiting, closeBeneathTLS, tlsHandshaking
+from gracesvc._pins.twisted import closeBeneathTLS, tlsHandshaking
 from gracesvc._pins.twisted_send import eagerSocket, sendNow
 from gracesvc._protocols.answers import SERVICE_UNAVAILABLE_BODY
 from gracesvc._protocols.deadlines import (
@@ -109,6 +109,7 @@ from gracesvc._protocols.deadlines import (
     ConnectionTimeouts,
     WriteStall,
     acknowledgedBy,
+    idleGraceLeft,
 )
 from gracesvc._protocols.negotiate import NegotiatingProtocol
 from gracesvc._protocols.site import DrainingSite
@@ -1048,14 +1049,11 @@ class ASGIConnection:
         self._idleCall = None
         if self._state is not _IDLE or tlsHandshaking(self.transport):
             return
-        drain = self.drain
-        wait = self.lastActivity + drain.idleGrace - drain.clock.seconds()
-        if wait <= 0 and not bytesWaiting(self.transport):
+        wait = idleGraceLeft(self.drain, self.lastActivity, self.transport)
+        if wait is None:
             self.loseConnection()
             return
-        self._idleCall = drain.clock.callLater(
-            wait if wait > 0 else drain.idleGrace, self._closeIfIdle
-        )
+        self._idleCall = self.drain.clock.callLater(wait, self._closeIfIdle)
 
     def _closeIfIdle(self) -> None:
         self._idleCall = None

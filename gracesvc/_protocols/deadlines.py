@@ -23,7 +23,8 @@ drain runs (the drain's own timeline is L{gracesvc._core}'s).
 L{ConnectionTimeouts} holds the three; L{WriteStall} watches one
 connection's writes; L{ClientTally} counts what they ended, for the
 metrics; L{lingeringClose} closes after a last answer (a 408, a 503) so
-that the client reads it instead of a reset.
+that the client reads it instead of a reset; L{idleGraceLeft} says when a
+connection idle during the drain is closed.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from dataclasses import dataclass
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.logger import Logger
 
+from gracesvc._core.drain import Drain
 from gracesvc._core.summaries import LogSummary
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.linux import bytesAcknowledged
-from gracesvc._pins.twisted import socketOf
+from gracesvc._pins.twisted import bytesWaiting, socketOf
 
 #: How long a connection closed after a last answer waits for its client
 #: to close its side (reading what it still sends) before it is aborted:
@@ -264,3 +266,20 @@ def lingeringClose(
         transport.loseConnection()
     abort = getattr(transport, "abortConnection", transport.loseConnection)
     return clock.callLater(linger, abort)
+
+
+def idleGraceLeft(drain: Drain, lastActivity: float, transport: object) -> float | None:
+    """
+    During the drain, what is left of an idle connection's grace (the
+    drain's C{idleGrace}, from C{lastActivity}): the HTTP/1.1 channels
+    close it once that has run out.
+
+    @return: L{None} to close it now (its grace has run out, and no byte of
+        its client waits to be read); else the seconds until looking again:
+        the rest of the grace, or, if bytes are waiting, a whole grace, once
+        the reactor has had the chance to read them.
+    """
+    wait = lastActivity + drain.idleGrace - drain.clock.seconds()
+    if wait <= 0 and not bytesWaiting(transport):
+        return None
+    return wait if wait > 0 else drain.idleGrace

@@ -40,7 +40,6 @@ from gracesvc._core.connections import IDrainableConnection
 from gracesvc._core.drain import Drain
 from gracesvc._core.timers import cancelCall
 from gracesvc._pins.twisted import (
-    bytesWaiting,
     closeBeneathTLS,
     deliverTo,
     hasPipelinedRequest,
@@ -61,6 +60,7 @@ from gracesvc._protocols.deadlines import (
     ConnectionTimeouts,
     WriteStall,
     acknowledgedBy,
+    idleGraceLeft,
     lingeringClose,
 )
 from gracesvc._protocols.websocket import DrainingWebSocket, WebSocketPolicy
@@ -685,16 +685,11 @@ class DrainingChannel(HTTPChannel):
         if self._state is not _IDLE or tlsHandshaking(self.transport):
             # A handshake in progress: handshakeCompleted looks again.
             return
-        drain = self._drain
-        wait = self.lastActivity + drain.idleGrace - drain.clock.seconds()
-        if wait <= 0 and not bytesWaiting(self.transport):
+        wait = idleGraceLeft(self._drain, self.lastActivity, self.transport)
+        if wait is None:
             self.loseConnection()
             return
-        # Look again once the grace has run out, or, if bytes are waiting,
-        # once the reactor has had the chance to read them.
-        self._idleCall = drain.clock.callLater(
-            wait if wait > 0 else drain.idleGrace, self._closeIfIdle
-        )
+        self._idleCall = self._drain.clock.callLater(wait, self._closeIfIdle)
 
     def _closeIfIdle(self) -> None:
         self._idleCall = None
