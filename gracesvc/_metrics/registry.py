@@ -292,9 +292,8 @@ class Metrics:
         @param seconds: from the request fully received to the response
             completed.
         """
-        # Every response comes here, so it does the counting itself, and
-        # finds the route as routeOf does without calling it: each call is
-        # a good part of the cost.
+        # Every response comes here, so it finds the route as routeOf does
+        # without calling it: each call is a good part of the cost.
         label: RouteLabel | None = getattr(request, _ROUTE_ATTRIBUTE, None)
         if isinstance(label, str):
             route = label
@@ -306,25 +305,13 @@ class Metrics:
             except Exception:
                 log.failure("finding the route of a request failed")
                 route = OTHER_ROUTE
-        counts = self._routes.get(route)
-        if counts is None:
-            counts = self._routes[route] = _RouteCounts()
-        code = request.code
-        if 0 <= code < _LISTED_CODES:
-            counts.codes[code] += 1
-        else:
-            counts.otherCodes[code] = counts.otherCodes.get(code, 0) + 1
-        # Most responses fall in the first bucket: no bisection for them.
-        if seconds <= _FIRST_BOUND:
-            counts.histogram[0] += 1
-        else:
-            counts.histogram[bisect_left(DURATION_BUCKETS, seconds)] += 1
-        counts.sum += seconds
+        self.responseDone(route, request.code, seconds)
 
     def responseDone(self, route: str, code: int, seconds: float) -> None:
         """
         Count a completed response whose route label is known already (the
-        ASGI path's, which has no L{Request}).
+        ASGI path's, which has no L{Request}; and L{requestDone}'s once it
+        found it).
 
         @param seconds: from the request received to the response completed.
         """
@@ -335,6 +322,7 @@ class Metrics:
             counts.codes[code] += 1
         else:
             counts.otherCodes[code] = counts.otherCodes.get(code, 0) + 1
+        # Most responses fall in the first bucket: no bisection for them.
         if seconds <= _FIRST_BOUND:
             counts.histogram[0] += 1
         else:
