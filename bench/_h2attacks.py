@@ -40,6 +40,8 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
+from gracesvc.testing.h2 import h2Socket
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -80,14 +82,7 @@ class _Attacker:
     """
 
     def __init__(self, port: int, tls: bool, timeout: float) -> None:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["h2"])
-            sock = context.wrap_socket(sock)
-        self.sock = sock
+        self.sock = h2Socket(port, tls, timeout)
         self.startedAt = time.monotonic()
         self.deadline = self.startedAt + timeout
         self.closed = False

@@ -351,6 +351,26 @@ class H2WireClient(Client):
         return self.frames.streams
 
 
+def h2Socket(port: int, tls: bool, timeout: float) -> socket.socket:
+    """
+    @return: a socket connected to C{port} on loopback, for an HTTP/2
+        client's preface: over TLS with ALPN C{h2} (the certificate
+        unchecked) if C{tls}, else cleartext (prior knowledge).
+    @raise AssertionError: if the server did not negotiate C{h2}.
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if not tls:
+        return sock
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    wrapped = context.wrap_socket(sock)
+    if wrapped.selected_alpn_protocol() != "h2":
+        raise AssertionError("the server did not negotiate h2")
+    return wrapped
+
+
 class H2SocketClient:
     """
     A frame-level HTTP/2 client on a real socket: TLS with ALPN C{h2}, or
@@ -369,16 +389,7 @@ class H2SocketClient:
         timeout: float = 10.0,
     ) -> None:
         self.frames = H2Frames(ackPings)
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        if tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["h2"])
-            sock = context.wrap_socket(sock)
-            if sock.selected_alpn_protocol() != "h2":
-                raise AssertionError("the server did not negotiate h2")
-        self.sock: socket.socket = sock
+        self.sock: socket.socket = h2Socket(port, tls, timeout)
         self.closedAt: float | None = None
         self.send(self.frames.preface())
 
